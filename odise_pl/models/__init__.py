@@ -1,0 +1,1 @@
+"""Model parts: backbones, mask generator, supervision strategies, open-vocabulary inference."""
