@@ -1,0 +1,131 @@
+"""The typed schema of an experiment file.
+
+Sections dispatched through a registry (``data``, ``model.backbone``,
+``model.supervision``) hold ``name`` plus the fields of the dataclass registered
+with that name; the loader validates them against it.  Everything else is
+validated against the dataclasses below: an unknown or mistyped key is an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+# Sections whose keys depend on a registered part: dotted path -> registry attribute name
+DISPATCHED_SECTIONS = {
+    "data": "DATA_MODULES",
+    "model.backbone": "BACKBONES",
+    "model.supervision": "SUPERVISIONS",
+}
+
+
+@dataclass
+class RunConfig:
+    root: str = "runs"             # every run writes into ROOT/NAME/VERSION
+    name: str = "default"
+    version: Optional[str] = None  # None: the next free version_N; an existing one resumes
+
+
+@dataclass
+class ClipConfig:
+    """The one CLIP shared by the captioner, the text classifier and the mask classifier."""
+
+    model_name: str = "ViT-L-14-336"
+    pretrained: Optional[str] = "openai"  # open_clip tag, hf-hub:ORG/NAME, a local file, or null (random)
+
+
+@dataclass
+class MaskGeneratorConfig:
+    """Mask2Former (transformers' pixel decoder + masked-attention decoder); reference values."""
+
+    num_queries: int = 100
+    hidden_dim: int = 256
+    mask_dim: int = 256
+    dec_layers: int = 9
+    nheads: int = 8
+    dim_feedforward: int = 2048
+    enc_layers: int = 6
+    enc_feedforward_dim: int = 1024
+    enc_num_points: int = 4
+    embed_dim: int = 256           # mask embedding width (PooledMaskEmbed output)
+    class_weight: float = 2.0
+    mask_weight: float = 5.0
+    dice_weight: float = 5.0
+    no_object_weight: float = 0.1
+    train_num_points: int = 12544
+    oversample_ratio: float = 3.0
+    importance_sample_ratio: float = 0.75
+    deep_supervision: bool = True
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class InferenceConfig:
+    panoptic_on: bool = True
+    semantic_on: bool = True
+    instance_on: bool = False
+    object_mask_threshold: float = 0.0
+    overlap_threshold: float = 0.8
+    instance_topk: int = 100
+    classifier: str = "diffusion"   # diffusion | clip | ensemble (the paper's classifier ablation)
+    alpha: float = 0.3              # ensemble weight of CLIP for classes seen in training
+    beta: float = 0.7               # ... and for unseen classes
+    clip_prompt_templates: list = field(default_factory=lambda: ["a photo of a {}."])
+
+
+@dataclass
+class ModelConfig:
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    backbone: Any = field(default_factory=lambda: {"name": "clip"})
+    mask_generator: MaskGeneratorConfig = field(default_factory=MaskGeneratorConfig)
+    supervision: Any = field(default_factory=lambda: {"name": "category_label"})
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    betas: list = field(default_factory=lambda: [0.9, 0.999])
+    clip_grad_norm: float = 0.01      # 0 disables clipping
+    warmup_steps: int = 250
+    warmup_factor: float = 1.0e-3     # lr multiplier at step 0 of the linear warm-up
+    milestones: list = field(default_factory=lambda: [0.89, 0.96])  # fractions of max_steps
+    gamma: float = 0.1
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = "auto"
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: str = "auto"           # auto | ddp | fsdp | ddp_spawn ...
+    precision: str = "32-true"       # 32-true | bf16-mixed | 16-mixed
+    max_steps: int = 92000
+    val_check_interval: Any = 5000   # steps (int) or fraction of an epoch (float)
+    check_val_every_n_epoch: Optional[int] = None
+    limit_val_batches: Any = 1.0
+    log_every_n_steps: int = 20
+    accumulate_grad_batches: int = 1
+    enable_progress_bar: bool = True
+    deterministic: bool = False
+    num_sanity_val_steps: int = 0
+
+
+@dataclass
+class LoggingConfig:
+    tensorboard: bool = True
+    vis_every_n_steps: int = 500     # training pictures in TensorBoard
+    num_vis_images: int = 4
+    log_per_class: bool = False
+
+
+@dataclass
+class ExperimentConfig:
+    seed: int = 42
+    run: RunConfig = field(default_factory=RunConfig)
+    data: Any = field(default_factory=lambda: {"name": "coco_panoptic"})
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
