@@ -1,0 +1,126 @@
+"""Mask2Former mask generator on external multi-scale features, built from ``transformers`` parts.
+
+The pixel decoder (multi-scale deformable attention, pure PyTorch -- no CUDA ops
+to compile) and the masked-attention transformer decoder are
+``transformers``' own modules; this file wires them to the backbone pyramid and
+adds ODISE's mask-embedding head (:class:`PooledMaskEmbed`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import torch
+from torch import nn
+from transformers import Mask2FormerConfig
+from transformers.models.mask2former.modeling_mask2former import (
+    Mask2FormerPixelDecoder,
+    Mask2FormerPreTrainedModel,
+    Mask2FormerTransformerModule,
+)
+
+from odise_pl.config.schema import MaskGeneratorConfig
+from odise_pl.models.backbones.base import LEVELS, ShapeSpec
+
+
+def hf_config(cfg: MaskGeneratorConfig, strides: list[int]) -> Mask2FormerConfig:
+    """Translate our reference-named settings into a ``Mask2FormerConfig``."""
+    return Mask2FormerConfig(
+        backbone_config=None,
+        feature_size=cfg.mask_dim,
+        mask_feature_size=cfg.mask_dim,
+        hidden_dim=cfg.hidden_dim,
+        encoder_feedforward_dim=cfg.enc_feedforward_dim,
+        encoder_layers=cfg.enc_layers,
+        decoder_layers=cfg.dec_layers + 1,  # transformers counts the query-only prediction as a layer
+        num_attention_heads=cfg.nheads,
+        dim_feedforward=cfg.dim_feedforward,
+        num_queries=cfg.num_queries,
+        feature_strides=list(strides),
+        common_stride=4,
+        no_object_weight=cfg.no_object_weight,
+        class_weight=cfg.class_weight,
+        mask_weight=cfg.mask_weight,
+        dice_weight=cfg.dice_weight,
+        train_num_points=cfg.train_num_points,
+        oversample_ratio=cfg.oversample_ratio,
+        importance_sample_ratio=cfg.importance_sample_ratio,
+        use_auxiliary_loss=cfg.deep_supervision,
+        num_labels=1,
+    )
+
+
+class MLP(nn.Sequential):
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, layers: int) -> None:
+        dims = [in_dim] + [hidden] * (layers - 1) + [out_dim]
+        mods: list[nn.Module] = []
+        for i in range(layers):
+            mods.append(nn.Linear(dims[i], dims[i + 1]))
+            if i < layers - 1:
+                mods.append(nn.ReLU())
+        super().__init__(*mods)
+
+
+class PooledMaskEmbed(nn.Module):
+    """ODISE's mask embedding: MLP(LN(query)) + Linear(LN(mask-pooled pixel features)).
+
+    The pooling uses the query's own predicted mask, binarised (sigmoid > 0.5) and
+    detached, over the per-pixel mask features.
+    """
+
+    def __init__(self, hidden_dim: int, mask_dim: int, embed_dim: int) -> None:
+        super().__init__()
+        self.query_proj = nn.Sequential(nn.LayerNorm(hidden_dim), MLP(hidden_dim, hidden_dim, embed_dim, 3))
+        self.pool_proj = nn.Sequential(nn.LayerNorm(mask_dim), nn.Linear(mask_dim, embed_dim))
+
+    def forward(self, queries: torch.Tensor, mask_logits: torch.Tensor, mask_features: torch.Tensor) -> torch.Tensor:
+        """queries (B,Q,C), mask_logits (B,Q,h,w), mask_features (B,M,h,w) -> (B,Q,D)."""
+        with torch.no_grad():
+            binary = (mask_logits.detach() > 0).to(mask_features.dtype)   # sigmoid > 0.5
+            area = binary.flatten(2).sum(-1, keepdim=True).clamp(min=1.0)  # (B,Q,1)
+        pooled = torch.einsum("bqhw,bchw->bqc", binary, mask_features) / area
+        return self.query_proj(queries) + self.pool_proj(pooled)
+
+
+class Mask2FormerMaskGenerator(Mask2FormerPreTrainedModel):
+    """Pixel decoder + masked-attention decoder + mask-embedding head.
+
+    ``forward(features)`` takes the backbone pyramid ``{"s2".."s5"}`` and returns
+    ``{"pred_masks": [L x (B,Q,H/4,W/4)], "mask_embeds": [L x (B,Q,D)]}`` with one entry
+    per supervised decoder output (the query-only prediction first, the last layer
+    last; ``L = dec_layers + 1``), plus ``"mask_features"`` (B,M,H/4,W/4).
+
+    Weights are initialised exactly as ``transformers`` initialises Mask2Former.
+    """
+
+    def __init__(self, *, config: Mask2FormerConfig, input_shape: dict[str, ShapeSpec], embed_dim: int = 256,
+                 gradient_checkpointing: bool = False) -> None:
+        super().__init__(config)
+        self.levels = [k for k in LEVELS if k in input_shape]
+        channels = [input_shape[k].channels for k in self.levels]
+        self.pixel_decoder = Mask2FormerPixelDecoder(config, feature_channels=channels)
+        self.transformer = Mask2FormerTransformerModule(in_features=config.feature_size, config=config)
+        self.mask_embed = PooledMaskEmbed(config.hidden_dim, config.mask_feature_size, embed_dim)
+        self.transformer.decoder.gradient_checkpointing = gradient_checkpointing
+        self.post_init()
+
+    @classmethod
+    def from_config(cls, cfg: MaskGeneratorConfig, input_shape: dict[str, ShapeSpec]) -> "Mask2FormerMaskGenerator":
+        strides = [input_shape[k].stride for k in LEVELS if k in input_shape]
+        return cls(config=hf_config(cfg, strides), input_shape=input_shape, embed_dim=cfg.embed_dim,
+                   gradient_checkpointing=cfg.gradient_checkpointing)
+
+    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, object]:
+        feats = [features[k] for k in self.levels]                      # high -> low resolution
+        pixel_out = self.pixel_decoder(feats, return_dict=True)
+        mask_features = pixel_out.mask_features                           # (B, M, H/4, W/4)
+        multi_scale = pixel_out.multi_scale_features                      # 3 x (B, C, h, w), low -> high res
+        dec = self.transformer(multi_scale_features=multi_scale, mask_features=mask_features)
+        masks = list(dec.masks_queries_logits)                            # L x (B, Q, H/4, W/4)
+        queries = [q.transpose(0, 1) for q in dec.intermediate_hidden_states]  # L x (B, Q, C)
+        embeds = [self.mask_embed(q, m, mask_features) for q, m in zip(queries, masks)]
+        return {"pred_masks": masks, "mask_embeds": embeds, "mask_features": mask_features}
+
+
+def config_summary(cfg: MaskGeneratorConfig) -> dict:
+    return asdict(cfg)

@@ -1,0 +1,184 @@
+"""The LightningModule: backbone -> mask generator -> supervision -> inference -> metrics.
+
+It builds nothing from config itself (see :mod:`odise_pl.models.builder`); it
+only composes the parts it is given, trains them, and evaluates them.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from odise_pl.config.schema import InferenceConfig, OptimConfig
+from odise_pl.metrics.panoptic_quality import PanopticQuality
+from odise_pl.metrics.semantic_iou import SemanticIoU
+from odise_pl.models.frozen import keep_frozen_in_eval, pretrained_frozen_prefixes
+from odise_pl.models.inference.panoptic import panoptic_inference
+from odise_pl.models.inference.semantic import semantic_inference
+from odise_pl.models.mask_generator.criterion import SetCriterion
+from odise_pl.models.optim import build_optimizer, build_scheduler
+from odise_pl.models.supervision.base import SupervisionStrategy, TextEmbeddings
+
+
+class OdiseModule(L.LightningModule):
+    """ODISE as a LightningModule.
+
+    Args:
+        backbone: feature extractor following the backbone contract.
+        mask_generator: Mask2Former mask generator.
+        supervision: the supervision strategy (classification + its losses).
+        criterion: matching + mask losses.
+        eval_text: text embeddings of the evaluation vocabulary.
+        eval_is_thing: (K_eval,) bool.
+        inference: post-processing settings.
+        optim: optimiser settings; ``max_steps`` sets the step schedule.
+        open_vocab: optional CLIP mask classifier + ensemble (``forward(images, mask_logits, probs)``).
+        ignore_index: label ignored by the semantic metric.
+        config: the resolved experiment config (saved as hyper-parameters).
+    """
+
+    def __init__(self, *, backbone: nn.Module, mask_generator: nn.Module, supervision: SupervisionStrategy,
+                 criterion: SetCriterion, eval_text: TextEmbeddings, eval_is_thing: torch.Tensor,
+                 inference: InferenceConfig, optim: OptimConfig, max_steps: int,
+                 open_vocab: nn.Module | None = None, ignore_index: int = 255, config: dict | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters({"config": config or {}})
+        self.backbone = backbone
+        self.mask_generator = mask_generator
+        self.supervision = supervision
+        self.criterion = criterion
+        self.open_vocab = open_vocab
+        self.inference_cfg = inference
+        self.optim_cfg = optim
+        self.max_steps = max_steps
+        self.ignore_index = ignore_index
+        self.set_eval_vocabulary(eval_text, eval_is_thing)
+
+    # ----------------------------------------------------------------------------------- vocabulary
+    def set_eval_vocabulary(self, text: TextEmbeddings, is_thing: torch.Tensor) -> None:
+        """Swap the test-time vocabulary (no retraining): new metrics sized for it."""
+        device = self.device if hasattr(self, "_device") else None
+        self.eval_text = text if device is None else text.to(device)
+        self.register_buffer("eval_is_thing", is_thing.to(torch.bool).clone(), persistent=False)
+        k = text.num_classes
+        self.val_pq = PanopticQuality(is_thing=is_thing.tolist())
+        self.val_sem = SemanticIoU(num_classes=k, ignore_index=self.ignore_index)
+        self.test_pq = PanopticQuality(is_thing=is_thing.tolist())
+        self.test_sem = SemanticIoU(num_classes=k, ignore_index=self.ignore_index)
+
+    # -------------------------------------------------------------------------------------- forward
+    def forward(self, images: torch.Tensor, captions: list[str] | None = None) -> dict:
+        """images (B,3,H,W) in [0,255] -> mask generator outputs (see Mask2FormerMaskGenerator)."""
+        feats = self.backbone(images.float(), captions)
+        return self.mask_generator(feats)
+
+    def train(self, mode: bool = True) -> "OdiseModule":
+        super().train(mode)
+        keep_frozen_in_eval(self)
+        return self
+
+    @staticmethod
+    def _captions(batch: dict) -> list[str] | None:
+        caps = batch.get("captions")
+        if not caps:
+            return None
+        return [c[0] if isinstance(c, (list, tuple)) and c else (c if isinstance(c, str) else "") for c in caps]
+
+    # ------------------------------------------------------------------------------------- training
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        out = self(batch["images"], self._captions(batch))
+        logits = [self.supervision.training_logits(e, batch) for e in out["mask_embeds"]]
+        losses = self.criterion(out["pred_masks"], logits, batch["targets"])
+        losses.update(self.supervision.extra_losses(out, batch))
+        loss = torch.stack(list(losses.values())).sum()
+        bs = batch["images"].shape[0]
+        final = {k: v for k, v in losses.items() if not k[-1].isdigit()}
+        self.log_dict({f"train/{k}": v for k, v in final.items()}, batch_size=bs)
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        return loss
+
+    # ----------------------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def predict_probs(self, images: torch.Tensor, out: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class probabilities (B,Q,K+1) and mask logits (B,Q,h,w) of the last decoder layer."""
+        masks, embeds = out["pred_masks"][-1], out["mask_embeds"][-1]
+        logits = self.supervision.classify(embeds, self.eval_text.to(embeds.device))
+        probs = logits.float().softmax(-1)
+        if self.open_vocab is not None:
+            probs = self.open_vocab(images, masks, probs)
+        return probs, masks
+
+    def postprocess(self, probs: torch.Tensor, masks: torch.Tensor, image_size: tuple[int, int],
+                    orig_size: tuple[int, int], padded: tuple[int, int]) -> dict:
+        """One image: masks to the original size, then panoptic and semantic outputs."""
+        m = F.interpolate(masks[None].float(), size=padded, mode="bilinear", align_corners=False)[0]
+        m = m[:, : image_size[0], : image_size[1]]
+        m = F.interpolate(m[None], size=orig_size, mode="bilinear", align_corners=False)[0]
+        result: dict = {}
+        cfg = self.inference_cfg
+        if cfg.panoptic_on:
+            result["panoptic"] = panoptic_inference(
+                probs, m, self.eval_is_thing, object_mask_threshold=cfg.object_mask_threshold,
+                overlap_threshold=cfg.overlap_threshold)
+        if cfg.semantic_on:
+            result["semantic"] = semantic_inference(probs, m).argmax(0)
+        return result
+
+    def _eval_step(self, batch: dict, pq, sem) -> None:
+        images = batch["images"]
+        out = self(images, None)
+        probs, masks = self.predict_probs(images, out)
+        padded = tuple(images.shape[-2:])
+        for i, target in enumerate(batch["targets"]):
+            size = tuple(int(s) for s in batch["image_sizes"][i])
+            res = self.postprocess(probs[i], masks[i], size, tuple(target["orig_size"]), padded)
+            if "panoptic" in res:
+                ids, segs = res["panoptic"]
+                pq.update(ids, segs, target["gt_panoptic"].to(ids.device), target["gt_segments"])
+            if "semantic" in res:
+                sem.update(res["semantic"], target["gt_semantic"].to(res["semantic"].device))
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_pq, self.val_sem)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, self.test_pq, self.test_sem)
+
+    def _log_eval(self, stage: str, pq, sem) -> None:
+        metrics = {}
+        if self.inference_cfg.panoptic_on:
+            metrics.update({f"{stage}/{k}": v for k, v in pq.compute().items() if k[:2] in ("PQ", "SQ", "RQ")})
+        if self.inference_cfg.semantic_on:
+            metrics.update({f"{stage}/{k}": v for k, v in sem.compute().items() if k in ("mIoU", "pACC", "fwIoU")})
+        self.log_dict({k: torch.as_tensor(v, dtype=torch.float32) for k, v in metrics.items()}, sync_dist=False)
+        pq.reset()
+        sem.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval("val", self.val_pq, self.val_sem)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test", self.test_pq, self.test_sem)
+
+    # ------------------------------------------------------------------------------------ optimiser
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.trainer.model if self._trainer is not None else self, self.optim_cfg)
+        scheduler = build_scheduler(optimizer, self.optim_cfg, self.max_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---------------------------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Pretrained frozen weights are re-loaded from their source, not stored."""
+        drop = tuple(pretrained_frozen_prefixes(self))
+        if drop:
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(drop)}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        drop = tuple(pretrained_frozen_prefixes(self))
+        if drop:
+            own = self.state_dict()
+            for k, v in own.items():
+                if k.startswith(drop) and k not in checkpoint["state_dict"]:
+                    checkpoint["state_dict"][k] = v
