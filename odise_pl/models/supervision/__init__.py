@@ -1,0 +1,3 @@
+"""Supervision strategies: one file each; importing this package registers them."""
+
+from odise_pl.models.supervision import category_label  # noqa: F401

@@ -1,0 +1,104 @@
+"""The ``odise-pl`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from odise_pl.errors import OdiseError
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", required=True, help="experiment YAML file")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.max_steps=100")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="odise-pl", description="Open-vocabulary panoptic segmentation (ODISE).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("fit", help="train an experiment")
+    _add_config_args(p)
+    p.add_argument("--resume", default=None, help="checkpoint to resume from")
+    p.set_defaults(func=cmd_fit)
+
+    for name in ("validate", "test"):
+        p = sub.add_parser(name, help=f"{name} a checkpoint")
+        _add_config_args(p)
+        p.add_argument("--ckpt", required=True, help="checkpoint file")
+        p.set_defaults(func=cmd_evaluate, stage=name)
+
+    p = sub.add_parser("config", help="print the resolved config")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("demo", help="quick start: generate data, train the tiny model, print metrics")
+    p.add_argument("-c", "--config", default="experiments/quickstart.yaml")
+    p.add_argument("--out", default="runs/demo", help="where data and runs go")
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(func=cmd_demo)
+
+    data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
+    from odise_pl.data_modules import synthetic_shapes
+
+    p = data.add_parser("synth", help="generate procedural scenes in COCO panoptic format")
+    synthetic_shapes.add_synth_arguments(p)
+    p.set_defaults(func=synthetic_shapes.run_synth)
+    return parser
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from odise_pl.config import print_config
+
+    print(print_config(args.config, args.overrides))
+    return 0
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from odise_pl.config import load_config
+    from odise_pl.runner import fit, format_table
+
+    cfg = load_config(args.config, args.overrides)
+    results = fit(cfg, ckpt_path=args.resume)
+    print(format_table(results))
+    print(f"run directory: {results['run_dir']}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from odise_pl.config import load_config
+    from odise_pl.runner import evaluate, format_table
+
+    cfg = load_config(args.config, args.overrides)
+    results = evaluate(cfg, args.ckpt, stage=args.stage)
+    print(format_table(results))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from odise_pl.config import load_config
+    from odise_pl.runner import fit, format_table
+
+    out = Path(args.out)
+    overrides = [f"run.root={out / 'runs'}", f"data.root={out / 'data'}", *args.overrides]
+    cfg = load_config(args.config, overrides)
+    results = fit(cfg, evaluate_untrained=True)
+    print("\nQuick-start results (validation split of the generated data):\n")
+    print(format_table(results))
+    print(f"run directory: {results['run_dir']}  (tensorboard --logdir {out / 'runs'})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except OdiseError as err:
+        print(f"odise-pl: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

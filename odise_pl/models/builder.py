@@ -1,0 +1,88 @@
+"""Turn a validated experiment config into the parts of an :class:`OdiseModule`."""
+
+from __future__ import annotations
+
+from dataclasses import is_dataclass
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from odise_pl.config.schema import InferenceConfig, MaskGeneratorConfig, OptimConfig
+from odise_pl.models.clip_model import ClipSpec, SharedClip, load_clip
+from odise_pl.models.mask_generator.criterion import SetCriterion
+from odise_pl.models.mask_generator.mask2former import Mask2FormerMaskGenerator
+from odise_pl.models.odise_module import OdiseModule
+from odise_pl.models.supervision.base import TextEmbeddings
+from odise_pl.registry import BACKBONES, SUPERVISIONS
+
+
+def section_to_dataclass(section: Any, cls: type | None) -> Any:
+    """A config section (``name`` + keys) -> an instance of the part's config dataclass."""
+    data = OmegaConf.to_container(section, resolve=True) if isinstance(section, DictConfig) else dict(section)
+    data.pop("name", None)
+    if cls is None:
+        return data
+    merged = OmegaConf.merge(OmegaConf.structured(cls), data)
+    return OmegaConf.to_object(merged)
+
+
+def typed(section: Any, cls: type) -> Any:
+    if is_dataclass(section):
+        return section
+    return section_to_dataclass(section, cls)
+
+
+def encode_vocabulary(clip: SharedClip, names: list[list[str]], templates: list[str]) -> TextEmbeddings:
+    """CLIP text embeddings of every name of every class (through the cached text bank)."""
+    from odise_pl.models.open_vocab.text_bank import encode_vocabulary as bank_encode
+
+    return bank_encode(clip, names, templates=list(templates))
+
+
+def build_model(cfg: DictConfig, categories: list[dict], *, ignore_index: int = 255,
+                eval_categories: list[dict] | None = None) -> OdiseModule:
+    """Build the module from the experiment config and the training data's categories.
+
+    Args:
+        cfg: the validated experiment config.
+        categories: training categories (``name``, ``synonyms``, ``isthing``), contiguous order.
+        eval_categories: evaluation vocabulary (default: the training categories).
+    """
+    model_cfg = cfg.model
+    clip = load_clip(ClipSpec(model_cfg.clip.model_name, model_cfg.clip.pretrained))
+    bb_entry = BACKBONES.get(model_cfg.backbone.name)
+    backbone = bb_entry.cls.from_config(section_to_dataclass(model_cfg.backbone, bb_entry.config), clip=clip)
+    mg_cfg = typed(model_cfg.mask_generator, MaskGeneratorConfig)
+    mask_generator = Mask2FormerMaskGenerator.from_config(mg_cfg, backbone.output_shape())
+
+    sup_entry = SUPERVISIONS.get(model_cfg.supervision.name)
+    sup_cfg = section_to_dataclass(model_cfg.supervision, sup_entry.config)
+    train_names = [class_names(c) for c in categories]
+    templates = getattr(sup_cfg, "prompt_templates", ["{}"])
+    train_text = encode_vocabulary(clip, train_names, templates)
+    void = clip.encode_text([""])[0]
+    supervision = sup_entry.cls.from_config(
+        sup_cfg, train_text=train_text, void_text_embed=void, embed_dim=mg_cfg.embed_dim,
+        train_names=train_names, clip=clip)
+    criterion = SetCriterion(mask_generator.config, supervision.num_match_classes)
+
+    eval_categories = eval_categories or categories
+    eval_names = [class_names(c) for c in eval_categories]
+    eval_text = encode_vocabulary(clip, eval_names, templates)
+    is_thing = torch.tensor([bool(c.get("isthing", True)) for c in eval_categories])
+    inference = typed(model_cfg.inference, InferenceConfig)
+    optim = typed(cfg.optim, OptimConfig)
+    return OdiseModule(backbone=backbone, mask_generator=mask_generator, supervision=supervision,
+                       criterion=criterion, eval_text=eval_text, eval_is_thing=is_thing, inference=inference,
+                       optim=optim, max_steps=int(cfg.trainer.max_steps), ignore_index=ignore_index,
+                       config=OmegaConf.to_container(cfg, resolve=True))
+
+
+def class_names(category: dict) -> list[str]:
+    """A category's names: its display name first, then synonyms (de-duplicated, order kept)."""
+    names = [category["name"], *category.get("synonyms", [])]
+    return list(dict.fromkeys(n for n in names if n))
+
+
+__all__ = ["build_model", "class_names", "section_to_dataclass"]
