@@ -35,9 +35,9 @@ def typed(section: Any, cls: type) -> Any:
 
 def encode_vocabulary(clip: SharedClip, names: list[list[str]], templates: list[str]) -> TextEmbeddings:
     """CLIP text embeddings of every name of every class (through the cached text bank)."""
-    from odise_pl.models.open_vocab.text_bank import encode_vocabulary as bank_encode
+    from odise_pl.models.open_vocab.text_bank import TextEmbeddingBank
 
-    return bank_encode(clip, names, templates=list(templates))
+    return TextEmbeddingBank(clip, templates=list(templates))(names)
 
 
 def build_model(cfg: DictConfig, categories: list[dict], *, ignore_index: int = 255,
