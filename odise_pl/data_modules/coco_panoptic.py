@@ -1,0 +1,419 @@
+"""Any dataset in the COCO panoptic format, and its LightningDataModule.
+
+Format: a JSON with ``images`` (id, file_name, height, width), ``annotations`` (image_id,
+file_name of the PNG, ``segments_info``: id, category_id, area, bbox, iscrowd) and
+``categories`` (id, name, isthing); RGB PNGs whose pixels encode the segment id as
+``R + 256 G + 256^2 B`` (0 = VOID).  Captions come from an optional COCO captions JSON,
+joined by image id.  Class indices are contiguous in the JSON's category order.
+
+Example:
+    >>> dm = CocoPanopticDataModule(root="datasets/coco", batch_size=2)
+    >>> dm.setup("fit")
+    >>> batch = next(iter(dm.train_dataloader()))   # see docs/architecture.md
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+from typing import Optional
+
+import lightning as L
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch.utils.data import DataLoader, Dataset
+
+from odise_pl.data_modules.coco_captions import load_captions
+from odise_pl.data_modules.collate import PanopticCollate
+from odise_pl.data_modules.sampling import InferenceShardSampler, current_world, seed_worker
+from odise_pl.data_modules.transforms import (LargeScaleJitter, ResizeShortestEdge, build_targets,
+                                              image_to_tensor)
+from odise_pl.errors import ConfigError, DatasetError
+from odise_pl.registry import DATA_MODULES
+
+
+# ----------------------------------------------------------------------------- reading files
+def read_json(path: Path, what: str, layout: str = "") -> dict:
+    """Parse a JSON file; a missing or malformed file raises :class:`DatasetError` naming it."""
+    if not path.is_file():
+        raise DatasetError(f"{what} {path} does not exist.\n{layout}".rstrip())
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"{what} {path} is not valid JSON ({err.msg} at line {err.lineno}, "
+                           f"column {err.colno}); re-download or regenerate it.") from err
+    except UnicodeDecodeError as err:
+        raise DatasetError(f"{what} {path} is not UTF-8 text ({err}); is it really a JSON file?") from err
+
+
+def read_rgb_image(path: Path, expected_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode an image with PIL as (H, W, 3) uint8 RGB (greyscale/RGBA/palette converted).
+
+    EXIF orientation is applied, unless only the stored orientation matches ``expected_hw``
+    (the size of its annotation).  A missing, corrupt or truncated file raises
+    :class:`DatasetError` naming it.
+    """
+    try:
+        with Image.open(path) as raw:
+            raw.load()
+            image = ImageOps.exif_transpose(raw)
+            if expected_hw is not None and (image.height, image.width) != tuple(expected_hw) \
+                    and (raw.height, raw.width) == tuple(expected_hw):
+                image = raw
+            return np.asarray(image.convert("RGB"))
+    except FileNotFoundError as err:
+        raise DatasetError(f"image {path} does not exist (listed in the JSON); "
+                           "check the image directory or set data.skip_bad_samples=true.") from err
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise DatasetError(f"cannot decode image {path}: {err}. The file is corrupt or truncated; "
+                           "replace it or set data.skip_bad_samples=true.") from err
+
+
+def read_panoptic_png(path: Path) -> np.ndarray:
+    """Decode a panoptic PNG into an (H, W) int64 map of ids ``R + 256 G + 256^2 B``."""
+    try:
+        with Image.open(path) as png:
+            rgb = np.asarray(png.convert("RGB")).astype(np.int64)
+    except FileNotFoundError as err:
+        raise DatasetError(f"panoptic PNG {path} does not exist (listed in the JSON); "
+                           "check the panoptic directory.") from err
+    except (OSError, ValueError, SyntaxError) as err:
+        raise DatasetError(f"cannot decode panoptic PNG {path}: {err}. The file is corrupt.") from err
+    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
+
+
+@dataclass
+class PanopticRecord:
+    """One annotated image; ``segments`` hold ``{id, category (contiguous), isthing, iscrowd}``."""
+
+    image_id: int
+    image_path: Path
+    panoptic_path: Path
+    segments: list
+    captions: Optional[list] = None
+
+
+def load_panoptic_json(json_path: Path, image_dir: Path, panoptic_dir: Path, *,
+                       layout: str = "") -> tuple[list[dict], list[PanopticRecord]]:
+    """Read a COCO panoptic JSON.
+
+    Returns:
+        The JSON ``categories`` (in file order) and one record per annotation.
+    """
+    data = read_json(json_path, "panoptic JSON", layout)
+    try:
+        categories = list(data["categories"])
+        contiguous = {int(c["id"]): i for i, c in enumerate(categories)}
+        isthing = [bool(c["isthing"]) for c in categories]
+        images = {int(im["id"]): im for im in data["images"]}
+        records = []
+        for ann in data["annotations"]:
+            image = images.get(int(ann["image_id"]))
+            if image is None:
+                raise DatasetError(f"{json_path}: annotation {ann['file_name']} refers to image id "
+                                   f"{ann['image_id']}, which is not in 'images'.")
+            segments = []
+            for seg in ann["segments_info"]:
+                if int(seg["category_id"]) not in contiguous:
+                    raise DatasetError(f"{json_path}: segment {seg['id']} of image id {ann['image_id']} "
+                                       f"has category_id {seg['category_id']}, not in 'categories'.")
+                k = contiguous[int(seg["category_id"])]
+                segments.append({"id": int(seg["id"]), "category": k, "isthing": isthing[k],
+                                 "iscrowd": bool(seg.get("iscrowd", 0))})
+            records.append(PanopticRecord(int(ann["image_id"]), image_dir / image["file_name"],
+                                          panoptic_dir / ann["file_name"], segments))
+    except (KeyError, TypeError, ValueError) as err:
+        if isinstance(err, DatasetError):
+            raise
+        raise DatasetError(f"panoptic JSON {json_path} is malformed: missing or bad key {err}. "
+                           "Expected 'images', 'annotations' (with 'segments_info') and "
+                           "'categories' as in COCO panoptic.") from err
+    return categories, records
+
+
+# ----------------------------------------------------------------------------- dataset
+class CocoPanopticDataset(Dataset):
+    """Items for :class:`~odise_pl.data_modules.collate.PanopticCollate`.
+
+    Args:
+        records: from :func:`load_panoptic_json`.
+        transform: :class:`LargeScaleJitter` (training) or :class:`ResizeShortestEdge`.
+        train: training items (targets only) or evaluation items (plus original-size ground truth).
+        ignore_index: label of VOID pixels in ``gt_semantic``.
+        skip_bad_samples: skip (and count) unreadable samples instead of raising.
+        json_path: named in error messages.
+    """
+
+    def __init__(self, records: list[PanopticRecord], *, transform, train: bool,
+                 ignore_index: int = 255, skip_bad_samples: bool = False,
+                 json_path: Path | str = "") -> None:
+        self.records = records
+        self.transform = transform
+        self.train = train
+        self.ignore_index = ignore_index
+        self.skip_bad_samples = skip_bad_samples
+        self.json_path = json_path
+        # shared with DataLoader workers, so the main process sees what they skipped
+        self._bad = torch.zeros(len(records), dtype=torch.bool).share_memory_()
+        self.rng = np.random.default_rng(torch.initial_seed() % 2**63)
+
+    def reseed(self, seed: int | np.random.SeedSequence) -> None:
+        """Replace the generator of the random transforms."""
+        self.rng = np.random.default_rng(seed)
+
+    @property
+    def num_skipped(self) -> int:
+        """How many distinct samples were skipped as unreadable so far."""
+        return int(self._bad.sum())
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict | None:
+        if not self.skip_bad_samples:
+            return self.load(index)
+        # training replaces a bad sample by the next good one; evaluation drops it (None)
+        for attempt in range(len(self) if self.train else 1):
+            j = (index + attempt) % len(self)
+            if bool(self._bad[j]):
+                continue
+            try:
+                return self.load(j)
+            except DatasetError as err:
+                self._bad[j] = True
+                warnings.warn(f"skipping bad sample {j}: {err}", stacklevel=2)
+        if self.train:
+            raise DatasetError(f"every sample of {self.json_path} failed to load; see the warnings.")
+        return None
+
+    def load(self, index: int) -> dict:
+        """Read, check and transform sample ``index`` (raises :class:`DatasetError` if bad)."""
+        rec = self.records[index]
+        ids = read_panoptic_png(rec.panoptic_path)  # (H, W)
+        image = read_rgb_image(rec.image_path, ids.shape)  # (H, W, 3)
+        if image.shape[:2] != ids.shape:
+            raise DatasetError(f"image {rec.image_path} is {image.shape[1]}x{image.shape[0]} but its "
+                               f"panoptic PNG {rec.panoptic_path} is {ids.shape[1]}x{ids.shape[0]}.")
+        present, inverse = np.unique(ids, return_inverse=True)
+        known = {s["id"]: s for s in rec.segments}
+        unknown = [int(u) for u in present if u != 0 and int(u) not in known]
+        if unknown:
+            u = unknown[0]
+            raise DatasetError(
+                f"panoptic PNG {rec.panoptic_path} contains segment id {u} (RGB {u % 256}, "
+                f"{u // 256 % 256}, {u // 65536}) that is not in segments_info of image id "
+                f"{rec.image_id} in {self.json_path}; the PNG and the JSON do not match.")
+        image_t, ids_t, valid = self.transform(image, ids, self.rng)
+        target = build_targets(ids_t, rec.segments, rec.image_id)
+        if not self.train:
+            lut = np.array([known[int(u)]["category"] if int(u) in known else self.ignore_index
+                            for u in present], dtype=np.int64)
+            present_ids = set(int(u) for u in present)
+            target.update(
+                orig_size=(int(ids.shape[0]), int(ids.shape[1])),
+                gt_panoptic=torch.from_numpy(ids),
+                gt_segments=[{"id": s["id"], "category": s["category"], "iscrowd": s["iscrowd"],
+                              "isthing": s["isthing"]} for s in rec.segments if s["id"] in present_ids],
+                gt_semantic=torch.from_numpy(lut[inverse.reshape(ids.shape)]),
+                file_name=str(rec.image_path))
+        return {"image": image_to_tensor(image_t), "image_size": valid, "target": target,
+                "captions": rec.captions}
+
+
+# ----------------------------------------------------------------------------- data module
+@dataclass
+class CocoPanopticConfig:
+    """``data: {name: coco_panoptic, ...}``; paths are relative to ``root``. Defaults: the reference."""
+
+    root: str = "datasets/coco"
+    train_json: str = "annotations/panoptic_train2017.json"
+    train_image_dir: str = "train2017"
+    train_panoptic_dir: str = "panoptic_train2017"
+    val_json: str = "annotations/panoptic_val2017.json"
+    val_image_dir: str = "val2017"
+    val_panoptic_dir: str = "panoptic_val2017"
+    train_captions_json: Optional[str] = None  # e.g. annotations/captions_train2017.json
+    val_captions_json: Optional[str] = None
+    batch_size: int = 2                 # per process; the reference uses 64 in total (2 x 32 GPUs)
+    eval_batch_size: int = 1
+    num_workers: int = 4
+    crop_size: int = 1024
+    min_scale: float = 0.1
+    max_scale: float = 2.0
+    flip: bool = True
+    eval_short_side: int = 1024
+    eval_max_long_side: int = 2560
+    size_divisibility: int = 32         # the model may raise it to its backbone's
+    vocabulary: Optional[str] = None    # null: JSON names; else an odise_pl.vocab builtin or a file
+    ignore_index: int = 255
+    skip_bad_samples: bool = False
+    pin_memory: bool = True
+
+
+def clean_category_name(name: str) -> str:
+    """COCO stuff names to plain words: ``wall-other-merged`` -> ``wall``."""
+    for suffix in ("-merged", "-other", "-stuff"):
+        name = name.replace(suffix, "")
+    return name.replace("-", " ").replace("_", " ").strip()
+
+
+def vocabulary_synonyms(vocabulary: str, num_classes: int) -> list[list[str]]:
+    """All names per class (display name first) from a vocabulary, aligned by class order.
+
+    Args:
+        vocabulary: a builtin name of :mod:`odise_pl.vocab` (``coco_panoptic_with_prompt_eng``)
+            or the path of a vocabulary file.
+        num_classes: the number of categories of the dataset JSON (must match).
+    """
+    from odise_pl.vocab import load_builtin, load_vocabulary_file
+
+    vocab = load_vocabulary_file(vocabulary) if Path(vocabulary).is_file() else load_builtin(vocabulary)
+    if len(vocab) != num_classes:
+        raise ConfigError(f"data.vocabulary={vocabulary!r} has {len(vocab)} classes but the dataset JSON "
+                          f"has {num_classes} categories; pick a vocabulary of this dataset or null.")
+    return vocab.synonyms
+
+
+@DATA_MODULES.register("coco_panoptic", config=CocoPanopticConfig)
+class CocoPanopticDataModule(L.LightningDataModule):
+    """COCO-panoptic-format data: LSJ training batches, resized evaluation batches.
+
+    Keyword arguments are the fields of :class:`CocoPanopticConfig`.  ``categories``,
+    ``num_classes`` and ``is_thing`` are read from the JSON on first access (before
+    ``setup``).  ``size_divisibility`` may be changed before the dataloaders are built.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__()
+        cfg = CocoPanopticConfig(**kwargs)
+        for key, value in asdict(cfg).items():
+            setattr(self, key, value)
+        self.datasets: dict[str, CocoPanopticDataset] = {}
+        self._categories: list[dict] | None = None
+
+    @classmethod
+    def from_config(cls, cfg: CocoPanopticConfig, **context) -> "CocoPanopticDataModule":
+        return cls(**asdict(cfg))
+
+    # ------------------------------------------------------------------ paths and layout
+    def _path(self, relative: str) -> Path:
+        return Path(self.root) / relative
+
+    def expected_layout(self) -> str:
+        """The directory layout this configuration expects (quoted in error messages)."""
+        lines = [f"Expected COCO panoptic layout under data.root={self.root}:"]
+        for split in ("train", "val"):
+            get = partial(getattr, self)
+            lines += [f"  {get(split + '_image_dir')}/   images named as in 'images[].file_name'",
+                      f"  {get(split + '_panoptic_dir')}/   PNGs named as in 'annotations[].file_name' "
+                      "(id = R + 256 G + 256^2 B)",
+                      f"  {get(split + '_json')}   COCO panoptic JSON"]
+            if get(split + "_captions_json"):
+                lines.append(f"  {get(split + '_captions_json')}   COCO captions JSON")
+        lines.append("Paths are relative to data.root; override data.train_json etc. to change them.")
+        return "\n".join(lines)
+
+    def _check_dir(self, path: Path, what: str) -> None:
+        if not path.is_dir():
+            raise DatasetError(f"{what} {path} does not exist.\n{self.expected_layout()}")
+
+    # ------------------------------------------------------------------ categories
+    @property
+    def categories(self) -> list[dict]:
+        """``[{id, name, isthing, synonyms}]`` in contiguous-index order."""
+        if self._categories is None:
+            self._check_dir(Path(self.root), "dataset root")
+            json_path = self._path(self.val_json)
+            if not json_path.is_file() and self._path(self.train_json).is_file():
+                json_path = self._path(self.train_json)
+            cats = read_json(json_path, "panoptic JSON", self.expected_layout()).get("categories")
+            if not isinstance(cats, list) or not cats:
+                raise DatasetError(f"panoptic JSON {json_path} has no 'categories' list.")
+            self._set_categories(cats)
+        return self._categories
+
+    def _set_categories(self, cats: list[dict]) -> None:
+        synonyms = (vocabulary_synonyms(self.vocabulary, len(cats)) if self.vocabulary
+                    else [[clean_category_name(str(c["name"]))] for c in cats])
+        self._categories = [{"id": int(c["id"]), "name": str(c["name"]), "isthing": bool(c["isthing"]),
+                             "synonyms": syn} for c, syn in zip(cats, synonyms)]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.categories)
+
+    @property
+    def is_thing(self) -> list[bool]:
+        return [c["isthing"] for c in self.categories]
+
+    @property
+    def num_skipped(self) -> int:
+        """Bad samples skipped so far (``skip_bad_samples=true``), over all splits."""
+        return sum(ds.num_skipped for ds in self.datasets.values())
+
+    # ------------------------------------------------------------------ datasets
+    def _build(self, split: str, train: bool) -> CocoPanopticDataset:
+        layout = self.expected_layout()
+        json_path = self._path(getattr(self, f"{split}_json"))
+        image_dir = self._path(getattr(self, f"{split}_image_dir"))
+        panoptic_dir = self._path(getattr(self, f"{split}_panoptic_dir"))
+        if not json_path.is_file():
+            raise DatasetError(f"panoptic JSON {json_path} does not exist.\n{layout}")
+        self._check_dir(image_dir, "image directory")
+        self._check_dir(panoptic_dir, "panoptic PNG directory")
+        cats, records = load_panoptic_json(json_path, image_dir, panoptic_dir, layout=layout)
+        captions_json = getattr(self, f"{split}_captions_json")
+        if captions_json:
+            captions = load_captions(self._path(captions_json), [r.image_id for r in records])
+            for rec in records:
+                rec.captions = captions[rec.image_id]
+        if [int(c["id"]) for c in cats] != [c["id"] for c in self.categories]:
+            raise DatasetError(f"the categories of {json_path} differ from those of the other split "
+                               "(ids or order); both splits must list the same categories.")
+        transform = (LargeScaleJitter(self.crop_size, self.min_scale, self.max_scale, self.flip) if train
+                     else ResizeShortestEdge(self.eval_short_side, self.eval_max_long_side))
+        return CocoPanopticDataset(records, transform=transform, train=train,
+                                   ignore_index=self.ignore_index,
+                                   skip_bad_samples=self.skip_bad_samples, json_path=json_path)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets a stage needs (``fit``: train + val; others: val)."""
+        self._check_dir(Path(self.root), "dataset root")
+        if stage in (None, "fit") and "train" not in self.datasets:
+            self.datasets["train"] = self._build("train", train=True)
+        if "val" not in self.datasets:
+            self.datasets["val"] = self._build("val", train=False)
+
+    # ------------------------------------------------------------------ loaders
+    def _loader(self, dataset: CocoPanopticDataset, train: bool) -> DataLoader:
+        world, rank = current_world(self.trainer)
+        workers = int(self.num_workers)
+        if workers == 0:
+            dataset.reseed(np.random.SeedSequence([torch.initial_seed() % 2**63, rank]))
+        common = dict(num_workers=workers, collate_fn=PanopticCollate(self.size_divisibility),
+                      pin_memory=bool(self.pin_memory and torch.cuda.is_available()),
+                      persistent_workers=workers > 0,
+                      worker_init_fn=partial(seed_worker, rank=rank) if workers > 0 else None)
+        if train:
+            return DataLoader(dataset, batch_size=self.batch_size, shuffle=True,
+                              drop_last=len(dataset) >= self.batch_size, **common)
+        sampler = InferenceShardSampler(dataset, num_replicas=world, rank=rank)
+        return DataLoader(dataset, batch_size=self.eval_batch_size, sampler=sampler, **common)
+
+    def train_dataloader(self) -> DataLoader:
+        if "train" not in self.datasets:
+            self.setup("fit")
+        return self._loader(self.datasets["train"], train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        if "val" not in self.datasets:
+            self.setup("validate")
+        return self._loader(self.datasets["val"], train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """COCO has no public panoptic test annotations: the test stage uses the val split."""
+        return self.val_dataloader()
