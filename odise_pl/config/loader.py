@@ -124,7 +124,7 @@ def _parse_override(text: Any) -> tuple[list[str], Any]:
     if any(c in key for c in "[]"):
         raise ConfigError(f"{where}: list items cannot be set one by one; set the whole list, "
                           "e.g. optim.milestones=[0.5,0.9].")
-    value, _ = parse_yaml(raw, where)
+    value, _ = parse_yaml(raw, where, is_value=True)
     return [p.strip() for p in parts], value
 
 

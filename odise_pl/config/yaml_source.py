@@ -106,12 +106,13 @@ def _check_representable(data: Any, where: str) -> None:
                           "Use plain strings, numbers, booleans, lists and mappings.") from None
 
 
-def parse_yaml(text: str, where: str) -> tuple[Any, dict[str, int]]:
+def parse_yaml(text: str, where: str, *, is_value: bool = False) -> tuple[Any, dict[str, int]]:
     """Parse YAML text the way OmegaConf does.
 
     Args:
         text: the YAML document.
         where: the file or override, for error messages.
+        is_value: the text is a one-line override value (errors then carry no position).
 
     Returns:
         ``(data, lines)``: the plain Python data (None for an empty document) and
@@ -133,9 +134,14 @@ def parse_yaml(text: str, where: str) -> tuple[Any, dict[str, int]]:
         data = None if node is None else loader.construct_document(node)
         lines = {} if node is None else _line_map(node, key_of)
     except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
+        mark, start = err.problem_mark or err.context_mark, err.context_mark
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        if mark and start and start.line != mark.line:
+            at += f" (in what starts at line {start.line + 1}, column {start.column + 1})"
         problem = " ".join(p for p in (err.context, err.problem) if p).rstrip(".") or "invalid YAML"
+        if is_value:
+            raise ConfigError(f"{where}: the value is not valid YAML ({problem}). Quote values with "
+                              "special characters, e.g. key='\"a: b\"'.") from None
         if err.problem and err.problem.startswith("found duplicate key"):
             key = err.problem[len("found duplicate key"):].strip()
             raise ConfigError(f"{where}: duplicate key '{key}'{at}: a key may appear only once in "

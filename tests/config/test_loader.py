@@ -128,7 +128,7 @@ def test_override_changing_the_part_applies_first(write):
     ("trainer..max_steps=5", "not a dotted key"),
     ("optim.betas[0]=0.5", "set the whole list"),
     ("+trainer.foo=1", "Hydra-style"),
-    ("optim.milestones=[0.5,", r"override 'optim.milestones=\[0.5,'.*malformed YAML"),
+    ("optim.milestones=[0.5,", r"override 'optim.milestones=\[0.5,': the value is not valid YAML"),
     ("trainer.max_steps=abc", r"override 'trainer.max_steps=abc': wrong type .*expected int"),
     ("trainer.max_stepz=3", r"override 'trainer.max_stepz=3': unknown key .*'trainer.max_steps'"),
 ])
