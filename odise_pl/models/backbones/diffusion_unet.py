@@ -1,0 +1,396 @@
+"""The ``diffusion_unet`` backbone: frozen Stable Diffusion features, as in the ODISE reference.
+
+One forward pass per window (B, 3, h, w) in [0, 255]:
+
+1. ``x = (pixels / 255 - 0.5) / 0.5`` -> VAE encoder -> posterior **mean** x
+   ``vae.config.scaling_factor`` = latent ``z`` (B, 4, h/8, w/8). Taps: the input of
+   the encoder resnets 5 and 7 of the flat list ``[r for block in encoder.down_blocks
+   for r in block.resnets]`` (the reference's ``encoder.down[l].block[i]``, two per
+   level): (512 ch, stride 4) and (512, 8) for SD.
+2. ``z_t = sqrt(acp[t]) z + sqrt(1 - acp[t]) noise`` (``q_sample``; scaled-linear betas
+   0.00085 -> 0.012 over 1000 steps, float64 as the reference) with a fixed noise
+   tensor (1, 4, S, S) drawn once from ``noise_seed`` (S = ``unet.config.sample_size``,
+   64 for SD v1.x), bicubic-resized to the latent size when it differs.
+3. One UNet pass at ``t`` with the text conditioning. Taps: the input of the last
+   resnet of every up block = the concatenation ``[h, skip]`` entering the reference's
+   ``output_blocks`` 2, 5, 8, 11: (2560, 64), (1920, 32), (960, 16), (640, 8).
+4. VAE decoder taps (the reference's ``decoder.up[l].block[i]`` indices 2 and 5, three
+   per level, i.e. the input of ``decoder.up_blocks[0].resnets[2]`` and
+   ``up_blocks[1].resnets[2]``): (512, 8), (512, 4). The reference decodes the
+   **clean latent z** (``decode_to_image(latent_image)``), not the UNet output, so
+   these taps do not depend on t or on the caption; they are computed here the same way.
+
+Taps are recorded with forward pre-hooks; diffusers' forward is not re-implemented.
+The UNet and VAE-decoder passes stop once their last tap is recorded (the rest of
+those networks is not used). The eight taps go through :class:`StrideFusion`:
+``s2 = enc5 + dec5``, ``s3 = enc7 + unet11 + dec2``, ``s4 = unet8``, ``s5 = unet5 + unet2``.
+
+Windows: with ``window_size`` set, the image is cut into squares of side
+``min(window_size, H, W)`` (stride ``window_stride``, the last window shifted in,
+overlaps averaged). An image smaller than the window thus runs as windows of its
+short side, unresized (the reference would upsample each window to 512).
+``eval_window: short_side`` reproduces the reference's inference instead: windows of
+the image's short side, each resized to ``window_size`` (bicubic) before the frozen
+models, features resized back (nearest). ``window_size: null`` runs the whole image.
+
+Conditioning (``caption_mode``): ``implicit`` (:class:`ImplicitCaptioner`; its time
+term is added to the output of ``unet.time_embedding`` by a forward hook - the
+reference adds it to ``time_embed(t)``, before any block uses it), ``empty`` (the
+"" embedding) or ``caption`` (the captions given to ``forward``, one per image).
+Gradients reach the captioner through the frozen UNet: its weights have
+``requires_grad=False`` but it does not run under ``no_grad``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import re
+from dataclasses import dataclass
+from functools import lru_cache, partial
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from odise_pl.errors import ConfigError
+from odise_pl.models.backbones.base import Backbone, ShapeSpec
+from odise_pl.models.backbones.implicit_captioner import ImplicitCaptioner
+from odise_pl.models.backbones.pyramid import StrideFusion, TapRecorder, add_to_output, sliding_window_forward
+from odise_pl.models.clip_model import SharedClip
+from odise_pl.models.frozen import freeze
+from odise_pl.registry import BACKBONES
+
+ENCODER_TAPS = (5, 7)
+UNET_TAPS = (2, 5, 8, 11)
+DECODER_TAPS = (2, 5)
+CAPTION_MODES = ("implicit", "empty", "caption")
+
+
+@dataclass
+class DiffusionBackboneConfig:
+    """YAML keys of ``model.backbone`` with ``name: diffusion_unet``."""
+
+    # hub id or diffusers-format dir; the reference loads SD v1.3 (v1.5 works too)
+    pretrained: Optional[str] = "CompVis/stable-diffusion-v1-3"
+    tiny: bool = False                     # random tiny weights (also when pretrained is null)
+    timestep: int = 0
+    noise_seed: int = 42
+    caption_mode: str = "implicit"         # implicit | empty | caption
+    window_size: Optional[int] = 512       # null: the whole image in one pass
+    window_stride: Optional[int] = 512
+    eval_window: str = "fixed"             # fixed | short_side (the reference's inference windows)
+    projection_dim: int = 512
+    bottleneck_width: int = 128
+    activation_checkpointing: bool = False
+
+
+# ---------------------------------------------------------------------- loading
+SD_SUBFOLDERS = ("vae", "unet", "text_encoder", "tokenizer")
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+_LAYOUT = ("a diffusers-format directory:\n  {p}/\n"
+           "    vae/           config.json, diffusion_pytorch_model.safetensors\n"
+           "    unet/          config.json, diffusion_pytorch_model.safetensors\n"
+           "    text_encoder/  config.json, model.safetensors\n    tokenizer/     vocab.json + merges.txt "
+           "(or tokenizer.json)\nor a Hugging Face hub id such as 'stable-diffusion-v1-5/stable-diffusion-v1-5'. "
+           "For random tiny weights set model.backbone.pretrained: null (or tiny: true).")
+
+
+@dataclass
+class StableDiffusionParts:
+    vae: nn.Module
+    unet: nn.Module
+    text_encoder: nn.Module
+    tokenizer: Any
+    pretrained: bool
+
+
+def load_stable_diffusion(pretrained: str) -> StableDiffusionParts:
+    """Load VAE, UNet, text encoder and tokenizer from a hub id or a local diffusers-format directory.
+
+    Raises:
+        FileNotFoundError: ``pretrained`` is neither a complete local directory nor a reachable hub id;
+            the message names the path and shows the expected layout.
+    """
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    path = Path(pretrained).expanduser()
+    if path.exists():
+        missing = [sub for sub in SD_SUBFOLDERS if not (path / sub).is_dir()]
+        if missing:
+            lacks = ", ".join(sub + "/" for sub in missing)
+            raise FileNotFoundError(f"Stable Diffusion directory '{path}' lacks {lacks}. Expected "
+                                    + _LAYOUT.format(p=path))
+        source = str(path)
+    elif _HUB_ID.fullmatch(pretrained):
+        source = pretrained
+    else:
+        raise FileNotFoundError(f"Stable Diffusion weights '{pretrained}' not found. Expected "
+                                + _LAYOUT.format(p=path))
+    try:
+        return StableDiffusionParts(
+            vae=AutoencoderKL.from_pretrained(source, subfolder="vae"),
+            unet=UNet2DConditionModel.from_pretrained(source, subfolder="unet"),
+            text_encoder=CLIPTextModel.from_pretrained(source, subfolder="text_encoder"),
+            tokenizer=CLIPTokenizer.from_pretrained(source, subfolder="tokenizer"), pretrained=True)
+    except OSError as err:
+        if path.exists():
+            raise
+        raise FileNotFoundError(f"Stable Diffusion weights '{pretrained}' are neither a local directory nor "
+                                f"loadable from the hub ({err}). Expected " + _LAYOUT.format(p=path)) from err
+
+
+def tiny_unet_config(cross_attention_dim: int = 32) -> dict:
+    """SD v1.x UNet structure (4 levels, same block types) at widths (32, 64, 64, 64)."""
+    return dict(sample_size=16, in_channels=4, out_channels=4, layers_per_block=2,
+                block_out_channels=(32, 64, 64, 64), attention_head_dim=8, norm_num_groups=32,
+                cross_attention_dim=cross_attention_dim,
+                down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+
+
+def tiny_vae_config() -> dict:
+    """SD VAE structure (4 levels, 2 resnets per level, latent factor 8) at widths (8, 16, 16, 16)."""
+    return dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, norm_num_groups=8,
+                block_out_channels=(8, 16, 16, 16), sample_size=128, scaling_factor=0.18215,
+                down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+
+
+def tiny_text_config(hidden_size: int = 32) -> dict:
+    """A 2-layer CLIP text transformer over CLIP's real BPE vocabulary (49408 tokens, 77 positions)."""
+    return dict(vocab_size=49408, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77, hidden_act="quick_gelu",
+                projection_dim=hidden_size, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
+
+
+@lru_cache(maxsize=1)
+def clip_bpe_tokenizer():
+    """CLIP's tokenizer built offline from the BPE merges that ``open_clip`` ships (same ids as SD v1.x's)."""
+    from open_clip.tokenizer import bytes_to_unicode, default_bpe
+    from transformers import CLIPTokenizer
+
+    lines = gzip.open(default_bpe()).read().decode("utf-8").split("\n")[1:49152 - 256 - 2 + 1]
+    merges = [tuple(line.split()) for line in lines]
+    symbols = list(bytes_to_unicode().values())
+    vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    return CLIPTokenizer(vocab={token: i for i, token in enumerate(vocab)}, merges=merges, model_max_length=77)
+
+
+def build_tiny_stable_diffusion(*, unet_config: Optional[dict] = None, vae_config: Optional[dict] = None,
+                                text_config: Optional[dict] = None) -> StableDiffusionParts:
+    """Random-weight SD parts from tiny configs (defaults: ``tiny_*_config()``)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    text_config = text_config or tiny_text_config()
+    return StableDiffusionParts(
+        vae=AutoencoderKL(**(vae_config or tiny_vae_config())),
+        unet=UNet2DConditionModel(**(unet_config or tiny_unet_config(text_config["hidden_size"]))),
+        text_encoder=CLIPTextModel(CLIPTextConfig(**text_config)),
+        tokenizer=clip_bpe_tokenizer(), pretrained=False)
+
+
+def q_sample_scales(timestep: int, *, beta_start: float = 0.00085, beta_end: float = 0.012,
+                    num_steps: int = 1000) -> tuple[float, float]:
+    """``(sqrt(acp[t]), sqrt(1 - acp[t]))`` of the scaled-linear schedule (float64)."""
+    if not 0 <= timestep < num_steps:
+        raise ConfigError(f"model.backbone.timestep: {timestep} is outside [0, {num_steps - 1}]")
+    betas = torch.linspace(beta_start ** 0.5, beta_end ** 0.5, num_steps, dtype=torch.float64, device="cpu") ** 2
+    alpha_cumprod = float(torch.cumprod(1.0 - betas, 0)[timestep])
+    return math.sqrt(alpha_cumprod), math.sqrt(1.0 - alpha_cumprod)
+
+
+def _flat_resnets(blocks: nn.ModuleList) -> list[nn.Module]:
+    return [resnet for block in blocks for resnet in block.resnets]
+
+
+@BACKBONES.register("diffusion_unet", config=DiffusionBackboneConfig)
+class DiffusionUNetBackbone(Backbone):
+    """Frozen SD VAE + UNet (+ text encoder) features -> ``s2..s5`` with ``projection_dim`` channels.
+
+    Args:
+        vae, unet, text_encoder, tokenizer: the Stable Diffusion parts (frozen here).
+        clip: the shared CLIP; required for ``caption_mode="implicit"``.
+        pretrained: whether the SD parts came from pretrained weights (checkpoint policy).
+        caption_mode, timestep, noise_seed, window_size, window_stride, eval_window,
+        projection_dim, bottleneck_width, activation_checkpointing: see
+        :class:`DiffusionBackboneConfig` and the module docstring.
+
+    Forward:
+        ``images`` (B, 3, H, W) in [0, 255], H and W multiples of 64; ``captions``
+        (list of B str, ``caption`` mode only) -> ``{"s2": (B, P, H/4, W/4), ...,
+        "s5": (B, P, H/32, W/32)}``. Memory: the UNet activations are kept for the
+        backward pass in ``implicit`` mode (gradients flow through the UNet).
+    """
+
+    size_divisibility = 64
+
+    def __init__(self, *, vae: nn.Module, unet: nn.Module, text_encoder: nn.Module, tokenizer,
+                 clip: Optional[SharedClip] = None, pretrained: bool, caption_mode: str = "implicit",
+                 timestep: int = 0, noise_seed: int = 42, window_size: Optional[int] = 512,
+                 window_stride: Optional[int] = 512, eval_window: str = "fixed", projection_dim: int = 512,
+                 bottleneck_width: int = 128, activation_checkpointing: bool = False) -> None:
+        super().__init__()
+        _check_options(caption_mode, window_size, window_stride, eval_window)
+        self.vae = freeze(vae, pretrained=pretrained)
+        self.unet = freeze(unet, pretrained=pretrained)
+        self.text_encoder = freeze(text_encoder, pretrained=pretrained)
+        self.tokenizer = tokenizer
+        self.caption_mode, self.timestep = caption_mode, timestep
+        self.window_size, self.window_stride, self.eval_window = window_size, window_stride, eval_window
+        q_sample_scales(timestep)  # validates t
+
+        text_width = text_encoder.config.hidden_size
+        if text_width != unet.config.cross_attention_dim:
+            raise ValueError(f"the text encoder's width {text_width} differs from the UNet's "
+                             f"cross_attention_dim {unet.config.cross_attention_dim}")
+        self.register_buffer("empty_text", self.embed_text([""]))  # (1, L, D), persistent: see tiny weights
+        size = unet.config.sample_size
+        size = size if isinstance(size, int) else size[0]
+        generator = torch.Generator().manual_seed(noise_seed)
+        noise = torch.randn(1, unet.config.in_channels, size, size, generator=generator, device="cpu")
+        self.register_buffer("noise", noise, persistent=False)
+
+        self.clip = clip if caption_mode == "implicit" else None  # registered here once (device moves)
+        self.captioner = None
+        if caption_mode == "implicit":
+            if clip is None:
+                raise ConfigError("model.backbone.caption_mode: 'implicit' needs the shared CLIP (clip=...)")
+            self.captioner = ImplicitCaptioner(clip=clip, text_shape=tuple(self.empty_text.shape[1:]),
+                                               time_embed_dim=unet.time_embedding.linear_2.out_features)
+        specs = self.tap_specs()
+        self.fusion = StrideFusion(tap_channels=[s.channels for s in specs], tap_strides=[s.stride for s in specs],
+                                   out_channels=projection_dim, bottleneck_channels=bottleneck_width,
+                                   activation_checkpointing=activation_checkpointing)
+
+    @classmethod
+    def from_config(cls, cfg: DiffusionBackboneConfig, *, clip: Optional[SharedClip] = None,
+                    **context) -> "DiffusionUNetBackbone":
+        """Build from the YAML section; ``clip`` is the model's shared CLIP (other context is ignored)."""
+        _check_options(cfg.caption_mode, cfg.window_size, cfg.window_stride, cfg.eval_window)
+        if cfg.tiny or cfg.pretrained is None:
+            parts = build_tiny_stable_diffusion()
+        else:
+            parts = load_stable_diffusion(cfg.pretrained)
+        return cls(vae=parts.vae, unet=parts.unet, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer,
+                   clip=clip, pretrained=parts.pretrained, caption_mode=cfg.caption_mode, timestep=cfg.timestep,
+                   noise_seed=cfg.noise_seed, window_size=cfg.window_size, window_stride=cfg.window_stride,
+                   eval_window=cfg.eval_window, projection_dim=cfg.projection_dim,
+                   bottleneck_width=cfg.bottleneck_width, activation_checkpointing=cfg.activation_checkpointing)
+
+    # ----------------------------------------------------------------- structure
+    def _tap_modules(self) -> tuple[list[nn.Module], list[nn.Module], list[nn.Module]]:
+        encoder = _flat_resnets(self.vae.encoder.down_blocks)
+        unet = _flat_resnets(self.unet.up_blocks)
+        decoder = _flat_resnets(self.vae.decoder.up_blocks)
+        try:
+            return ([encoder[i] for i in ENCODER_TAPS], [unet[i] for i in UNET_TAPS],
+                    [decoder[i] for i in DECODER_TAPS])
+        except IndexError:
+            raise ValueError("the VAE/UNet needs SD's layout: 4 levels, 2 resnets per VAE-encoder level and "
+                             "3 per UNet/VAE-decoder up block") from None
+
+    def tap_specs(self) -> list[ShapeSpec]:
+        """Channels and stride (input pixels) of the eight taps: encoder, UNet, decoder order."""
+        vae_levels = len(self.vae.config.block_out_channels)
+        latent_stride = 2 ** (vae_levels - 1)
+        per_enc = self.vae.config.layers_per_block
+        per_unet = len(self.unet.up_blocks[0].resnets)
+        per_dec = len(self.vae.decoder.up_blocks[0].resnets)
+        n_up = len(self.unet.up_blocks)
+        enc, unet, dec = self._tap_modules()
+        return ([ShapeSpec(m.in_channels, 2 ** (i // per_enc)) for m, i in zip(enc, ENCODER_TAPS)]
+                + [ShapeSpec(m.in_channels, latent_stride * 2 ** (n_up - 1 - i // per_unet))
+                   for m, i in zip(unet, UNET_TAPS)]
+                + [ShapeSpec(m.in_channels, 2 ** (vae_levels - 1 - i // per_dec))
+                   for m, i in zip(dec, DECODER_TAPS)])
+
+    def output_shape(self) -> dict[str, ShapeSpec]:
+        return self.fusion.output_shape()
+
+    # ------------------------------------------------------------------- forward
+    @torch.no_grad()
+    def embed_text(self, captions: list[str]) -> torch.Tensor:
+        """SD text-encoder embedding (last hidden state) of ``captions`` -> (N, L, D)."""
+        length = min(self.tokenizer.model_max_length, self.text_encoder.config.max_position_embeddings)
+        ids = self.tokenizer(list(captions), padding="max_length", max_length=length, truncation=True,
+                             return_tensors="pt").input_ids
+        return self.text_encoder(ids.to(next(self.text_encoder.parameters()).device))[0]
+
+    def forward(self, images: torch.Tensor, captions: Optional[list[str]] = None) -> dict[str, torch.Tensor]:
+        batch, _, height, width = images.shape
+        if height % self.size_divisibility or width % self.size_divisibility:
+            raise ValueError(f"image size {height}x{width} is not a multiple of {self.size_divisibility}; "
+                             f"pad the batch to the backbone's size_divisibility")
+        text = None
+        if self.caption_mode == "caption":
+            if captions is None or len(captions) != batch:
+                raise ValueError(f"caption_mode 'caption' needs one caption per image ({batch}), got "
+                                 f"{None if captions is None else len(captions)}")
+            text = self.embed_text(captions)
+        if self.window_size is None:
+            return self._forward_window(images, text, None)
+        if not self.training and self.eval_window == "short_side":
+            side, stride, input_size = min(height, width), min(height, width), self.window_size
+        else:
+            side = min(self.window_size, height, width)
+            stride, input_size = min(self.window_stride, side), None
+        return sliding_window_forward(partial(self._forward_window, text=text, input_size=input_size), images,
+                                      window=side, stride=stride, shapes=self.output_shape())
+
+    def _forward_window(self, crop: torch.Tensor, text: Optional[torch.Tensor],
+                        input_size: Optional[int]) -> dict[str, torch.Tensor]:
+        """(B, 3, h, w) in [0, 255] -> pyramid at (h, w); resized to ``input_size`` first when given."""
+        height, width = crop.shape[-2:]
+        pixels = crop.float()
+        if input_size is not None and (height, width) != (input_size, input_size):
+            pixels = F.interpolate(pixels, size=(input_size, input_size), mode="bicubic", align_corners=False)
+        enc_modules, unet_modules, dec_modules = self._tap_modules()
+        scaling = self.vae.config.scaling_factor
+        with torch.no_grad(), TapRecorder(enc_modules, stop=False) as enc:
+            latent = self.vae.encode((pixels / 255.0 - 0.5) / 0.5).latent_dist.mean * scaling  # (B, 4, h/8, w/8)
+
+        noise = self.noise.to(latent.dtype)
+        if noise.shape[-2:] != latent.shape[-2:]:
+            noise = F.interpolate(noise, size=latent.shape[-2:], mode="bicubic", align_corners=False)
+        signal_scale, noise_scale = q_sample_scales(self.timestep)
+        noisy = signal_scale * latent + noise_scale * noise.expand_as(latent)
+
+        cond, time_term = self._conditioning(pixels, text)
+        timesteps = torch.full((latent.shape[0],), self.timestep, dtype=torch.long, device=latent.device)
+        with TapRecorder(unet_modules, stop=True) as unet, add_to_output(self.unet.time_embedding, time_term):
+            self.unet(noisy, timesteps, encoder_hidden_states=cond, return_dict=False)
+
+        with torch.no_grad(), TapRecorder(dec_modules, stop=True) as dec:
+            self.vae.decode(latent / scaling, return_dict=False)
+        return self.fusion([*enc.values, *unet.values, *dec.values], (height, width))
+
+    def _conditioning(self, pixels: torch.Tensor,
+                      text: Optional[torch.Tensor]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(B, L, D) text conditioning and the optional (B, T) timestep-embedding term."""
+        batch = pixels.shape[0]
+        if self.caption_mode == "implicit":
+            return self.captioner(pixels, self.empty_text)
+        if self.caption_mode == "caption":
+            return text, None
+        return self.empty_text.expand(batch, -1, -1), None
+
+
+def _check_options(caption_mode: str, window_size: Optional[int], window_stride: Optional[int],
+                   eval_window: str) -> None:
+    if caption_mode not in CAPTION_MODES:
+        raise ConfigError(f"model.backbone.caption_mode: '{caption_mode}' is not one of "
+                          f"{', '.join(CAPTION_MODES)}")
+    if eval_window not in ("fixed", "short_side"):
+        raise ConfigError(f"model.backbone.eval_window: '{eval_window}' is not one of fixed, short_side")
+    if window_size is not None:
+        if window_size <= 0 or window_size % 64:
+            raise ConfigError(f"model.backbone.window_size: {window_size} must be a positive multiple of 64 "
+                              f"(or null for whole-image features)")
+        if window_stride is None or window_stride <= 0 or window_stride % 64 or window_stride > window_size:
+            raise ConfigError(f"model.backbone.window_stride: {window_stride} must be a positive multiple of 64, "
+                              f"at most window_size ({window_size})")
