@@ -45,7 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = data.add_parser("synth", help="generate procedural scenes in COCO panoptic format")
     synthetic_shapes.add_synth_arguments(p)
     p.set_defaults(func=synthetic_shapes.run_synth)
+
+    # further commands live in odise_pl/commands/<name>.py, each with add_parser(subparsers)
+    import importlib
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"odise_pl.commands.{name}").add_parser(sub)
     return parser
+
+
+#: modules of odise_pl/commands/ that add a sub-command (one line each)
+COMMAND_MODULES: list[str] = [
+]
 
 
 def cmd_config(args: argparse.Namespace) -> int:

@@ -37,7 +37,7 @@ def keep_frozen_in_eval(root: nn.Module) -> None:
 def pretrained_frozen_prefixes(root: nn.Module) -> list[str]:
     """State-dict key prefixes of the frozen sub-modules loaded from pretrained weights."""
     prefixes = []
-    for name, module in root.named_modules():
+    for name, module in root.named_modules(remove_duplicate=False):
         if is_frozen(module) and getattr(module, _PRETRAINED, False):
             if not any(name.startswith(p) for p in prefixes):
                 prefixes.append(name + "." if name else "")
