@@ -1,0 +1,290 @@
+"""Read COCO-format panoptic / semantic results from disk and score them.
+
+COCO panoptic format: a JSON with ``categories`` and ``annotations`` (one per
+image: ``image_id``, ``file_name``, ``segments_info`` = ``[{id, category_id,
+iscrowd, ...}]``) beside a folder of RGB PNGs whose pixels encode segment ids as
+``R + 256 * G + 256**2 * B``. Categories map to contiguous indices in the order
+of the GT JSON's ``categories`` list.
+
+:func:`evaluate_panoptic_folders` and :func:`format_pq_table` reproduce the
+COCO panoptic API's ``pq_compute`` and its printed table;
+:func:`evaluate_semantic_folders` scores label images (PNG or uint16 TIFF)
+matched by file stem.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from odise_pl.errors import DatasetError
+from odise_pl.metrics.panoptic_quality import per_class_pq, pq_stats, summarize_pq
+from odise_pl.metrics.semantic_iou import SemanticIoU
+
+__all__ = [
+    "PanopticCategories",
+    "read_panoptic_png",
+    "read_label_image",
+    "load_panoptic_json",
+    "segments_from_json",
+    "evaluate_panoptic_folders",
+    "evaluate_semantic_folders",
+    "format_pq_table",
+]
+
+LABEL_SUFFIXES = (".png", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class PanopticCategories:
+    """The categories of a COCO panoptic JSON, in contiguous order.
+
+    Attributes:
+        ids: original ``category_id`` of each contiguous index.
+        names: category names.
+        is_thing: whether each category is a thing.
+    """
+
+    ids: tuple[int, ...]
+    names: tuple[str, ...]
+    is_thing: tuple[bool, ...]
+
+    @classmethod
+    def from_json(cls, categories: list[dict]) -> "PanopticCategories":
+        """Build from the ``categories`` list of a COCO panoptic JSON."""
+        return cls(
+            ids=tuple(int(c["id"]) for c in categories),
+            names=tuple(str(c.get("name", c["id"])) for c in categories),
+            is_thing=tuple(bool(c.get("isthing", 0)) for c in categories),
+        )
+
+    def index_of(self) -> dict[int, int]:
+        """Original category id -> contiguous index."""
+        return {cat_id: i for i, cat_id in enumerate(self.ids)}
+
+
+def read_panoptic_png(path: str | Path, dtype: torch.dtype = torch.int64) -> torch.Tensor:
+    """Decode a COCO panoptic PNG.
+
+    Args:
+        path: RGB(A) PNG, id = R + 256 G + 256^2 B.
+        dtype: integer dtype of the result (ids are < 2**24, so int32 is enough).
+
+    Returns:
+        (H, W) segment ids (0 = VOID / no segment).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"Panoptic PNG {path} does not exist.")
+    with Image.open(path) as img:
+        rgba = np.asarray(img.convert("RGBA"))  # (H, W, 4) uint8
+    ids = rgba.view("<u4")[..., 0] & 0xFFFFFF  # (H, W) R + 256 G + 65536 B
+    return torch.from_numpy(ids.view(np.int32)).to(dtype)
+
+
+def read_label_image(path: str | Path) -> torch.Tensor:
+    """Decode a single-channel label image (8-bit PNG, 16-bit PNG or uint16 TIFF).
+
+    Returns:
+        (H, W) int64 label values as stored (no remapping).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"Label image {path} does not exist.")
+    with Image.open(path) as img:
+        if img.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L", "I;16N"):
+            raise DatasetError(
+                f"Label image {path} has mode {img.mode}; expected a single-channel label map."
+            )
+        labels = np.asarray(img)
+    return torch.from_numpy(labels.astype(np.int64))
+
+
+def load_panoptic_json(path: str | Path) -> dict:
+    """Load a COCO panoptic JSON, checking that it has ``annotations``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"Panoptic JSON {path} does not exist.")
+    with open(path) as f:
+        data = json.load(f)
+    if "annotations" not in data:
+        raise DatasetError(f"Panoptic JSON {path} has no 'annotations' list (COCO panoptic format expected).")
+    return data
+
+
+def segments_from_json(segments_info: list[dict], index_of: dict[int, int], where: str) -> list[dict]:
+    """COCO ``segments_info`` -> ``[{"id", "category", "iscrowd"}]`` with contiguous categories.
+
+    Args:
+        segments_info: the annotation's segment list.
+        index_of: original category id -> contiguous index.
+        where: names the annotation in error messages.
+    """
+    out = []
+    for seg in segments_info:
+        cat = seg.get("category_id")
+        if cat not in index_of:
+            raise DatasetError(f"{where}: segment {seg.get('id')} has unknown category_id {cat}.")
+        out.append({"id": int(seg["id"]), "category": index_of[cat], "iscrowd": int(seg.get("iscrowd", 0))})
+    return out
+
+
+def _image_stats(job: tuple) -> tuple[np.ndarray, ...]:
+    """(iou_sum, tp, fp, fn) summed over a list of (gt_ann, pred_ann) pairs."""
+    pairs, gt_folder, pred_folder, index_of, num_classes = job
+    torch.set_num_threads(1)
+    total = [np.zeros(num_classes, dtype=np.float64)] + [np.zeros(num_classes, dtype=np.int64)] * 3
+    for gt_ann, pred_ann in pairs:
+        where = f"image id {gt_ann['image_id']}"
+        gt_ids = read_panoptic_png(Path(gt_folder) / gt_ann["file_name"], torch.int32)
+        pred_ids = read_panoptic_png(Path(pred_folder) / pred_ann["file_name"], torch.int32)
+        gt_segments = segments_from_json(gt_ann["segments_info"], index_of, f"GT {where}")
+        pred_segments = segments_from_json(pred_ann["segments_info"], index_of, f"prediction {where}")
+        try:
+            stats = pq_stats(pred_ids, pred_segments, gt_ids, gt_segments, num_classes)
+        except ValueError as exc:
+            raise type(exc)(f"{where} ({gt_ann['file_name']}): {exc}") from exc
+        total = [acc + s.numpy() for acc, s in zip(total, stats)]
+    return tuple(total)
+
+
+def evaluate_panoptic_folders(gt_json: str | Path, gt_folder: str | Path, pred_json: str | Path,
+                              pred_folder: str | Path, workers: int = 1) -> dict:
+    """Score a folder of panoptic predictions like the COCO API's ``pq_compute``.
+
+    Every GT image must have a prediction (matched by ``image_id``); extra
+    predictions are ignored, as in the API.
+
+    Args:
+        gt_json, gt_folder: the GT JSON and its PNG folder.
+        pred_json, pred_folder: the predictions, same format (``categories`` optional).
+        workers: processes to spread the images over (1 = in this process).
+
+    Returns:
+        The keys of :meth:`PanopticQuality.compute` as Python numbers (percent)
+        and ``per_class``: ``{category_id: {"name", "isthing", "PQ", "SQ", "RQ",
+        "TP", "FP", "FN"}}`` for every category of the GT JSON.
+    """
+    gt_data, pred_data = load_panoptic_json(gt_json), load_panoptic_json(pred_json)
+    if "categories" not in gt_data:
+        raise DatasetError(f"GT JSON {gt_json} has no 'categories' list.")
+    categories = PanopticCategories.from_json(gt_data["categories"])
+    for folder, role in ((gt_folder, "GT"), (pred_folder, "prediction")):
+        if not Path(folder).is_dir():
+            raise DatasetError(f"The {role} PNG folder {folder} does not exist.")
+    predictions = {ann["image_id"]: ann for ann in pred_data["annotations"]}
+    pairs = []
+    for gt_ann in gt_data["annotations"]:
+        if gt_ann["image_id"] not in predictions:
+            raise DatasetError(f"{pred_json} has no prediction for the GT image id {gt_ann['image_id']}.")
+        pairs.append((gt_ann, predictions[gt_ann["image_id"]]))
+
+    k = len(categories.ids)
+    chunks = [pairs[i::workers] for i in range(max(1, min(workers, len(pairs))))]
+    jobs = [(chunk, str(gt_folder), str(pred_folder), categories.index_of(), k) for chunk in chunks]
+    if len(jobs) == 1:
+        partial = [_image_stats(jobs[0])]
+    else:
+        # fork (as DataLoader workers do) starts fast; the workers run CPU ops only.
+        method = "fork" if sys.platform.startswith("linux") else "spawn"
+        with ProcessPoolExecutor(len(jobs), mp_context=get_context(method)) as pool:
+            partial = list(pool.map(_image_stats, jobs))
+    iou_sum, tp, fp, fn = (torch.from_numpy(sum(part[i] for part in partial)) for i in range(4))
+    results: dict = {key: value.item() for key, value in
+                     summarize_pq(iou_sum, tp, fp, fn, torch.tensor(categories.is_thing)).items()}
+    scores = per_class_pq(iou_sum, tp, fp, fn)
+    results["per_class"] = {
+        cat_id: {"name": categories.names[i], "isthing": categories.is_thing[i],
+                 **{key: 100 * scores[key][i].item() for key in ("PQ", "SQ", "RQ")},
+                 "TP": int(tp[i]), "FP": int(fp[i]), "FN": int(fn[i])}
+        for i, cat_id in enumerate(categories.ids)
+    }
+    return results
+
+
+def format_pq_table(results: dict, per_class: bool = False) -> str:
+    """The COCO panoptic API's summary table (values in percent).
+
+    Args:
+        results: :func:`evaluate_panoptic_folders` output or :meth:`PanopticQuality.compute`
+            output (tensors are fine).
+        per_class: also list every category (needs ``results["per_class"]``).
+
+    Returns:
+        The table as text, without a trailing newline.
+    """
+    lines = ["{:10s}| {:>5s}  {:>5s}  {:>5s} {:>5s}".format("", "PQ", "SQ", "RQ", "N"), "-" * 38]
+    for name, suffix in (("All", ""), ("Things", "_th"), ("Stuff", "_st")):
+        pq, sq, rq = (float(results[key + suffix]) for key in ("PQ", "SQ", "RQ"))
+        n = int(results["n" + suffix])
+        lines.append("{:10s}| {:5.1f}  {:5.1f}  {:5.1f} {:5d}".format(name, pq, sq, rq, n))
+    if per_class:
+        if "per_class" not in results:
+            raise ValueError("per_class=True needs results['per_class'] (from evaluate_panoptic_folders).")
+        lines += ["", "{:24s}| {:>5s}  {:>5s}  {:>5s} {:>6s} {:>6s} {:>6s}".format(
+            "category", "PQ", "SQ", "RQ", "TP", "FP", "FN"), "-" * 67]
+        for row in results["per_class"].values():
+            kind = "[th]" if row["isthing"] else "[st]"
+            lines.append("{:24s}| {:5.1f}  {:5.1f}  {:5.1f} {:6d} {:6d} {:6d}".format(
+                f"{row['name'][:19]} {kind}", *(row[key] for key in ("PQ", "SQ", "RQ", "TP", "FP", "FN"))))
+    return "\n".join(lines)
+
+
+def _labels_by_stem(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise DatasetError(f"Label folder {folder} does not exist.")
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() in LABEL_SUFFIXES:
+            if path.stem in found:
+                raise DatasetError(f"{folder} holds two label files for the stem '{path.stem}': "
+                                   f"{found[path.stem].name} and {path.name}.")
+            found[path.stem] = path
+    return found
+
+
+def evaluate_semantic_folders(gt_folder: str | Path, pred_folder: str | Path, num_classes: int,
+                              ignore_label: int | None, average: str = "gt_present") -> dict:
+    """Score prediction label maps against GT label maps matched by file stem.
+
+    Args:
+        gt_folder: GT labels (``.png``, ``.tif``, ``.tiff``; uint16 TIFFs keep 255 as a class).
+        pred_folder: predicted class indices, one file per GT stem (extra files are ignored).
+        num_classes: K.
+        ignore_label: GT value to drop (255 or 65535), or None.
+        average: ``"gt_present"`` or ``"either_present"`` (see :mod:`.semantic_iou`).
+
+    Returns:
+        ``mIoU, fwIoU, pACC, mACC`` (percent) and ``n`` as Python numbers, ``IoU``
+        (list of K floats, NaN where undefined) and ``num_images``.
+    """
+    gt_files, pred_files = _labels_by_stem(Path(gt_folder)), _labels_by_stem(Path(pred_folder))
+    if not gt_files:
+        raise DatasetError(f"No label files ({', '.join(LABEL_SUFFIXES)}) in {gt_folder}.")
+    metric = SemanticIoU(num_classes, ignore_index=ignore_label, average=average)
+    for stem, gt_path in gt_files.items():
+        if stem not in pred_files:
+            raise DatasetError(f"No prediction for {gt_path.name}: expected {Path(pred_folder) / stem}"
+                               f"{{{','.join(LABEL_SUFFIXES)}}}.")
+        target, pred = read_label_image(gt_path), read_label_image(pred_files[stem])
+        if target.shape != pred.shape:
+            raise DatasetError(
+                f"{pred_files[stem]} is {tuple(pred.shape)} but {gt_path} is {tuple(target.shape)}."
+            )
+        try:
+            metric.update(pred, target)
+        except ValueError as exc:
+            raise DatasetError(f"{gt_path.name} / {pred_files[stem].name}: {exc}") from exc
+    scores = metric.compute()
+    out = {key: scores[key].item() for key in ("mIoU", "fwIoU", "pACC", "mACC", "n")}
+    out["IoU"] = scores["IoU"].tolist()
+    out["num_images"] = len(gt_files)
+    return out
