@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: modules of odise_pl/commands/ that add a sub-command (one line each)
 COMMAND_MODULES: list[str] = [
+    "summary",
+    "predict",
 ]
 
 

@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from odise_pl.callbacks.param_summary import ParameterSummary
 from odise_pl.callbacks.visualization import PanopticVisualizer
 from odise_pl.errors import ConfigError
 from odise_pl.models.builder import build_model, section_to_dataclass
@@ -56,6 +57,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, *, extra_callbacks: list | Non
         ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0,
                         every_n_train_steps=None),
         PanopticVisualizer(cfg.logging.num_vis_images),
+        ParameterSummary(),
     ]
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
