@@ -9,10 +9,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from odise_pl.config.schema import InferenceConfig, MaskGeneratorConfig, OptimConfig
+from odise_pl.errors import ConfigError
 from odise_pl.models.clip_model import ClipSpec, SharedClip, load_clip
 from odise_pl.models.mask_generator.criterion import SetCriterion
 from odise_pl.models.mask_generator.mask2former import Mask2FormerMaskGenerator
 from odise_pl.models.odise_module import OdiseModule
+from odise_pl.models.open_vocab.text_bank import TextEmbeddingBank
 from odise_pl.models.supervision.base import TextEmbeddings
 from odise_pl.registry import BACKBONES, SUPERVISIONS
 
@@ -35,8 +37,6 @@ def typed(section: Any, cls: type) -> Any:
 
 def encode_vocabulary(clip: SharedClip, names: list[list[str]], templates: list[str]) -> TextEmbeddings:
     """CLIP text embeddings of every name of every class (through the cached text bank)."""
-    from odise_pl.models.open_vocab.text_bank import TextEmbeddingBank
-
     return TextEmbeddingBank(clip, templates=list(templates))(names)
 
 
@@ -72,11 +72,30 @@ def build_model(cfg: DictConfig, categories: list[dict], *, ignore_index: int = 
     eval_text = encode_vocabulary(clip, eval_names, templates)
     is_thing = torch.tensor([bool(c.get("isthing", True)) for c in eval_categories])
     inference = typed(model_cfg.inference, InferenceConfig)
+    open_vocab = build_open_vocab(clip, inference, train_names, eval_names)
     optim = typed(cfg.optim, OptimConfig)
     return OdiseModule(backbone=backbone, mask_generator=mask_generator, supervision=supervision,
                        criterion=criterion, eval_text=eval_text, eval_is_thing=is_thing, inference=inference,
                        optim=optim, max_steps=int(cfg.trainer.max_steps), ignore_index=ignore_index,
-                       config=OmegaConf.to_container(cfg, resolve=True))
+                       config=OmegaConf.to_container(cfg, resolve=True), open_vocab=open_vocab,
+                       text_bank=TextEmbeddingBank(clip, templates=list(templates)))
+
+
+def build_open_vocab(clip: SharedClip, inference: InferenceConfig, train_names: list[list[str]],
+                     eval_names: list[list[str]]):
+    """The CLIP-fusion head for ``inference.classifier`` "clip"/"ensemble" (None for "diffusion")."""
+    from odise_pl.models.open_vocab.ensemble import MODES, seen_class_mask
+    from odise_pl.models.open_vocab.inference_head import OpenVocabHead
+
+    mode = inference.classifier
+    if mode not in MODES:
+        raise ConfigError(f"model.inference.classifier={mode!r} is not one of {', '.join(MODES)}.")
+    if mode == "diffusion":
+        return None
+    head = OpenVocabHead(clip, mode=mode, alpha=inference.alpha, beta=inference.beta,
+                         templates=list(inference.clip_prompt_templates), train_names=train_names)
+    head.set_vocabulary(eval_names, seen=seen_class_mask(eval_names, train_names))  # logs the split (INFO)
+    return head
 
 
 def class_names(category: dict) -> list[str]:

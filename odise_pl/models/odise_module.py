@@ -34,15 +34,20 @@ class OdiseModule(L.LightningModule):
         eval_is_thing: (K_eval,) bool.
         inference: post-processing settings.
         optim: optimiser settings; ``max_steps`` sets the step schedule.
-        open_vocab: optional CLIP mask classifier + ensemble (``forward(images, mask_logits, probs)``).
+        open_vocab: optional CLIP mask classifier + ensemble
+            (``forward(images, mask_logits, logits, image_sizes=...) -> probs``, see
+            :class:`~odise_pl.models.open_vocab.inference_head.OpenVocabHead`).
         ignore_index: label ignored by the semantic metric.
         config: the resolved experiment config (saved as hyper-parameters).
+        text_bank: the :class:`~odise_pl.models.open_vocab.text_bank.TextEmbeddingBank` of the trained
+            classifier (the shared CLIP + the supervision's templates); :meth:`set_vocabulary` needs it.
     """
 
     def __init__(self, *, backbone: nn.Module, mask_generator: nn.Module, supervision: SupervisionStrategy,
                  criterion: SetCriterion, eval_text: TextEmbeddings, eval_is_thing: torch.Tensor,
                  inference: InferenceConfig, optim: OptimConfig, max_steps: int,
-                 open_vocab: nn.Module | None = None, ignore_index: int = 255, config: dict | None = None) -> None:
+                 open_vocab: nn.Module | None = None, ignore_index: int = 255, config: dict | None = None,
+                 text_bank=None) -> None:
         super().__init__()
         self.save_hyperparameters({"config": config or {}})
         self.backbone = backbone
@@ -54,6 +59,7 @@ class OdiseModule(L.LightningModule):
         self.optim_cfg = optim
         self.max_steps = max_steps
         self.ignore_index = ignore_index
+        self.text_bank = text_bank  # a plain object (not a module): nothing of it goes into checkpoints
         self.set_eval_vocabulary(eval_text, eval_is_thing)
 
     # ----------------------------------------------------------------------------------- vocabulary
@@ -67,6 +73,23 @@ class OdiseModule(L.LightningModule):
         self.val_sem = SemanticIoU(num_classes=k, ignore_index=self.ignore_index)
         self.test_pq = PanopticQuality(is_thing=is_thing.tolist())
         self.test_sem = SemanticIoU(num_classes=k, ignore_index=self.ignore_index)
+
+    def set_vocabulary(self, names: list[list[str]], is_thing: list[bool]) -> None:
+        """Use a new test vocabulary: one list of names per class (display name first) + thing flags.
+
+        Re-embeds it with the text bank (the supervision's templates for the trained classifier,
+        the CLIP prompt templates in the open-vocabulary head, which also gets the new seen split).
+        """
+        groups = [[n] if isinstance(n, str) else list(n) for n in names]
+        if len(is_thing) != len(groups):
+            raise ValueError(f"{len(groups)} classes but {len(is_thing)} thing flags")
+        if self.text_bank is None:
+            raise RuntimeError("this OdiseModule was built without a text bank: build it with "
+                               "odise_pl.models.builder.build_model to change vocabularies")
+        text = self.text_bank(groups)
+        self.set_eval_vocabulary(text, torch.tensor([bool(t) for t in is_thing], device=self.device))
+        if self.open_vocab is not None and hasattr(self.open_vocab, "set_vocabulary"):
+            self.open_vocab.set_vocabulary(groups)
 
     # -------------------------------------------------------------------------------------- forward
     def forward(self, images: torch.Tensor, captions: list[str] | None = None) -> dict:
@@ -101,13 +124,15 @@ class OdiseModule(L.LightningModule):
 
     # ----------------------------------------------------------------------------------- evaluation
     @torch.no_grad()
-    def predict_probs(self, images: torch.Tensor, out: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict_probs(self, images: torch.Tensor, out: dict,
+                      image_sizes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Class probabilities (B,Q,K+1) and mask logits (B,Q,h,w) of the last decoder layer."""
         masks, embeds = out["pred_masks"][-1], out["mask_embeds"][-1]
         logits = self.supervision.classify(embeds, self.eval_text.to(embeds.device))
-        probs = logits.float().softmax(-1)
         if self.open_vocab is not None:
-            probs = self.open_vocab(images, masks, probs)
+            probs = self.open_vocab(images, masks, logits, image_sizes=image_sizes)
+        else:
+            probs = logits.float().softmax(-1)
         return probs, masks
 
     def postprocess(self, probs: torch.Tensor, masks: torch.Tensor, image_size: tuple[int, int],
@@ -129,7 +154,7 @@ class OdiseModule(L.LightningModule):
     def _eval_step(self, batch: dict, pq, sem) -> None:
         images = batch["images"]
         out = self(images, None)
-        probs, masks = self.predict_probs(images, out)
+        probs, masks = self.predict_probs(images, out, batch.get("image_sizes"))
         padded = tuple(images.shape[-2:])
         for i, target in enumerate(batch["targets"]):
             size = tuple(int(s) for s in batch["image_sizes"][i])

@@ -1,0 +1,171 @@
+"""CLIP fusion at inference: the open-vocabulary head :class:`OdiseModule` calls after its classifier.
+
+:class:`OpenVocabHead` ties together the three open-vocabulary parts:
+
+* the CLIP mask classifier (:class:`~.mask_classifier.ClipMaskClassifier`), one CLIP
+  embedding per predicted mask;
+* the CLIP text embeddings of the test vocabulary (:class:`~.text_bank.TextEmbeddingBank`,
+  with the CLIP prompt templates, ``inference.clip_prompt_templates``);
+* the geometric ensemble (:class:`~.ensemble.GeometricEnsemble`) with its seen/unseen
+  class split (:func:`~.ensemble.seen_class_mask` against the training vocabulary).
+
+``forward(images, mask_logits, logits)`` turns the trained (diffusion) classifier's
+(B,Q,K+1) logits into (B,Q,K+1) probabilities of the chosen mode: ``"diffusion"`` (plain
+softmax, CLIP unused), ``"clip"`` or ``"ensemble"``.
+
+The head holds no weights of its own: the shared CLIP is kept out of the module tree
+(it belongs to the backbone / captioner), so adding, removing or switching the head
+never changes a checkpoint's keys - the same checkpoint evaluates in every mode.
+
+Example:
+    >>> head = OpenVocabHead(clip, mode="ensemble", alpha=0.3, beta=0.7,
+    ...                      train_names=[["cat"], ["dog"]])
+    >>> head.set_vocabulary([["cat", "kitten"], ["zebra"]])  # seen: cat; unseen: zebra
+    >>> probs = head(images, mask_logits, diffusion_logits)   # (B,Q,3)
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from odise_pl.models.open_vocab.ensemble import MODES, GeometricEnsemble, SeenSplit, seen_class_mask
+from odise_pl.models.open_vocab.mask_classifier import ClipMaskClassifier
+from odise_pl.models.open_vocab.text_bank import DEFAULT_TEMPLATES, TextEmbeddingBank
+from odise_pl.models.supervision.base import TextEmbeddings
+
+log = logging.getLogger("odise_pl")
+
+
+class OpenVocabHead(nn.Module):
+    """CLIP mask classification + geometric ensemble with the trained classifier.
+
+    Args:
+        clip: the shared frozen CLIP (:func:`odise_pl.models.clip_model.load_clip`).
+        mode: ``"diffusion"``, ``"clip"`` or ``"ensemble"`` (``inference.classifier``).
+        alpha: CLIP's weight for classes seen in training.
+        beta: CLIP's weight for unseen classes.
+        seen: optional (K,) bool seen-class mask (or :class:`SeenSplit`) of the initial vocabulary.
+        templates: CLIP prompt templates for the text side (``inference.clip_prompt_templates``).
+        train_names: the training vocabulary (one list of names per class); when given,
+            :meth:`set_vocabulary` derives the seen split from it.
+        mask_classifier: a prebuilt :class:`ClipMaskClassifier` (default: one on ``clip``).
+        text_bank: a prebuilt text bank (default: one on ``clip`` with ``templates``).
+    """
+
+    def __init__(self, clip, mode: str = "ensemble", alpha: float = 0.3, beta: float = 0.7,
+                 seen: torch.Tensor | SeenSplit | None = None, templates: Sequence[str] = DEFAULT_TEMPLATES, *,
+                 train_names: Sequence[Sequence[str]] | None = None,
+                 mask_classifier: ClipMaskClassifier | None = None,
+                 text_bank: TextEmbeddingBank | None = None) -> None:
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"unknown classifier mode '{mode}': set model.inference.classifier to one of "
+                             f"{', '.join(MODES)}")
+        mask = seen.mask if isinstance(seen, SeenSplit) else seen
+        self.ensemble = GeometricEnsemble(mode=mode, alpha=alpha, beta=beta, seen=mask)
+        self.train_names = [list(g) for g in train_names] if train_names is not None else None
+        # Kept out of the module tree on purpose (see the module docstring); _apply moves them.
+        self.__dict__["mask_classifier"] = mask_classifier or ClipMaskClassifier(clip)
+        self.__dict__["text_bank"] = text_bank or TextEmbeddingBank(clip, templates=templates)
+        self.text: TextEmbeddings | None = None
+        self.split: SeenSplit | None = None
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def mode(self) -> str:
+        return self.ensemble.mode
+
+    @property
+    def num_classes(self) -> int | None:
+        return None if self.text is None else self.text.num_classes
+
+    def _apply(self, fn, recurse: bool = True):
+        super()._apply(fn, recurse)
+        self.mask_classifier._apply(fn)  # the shared CLIP follows the module (idempotent if shared)
+        return self
+
+    def train(self, mode: bool = True) -> "OpenVocabHead":
+        super().train(mode)
+        self.mask_classifier.train(False)  # frozen CLIP
+        return self
+
+    # ------------------------------------------------------------------ vocabulary
+    def set_vocabulary(self, names: Sequence[Sequence[str]],
+                       seen: torch.Tensor | SeenSplit | None = None) -> SeenSplit | None:
+        """Embed a new test vocabulary with CLIP and set its seen/unseen split.
+
+        Args:
+            names: one list of names per class (display name first, then synonyms).
+            seen: explicit seen mask; default: derived from ``train_names``
+                (every class unseen when no training vocabulary is known).
+
+        Returns:
+            the seen split (also logged at INFO on the ``odise_pl`` logger).
+        """
+        groups = [[n] if isinstance(n, str) else list(n) for n in names]
+        self.text = self.text_bank(groups)
+        if seen is None:
+            if self.train_names is not None:
+                seen = seen_class_mask(groups, self.train_names)
+            else:
+                mask = torch.zeros(len(groups), dtype=torch.bool)
+                seen = SeenSplit(mask, 0, len(groups))
+        elif not isinstance(seen, SeenSplit):
+            mask = torch.as_tensor(seen, dtype=torch.bool)
+            seen = SeenSplit(mask, int(mask.sum()), int((~mask).sum()))
+        if seen.mask.shape != (len(groups),):
+            raise ValueError(f"seen mask has shape {tuple(seen.mask.shape)}, expected ({len(groups)},)")
+        self.split = seen
+        self.ensemble.set_seen(seen)
+        log.info("open-vocabulary inference (%s, alpha=%.2f, beta=%.2f): %d classes, %d seen in training, "
+                 "%d unseen", self.mode, self.ensemble.alpha, self.ensemble.beta, len(groups),
+                 seen.num_seen, seen.num_unseen)
+        return seen
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def clip_logits(self, images: torch.Tensor, mask_logits: torch.Tensor,
+                    image_sizes: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,3,H,W) images and (B,Q,h,w) mask logits -> (B,Q,K) CLIP class logits."""
+        if self.text is None:
+            raise RuntimeError("OpenVocabHead has no vocabulary: call set_vocabulary(names) first")
+        embeds = self.mask_classifier(images, mask_logits, image_sizes)
+        return self.mask_classifier.logits(embeds, self.text.to(embeds.device))
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor, mask_logits: torch.Tensor, logits: torch.Tensor, *,
+                image_sizes: torch.Tensor | None = None, is_probs: bool = False) -> torch.Tensor:
+        """Fuse the trained classifier with CLIP.
+
+        Args:
+            images: (B,3,H,W) pixels in [0,255], possibly padded.
+            mask_logits: (B,Q,h,w) mask logits of the same images.
+            logits: (B,Q,K+1) logits of the trained classifier (void last), or its
+                probabilities with ``is_probs=True`` (their log is used: exactly equivalent).
+            image_sizes: optional (B,2) valid (h, w) before padding (padding is cut off for CLIP).
+
+        Returns:
+            (B,Q,K+1) class probabilities, void last.
+        """
+        logits = logits.float()
+        if is_probs:
+            logits = logits.clamp(min=torch.finfo(torch.float32).tiny).log()
+        if self.mode == "diffusion":
+            return logits.softmax(-1)
+        if self.num_classes is not None and logits.shape[-1] - 1 != self.num_classes:
+            raise ValueError(f"the classifier scores {logits.shape[-1] - 1} classes but the open-vocabulary "
+                             f"head's vocabulary has {self.num_classes}: change vocabularies with "
+                             f"OdiseModule.set_vocabulary, which updates both.")
+        return self.ensemble(logits, self.clip_logits(images, mask_logits, image_sizes))
+
+    def extra_repr(self) -> str:
+        k = self.num_classes
+        return f"mode={self.mode}, classes={k}" + ("" if self.split is None else
+                                                   f", seen={self.split.num_seen}, unseen={self.split.num_unseen}")
+
+
+__all__ = ["OpenVocabHead"]

@@ -1,0 +1,288 @@
+"""Open-vocabulary panoptic prediction on single images (what ``odise-pl predict`` runs).
+
+:class:`Predictor` builds the model of an experiment config, loads a checkpoint, takes any
+vocabulary (:mod:`odise_pl.vocab`), and predicts one image at a time:
+
+1. the image is read as RGB (greyscale / RGBA / palette converted, EXIF orientation
+   applied: :func:`~odise_pl.data_modules.coco_panoptic.read_rgb_image`);
+2. it is resized to the test size of the data config (short side ``data.eval_short_side``,
+   long side at most ``data.eval_max_long_side``; small images are enlarged) and padded
+   to the backbone's ``size_divisibility``;
+3. the mask logits are cut to the valid area and brought back to the ORIGINAL size, where
+   the panoptic, semantic and (optionally) instance post-processing run.  For very large
+   images whose ``Q x H x W`` mask stack would exceed ``max_mask_elements``, the
+   post-processing runs at the largest size within that budget and its maps are scaled
+   to the original size by nearest neighbour.  On a CPU the semantic map likewise runs
+   at the largest size with ``K x H x W <= max_semantic_elements`` (its cost grows with
+   the vocabulary size K: the default vocabulary has ~1,300 classes); on a GPU it always
+   runs at the original size.
+
+Example:
+    >>> pred = Predictor.from_config_file("experiments/quickstart.yaml", "last.ckpt")
+    >>> pred.set_vocabulary(parse_vocabulary("cat,kitten;dog;grass:stuff"))
+    >>> out = pred.predict_file("photo.jpg")
+    >>> out.panoptic.shape, out.segments[0]["category_name"]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+
+from odise_pl.data_modules.coco_panoptic import read_rgb_image
+from odise_pl.data_modules.transforms import ResizeShortestEdge, image_to_tensor, resize_image, resize_nearest
+from odise_pl.errors import CheckpointError, VocabularyError
+from odise_pl.models.inference.instance import instance_inference
+from odise_pl.models.inference.panoptic import panoptic_inference
+from odise_pl.vocab import (
+    Vocabulary, VocabClass, build_vocabulary, builtin_names, default_vocabulary, load_builtin, parse_vocabulary,
+)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+@dataclass
+class Prediction:
+    """The result for one image, at its original size (after EXIF rotation).
+
+    Attributes:
+        image: (H,W,3) uint8 RGB image as read.
+        panoptic: (H,W) int64 segment ids, 0 = no segment.
+        segments: one dict per id of ``panoptic``: ``id``, ``category_id`` (index in the
+            vocabulary), ``category_name``, ``score``, ``is_thing``, ``area`` (pixels of
+            ``panoptic``), ``bbox`` ``[x, y, w, h]``.
+        semantic: (H,W) int64 class index (argmax of sum_q p_q * sigmoid(m_q)).
+        instances: ``masks`` (N,H,W) bool, ``scores`` (N,), ``labels`` (N,) - or None when not asked for.
+        probs: (Q,K+1) class probabilities of the queries (void last).
+    """
+
+    image: np.ndarray
+    panoptic: np.ndarray
+    segments: list[dict]
+    semantic: np.ndarray
+    instances: dict | None = None
+    probs: torch.Tensor | None = field(default=None, repr=False)
+
+
+def vocabulary_from_categories(categories: Sequence[dict], name: str = "training") -> Vocabulary:
+    """Data-module categories (``name``, ``synonyms``, ``isthing``) -> a :class:`Vocabulary`."""
+    classes = []
+    for k, c in enumerate(categories):
+        names = tuple(dict.fromkeys(n for n in [c["name"], *c.get("synonyms", [])] if n))
+        classes.append(VocabClass(names, c.get("isthing"), c.get("id", k), name))
+    return Vocabulary(tuple(classes), name)
+
+
+def resolve_vocabulary(vocab: str | None = None, vocab_file: str | None = None, *,
+                       include_default: bool = True) -> Vocabulary:
+    """The command line's vocabulary: :func:`odise_pl.vocab.build_vocabulary`, where ``vocab_file``
+    may also name a builtin list (``coco_panoptic``, ``ade20k_150``...) when no such file exists."""
+    if vocab_file is not None and not Path(vocab_file).expanduser().exists() and vocab_file in builtin_names():
+        parts = [parse_vocabulary(vocab, name="vocab")] if vocab is not None else []
+        parts.append(load_builtin(vocab_file))
+        if include_default:
+            parts.append(default_vocabulary())
+        if len(parts) == 1:
+            return parts[0]
+        return parts[0].merge(*parts[1:], name="+".join(p.name for p in parts))
+    return build_vocabulary(vocab, vocab_file, include_default=include_default)
+
+
+def list_images(spec: str) -> list[Path]:
+    """An image file, a folder (its image files, sorted, not recursive) or a glob pattern -> paths."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if path.is_file():
+        return [path]
+    if any(ch in spec for ch in "*?["):
+        import glob
+
+        return sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+    return []
+
+
+class Predictor:
+    """A trained model + a vocabulary, predicting one image at a time.
+
+    Args:
+        cfg: the validated experiment config (``odise_pl.config.load_config``).
+        ckpt: a Lightning checkpoint of that config (None: the freshly built weights).
+        device: torch device (default: CUDA when available, else CPU).
+        vocabulary: the test vocabulary (default: the training categories).
+        max_mask_elements: budget for ``Q x H x W`` at post-processing (see the module docstring).
+        max_semantic_elements: CPU budget for ``K x H x W`` of the semantic map (see the module docstring).
+        instances: also run the instance post-processing (default: ``model.inference.instance_on``).
+    """
+
+    def __init__(self, cfg: DictConfig, ckpt: str | Path | None = None, *, device: str | torch.device | None = None,
+                 vocabulary: Vocabulary | None = None, max_mask_elements: int = 2 ** 26,
+                 max_semantic_elements: int = 2 ** 25, instances: bool | None = None) -> None:
+        from odise_pl.runner import build_all
+
+        self.cfg = cfg
+        dm, model = build_all(cfg)
+        if ckpt is not None:
+            load_weights(model, ckpt)
+        self.device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = model.eval().to(self.device)
+        self.resize = ResizeShortestEdge(int(dm.eval_short_side), int(dm.eval_max_long_side))
+        self.size_divisibility = max(int(getattr(dm, "size_divisibility", 1)), int(model.backbone.size_divisibility))
+        self.max_mask_elements = int(max_mask_elements)
+        self.max_semantic_elements = int(max_semantic_elements)
+        self.instances = bool(model.inference_cfg.instance_on if instances is None else instances)
+        self.training_vocabulary = vocabulary_from_categories(dm.categories)
+        self.vocabulary = self.training_vocabulary
+        if vocabulary is not None:
+            self.set_vocabulary(vocabulary)
+
+    @classmethod
+    def from_config_file(cls, config: str | Path, ckpt: str | Path | None, overrides: Sequence[str] = (),
+                         **kwargs) -> "Predictor":
+        from odise_pl.config import load_config
+
+        return cls(load_config(str(config), list(overrides)), ckpt, **kwargs)
+
+    @property
+    def classifier(self) -> str:
+        return self.model.inference_cfg.classifier
+
+    # ------------------------------------------------------------------ vocabulary
+    def set_vocabulary(self, vocabulary: Vocabulary | str) -> None:
+        """Use ``vocabulary`` (a :class:`Vocabulary`, or a string like ``"cat,kitten;dog"``).
+        Classes without a thing/stuff flag count as things."""
+        if isinstance(vocabulary, str):
+            vocabulary = parse_vocabulary(vocabulary)
+        if len(vocabulary) == 0:
+            raise VocabularyError("the vocabulary is empty")
+        self.model.set_vocabulary(vocabulary.synonyms, vocabulary.thing_mask(default=True))
+        self.vocabulary = vocabulary
+
+    # ------------------------------------------------------------------ prediction
+    def read_image(self, path: str | Path) -> np.ndarray:
+        """(H,W,3) uint8 RGB; raises :class:`~odise_pl.errors.DatasetError` naming an unreadable file."""
+        return read_rgb_image(Path(path))
+
+    def predict_file(self, path: str | Path) -> Prediction:
+        return self.predict(self.read_image(path))
+
+    @torch.no_grad()
+    def predict(self, image: np.ndarray) -> Prediction:
+        """Predict one (H,W,3) uint8 RGB image (greyscale (H,W) and RGBA are converted)."""
+        image = _as_rgb(image)
+        h0, w0 = image.shape[:2]
+        h, w = (max(1, s) for s in self.resize.output_size(h0, w0))
+        d = self.size_divisibility
+        H, W = math.ceil(h / d) * d, math.ceil(w / d) * d
+        batch = torch.zeros((1, 3, H, W), dtype=torch.uint8)
+        batch[0, :, :h, :w] = image_to_tensor(resize_image(image, h, w))
+        batch = batch.to(self.device)
+        sizes = torch.tensor([[h, w]], device=self.device)
+        model = self.model
+        probs, masks = model.predict_probs(batch, model(batch, None), sizes)
+        probs, masks = probs[0].float(), masks[0].float()
+
+        # masks -> padded input size -> valid area -> output size (the original, within budget)
+        oh, ow = _output_size(h0, w0, masks.shape[0], self.max_mask_elements)
+        m_valid = F.interpolate(masks[None], size=(H, W), mode="bilinear", align_corners=False)[0, :, :h, :w]
+        m = F.interpolate(m_valid[None], size=(oh, ow), mode="bilinear", align_corners=False)[0]
+        cfg = model.inference_cfg
+        is_thing = model.eval_is_thing.to(m.device)
+        ids, raw_segments = panoptic_inference(probs, m, is_thing, object_mask_threshold=cfg.object_mask_threshold,
+                                               overlap_threshold=cfg.overlap_threshold)
+        sh, sw = (oh, ow) if m.is_cuda else _output_size(oh, ow, probs.shape[-1] - 1, self.max_semantic_elements)
+        ms = m if (sh, sw) == (oh, ow) else F.interpolate(m_valid[None], size=(sh, sw), mode="bilinear",
+                                                           align_corners=False)[0]
+        semantic = _semantic_argmax(probs, ms)
+        instances = None
+        if self.instances:
+            inst = instance_inference(probs, m, is_thing, topk=cfg.instance_topk)
+            instances = {k: v.cpu() for k, v in inst.items()}
+        ids, semantic = ids.cpu().numpy(), semantic.cpu().numpy()
+        if semantic.shape != (h0, w0):
+            semantic = resize_nearest(semantic, h0, w0)
+        if (oh, ow) != (h0, w0):
+            ids = resize_nearest(ids, h0, w0)
+            if instances is not None:
+                masks_np = instances["masks"].numpy()
+                instances["masks"] = torch.from_numpy(np.stack([resize_nearest(x, h0, w0) for x in masks_np])
+                                                      if len(masks_np) else np.zeros((0, h0, w0), bool))
+        segments = self._segments(ids, raw_segments)
+        return Prediction(image=image, panoptic=ids, segments=segments, semantic=semantic,
+                          instances=instances, probs=probs.cpu())
+
+    def _segments(self, ids: np.ndarray, raw: list[dict]) -> list[dict]:
+        """Segment records from the final id map (areas and boxes at the original size)."""
+        area = np.bincount(ids.ravel(), minlength=max((s["id"] for s in raw), default=0) + 1)
+        out = []
+        names = self.vocabulary.names
+        for s in raw:
+            sid = int(s["id"])
+            if area[sid] == 0:
+                continue
+            mask = ids == sid
+            rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+            y0, y1, x0, x1 = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+            k = int(s["category"])
+            out.append({"id": sid, "category_id": k, "category_name": names[k], "score": float(s["score"]),
+                        "is_thing": bool(s["isthing"]), "area": int(area[sid]),
+                        "bbox": [x0, y0, x1 - x0 + 1, y1 - y0 + 1]})
+        return out
+
+
+def load_weights(model: torch.nn.Module, ckpt: str | Path) -> None:
+    """Load a Lightning checkpoint (``state_dict``) into ``model``, with clear errors."""
+    from odise_pl.runner import load_checkpoint
+
+    path = Path(ckpt).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint '{ckpt}' not found: give the .ckpt file a run wrote "
+                              f"(RUN_DIR/checkpoints/last.ckpt).")
+    try:
+        load_checkpoint(model, str(path))
+    except (RuntimeError, KeyError) as err:
+        raise CheckpointError(f"checkpoint '{ckpt}' does not fit this config ({str(err).splitlines()[0]}); "
+                              f"use the experiment config the checkpoint was trained with.") from err
+    except Exception as err:  # unpickling / zip errors of a damaged file
+        raise CheckpointError(f"cannot read checkpoint '{ckpt}': {err}") from err
+
+
+def _as_rgb(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    if image.ndim != 3 or image.shape[-1] not in (3, 4) or min(image.shape[:2]) < 1:
+        raise ValueError(f"expected an (H,W,3) RGB image, got shape {image.shape}")
+    if image.dtype != np.uint8:
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(image[..., :3])
+
+
+def _output_size(h: int, w: int, num_queries: int, budget: int) -> tuple[int, int]:
+    """The original size, shrunk (aspect kept) until ``num_queries * h * w <= budget``."""
+    if num_queries * h * w <= budget:
+        return h, w
+    scale = math.sqrt(budget / (num_queries * h * w))
+    return max(1, int(h * scale)), max(1, int(w * scale))
+
+
+def _semantic_argmax(probs: torch.Tensor, mask_logits: torch.Tensor, chunk: int = 1 << 16) -> torch.Tensor:
+    """argmax_k sum_q p_qk sigmoid(m_q) without the (K,H,W) score volume (pixels in chunks)."""
+    q, h, w = mask_logits.shape
+    cls = probs[:, :-1].to(mask_logits.dtype)  # (Q,K)
+    flat = mask_logits.reshape(q, -1)
+    out = torch.empty(h * w, dtype=torch.int64, device=mask_logits.device)
+    for start in range(0, h * w, chunk):
+        out[start:start + chunk] = (flat[:, start:start + chunk].sigmoid().t() @ cls).argmax(-1)
+    return out.view(h, w)
+
+
+__all__ = ["Prediction", "Predictor", "list_images", "resolve_vocabulary", "vocabulary_from_categories",
+           "load_weights", "IMAGE_EXTENSIONS"]
