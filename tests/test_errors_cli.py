@@ -1,0 +1,66 @@
+"""User errors through the command line (issue #2): exit code 2 and a message naming the culprit.
+
+Data-module-level errors (a PNG segment id missing from the JSON, a corrupt image, a malformed
+JSON, a missing image folder) are tested in ``tests/data_modules/test_coco_panoptic.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from odise_pl.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "experiments" / "quickstart.yaml"
+
+
+def _run(capsys, argv: list[str]) -> str:
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    # (what precedes the message is other output, e.g. lightning's "Seed set to 0" log line)
+    assert "odise-pl: error: " in err, err
+    message = err[err.index("odise-pl: error: "):]
+    assert "Traceback" not in message, message
+    return message
+
+
+def test_unknown_key_in_a_file_names_file_key_line_and_closest_key(tmp_path, capsys):
+    exp = tmp_path / "my_experiment.yaml"
+    exp.write_text(f"_base_: {QUICKSTART}\nseed: 1\ntrainer:\n  max_stepz: 3\n")
+    for command in (["config"], ["fit"]):
+        err = _run(capsys, [*command, "-c", str(exp), f"run.root={tmp_path / 'runs'}"])
+        assert str(exp) in err or exp.name in err, err
+        assert "trainer.max_stepz" in err and "line 4" in err, err
+        assert "Did you mean 'trainer.max_steps'" in err, err
+    assert not (tmp_path / "runs").exists()  # nothing written before the config is valid
+
+
+def test_unknown_key_in_an_override_names_it_and_the_closest_key(tmp_path, capsys):
+    err = _run(capsys, ["fit", "-c", str(QUICKSTART), f"run.root={tmp_path / 'runs'}",
+                        "model.mask_generator.hiden_dim=32"])
+    assert "model.mask_generator.hiden_dim=32" in err, err
+    assert "Did you mean 'model.mask_generator.hidden_dim'" in err, err
+
+
+def test_missing_dataset_folder_names_path_and_expected_layout(tmp_path, capsys):
+    missing = tmp_path / "nonexistent"
+    err = _run(capsys, ["fit", "-c", str(QUICKSTART), "data.name=coco_panoptic", f"data.root={missing}",
+                        f"run.root={tmp_path / 'runs'}", "trainer.accelerator=cpu"])
+    assert f"dataset root {missing} does not exist" in err, err
+    assert f"Expected COCO panoptic layout under data.root={missing}" in err, err
+    for entry in ("train2017/", "panoptic_train2017/", "annotations/panoptic_train2017.json",
+                  "val2017/", "panoptic_val2017/", "annotations/panoptic_val2017.json"):
+        assert entry in err, entry
+
+    ckpt = tmp_path / "some.ckpt"
+    ckpt.write_bytes(b"")  # evaluate checks the checkpoint path first; the data error comes before loading
+    err = _run(capsys, ["validate", "-c", str(QUICKSTART), "data.name=coco_panoptic", "data.root=/nonexistent",
+                        "trainer.accelerator=cpu", "--ckpt", str(ckpt)])
+    assert "dataset root /nonexistent does not exist" in err, err
+    assert "annotations/panoptic_val2017.json" in err, err
+
+
+def test_missing_checkpoint_is_named(tmp_path, capsys):
+    err = _run(capsys, ["validate", "-c", str(QUICKSTART), "--ckpt", str(tmp_path / "nope.ckpt")])
+    assert f"checkpoint '{tmp_path / 'nope.ckpt'}' not found" in err, err
