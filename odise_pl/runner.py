@@ -90,8 +90,8 @@ def fit(cfg: DictConfig, *, evaluate_untrained: bool = False, ckpt_path: str | N
     if run_dir.exists() and any(run_dir.iterdir()) and ckpt_path is None:
         raise ConfigError(f"run directory {run_dir} already exists: set run.version to a new name, "
                           f"or leave it null for the next free version")
+    dm, model = build_all(cfg)   # bad data or config fails here, before the run directory exists
     save_config(cfg, run_dir)
-    dm, model = build_all(cfg)
     trainer = build_trainer(cfg, run_dir)
     results: dict = {"run_dir": str(run_dir)}
     if evaluate_untrained:
