@@ -1,0 +1,171 @@
+"""Optional speed switches for the frozen parts of the diffusion backbone (benchmarks, inference).
+
+Nothing here changes what the model computes beyond rounding; every switch is off by
+default and :func:`apply_speed_options` returns a handle whose ``remove()`` undoes the
+hooks and patches it installed (weights cast to bf16 are cast back to float32).
+
+Switches (:class:`SpeedOptions`):
+
+* ``frozen_autocast``: run the frozen Stable Diffusion VAE/UNet and the CLIP image
+  tower under ``torch.autocast(bf16)`` while the trainable parts stay in float32. The
+  eight feature taps are cast back to float32 before the projections.
+* ``frozen_weights``: store the frozen SD and CLIP weights in bf16 (halves their
+  memory, ~1.4B parameters). Only valid where the frozen parts run under autocast
+  (``frozen_autocast`` or an autocast around the whole forward).
+* ``channels_last``: NHWC memory format for the VAE and UNet convolutions.
+* ``attention``: ``"sdpa"`` (diffusers' ``AttnProcessor2_0``, ``F.scaled_dot_product_attention``,
+  diffusers' default) or ``"classic"`` (``AttnProcessor``: explicit softmax(QK^T)V).
+* ``compile_unet``: regional ``torch.compile`` of the UNet's resnet and transformer blocks
+  (their ``forward`` methods, so the backbone's forward pre-hooks that record the taps
+  and stop the pass early stay outside the compiled code).
+* ``tf32``: allow TF32 matmuls/convolutions (global torch flags).
+
+Example:
+    >>> handle = apply_speed_options(module, SpeedOptions(frozen_autocast=True, frozen_weights=True))
+    >>> ...
+    >>> handle.remove()
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+
+@dataclass
+class SpeedOptions:
+    frozen_autocast: bool = False
+    frozen_weights: bool = False
+    channels_last: bool = False
+    attention: str = "sdpa"        # sdpa | classic
+    compile_unet: bool = False
+    tf32: bool = False
+
+
+class SpeedHandle:
+    """Undo list of :func:`apply_speed_options`; ``report`` says what is active."""
+
+    def __init__(self) -> None:
+        self._undo: list[Callable[[], None]] = []
+        self.report: dict = {}
+
+    def add(self, fn: Callable[[], None]) -> None:
+        self._undo.append(fn)
+
+    def remove(self) -> None:
+        while self._undo:
+            self._undo.pop()()
+
+
+def _frozen_parts(backbone: nn.Module) -> list[nn.Module]:
+    parts = [getattr(backbone, n, None) for n in ("vae", "unet", "text_encoder")]
+    clip = getattr(backbone, "clip", None)
+    if clip is not None:
+        parts.append(clip.model)
+    return [p for p in parts if p is not None]
+
+
+def _patch(handle: SpeedHandle, obj: object, name: str, wrapper: Callable) -> None:
+    had_own = name in vars(obj)
+    original = getattr(obj, name)
+    setattr(obj, name, wrapper(original))
+
+    def undo() -> None:
+        if had_own:
+            setattr(obj, name, original)
+        else:
+            delattr(obj, name)
+    handle.add(undo)
+
+
+def _autocast_bf16(fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        device_type = "cuda" if torch.cuda.is_available() else "cpu"
+        with torch.autocast(device_type, dtype=torch.bfloat16):
+            return fn(*args, **kwargs)
+    return wrapped
+
+
+def _float_taps(_module: nn.Module, args: tuple):
+    taps, *rest = args
+    return ([t.float() for t in taps], *rest)
+
+
+def attention_processor_names(unet: nn.Module) -> list[str]:
+    """Distinct attention-processor classes active in a diffusers UNet."""
+    return sorted({type(p).__name__ for p in unet.attn_processors.values()})
+
+
+def apply_speed_options(model: nn.Module, opts: SpeedOptions) -> SpeedHandle:
+    """Apply ``opts`` to ``model`` (an OdiseModule or anything with ``.backbone``, or the backbone).
+
+    Returns:
+        a :class:`SpeedHandle`; ``handle.report`` lists the attention processors, etc.
+    """
+    backbone = getattr(model, "backbone", model)
+    handle = SpeedHandle()
+    unet, vae = getattr(backbone, "unet", None), getattr(backbone, "vae", None)
+
+    if opts.tf32:
+        old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+
+        def undo_tf32() -> None:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+        handle.add(undo_tf32)
+
+    if unet is not None and opts.attention != "sdpa":
+        from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+        if opts.attention != "classic":
+            raise ValueError(f"attention: '{opts.attention}' is not one of sdpa, classic")
+        unet.set_attn_processor(AttnProcessor())
+        handle.add(lambda: unet.set_attn_processor(AttnProcessor2_0()))
+
+    if opts.frozen_weights:
+        for part in _frozen_parts(backbone):
+            part.to(torch.bfloat16)
+            handle.add(functools.partial(part.to, torch.float32))
+
+    if opts.frozen_autocast:
+        if vae is not None:
+            _patch(handle, vae, "encode", _autocast_bf16)
+            _patch(handle, vae, "decode", _autocast_bf16)
+        if unet is not None:
+            _patch(handle, unet, "forward", _autocast_bf16)
+        clip = getattr(backbone, "clip", None)
+        if clip is not None:
+            _patch(handle, clip.model, "encode_image", _autocast_bf16)
+        fusion = getattr(backbone, "fusion", None)
+        if fusion is not None:
+            h = fusion.register_forward_pre_hook(_float_taps)
+            handle.add(h.remove)
+
+    if opts.channels_last:
+        for part in (vae, unet):
+            if part is not None:
+                part.to(memory_format=torch.channels_last)
+                handle.add(functools.partial(part.to, memory_format=torch.contiguous_format))
+
+    if opts.compile_unet and unet is not None:
+        from diffusers.models.resnet import ResnetBlock2D
+
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        compiled = 0
+        for module in unet.modules():
+            if isinstance(module, ResnetBlock2D) or type(module).__name__ == "Transformer2DModel":
+                _patch(handle, module, "forward", torch.compile)
+                compiled += 1
+        handle.report["compiled_blocks"] = compiled
+
+    if unet is not None:
+        handle.report["attention_processors"] = attention_processor_names(unet)
+    return handle
+
+
+__all__ = ["SpeedOptions", "SpeedHandle", "apply_speed_options", "attention_processor_names"]
