@@ -71,6 +71,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, *, extra_callbacks: list | Non
         log_every_n_steps=t.log_every_n_steps, accumulate_grad_batches=t.accumulate_grad_batches,
         enable_progress_bar=t.enable_progress_bar, deterministic=t.deterministic,
         num_sanity_val_steps=t.num_sanity_val_steps,
+        # no_grad rather than inference_mode: metric states reset under inference mode could not be
+        # updated in place by the next validation inside fit (e.g. after an untrained evaluation)
+        inference_mode=False,
         gradient_clip_val=clip if clip > 0 else None, gradient_clip_algorithm="norm",
     )
 
