@@ -112,6 +112,7 @@ class OdiseModule(L.LightningModule):
     # ------------------------------------------------------------------------------------- training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         out = self(batch["images"], self._captions(batch))
+        batch = {**batch, "targets": self.supervision.prepare_targets(batch["targets"])}
         logits = [self.supervision.training_logits(e, batch) for e in out["mask_embeds"]]
         losses = self.criterion(out["pred_masks"], logits, batch["targets"])
         losses.update(self.supervision.extra_losses(out, batch))

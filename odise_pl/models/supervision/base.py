@@ -10,7 +10,9 @@ A strategy turns mask embeddings into class logits and owns its loss:
   matching and the class loss during training;
 * ``extra_losses(outputs, batch) -> dict[str, Tensor]``: strategy-specific losses
   (the grounding loss), unweighted; return ``{}`` if none;
-* ``train_vocabulary``: the class names it was trained with (for seen/unseen split).
+* ``train_vocabulary``: the class names it was trained with (for seen/unseen split);
+* ``prepare_targets(targets) -> targets``: the targets the matcher and the class loss
+  see (identity by default; the caption strategy maps every label to 0 = "object").
 
 New strategies subclass :class:`SupervisionStrategy`, live in one file of this
 folder, and register with ``@SUPERVISIONS.register("name", config=TheirConfig)``.
@@ -60,3 +62,7 @@ class SupervisionStrategy(nn.Module):
 
     def extra_losses(self, outputs: dict, batch: dict) -> dict[str, torch.Tensor]:
         return {}
+
+    def prepare_targets(self, targets: list[dict]) -> list[dict]:
+        """Targets for the matcher and the class loss (labels in ``0..num_match_classes-1``)."""
+        return targets
