@@ -26,7 +26,8 @@ import torch
 from PIL import Image
 
 from odise_pl.errors import DatasetError
-from odise_pl.metrics.panoptic_quality import per_class_pq, pq_stats, summarize_pq
+from odise_pl.metrics.panoptic_quality import per_class_pq, summarize_pq
+from odise_pl.metrics.pq_numpy import Scratch, SegmentTable, decode_panoptic_png, pq_stats_numpy
 from odise_pl.metrics.semantic_iou import SemanticIoU
 
 __all__ = [
@@ -81,13 +82,7 @@ def read_panoptic_png(path: str | Path, dtype: torch.dtype = torch.int64) -> tor
     Returns:
         (H, W) segment ids (0 = VOID / no segment).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"Panoptic PNG {path} does not exist.")
-    with Image.open(path) as img:
-        rgba = np.asarray(img.convert("RGBA"))  # (H, W, 4) uint8
-    ids = rgba.view("<u4")[..., 0] & 0xFFFFFF  # (H, W) R + 256 G + 65536 B
-    return torch.from_numpy(ids.view(np.int32)).to(dtype)
+    return torch.from_numpy(decode_panoptic_png(path).view(np.int32)).to(dtype)
 
 
 def read_label_image(path: str | Path) -> torch.Tensor:
@@ -137,22 +132,43 @@ def segments_from_json(segments_info: list[dict], index_of: dict[int, int], wher
     return out
 
 
+def _segment_table(segments_info: list[dict], index_of: dict[int, int], where: str) -> SegmentTable:
+    """COCO ``segments_info`` -> :class:`SegmentTable` (contiguous categories), errors naming ``where``."""
+    try:
+        ids = [int(seg["id"]) for seg in segments_info]
+    except (KeyError, TypeError, ValueError):
+        raise DatasetError(f"{where}: every entry of segments_info needs an integer 'id'.") from None
+    cats = [index_of.get(seg.get("category_id"), -1) for seg in segments_info]
+    if -1 in cats:
+        seg = segments_info[cats.index(-1)]
+        raise DatasetError(f"{where}: segment {seg.get('id')} has unknown category_id {seg.get('category_id')} "
+                           "(not in the GT JSON's categories).")
+    try:
+        return SegmentTable.build(ids, cats, [int(seg.get("iscrowd", 0)) for seg in segments_info])
+    except ValueError as exc:
+        raise DatasetError(f"{where}: {exc}.") from None
+
+
 def _image_stats(job: tuple) -> tuple[np.ndarray, ...]:
-    """(iou_sum, tp, fp, fn) summed over a list of (gt_ann, pred_ann) pairs."""
+    """(iou_sum, tp, fp, fn) summed over a list of (gt_ann, pred_ann) pairs, numpy on one core."""
     pairs, gt_folder, pred_folder, index_of, num_classes = job
-    torch.set_num_threads(1)
-    total = [np.zeros(num_classes, dtype=np.float64)] + [np.zeros(num_classes, dtype=np.int64)] * 3
+    scratch = Scratch()
+    total = [np.zeros(num_classes, dtype=np.float64)] + [np.zeros(num_classes, dtype=np.int64) for _ in range(3)]
     for gt_ann, pred_ann in pairs:
+        gt_path, pred_path = Path(gt_folder) / gt_ann["file_name"], Path(pred_folder) / pred_ann["file_name"]
         where = f"image id {gt_ann['image_id']}"
-        gt_ids = read_panoptic_png(Path(gt_folder) / gt_ann["file_name"], torch.int32)
-        pred_ids = read_panoptic_png(Path(pred_folder) / pred_ann["file_name"], torch.int32)
-        gt_segments = segments_from_json(gt_ann["segments_info"], index_of, f"GT {where}")
-        pred_segments = segments_from_json(pred_ann["segments_info"], index_of, f"prediction {where}")
+        gt = _segment_table(gt_ann["segments_info"], index_of, f"GT {where} ({gt_path})")
+        pred = _segment_table(pred_ann["segments_info"], index_of, f"prediction {where} ({pred_path})")
         try:
-            stats = pq_stats(pred_ids, pred_segments, gt_ids, gt_segments, num_classes)
+            stats = pq_stats_numpy(decode_panoptic_png(gt_path), gt, decode_panoptic_png(pred_path), pred,
+                                   num_classes, scratch)
+        except DatasetError:
+            raise
         except ValueError as exc:
-            raise type(exc)(f"{where} ({gt_ann['file_name']}): {exc}") from exc
-        total = [acc + s.numpy() for acc, s in zip(total, stats)]
+            raise DatasetError(f"{where}: {exc} (GT {gt_path}, prediction {pred_path}). Each PNG and its "
+                               "segments_info entry must list the same segment ids.") from exc
+        for acc, value in zip(total, stats):
+            acc += value
     return tuple(total)
 
 
