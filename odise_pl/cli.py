@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 COMMAND_MODULES: list[str] = [
     "summary",
     "predict",
+    "eval",
 ]
 
 

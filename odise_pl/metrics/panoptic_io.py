@@ -279,8 +279,9 @@ def evaluate_semantic_folders(gt_folder: str | Path, pred_folder: str | Path, nu
         average: ``"gt_present"`` or ``"either_present"`` (see :mod:`.semantic_iou`).
 
     Returns:
-        ``mIoU, fwIoU, pACC, mACC`` (percent) and ``n`` as Python numbers, ``IoU``
-        (list of K floats, NaN where undefined) and ``num_images``.
+        ``mIoU, fwIoU, pACC, mACC`` (percent) and ``n`` (classes in the mIoU) as Python
+        numbers, ``IoU`` and ``ACC`` (lists of K floats, NaN where undefined),
+        ``average`` (the mIoU convention used) and ``num_images``.
     """
     gt_files, pred_files = _labels_by_stem(Path(gt_folder)), _labels_by_stem(Path(pred_folder))
     if not gt_files:
@@ -302,5 +303,7 @@ def evaluate_semantic_folders(gt_folder: str | Path, pred_folder: str | Path, nu
     scores = metric.compute()
     out = {key: scores[key].item() for key in ("mIoU", "fwIoU", "pACC", "mACC", "n")}
     out["IoU"] = scores["IoU"].tolist()
+    out["ACC"] = scores["ACC"].tolist()
+    out["average"] = average
     out["num_images"] = len(gt_files)
     return out
