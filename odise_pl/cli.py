@@ -59,6 +59,7 @@ COMMAND_MODULES: list[str] = [
     "summary",
     "predict",
     "eval",
+    "sweep",
 ]
 
 

@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from odise_pl.callbacks.hparams_table import HParamsTable
 from odise_pl.callbacks.param_summary import ParameterSummary
 from odise_pl.callbacks.visualization import PanopticVisualizer
 from odise_pl.errors import ConfigError
@@ -58,6 +59,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, *, extra_callbacks: list | Non
                         every_n_train_steps=None),
         PanopticVisualizer(cfg.logging.num_vis_images),
         ParameterSummary(),
+        HParamsTable(),
     ]
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))

@@ -36,6 +36,8 @@ def build_on_meta(cfg: DictConfig) -> torch.nn.Module:
         if m.backbone.name == "diffusion_unet" and getattr(bb_cfg, "pretrained", None) and not bb_cfg.tiny:
             backbone = DiffusionUNetBackbone(**sd15_parts_on_meta(), tokenizer=clip_bpe_tokenizer(), clip=clip,
                                              pretrained=True)
+        elif hasattr(entry.cls, "build_on_meta"):  # the real architecture without reading weights
+            backbone = entry.cls.build_on_meta(bb_cfg, clip=clip)
         else:
             backbone = entry.cls.from_config(bb_cfg, clip=clip)
         mask_generator = Mask2FormerMaskGenerator.from_config(

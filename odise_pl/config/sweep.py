@@ -12,8 +12,10 @@ A sweep file is YAML::
       model.inference.beta: [0.6, 0.7]
 
 Runs are every combination of the grid values with every row of the zip
-values (the grid's first key varies slowest, the zip rows fastest).  A run's
-overrides are the sweep's ``overrides`` followed by its varied values, so the
+values (the grid's first key varies slowest, the zip rows fastest).  A value
+may be a whole section, e.g. ``model.backbone: [{name: mae}, {name: dino}]``
+(a section whose ``name`` changes starts afresh); run names show its string
+values (``backbone=mae``).  A run's overrides are the sweep's ``overrides`` followed by its varied values, so the
 varied values win.
 
 Example:
@@ -127,11 +129,16 @@ def _labels(keys: list[str]) -> dict[str, str]:
 
 
 def _shown(value: Any) -> str:
-    """A varied value as it appears in a run name (lists joined by '_')."""
+    """A varied value as it appears in a run name: list items joined by '_'; a mapping (a whole
+    section) by its string values only, which name things (``{name: dino, pretrained: null,
+    tiny_version: v1, out_channels: 32}`` shows as ``dino_v1``); sizes and switches are left out.
+    """
     if isinstance(value, str):
         return value
     if isinstance(value, list):
         return "_".join(_shown(v) for v in value)
+    if isinstance(value, dict):
+        return "_".join(_shown(v) for v in value.values() if isinstance(v, str)) or "section"
     return format_value(value)
 
 

@@ -1,30 +1,45 @@
 """Frozen CLIP (``open_clip``) as a dense feature backbone.
 
-* ViT CLIPs: the patch tokens of the last block form one map at stride = patch
-  size; it is resampled to stride 16 and turned into s2-s5 by a ViTDet-style
-  simple feature pyramid (trainable adapter).
+* ViT CLIPs: the input is resized so that the patches land at stride 16 (any side,
+  not only multiples of the patch size); the patch tokens of the last block form one
+  stride-16 map, turned into s2-s5 by ViTDet's simple feature pyramid (trainable adapter).
 * ConvNeXt CLIPs: the four trunk stages are already at strides 4/8/16/32; each
   gets a 1x1 projection (trainable adapter).
 
-The CLIP itself is the process-wide shared one (:mod:`odise_pl.models.clip_model`).
+By default the CLIP is the process-wide shared one (``model.clip``, see
+:mod:`odise_pl.models.clip_model`), which also classifies; ``model_name`` (+ ``pretrained``)
+picks another one for the features only, e.g. ``ViT-L-14`` / ``openai`` beside a
+ConvNeXt classifier.  Input normalisation: the CLIP's own mean/std (open_clip's preprocess config).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from odise_pl.errors import ConfigError
 from odise_pl.models.backbones.base import LEVELS, STRIDES, Backbone, ShapeSpec
-from odise_pl.models.clip_model import SharedClip
+from odise_pl.models.backbones.pyramid import (  # noqa: F401  (SimpleFeaturePyramid: re-exported)
+    SimpleFeaturePyramid,
+    fit_to_size,
+    group_norm,
+    resize_to_patch_grid,
+)
+from odise_pl.models.clip_model import ClipSpec, SharedClip, load_clip
 from odise_pl.registry import BACKBONES
 
 
 @dataclass
 class ClipBackboneConfig:
-    out_channels: int = 256   # channels of every pyramid level
+    """YAML keys of ``model.backbone`` with ``name: clip``."""
+
+    out_channels: int = 256             # channels of every pyramid level
+    model_name: Optional[str] = None    # an open_clip model for the features; null: the shared model.clip
+    pretrained: Optional[str] = None    # its weights (open_clip tag, hf-hub:..., a file); null: random
 
 
 def vit_dense_tokens(visual: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
@@ -54,45 +69,12 @@ def vit_dense_tokens(visual: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
     return x[:, 1:].transpose(1, 2).reshape(b, c, h, w)
 
 
-class SimpleFeaturePyramid(nn.Module):
-    """ViTDet's simple pyramid: one stride-16 map -> strides 4/8/16/32 with ``out_channels`` each."""
-
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__()
-        half, quarter = max(in_channels // 2, 8), max(in_channels // 4, 8)
-        self.scales = nn.ModuleDict({
-            "s2": nn.Sequential(nn.ConvTranspose2d(in_channels, half, 2, 2), nn.GroupNorm(_groups(half), half),
-                                nn.GELU(), nn.ConvTranspose2d(half, quarter, 2, 2)),
-            "s3": nn.ConvTranspose2d(in_channels, half, 2, 2),
-            "s4": nn.Identity(),
-            "s5": nn.MaxPool2d(2, 2),
-        })
-        widths = {"s2": quarter, "s3": half, "s4": in_channels, "s5": in_channels}
-        self.outputs = nn.ModuleDict({
-            k: nn.Sequential(nn.Conv2d(widths[k], out_channels, 1, bias=False),
-                             nn.GroupNorm(_groups(out_channels), out_channels),
-                             nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
-                             nn.GroupNorm(_groups(out_channels), out_channels))
-            for k in LEVELS
-        })
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {k: self.outputs[k](self.scales[k](x)) for k in LEVELS}
-
-
-def _groups(channels: int) -> int:
-    for g in (32, 16, 8, 4, 2):
-        if channels % g == 0:
-            return g
-    return 1
-
-
 @BACKBONES.register("clip", config=ClipBackboneConfig)
 class ClipBackbone(Backbone):
-    """Dense features of the shared frozen CLIP image tower.
+    """Dense features of a frozen CLIP image tower (ViT or ConvNeXt).
 
     Args:
-        clip: the shared CLIP.
+        clip: the CLIP (the shared ``model.clip``, or the backbone's own ``model_name``).
         out_channels: channels of every output level.
     """
 
@@ -111,12 +93,30 @@ class ClipBackbone(Backbone):
             trunk = visual.trunk
             widths = [info["num_chs"] for info in trunk.feature_info][-4:]
             self.adapter = nn.ModuleDict({
-                k: nn.Sequential(nn.Conv2d(c, out_channels, 1), nn.GroupNorm(_groups(out_channels), out_channels))
+                k: nn.Sequential(nn.Conv2d(c, out_channels, 1), group_norm(out_channels))
                 for k, c in zip(LEVELS, widths)
             })
 
     @classmethod
     def from_config(cls, cfg: ClipBackboneConfig, *, clip: SharedClip, **_: object) -> "ClipBackbone":
+        if cfg.model_name:
+            try:
+                clip = load_clip(ClipSpec(cfg.model_name, cfg.pretrained))
+            except (ValueError, FileNotFoundError) as err:
+                raise ConfigError(f"model.backbone (clip): {err} (model.backbone.model_name="
+                                  f"{cfg.model_name!r}, model.backbone.pretrained={cfg.pretrained!r}); "
+                                  "or set model_name: null to use model.clip.") from err
+        return cls(clip=clip, out_channels=cfg.out_channels)
+
+    @classmethod
+    def build_on_meta(cls, cfg: ClipBackboneConfig, *, clip: SharedClip, **_: object) -> "ClipBackbone":
+        """The real architecture on the meta device, no weights read (``odise-pl summary``)."""
+        if cfg.model_name:
+            import open_clip
+
+            model = open_clip.create_model(cfg.model_name, pretrained=None, device="meta")
+            clip = SharedClip(model, None, ClipSpec(cfg.model_name, cfg.pretrained),
+                              pretrained=cfg.pretrained is not None)
         return cls(clip=clip, out_channels=cfg.out_channels)
 
     def output_shape(self) -> dict[str, ShapeSpec]:
@@ -127,18 +127,13 @@ class ClipBackbone(Backbone):
         h, w = images.shape[-2:]
         pixels = self.clip.normalize(images)
         visual = self.clip.model.visual
-        with torch.no_grad():
-            if self.clip.is_vit:
-                dense = vit_dense_tokens(visual, pixels)
-            else:
-                dense = visual.trunk.forward_intermediates(pixels, indices=4, intermediates_only=True)
         if self.clip.is_vit:
-            dense = F.interpolate(dense, size=(h // 16, w // 16), mode="bilinear", align_corners=False)
+            pixels = resize_to_patch_grid(pixels, self.patch)      # tokens at stride 16
+            with torch.no_grad():
+                dense = vit_dense_tokens(visual, pixels)            # (B, C, ceil(H/16), ceil(W/16))
             feats = self.adapter(dense)
         else:
+            with torch.no_grad():
+                dense = visual.trunk.forward_intermediates(pixels, indices=4, intermediates_only=True)
             feats = {k: self.adapter[k](f) for k, f in zip(LEVELS, dense)}
-        return {k: _fit(feats[k], h // STRIDES[k], w // STRIDES[k]) for k in LEVELS}
-
-
-def _fit(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    return x if x.shape[-2:] == (h, w) else F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+        return {k: fit_to_size(feats[k], h // STRIDES[k], w // STRIDES[k]) for k in LEVELS}

@@ -11,7 +11,9 @@ of known channels and strides:
 * :func:`window_boxes` / :func:`sliding_window_forward` - run a feature function
   on square windows of a large image and average the overlaps;
 * :class:`TapRecorder` / :func:`add_to_output` - read block inputs and add a term to
-  a block's output with hooks, without re-implementing a library's ``forward``.
+  a block's output with hooks, without re-implementing a library's ``forward``;
+* :class:`SimpleFeaturePyramid` - ViTDet's pyramid from one stride-16 map (single-scale ViTs)
+  and :func:`resize_to_patch_grid`, which sizes an image so that its patches land at stride 16.
 """
 
 from __future__ import annotations
@@ -226,3 +228,57 @@ def add_to_output(module: nn.Module, term: Optional[torch.Tensor]):
         yield
     finally:
         handle.remove()
+
+
+# ------------------------------------------------------------------ single-scale ViTs (ViTDet)
+#: the stride of a ViT's token map once :func:`resize_to_patch_grid` has sized the input
+VIT_TOKEN_STRIDE = 16
+
+
+def resize_to_patch_grid(pixels: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """Resize (B, 3, H, W) so that a ViT with ``patch_size`` gives a (ceil(H/16), ceil(W/16)) token grid.
+
+    The input becomes (ceil(H/16) * p, ceil(W/16) * p): a multiple of the patch size whatever H and W,
+    with every token covering one 16x16 cell of the original image (bilinear, antialiased when
+    shrinking, e.g. p = 14). A no-op for p = 16 and sides that are multiples of 16.
+    """
+    h, w = pixels.shape[-2:]
+    size = (math.ceil(h / VIT_TOKEN_STRIDE) * patch_size, math.ceil(w / VIT_TOKEN_STRIDE) * patch_size)
+    if size == (h, w):
+        return pixels
+    return F.interpolate(pixels, size=size, mode="bilinear", align_corners=False, antialias=size[0] < h)
+
+
+class SimpleFeaturePyramid(nn.Module):
+    """ViTDet's simple pyramid: one stride-16 map -> strides 4/8/16/32 with ``out_channels`` each.
+
+    Shape:
+        (B, C, h, w) -> {"s2": (B, out, 4h, 4w), "s3": (B, out, 2h, 2w), "s4": (B, out, h, w),
+        "s5": (B, out, h/2, w/2)}
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        half, quarter = max(in_channels // 2, 8), max(in_channels // 4, 8)
+        self.scales = nn.ModuleDict({
+            "s2": nn.Sequential(nn.ConvTranspose2d(in_channels, half, 2, 2), group_norm(half),
+                                nn.GELU(), nn.ConvTranspose2d(half, quarter, 2, 2)),
+            "s3": nn.ConvTranspose2d(in_channels, half, 2, 2),
+            "s4": nn.Identity(),
+            "s5": nn.MaxPool2d(2, 2),
+        })
+        widths = {"s2": quarter, "s3": half, "s4": in_channels, "s5": in_channels}
+        self.outputs = nn.ModuleDict({
+            k: nn.Sequential(nn.Conv2d(widths[k], out_channels, 1, bias=False), group_norm(out_channels),
+                             nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+                             group_norm(out_channels))
+            for k in ("s2", "s3", "s4", "s5")
+        })
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {k: self.outputs[k](self.scales[k](x)) for k in self.outputs}
+
+
+def fit_to_size(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(B, C, h', w') -> (B, C, h, w), bilinear; a no-op when the size already matches."""
+    return x if x.shape[-2:] == (h, w) else F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
