@@ -19,3 +19,7 @@ class VocabularyError(OdiseError, ValueError):
 
 class CheckpointError(OdiseError, ValueError):
     """A checkpoint cannot be used with this configuration."""
+
+
+class NumericalError(OdiseError, ArithmeticError):
+    """Training produced a non-finite loss (names the step and the loss terms)."""

@@ -9,14 +9,18 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from odise_pl.callbacks.checkpointing import ResumeCheckpoint, RngState
+from odise_pl.callbacks.nonfinite_loss import NonFiniteLoss
 from odise_pl.callbacks.hparams_table import HParamsTable
 from odise_pl.callbacks.param_summary import ParameterSummary
 from odise_pl.callbacks.visualization import PanopticVisualizer
-from odise_pl.errors import ConfigError
+from odise_pl.checkpoints import (EVALUATE_MUST_MATCH, RESUME_MAY_DIFFER, AtomicCheckpointIO, check_config,
+                                  export_safetensors, load_weights, read_checkpoint)
+from odise_pl.errors import CheckpointError, ConfigError
 from odise_pl.models.builder import build_model, section_to_dataclass
 from odise_pl.registry import DATA_MODULES
 
@@ -55,8 +59,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, *, extra_callbacks: list | Non
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="",
                                default_hp_metric=False) if cfg.logging.tensorboard else False
     callbacks: list = [
-        ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0,
-                        every_n_train_steps=None),
+        ResumeCheckpoint(str(run_dir / "checkpoints"), every_n_steps=int(cfg.checkpoint.every_n_steps)),
+        RngState(),
+        NonFiniteLoss(t.on_nonfinite, t.max_nonfinite_skips),
         PanopticVisualizer(cfg.logging.num_vis_images),
         ParameterSummary(),
         HParamsTable(),
@@ -66,7 +71,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, *, extra_callbacks: list | Non
     callbacks += extra_callbacks or []
     clip = float(cfg.optim.clip_grad_norm)
     return L.Trainer(
-        default_root_dir=str(run_dir), logger=logger, callbacks=callbacks,
+        default_root_dir=str(run_dir), logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
         precision=t.precision, max_steps=t.max_steps, val_check_interval=t.val_check_interval,
         check_val_every_n_epoch=t.check_val_every_n_epoch, limit_val_batches=t.limit_val_batches,
@@ -89,20 +94,65 @@ def build_all(cfg: DictConfig):
     return dm, model
 
 
+def resume_point(cfg: DictConfig, resume: str | None = None) -> tuple[Path, Path | None]:
+    """The run directory ``fit`` writes into and the checkpoint it resumes from (None: from scratch).
+
+    * ``resume`` a run directory, or a checkpoint inside ``RUN/checkpoints/``: that run, resumed.
+    * ``resume`` another checkpoint file: a new run directory, starting from that checkpoint.
+    * no ``resume``: ``run_dir_for(cfg)``; an explicit ``run.version`` whose directory holds
+      ``checkpoints/last.ckpt`` resumes from it (so re-running a killed command continues it).
+
+    A finished run (``metrics.json`` written and ``trainer.max_steps`` reached) is refused.
+    """
+    if resume is not None:
+        given = Path(resume)
+        if given.is_dir():
+            run_dir, ckpt = given, given / "checkpoints" / "last.ckpt"
+            if not ckpt.is_file():
+                raise CheckpointError(f"--resume {given}: no checkpoints/last.ckpt in this directory; give a "
+                                      "run directory of odise-pl fit or a .ckpt file.")
+        elif given.is_file():
+            ckpt = given
+            run_dir = given.parent.parent if given.parent.name == "checkpoints" else run_dir_for(cfg)
+            if run_dir != given.parent.parent and (run_dir / "checkpoints" / "last.ckpt").exists():
+                raise ConfigError(f"--resume {given} would start in {run_dir}, which holds another run's "
+                                  "checkpoint; set run.version to a new name, or leave it null.")
+        else:
+            raise CheckpointError(f"--resume {resume}: no such checkpoint file or run directory.")
+    else:
+        run_dir = run_dir_for(cfg)
+        ckpt = run_dir / "checkpoints" / "last.ckpt"
+        if not ckpt.is_file():
+            if (run_dir / "metrics.json").exists():
+                raise ConfigError(f"run directory {run_dir} holds a finished run without a checkpoint to "
+                                  "resume: set run.version to a new name, or leave it null for the next "
+                                  "free version.")
+            return run_dir, None  # new, empty, or killed before its first checkpoint
+    done = (run_dir / "metrics.json").exists()
+    if done and int(read_checkpoint(ckpt).get("global_step", 0)) >= int(cfg.trainer.max_steps):
+        raise ConfigError(f"run {run_dir} already finished (trainer.max_steps={cfg.trainer.max_steps} "
+                          "reached, metrics.json written). Raise trainer.max_steps to train it further, "
+                          "or set run.version to a new name (null: the next free version) for a new run.")
+    return run_dir, ckpt
+
+
 def fit(cfg: DictConfig, *, evaluate_untrained: bool = False, ckpt_path: str | None = None) -> dict:
-    """Train ``cfg`` in a new run directory, then evaluate; returns the final metrics."""
-    run_dir = run_dir_for(cfg)
-    if run_dir.exists() and any(run_dir.iterdir()) and ckpt_path is None:
-        raise ConfigError(f"run directory {run_dir} already exists: set run.version to a new name, "
-                          f"or leave it null for the next free version")
+    """Train ``cfg`` (resuming where :func:`resume_point` says), then evaluate; returns the final metrics."""
+    run_dir, resume = resume_point(cfg, ckpt_path)
+    if resume is not None:  # refuse a checkpoint of another experiment before building anything
+        check_config(read_checkpoint(resume), cfg, resume, ignore=RESUME_MAY_DIFFER)
+        print(f"resuming from {resume}")
     dm, model = build_all(cfg)   # bad data or config fails here, before the run directory exists
     save_config(cfg, run_dir)
     trainer = build_trainer(cfg, run_dir)
     results: dict = {"run_dir": str(run_dir)}
-    if evaluate_untrained:
+    if evaluate_untrained and resume is None:
         results["untrained"] = _metrics(trainer.validate(model, datamodule=dm, verbose=False))
-    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+    trainer.fit(model, datamodule=dm, ckpt_path=str(resume) if resume is not None else None)
     results["final"] = _metrics(trainer.validate(model, datamodule=dm, verbose=False))
+    if cfg.checkpoint.export_safetensors:
+        results["weights"] = str(export_safetensors(model, run_dir / "weights.safetensors",
+                                                    {"global_step": trainer.global_step}))
     write_results(run_dir, results)
     return results
 
@@ -115,10 +165,15 @@ def _metrics(out: list[dict]) -> dict:
 
 
 def write_results(run_dir: Path, results: dict) -> None:
-    tmp = run_dir / "metrics.json.tmp"
+    """``metrics.json`` and ``metrics.md`` (``metrics.N.*`` when a resumed run has them already)."""
+    stem, n = "metrics", 0
+    while (run_dir / f"{stem}.json").exists():
+        n += 1
+        stem = f"metrics.{n}"
+    tmp = run_dir / f"{stem}.json.tmp"
     tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, run_dir / "metrics.json")
-    (run_dir / "metrics.md").write_text(format_table(results))
+    os.replace(tmp, run_dir / f"{stem}.json")
+    (run_dir / f"{stem}.md").write_text(format_table(results))
 
 
 def format_table(results: dict) -> str:
@@ -131,10 +186,20 @@ def format_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: training-only keys of the trained parts: they may differ when a checkpoint is evaluated
+_TRAINING_ONLY = tuple(f"model.mask_generator.{k}" for k in (
+    "class_weight", "mask_weight", "dice_weight", "no_object_weight", "train_num_points", "oversample_ratio",
+    "importance_sample_ratio", "gradient_checkpointing"))
+
+
 def load_checkpoint(model: torch.nn.Module, path: str) -> None:
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    model.on_load_checkpoint(ckpt)
-    model.load_state_dict(ckpt["state_dict"])
+    """Load a ``.ckpt`` (``weights_only``) or ``.safetensors`` file; refuse one of another architecture."""
+    if Path(path).suffix != ".safetensors":
+        current = (getattr(model, "hparams", None) or {}).get("config")
+        if current:
+            check_config(read_checkpoint(path), current, path, only=EVALUATE_MUST_MATCH, ignore=_TRAINING_ONLY,
+                         action="evaluate it")
+    load_weights(model, path)
 
 
 def evaluate(cfg: DictConfig, ckpt: str, *, stage: str = "validate") -> dict:

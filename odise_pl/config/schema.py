@@ -23,7 +23,7 @@ DISPATCHED_SECTIONS = {
 class RunConfig:
     root: str = "runs"             # every run writes into ROOT/NAME/VERSION
     name: str = "default"
-    version: Optional[str] = None  # None: the next free version_N; an existing one resumes
+    version: Optional[str] = None  # None: the next free version_N; an existing one resumes (last.ckpt)
 
 
 @dataclass
@@ -110,6 +110,18 @@ class TrainerConfig:
     enable_progress_bar: bool = True
     deterministic: bool = False
     num_sanity_val_steps: int = 0
+    # a NaN/inf loss: stop (naming the step and the loss terms; the last checkpoint stays good)
+    # or skip that batch's update and count it, stopping after max_nonfinite_skips
+    on_nonfinite: str = field(default="stop", metadata={"choices": ("stop", "skip")})
+    max_nonfinite_skips: int = 100
+
+
+@dataclass
+class CheckpointConfig:
+    """``RUN_DIR/checkpoints/last.ckpt``, written atomically, holds everything a resume needs."""
+
+    every_n_steps: int = 1000        # also written at the end of every validation; 0: only then
+    export_safetensors: bool = True  # RUN_DIR/weights.safetensors (trained weights only) at the end
 
 
 @dataclass
@@ -128,4 +140,5 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)

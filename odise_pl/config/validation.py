@@ -86,6 +86,15 @@ def _given(value: Any) -> str:
     return f"{_short(value)} ({type(value).__name__})"
 
 
+def _choices(section: DictConfig, key: str) -> tuple:
+    """The allowed values of a schema field (``field(metadata={"choices": (...)})``), or ()."""
+    cls = section._metadata.object_type
+    if not dataclasses.is_dataclass(cls):
+        return ()
+    found = {f.name: f for f in dataclasses.fields(cls)}.get(key)
+    return tuple(found.metadata.get("choices", ())) if found is not None else ()
+
+
 def _short(value: Any, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -154,6 +163,11 @@ class Validator:
             except OmegaConfBaseException:
                 self._problem(dotted, f"wrong type for '{dotted}'",
                               f": expected {_expected(node)}, got {_given(value)}.")
+                continue
+            choices = _choices(target, key)
+            if choices and value not in choices:
+                self._problem(dotted, f"'{dotted}' must be one of {', '.join(choices)}",
+                              f", got {_given(value)}.")
 
     def dispatched(self, data: dict, path: str, registry_attr: str) -> Any:
         """Validate the dispatched section at ``path``; return its full mapping, or None."""

@@ -29,7 +29,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from odise_pl.data_modules.coco_captions import load_captions
 from odise_pl.data_modules.collate import PanopticCollate
-from odise_pl.data_modules.sampling import InferenceShardSampler, current_world, seed_worker
+from odise_pl.data_modules.sampling import (InferenceShardSampler, ResumableDataLoader,
+                                           ResumableShuffleSampler, current_world, seed_worker)
 from odise_pl.data_modules.transforms import (LargeScaleJitter, ResizeShortestEdge, build_targets,
                                               image_to_tensor)
 from odise_pl.errors import ConfigError, DatasetError
@@ -173,16 +174,18 @@ class CocoPanopticDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int) -> dict | None:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict | None:
+        """``index``, or ``(index, sample_seed)`` from :class:`ResumableShuffleSampler` (seeds the augmentation)."""
+        index, rng = (key, None) if isinstance(key, (int, np.integer)) else (int(key[0]), np.random.default_rng(key[1]))
         if not self.skip_bad_samples:
-            return self.load(index)
+            return self.load(index, rng)
         # training replaces a bad sample by the next good one; evaluation drops it (None)
         for attempt in range(len(self) if self.train else 1):
             j = (index + attempt) % len(self)
             if bool(self._bad[j]):
                 continue
             try:
-                return self.load(j)
+                return self.load(j, rng)
             except DatasetError as err:
                 self._bad[j] = True
                 warnings.warn(f"skipping bad sample {j}: {err}", stacklevel=2)
@@ -190,8 +193,11 @@ class CocoPanopticDataset(Dataset):
             raise DatasetError(f"every sample of {self.json_path} failed to load; see the warnings.")
         return None
 
-    def load(self, index: int) -> dict:
-        """Read, check and transform sample ``index`` (raises :class:`DatasetError` if bad)."""
+    def load(self, index: int, rng: np.random.Generator | None = None) -> dict:
+        """Read, check and transform sample ``index`` (raises :class:`DatasetError` if bad).
+
+        ``rng`` draws the random augmentation (default: the dataset's own generator).
+        """
         rec = self.records[index]
         ids = read_panoptic_png(rec.panoptic_path)  # (H, W)
         image = read_rgb_image(rec.image_path, ids.shape)  # (H, W, 3)
@@ -207,7 +213,7 @@ class CocoPanopticDataset(Dataset):
                 f"panoptic PNG {rec.panoptic_path} contains segment id {u} (RGB {u % 256}, "
                 f"{u // 256 % 256}, {u // 65536}) that is not in segments_info of image id "
                 f"{rec.image_id} in {self.json_path}; the PNG and the JSON do not match.")
-        image_t, ids_t, valid = self.transform(image, ids, self.rng)
+        image_t, ids_t, valid = self.transform(image, ids, self.rng if rng is None else rng)
         target = build_targets(ids_t, rec.segments, rec.image_id)
         if not self.train:
             lut = np.array([known[int(u)]["category"] if int(u) in known else self.ignore_index
@@ -397,10 +403,13 @@ class CocoPanopticDataModule(L.LightningDataModule):
         common = dict(num_workers=workers, collate_fn=PanopticCollate(self.size_divisibility),
                       pin_memory=bool(self.pin_memory and torch.cuda.is_available()),
                       persistent_workers=workers > 0,
-                      worker_init_fn=partial(seed_worker, rank=rank) if workers > 0 else None)
-        if train:
-            return DataLoader(dataset, batch_size=self.batch_size, shuffle=True,
-                              drop_last=len(dataset) >= self.batch_size, **common)
+                      worker_init_fn=partial(seed_worker, rank=rank) if workers > 0 else None,
+                      # a private generator: loading never draws from the global RNG that training uses
+                      generator=torch.Generator().manual_seed((torch.initial_seed() + rank) % 2**63))
+        if train:  # seeded by seed_everything(seed); the position is saved in checkpoints
+            sampler = ResumableShuffleSampler(dataset, seed=torch.initial_seed(), num_replicas=world, rank=rank)
+            return ResumableDataLoader(dataset, batch_size=self.batch_size, sampler=sampler,
+                                       drop_last=len(sampler) >= self.batch_size, **common)
         sampler = InferenceShardSampler(dataset, num_replicas=world, rank=rank)
         return DataLoader(dataset, batch_size=self.eval_batch_size, sampler=sampler, **common)
 

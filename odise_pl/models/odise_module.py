@@ -117,6 +117,7 @@ class OdiseModule(L.LightningModule):
         losses = self.criterion(out["pred_masks"], logits, batch["targets"])
         losses.update(self.supervision.extra_losses(out, batch))
         loss = torch.stack(list(losses.values())).sum()
+        self.last_loss_terms = {k: v.detach() for k, v in losses.items()}  # named if the loss is not finite
         bs = batch["images"].shape[0]
         final = {k: v for k, v in losses.items() if not k[-1].isdigit()}
         self.log_dict({f"train/{k}": v for k, v in final.items()}, batch_size=bs)

@@ -1,0 +1,222 @@
+"""Checkpoint files: atomic writes, safe reads, config checks, and safetensors export.
+
+* :class:`AtomicCheckpointIO` is the Lightning ``CheckpointIO`` of every run: a checkpoint is
+  written to a temporary file beside its target, flushed to disk, then renamed over it, so a
+  crash or a full disk leaves the previous file intact.  (Lightning's own writer stages the file
+  in the system temporary folder, so its final move is a plain copy when the run directory is
+  on another file system.)  Reads go through :func:`read_checkpoint`.
+* :func:`read_checkpoint` loads with ``torch.load(weights_only=True)``: tensors and plain values
+  only, never arbitrary pickled code; a missing, truncated or unsafe file is a
+  :class:`~odise_pl.errors.CheckpointError` naming it.
+* :func:`config_differences` / :func:`check_config` refuse a checkpoint trained with another
+  configuration, listing the differing keys.
+* :func:`export_safetensors` / :func:`load_weights`: the trained weights as a ``.safetensors``
+  file, and loading either format into a model.
+
+Example:
+    >>> ckpt = read_checkpoint("runs/quickstart/version_0/checkpoints/last.ckpt")
+    >>> check_config(ckpt, cfg, "last.ckpt", ignore=RESUME_MAY_DIFFER)
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from omegaconf import DictConfig, OmegaConf
+
+from odise_pl.errors import CheckpointError
+
+#: keys that may change when a run is resumed (where it runs and how it reports, not what it learns)
+RESUME_MAY_DIFFER = ("run", "logging", "checkpoint", "trainer.max_steps", "trainer.accelerator",
+                     "trainer.devices", "trainer.num_nodes", "trainer.enable_progress_bar",
+                     "trainer.log_every_n_steps", "trainer.val_check_interval", "trainer.limit_val_batches",
+                     "trainer.on_nonfinite", "trainer.max_nonfinite_skips", "data.root", "data.num_workers",
+                     "data.pin_memory", "data.eval_batch_size", "data.skip_bad_samples", "model.inference")
+#: keys that may differ when a checkpoint is only evaluated: anything but the trained architecture
+EVALUATE_MUST_MATCH = ("model.clip", "model.backbone", "model.mask_generator", "model.supervision")
+
+
+# ----------------------------------------------------------------------------- writing
+def atomic_write(path: str | os.PathLike, write: Any) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it to ``path``.
+
+    On any failure the temporary file is removed and ``path`` is left as it was.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:  # pragma: no cover - some file systems cannot fsync a folder
+        pass
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint IO: atomic local writes (:func:`atomic_write`), safe reads (:func:`read_checkpoint`)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
+        try:
+            atomic_write(path, lambda handle: torch.save(checkpoint, handle))
+        except OSError as err:
+            reason = os.strerror(err.errno) if err.errno else str(err)
+            kept = f" The previous {Path(path).name} is intact." if Path(path).is_file() else ""
+            raise CheckpointError(
+                f"cannot write checkpoint {path}: {reason}.{kept} Free space in {Path(path).parent} (or "
+                "set run.root to a disk with room), then run the same command again to resume.") from err
+
+    def load_checkpoint(self, path, map_location: Any = None, weights_only: bool | None = True) -> dict[str, Any]:
+        return read_checkpoint(path)
+
+
+# ----------------------------------------------------------------------------- reading
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` on the CPU, with errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint '{path}' not found. Give the path of a .ckpt file, e.g. "
+                              "RUN_DIR/checkpoints/last.ckpt.")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"checkpoint {path} holds more than tensors and plain values ({first}); it is not loaded "
+            "because unpickling it could run arbitrary code. Use a checkpoint written by odise-pl, "
+            "or export the weights of the trusted one as safetensors.") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({first}). Use an earlier "
+                              "checkpoint, or delete it to start the run again.") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path} is not a Lightning checkpoint (no 'state_dict'); give a .ckpt "
+                              "written by odise-pl fit, or a .safetensors export.")
+    return ckpt
+
+
+# ----------------------------------------------------------------------------- configurations
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict) and node:
+        flat: dict[str, Any] = {}
+        for key, value in node.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: node}
+
+
+def _covered(key: str, prefixes: Iterable[str]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def config_differences(saved: dict, current: dict, *, ignore: Iterable[str] = (),
+                       only: Iterable[str] | None = None) -> list[str]:
+    """``key: checkpoint VALUE, now VALUE`` for every dotted key that differs.
+
+    Args:
+        saved, current: nested dicts (resolved configurations).
+        ignore: dotted keys (and everything below them) that may differ.
+        only: if given, compare only below these dotted keys.
+    """
+    a, b = _flatten(saved), _flatten(current)
+    ignore = tuple(ignore)
+    lines = []
+    for key in sorted(set(a) | set(b)):
+        if _covered(key, ignore) or (only is not None and not _covered(key, only)):
+            continue
+        old, new = a.get(key, "<absent>"), b.get(key, "<absent>")
+        if old != new:
+            lines.append(f"{key}: checkpoint {old!r}, now {new!r}")
+    return lines
+
+
+def check_config(ckpt: dict, cfg: DictConfig | dict, path: str | os.PathLike, *, ignore: Iterable[str] = (),
+                 only: Iterable[str] | None = None, action: str = "resume from it") -> None:
+    """Raise :class:`CheckpointError` listing the differences between ``cfg`` and the checkpoint's config."""
+    saved = (ckpt.get("hyper_parameters") or {}).get("config")
+    if not saved:
+        return  # not written by odise-pl fit (e.g. a hand-made state dict): nothing to compare
+    current = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    diffs = config_differences(saved, current, ignore=ignore, only=only)
+    if diffs:
+        shown = "\n".join(f"  - {d}" for d in diffs[:20])
+        more = f"\n  ... and {len(diffs) - 20} more" if len(diffs) > 20 else ""
+        raise CheckpointError(
+            f"checkpoint {path} was trained with another configuration ({len(diffs)} difference"
+            f"{'s' if len(diffs) > 1 else ''}), so it is refused:\n{shown}{more}\n"
+            f"Use the experiment file and overrides it was trained with to {action} "
+            "(its config.yaml is in the run directory), or start a new run.")
+
+
+# ----------------------------------------------------------------------------- weights
+def trained_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The weights a checkpoint keeps (pretrained frozen parts dropped by ``on_save_checkpoint``)."""
+    holder = {"state_dict": model.state_dict()}
+    if hasattr(model, "on_save_checkpoint"):
+        model.on_save_checkpoint(holder)
+    return {k: v.detach().cpu().contiguous() for k, v in holder["state_dict"].items()}
+
+
+def export_safetensors(model: torch.nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> Path:
+    """Write the trained weights of ``model`` to ``path`` (safetensors), atomically."""
+    from safetensors.torch import save
+
+    tensors = trained_state_dict(model)
+    # tensors sharing memory (tied weights) must be stored once each
+    seen: dict[tuple, str] = {}
+    for key, value in list(tensors.items()):
+        ident = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape))
+        if value.numel() and ident in seen:
+            tensors[key] = value.clone()
+        seen.setdefault(ident, key)
+    data = save(tensors, metadata={k: str(v) for k, v in (metadata or {}).items()})
+    atomic_write(path, lambda handle: handle.write(data))
+    return Path(path)
+
+
+def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> dict:
+    """Load a ``.ckpt`` (weights_only) or ``.safetensors`` file into ``model``; returns the checkpoint dict."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        if not path.is_file():
+            raise CheckpointError(f"weights file '{path}' not found.")
+        try:
+            ckpt: dict = {"state_dict": load_file(str(path), device="cpu")}
+        except (SafetensorError, OSError, ValueError) as err:
+            raise CheckpointError(f"weights file {path} is not a valid safetensors file ({err}).") from None
+    else:
+        ckpt = read_checkpoint(path)
+    if hasattr(model, "on_load_checkpoint"):
+        model.on_load_checkpoint(ckpt)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        detail = "\n".join(str(err).splitlines()[:6])
+        raise CheckpointError(f"the weights in {path} do not fit this model:\n{detail}\n"
+                              "Use the configuration the checkpoint was trained with.") from None
+    return ckpt
