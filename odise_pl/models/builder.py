@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from odise_pl.config.schema import InferenceConfig, MaskGeneratorConfig, OptimConfig
 from odise_pl.errors import ConfigError
+from odise_pl.metrics.semantic_iou import AVERAGES
 from odise_pl.models.clip_model import ClipSpec, SharedClip, load_clip
 from odise_pl.models.mask_generator.criterion import SetCriterion
 from odise_pl.models.mask_generator.mask2former import Mask2FormerMaskGenerator
@@ -72,6 +73,10 @@ def build_model(cfg: DictConfig, categories: list[dict], *, ignore_index: int = 
     eval_text = encode_vocabulary(clip, eval_names, templates)
     is_thing = torch.tensor([bool(c.get("isthing", True)) for c in eval_categories])
     inference = typed(model_cfg.inference, InferenceConfig)
+    if inference.miou_average not in AVERAGES:
+        raise ConfigError(f"model.inference.miou_average={inference.miou_average!r} is not one of "
+                          f"{', '.join(AVERAGES)} (gt_present: classes with ground-truth pixels, the default; "
+                          "either_present: classes in the ground truth or the prediction).")
     open_vocab = build_open_vocab(clip, inference, train_names, eval_names)
     optim = typed(cfg.optim, OptimConfig)
     return OdiseModule(backbone=backbone, mask_generator=mask_generator, supervision=supervision,

@@ -12,9 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from odise_pl.config.schema import InferenceConfig, OptimConfig
+from odise_pl.metrics.mask_ap import mask_ap_metric, panoptic_to_instances, summarize_mask_ap
 from odise_pl.metrics.panoptic_quality import PanopticQuality
-from odise_pl.metrics.semantic_iou import SemanticIoU
+from odise_pl.metrics.semantic_iou import AVERAGES, SemanticIoU, semantic_scores
 from odise_pl.models.frozen import keep_frozen_in_eval, pretrained_frozen_prefixes
+from odise_pl.models.inference.instance import instance_inference
 from odise_pl.models.inference.panoptic import panoptic_inference
 from odise_pl.models.inference.semantic import semantic_inference
 from odise_pl.models.mask_generator.criterion import SetCriterion
@@ -70,9 +72,14 @@ class OdiseModule(L.LightningModule):
         self.register_buffer("eval_is_thing", is_thing.to(torch.bool).clone(), persistent=False)
         k = text.num_classes
         self.val_pq = PanopticQuality(is_thing=is_thing.tolist())
-        self.val_sem = SemanticIoU(num_classes=k, ignore_index=self.ignore_index)
+        average = getattr(self.inference_cfg, "miou_average", "gt_present")
+        self.val_sem = SemanticIoU(num_classes=k, ignore_index=self.ignore_index, average=average)
         self.test_pq = PanopticQuality(is_thing=is_thing.tolist())
-        self.test_sem = SemanticIoU(num_classes=k, ignore_index=self.ignore_index)
+        self.test_sem = SemanticIoU(num_classes=k, ignore_index=self.ignore_index, average=average)
+        # mask AP (COCO instance segmentation) only when the instance post-processing is on
+        instances = bool(getattr(self.inference_cfg, "instance_on", False))
+        self.val_ap = mask_ap_metric() if instances else None
+        self.test_ap = mask_ap_metric() if instances else None
 
     def set_vocabulary(self, names: list[list[str]], is_thing: list[bool]) -> None:
         """Use a new test vocabulary: one list of names per class (display name first) + thing flags.
@@ -151,9 +158,11 @@ class OdiseModule(L.LightningModule):
                 overlap_threshold=cfg.overlap_threshold)
         if cfg.semantic_on:
             result["semantic"] = semantic_inference(probs, m).argmax(0)
+        if cfg.instance_on:
+            result["instances"] = instance_inference(probs, m, self.eval_is_thing, topk=cfg.instance_topk)
         return result
 
-    def _eval_step(self, batch: dict, pq, sem) -> None:
+    def _eval_step(self, batch: dict, pq, sem, ap=None) -> None:
         images = batch["images"]
         out = self(images, None)
         probs, masks = self.predict_probs(images, out, batch.get("image_sizes"))
@@ -166,28 +175,48 @@ class OdiseModule(L.LightningModule):
                 pq.update(ids, segs, target["gt_panoptic"].to(ids.device), target["gt_segments"])
             if "semantic" in res:
                 sem.update(res["semantic"], target["gt_semantic"].to(res["semantic"].device))
+            if "instances" in res and ap is not None:
+                inst = res["instances"]
+                gt = panoptic_to_instances(target["gt_panoptic"].to(inst["masks"].device), target["gt_segments"],
+                                           self.eval_is_thing)
+                ap.update([{k: inst[k] for k in ("masks", "scores", "labels")}], [gt])
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, self.val_pq, self.val_sem)
+        self._eval_step(batch, self.val_pq, self.val_sem, self.val_ap)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, self.test_pq, self.test_sem)
+        self._eval_step(batch, self.test_pq, self.test_sem, self.test_ap)
 
-    def _log_eval(self, stage: str, pq, sem) -> None:
+    def eval_metrics(self, stage: str, pq, sem, ap=None) -> dict:
+        """The epoch's scores as ``{stage/name: value}`` (percent), then the metric states are reset.
+
+        ``mIoU`` follows ``model.inference.miou_average``; ``mIoU_gt_present`` and
+        ``mIoU_either_present`` name both conventions explicitly (same confusion matrix).
+        ``mask_AP*`` appear when ``model.inference.instance_on`` is set.
+        """
         metrics = {}
         if self.inference_cfg.panoptic_on:
             metrics.update({f"{stage}/{k}": v for k, v in pq.compute().items() if k[:2] in ("PQ", "SQ", "RQ")})
         if self.inference_cfg.semantic_on:
             metrics.update({f"{stage}/{k}": v for k, v in sem.compute().items() if k in ("mIoU", "pACC", "fwIoU")})
-        self.log_dict({k: torch.as_tensor(v, dtype=torch.float32) for k, v in metrics.items()}, sync_dist=False)
+            for average in AVERAGES:
+                metrics[f"{stage}/mIoU_{average}"] = semantic_scores(sem.confmat, average)["mIoU"]
+        if ap is not None:
+            metrics.update({f"{stage}/{k}": v for k, v in summarize_mask_ap(ap.compute()).items()})
+            ap.reset()
         pq.reset()
         sem.reset()
+        return metrics
+
+    def _log_eval(self, stage: str, pq, sem, ap=None) -> None:
+        metrics = self.eval_metrics(stage, pq, sem, ap)
+        self.log_dict({k: torch.as_tensor(v, dtype=torch.float32) for k, v in metrics.items()}, sync_dist=False)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_eval("val", self.val_pq, self.val_sem)
+        self._log_eval("val", self.val_pq, self.val_sem, self.val_ap)
 
     def on_test_epoch_end(self) -> None:
-        self._log_eval("test", self.test_pq, self.test_sem)
+        self._log_eval("test", self.test_pq, self.test_sem, self.test_ap)
 
     # ------------------------------------------------------------------------------------ optimiser
     def configure_optimizers(self):
