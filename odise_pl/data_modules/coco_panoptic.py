@@ -49,6 +49,8 @@ def read_json(path: Path, what: str, layout: str = "") -> dict:
                            f"column {err.colno}); re-download or regenerate it.") from err
     except UnicodeDecodeError as err:
         raise DatasetError(f"{what} {path} is not UTF-8 text ({err}); is it really a JSON file?") from err
+    except RecursionError:
+        raise DatasetError(f"{what} {path} is nested too deeply to be a COCO annotation file.") from None
 
 
 def read_rgb_image(path: Path, expected_hw: tuple[int, int] | None = None) -> np.ndarray:
@@ -127,10 +129,11 @@ def load_panoptic_json(json_path: Path, image_dir: Path, panoptic_dir: Path, *,
                                  "iscrowd": bool(seg.get("iscrowd", 0))})
             records.append(PanopticRecord(int(ann["image_id"]), image_dir / image["file_name"],
                                           panoptic_dir / ann["file_name"], segments))
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
         if isinstance(err, DatasetError):
             raise
-        raise DatasetError(f"panoptic JSON {json_path} is malformed: missing or bad key {err}. "
+        what = f"missing key {err}" if isinstance(err, KeyError) else f"a bad value ({err})"
+        raise DatasetError(f"panoptic JSON {json_path} is malformed: {what}. "
                            "Expected 'images', 'annotations' (with 'segments_info') and "
                            "'categories' as in COCO panoptic.") from err
     return categories, records
@@ -336,10 +339,17 @@ class CocoPanopticDataModule(L.LightningDataModule):
             json_path = self._path(self.val_json)
             if not json_path.is_file() and self._path(self.train_json).is_file():
                 json_path = self._path(self.train_json)
-            cats = read_json(json_path, "panoptic JSON", self.expected_layout()).get("categories")
+            data = read_json(json_path, "panoptic JSON", self.expected_layout())
+            cats = data.get("categories") if isinstance(data, dict) else None
             if not isinstance(cats, list) or not cats:
                 raise DatasetError(f"panoptic JSON {json_path} has no 'categories' list.")
-            self._set_categories(cats)
+            try:
+                self._set_categories(cats)
+            except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
+                if isinstance(err, (DatasetError, ConfigError)):
+                    raise
+                raise DatasetError(f"panoptic JSON {json_path}: bad 'categories' entry ({type(err).__name__}: "
+                                   f"{err}); each needs 'id' (int), 'name' and 'isthing' (0/1).") from None
         return self._categories
 
     def _set_categories(self, cats: list[dict]) -> None:

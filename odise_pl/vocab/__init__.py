@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 _MARKERS = {"thing": True, "stuff": False}
-_ID_LINE = re.compile(r"^(\d+)\s*:(.*)$")
+_ID_LINE = re.compile(r"^(\d+)\s*:(.*)$", re.ASCII)
 _INVALID = "invalid_class_id"
 _ALL_THINGS = {"lvis_1203"}  # LVIS annotates objects only
 DEFAULT_SOURCES = ("coco_panoptic", "ade20k_150", "lvis_1203")
@@ -236,6 +236,9 @@ def parse_vocabulary_lines(lines: Iterable[str], *, source: str, name: str | Non
         match = _ID_LINE.match(line)
         source_id = None
         if match:
+            if len(match.group(1)) > 18:
+                raise VocabularyError(f"{where}: class id '{match.group(1)[:20]}...' is too long; ids are "
+                                      "small non-negative integers, e.g. '12:cat'.")
             source_id, line = int(match.group(1)), match.group(2)
             if source_id in ids:
                 raise VocabularyError(f"{where}: class id {source_id} was already used on line "
@@ -260,8 +263,14 @@ def load_vocabulary_file(path: str | Path, *, allow_duplicates: bool = False) ->
     if not path.is_file():
         raise VocabularyError(f"vocabulary file '{path}' not found. Give a text file with one class per line "
                               f"('<name>[,<synonym>...]'), or a builtin name: {', '.join(builtin_names())}.")
-    return parse_vocabulary_lines(path.read_text(encoding="utf-8").splitlines(), source=str(path),
-                                  allow_duplicates=allow_duplicates)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise VocabularyError(f"vocabulary file '{path}' is not UTF-8 text (byte {err.start}); save it "
+                              "as UTF-8.") from None
+    except OSError as err:
+        raise VocabularyError(f"vocabulary file '{path}' cannot be read ({err.strerror or err}).") from None
+    return parse_vocabulary_lines(text.splitlines(), source=str(path), allow_duplicates=allow_duplicates)
 
 
 # ----------------------------------------------------------------------------- builtins
