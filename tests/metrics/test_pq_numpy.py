@@ -125,3 +125,22 @@ def test_decode_errors_name_the_file(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"not a png")
     with pytest.raises(DatasetError, match="Cannot decode the panoptic PNG .*bad.png"):
         decode_panoptic_png(tmp_path / "bad.png")
+
+
+def test_2560_px_with_847_classes_is_exact_in_bounded_memory():
+    import tracemalloc
+
+    # 2,560 segments (40 x 64-pixel tiles) of 847 classes on a 2560x2560 map; the prediction is the
+    # map rolled 8 px to the right: every tile keeps 56 of its 64 columns, IoU = 2240 / 2880 = 7/9.
+    tiles = np.arange(1, 2561, dtype=np.uint32).reshape(64, 40)
+    gt = np.repeat(np.repeat(tiles, 40, axis=0), 64, axis=1)
+    pred = np.roll(gt, 8, axis=1)
+    table = SegmentTable.build(list(range(1, 2561)), ((np.arange(2560) * 7) % 847).tolist(), [0] * 2560)
+    tracemalloc.start()
+    iou, tp, fp, fn = pq_stats_numpy(gt, table, pred, table, 847)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert gt.shape == (2560, 2560) and tp.sum() == 2560 and fp.sum() == 0 and fn.sum() == 0
+    assert iou.sum() == pytest.approx(2560 * 7 / 9)
+    # 6.5M pixels, 6.5M possible pairs: the work stays in 256K-pixel chunks (maps are 26 MB each)
+    assert peak < 40 * 2**20, peak / 2**20
