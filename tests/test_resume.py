@@ -2,8 +2,9 @@
 
 The killed run is a real ``odise-pl fit`` process; the reference and the restarted run go through
 the same ``main`` in this process (with a fresh CLIP cache, so that every run builds its random
-CLIP from the seed exactly as a new process does).  Checkpoints are written every step; the kill
-comes once one exists past the first steps, mid-epoch or at an epoch boundary.
+CLIP from the seed exactly as a new process does).  Checkpoints are written every 2 steps; the
+kill comes as soon as one exists: at step 2 (mid-epoch) or 4 (an epoch boundary), whichever the
+killer sees first.
 """
 
 from __future__ import annotations
@@ -20,19 +21,22 @@ import torch
 
 from odise_pl.cli import main
 from odise_pl.models import clip_model
+from tests.tiny_lightning import TinyRegression, tiny_trainer
+
+import lightning as L  # noqa: E402,I001  (after odise_pl: the torchvision compatibility shim)
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = str(REPO / "experiments" / "quickstart.yaml")
-MAX_STEPS = 8  # 12 training images in batches of 2: 6 steps per epoch, so the run crosses an epoch
+MAX_STEPS = 6  # 8 training images in batches of 2: 4 steps per epoch, so the run crosses an epoch
 
 
 def _overrides(tmp_path: Path, version: str) -> list[str]:
     return [
         f"data.root={tmp_path / 'data'}", f"run.root={tmp_path / 'runs'}", f"run.version={version}",
-        "data.num_train=12", "data.num_val=1", "data.num_workers=0", "data.batch_size=2",
+        "data.num_train=8", "data.num_val=1", "data.num_workers=0", "data.batch_size=2",
         "data.image_size=64", "data.crop_size=64", "data.eval_short_side=64", "data.eval_max_long_side=64",
         "trainer.accelerator=cpu", f"trainer.max_steps={MAX_STEPS}", f"trainer.val_check_interval={MAX_STEPS}",
-        "trainer.enable_progress_bar=false", "logging.tensorboard=false", "checkpoint.every_n_steps=1",
+        "trainer.enable_progress_bar=false", "logging.tensorboard=false", "checkpoint.every_n_steps=2",
         "model.mask_generator.dec_layers=1", "model.mask_generator.train_num_points=256",
     ]
 
@@ -53,6 +57,7 @@ def _step_of(path: Path) -> int:
         return -1
 
 
+@pytest.mark.slow  # about 50 s of CPU time: three tiny trainings, one of them in a new process
 def test_sigkill_then_same_command_ends_like_an_uninterrupted_run(tmp_path, monkeypatch, capsys):
     reference = tmp_path / "runs" / "quickstart" / "reference"
     _fit_in_process(monkeypatch, ["fit", "-c", QUICKSTART, *_overrides(tmp_path, "reference")])
@@ -67,14 +72,14 @@ def test_sigkill_then_same_command_ends_like_an_uninterrupted_run(tmp_path, monk
     deadline = time.monotonic() + 120
     while child.poll() is None and time.monotonic() < deadline:
         killed_at = _step_of(killed / "checkpoints" / "last.ckpt")
-        if killed_at >= 3:
+        if killed_at >= 2:
             os.kill(child.pid, signal.SIGKILL)
             break
         time.sleep(0.02)
     _, err = child.communicate(timeout=60)
     assert child.returncode == -signal.SIGKILL, f"the child was not killed mid-run: {child.returncode}\n{err[-3000:]}"
     interrupted = _last(killed)
-    assert 3 <= interrupted["global_step"] < MAX_STEPS
+    assert 2 <= interrupted["global_step"] < MAX_STEPS
     assert not (killed / "metrics.json").exists()
 
     capsys.readouterr()
@@ -107,3 +112,39 @@ def test_a_finished_run_is_not_resumed_again(tmp_path, monkeypatch, capsys):
     # a null version never resumes: it takes the next free version_N
     fresh = load_config(QUICKSTART, [*_overrides(tmp_path, "done"), "run.version=null"])
     assert resume_point(fresh) == (run.parent / "version_0", None)
+
+
+class _Killed(Exception):
+    pass
+
+
+class _Crash(L.Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise _Killed  # stands in for the kill: nothing after the last checkpoint survives
+
+
+@pytest.mark.parametrize("crash_at", [4, 6])  # mid-epoch, and exactly at the end of the first epoch
+def test_resumed_loader_and_rng_continue_where_they_stopped(tmp_path, crash_at):
+    """The tiny module draws from the global RNG every step and sees 6 batches per epoch."""
+    L.seed_everything(0)
+    reference = TinyRegression()
+    tiny_trainer(tmp_path / "reference", max_steps=10).fit(reference)
+
+    L.seed_everything(0)
+    crashed = TinyRegression()
+    with pytest.raises(_Killed):
+        tiny_trainer(tmp_path / "run", max_steps=10, callbacks=[_Crash(crash_at)]).fit(crashed)
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, weights_only=True)["global_step"] == crash_at
+
+    L.seed_everything(0)
+    resumed = TinyRegression()
+    tiny_trainer(tmp_path / "run", max_steps=10).fit(resumed, ckpt_path=str(ckpt))
+    seen = crashed.seen_batches[:crash_at] + resumed.seen_batches
+    assert len(seen) == len(reference.seen_batches) == 10
+    assert all(torch.equal(a, b) for a, b in zip(seen, reference.seen_batches))  # the same samples, in order
+    assert torch.equal(resumed.layer.weight, reference.layer.weight)  # and the same random draws

@@ -23,13 +23,16 @@ class TinyRegression(L.LightningModule):
         self.save_hyperparameters({"config": {"model": {"width": 4}}})
         self.layer = nn.Linear(4, 1)
         self.nan_at_steps = set(nan_at_steps)
+        self.seen_batches: list[torch.Tensor] = []
 
     def training_step(self, batch, batch_idx):
         x = batch.float()
         fit = (self.layer(x) - x.sum(1, keepdim=True)).pow(2).mean()
         bad = torch.tensor(float("nan") if self.global_step in self.nan_at_steps else 0.0)
+        jitter = torch.rand(())  # draws from the global RNG, as point sampling and dropout do
         self.last_loss_terms = {"loss_fit": fit.detach(), "loss_bad": bad}
-        return fit + bad
+        self.seen_batches.append(batch.clone())
+        return fit * (1 + jitter) + bad
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.parameters(), lr=0.05)

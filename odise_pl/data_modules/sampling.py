@@ -148,8 +148,16 @@ class ResumableDataLoader(DataLoader):
     Lightning saves ``state_dict()`` of a training loader that has one (in the fit loop's state) and
     calls ``load_state_dict`` on resume before iterating, so training continues at the sample that
     followed the checkpoint.  The position counts batches handed to the training loop, not those
-    prefetched by workers.
+    prefetched by workers.  Without a ``generator`` it gets a private one (seeded from the sampler),
+    so that starting an epoch never draws from the global RNG that training uses: a resumed run and
+    an uninterrupted one then draw the same numbers.
     """
+
+    def __init__(self, dataset, *args, generator: torch.Generator | None = None, **kwargs) -> None:
+        sampler = kwargs.get("sampler")
+        if generator is None:
+            generator = torch.Generator().manual_seed(int(getattr(sampler, "seed", 0)) % 2**63)
+        super().__init__(dataset, *args, generator=generator, **kwargs)
 
     def __iter__(self):
         self._live = super().__iter__()
