@@ -169,3 +169,50 @@ def test_summary_command_prints_the_backbone(capsys):
                  "model.backbone={name: dino, pretrained: facebook/dinov2-large}"]) == 0
     out = capsys.readouterr().out
     assert "backbone.vit" in out and "304,3" in out
+
+
+def test_a_new_backbone_is_one_class_one_registry_line_one_yaml(tmp_path):
+    """The README's recipe: a ViTBackbone subclass + registration, named by an experiment's YAML."""
+    from dataclasses import dataclass
+
+    from transformers import ViTConfig, ViTModel
+
+    from odise_pl.config import load_config
+    from odise_pl.models.backbones.base import ViTBackbone
+    from odise_pl.models.frozen import freeze
+
+    @dataclass
+    class PlainVitConfig:
+        layers: int = 1
+        out_channels: int = 8
+
+    @BACKBONES.register("test_plain_vit", config=PlainVitConfig)
+    class PlainVit(ViTBackbone):
+        def __init__(self, *, model, pretrained: bool, out_channels: int = 8):
+            super().__init__(width=model.config.hidden_size, patch_size=model.config.patch_size,
+                             pixel_mean=(0.5, 0.5, 0.5), pixel_std=(0.5, 0.5, 0.5), out_channels=out_channels)
+            self.vit = freeze(model, pretrained=pretrained)
+
+        @classmethod
+        def from_config(cls, cfg, **_):
+            config = ViTConfig(hidden_size=16, num_hidden_layers=cfg.layers, num_attention_heads=2,
+                               intermediate_size=32, patch_size=10, image_size=40)
+            return cls(model=ViTModel(config, add_pooling_layer=False), pretrained=False,
+                       out_channels=cfg.out_channels)
+
+        def patch_tokens(self, pixels):
+            b, _, h, w = pixels.shape
+            tokens = self.vit(pixels, interpolate_pos_encoding=True).last_hidden_state[:, 1:]
+            return tokens.transpose(1, 2).reshape(b, -1, h // 10, w // 10)
+
+    experiment = tmp_path / "plain_vit.yaml"
+    experiment.write_text(f"_base_: {REPO / 'experiments' / 'quickstart.yaml'}\n"
+                          "model:\n  backbone: {name: test_plain_vit, layers: 2}\n")
+    cfg = load_config(experiment)
+    backbone = build(dict(cfg.model.backbone), None)
+    assert backbone.vit.config.num_hidden_layers == 2
+    feats = backbone(torch.rand(1, 3, 64, 96) * 255)
+    assert {k: tuple(v.shape) for k, v in feats.items()} == {
+        "s2": (1, 8, 16, 24), "s3": (1, 8, 8, 12), "s4": (1, 8, 4, 6), "s5": (1, 8, 2, 3)}
+    with pytest.raises(ConfigError, match="layerz"):
+        load_config(experiment, ["model.backbone.layerz=3"])
