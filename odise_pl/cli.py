@@ -20,7 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fit", help="train an experiment")
     _add_config_args(p)
-    p.add_argument("--resume", default=None, help="checkpoint to resume from")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR_OR_CKPT",
+                   help="resume a run (its directory or a checkpoint in it); another checkpoint starts a new "
+                        "version from it. Without it, an existing run.version resumes from its last.ckpt")
     p.set_defaults(func=cmd_fit)
 
     for name in ("validate", "test"):
