@@ -66,6 +66,7 @@ COMMAND_MODULES: list[str] = [
     "summary",
     "predict",
     "eval",
+    "retrieval",
     "sweep",
 ]
 
