@@ -149,5 +149,10 @@ class SemanticIoU(Metric):
                                          self.num_classes, self.ignore_index)
 
     def compute(self) -> dict[str, Tensor]:
-        """See :func:`semantic_scores`."""
-        return semantic_scores(self.confmat, self.average)
+        """See :func:`semantic_scores` (``mIoU`` follows ``average``); plus ``mIoU_gt_present`` and
+        ``mIoU_either_present``, both conventions by name, from the same (synchronised) matrix."""
+        out = semantic_scores(self.confmat, self.average)
+        for average in AVERAGES:
+            out[f"mIoU_{average}"] = out["mIoU"] if average == self.average else \
+                semantic_scores(self.confmat, average)["mIoU"]
+        return out

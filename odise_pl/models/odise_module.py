@@ -6,6 +6,8 @@ only composes the parts it is given, trains them, and evaluates them.
 
 from __future__ import annotations
 
+import warnings
+
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -14,7 +16,7 @@ from torch import nn
 from odise_pl.config.schema import InferenceConfig, OptimConfig
 from odise_pl.metrics.mask_ap import mask_ap_metric, panoptic_to_instances, summarize_mask_ap
 from odise_pl.metrics.panoptic_quality import PanopticQuality
-from odise_pl.metrics.semantic_iou import AVERAGES, SemanticIoU, semantic_scores
+from odise_pl.metrics.semantic_iou import AVERAGES, SemanticIoU
 from odise_pl.models.frozen import keep_frozen_in_eval, pretrained_frozen_prefixes
 from odise_pl.models.inference.instance import instance_inference
 from odise_pl.models.inference.panoptic import panoptic_inference
@@ -170,12 +172,12 @@ class OdiseModule(L.LightningModule):
         for i, target in enumerate(batch["targets"]):
             size = tuple(int(s) for s in batch["image_sizes"][i])
             res = self.postprocess(probs[i], masks[i], size, tuple(target["orig_size"]), padded)
-            if "panoptic" in res:
+            if "panoptic" in res and "gt_panoptic" in target:  # semantic-only sets have no panoptic GT
                 ids, segs = res["panoptic"]
                 pq.update(ids, segs, target["gt_panoptic"].to(ids.device), target["gt_segments"])
             if "semantic" in res:
                 sem.update(res["semantic"], target["gt_semantic"].to(res["semantic"].device))
-            if "instances" in res and ap is not None:
+            if "instances" in res and ap is not None and "gt_panoptic" in target:
                 inst = res["instances"]
                 gt = panoptic_to_instances(target["gt_panoptic"].to(inst["masks"].device), target["gt_segments"],
                                            self.eval_is_thing)
@@ -196,11 +198,14 @@ class OdiseModule(L.LightningModule):
         """
         metrics = {}
         if self.inference_cfg.panoptic_on:
-            metrics.update({f"{stage}/{k}": v for k, v in pq.compute().items() if k[:2] in ("PQ", "SQ", "RQ")})
+            with warnings.catch_warnings():  # a semantic-only set never updates pq; compute is still collective
+                warnings.filterwarnings("ignore", message=".*was called before the ``update`` method")
+                scores = pq.compute()  # under DDP every rank computes, then decides alike
+            if int(scores["n"]) > 0:  # n = 0: no panoptic ground truth (a semantic-only set): no PQ
+                metrics.update({f"{stage}/{k}": v for k, v in scores.items() if k[:2] in ("PQ", "SQ", "RQ")})
         if self.inference_cfg.semantic_on:
-            metrics.update({f"{stage}/{k}": v for k, v in sem.compute().items() if k in ("mIoU", "pACC", "fwIoU")})
-            for average in AVERAGES:
-                metrics[f"{stage}/mIoU_{average}"] = semantic_scores(sem.confmat, average)["mIoU"]
+            names = ("mIoU", "pACC", "fwIoU", *(f"mIoU_{average}" for average in AVERAGES))
+            metrics.update({f"{stage}/{k}": v for k, v in sem.compute().items() if k in names})
         if ap is not None:
             metrics.update({f"{stage}/{k}": v for k, v in summarize_mask_ap(ap.compute()).items()})
             ap.reset()

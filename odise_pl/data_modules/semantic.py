@@ -1,0 +1,191 @@
+"""Semantic-segmentation evaluation sets: A-847, PC-459, PC-59, PAS-21 (``data: {name: semantic_seg}``).
+
+Each set is a folder of images and a folder of label images matched by file stem, in the layout
+detectron2's / ODISE's preparation scripts write (defaults below, all overridable), with its
+vocabulary from the package data (:mod:`odise_pl.vocab`) and its ignore label:
+
+============================  =====================================================  =========
+``dataset``                    labels (under ``root``)                                ignore
+============================  =====================================================  =========
+``ade20k_847``  (A-847)        ``annotations_detectron2/validation/*.tif`` (uint16)   65535
+``pascal_context_459`` (PC)    ``annotations_ctx459/validation/*.tif`` (uint16)       65535
+``pascal_context_59``          ``annotations_ctx59/validation/*.png``                 255
+``pascal_voc_21`` (PAS-21)     ``annotations_pascal21/validation/*.png``              255
+============================  =====================================================  =========
+
+In the uint16 sets 255 is a real class. Items carry ``gt_semantic`` only (no panoptic ground
+truth), so the module scores mIoU / pACC / fwIoU on them and leaves PQ out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from odise_pl.data_modules.coco_panoptic import CocoPanopticConfig, CocoPanopticDataModule, read_rgb_image
+from odise_pl.data_modules.transforms import ResizeShortestEdge, image_to_tensor
+from odise_pl.errors import ConfigError, DatasetError
+from odise_pl.registry import DATA_MODULES
+
+__all__ = ["SEMANTIC_SETS", "SemanticSetSpec", "SemanticSegConfig", "SemanticSegDataset", "SemanticSegDataModule"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+@dataclass(frozen=True)
+class SemanticSetSpec:
+    """Where a set lives by default, its label format and what to download."""
+
+    root: str
+    image_dir: str
+    label_dir: str
+    label_suffix: str
+    ignore_index: int
+    vocabulary: str
+    download: str
+
+
+SEMANTIC_SETS = {
+    "ade20k_847": SemanticSetSpec(
+        "datasets/ADE20K_2021_17_01", "images_detectron2/validation", "annotations_detectron2/validation",
+        ".tif", 65535, "ade20k_847",
+        "A-847 is the full ADE20K (ADE20K_2021_17_01.zip from the ADE20K site, groups.csail.mit.edu/vision/"
+        "datasets/ADE20K), converted to uint16 TIFF labels by detectron2/ODISE's "
+        "datasets/prepare_ade20k_full_sem_seg.py"),
+    "pascal_context_459": SemanticSetSpec(
+        "datasets/pascal_ctx_d2", "images/validation", "annotations_ctx459/validation", ".tif", 65535,
+        "pascal_context_459",
+        "PC-459 is PASCAL Context (VOC2010 images + trainval_merged.json / the 459-class .mat labels from "
+        "cs.stanford.edu/~roozbeh/pascal-context), converted by ODISE's datasets/prepare_pascal_ctx_full_sem_seg.py"),
+    "pascal_context_59": SemanticSetSpec(
+        "datasets/pascal_ctx_d2", "images/validation", "annotations_ctx59/validation", ".png", 255,
+        "pascal_context_59",
+        "PC-59 is PASCAL Context (VOC2010 images + the 59-class labels), converted by ODISE's "
+        "datasets/prepare_pascal_ctx_sem_seg.py"),
+    "pascal_voc_21": SemanticSetSpec(
+        "datasets/pascal_voc_d2", "images/validation", "annotations_pascal21/validation", ".png", 255,
+        "pascal_voc_21",
+        "PAS-21 is PASCAL VOC 2012 (VOCtrainval_11-May-2012.tar, host.robots.ox.ac.uk/pascal/VOC/voc2012) "
+        "with its SegmentationClass labels, converted by ODISE's datasets/prepare_voc_sem_seg.py"),
+}
+
+
+@dataclass
+class SemanticSegConfig(CocoPanopticConfig):
+    """``data: {name: semantic_seg, dataset: ade20k_847}``; null paths take the set's defaults."""
+
+    dataset: str = "ade20k_847"
+    root: Optional[str] = None  # type: ignore[assignment]
+    image_dir: Optional[str] = None
+    label_dir: Optional[str] = None
+    vocabulary: Optional[str] = None
+    ignore_index: Optional[int] = None  # type: ignore[assignment]
+    eval_short_side: int = 640
+    eval_max_long_side: int = 2560
+
+
+class SemanticSegDataset(Dataset):
+    """Evaluation items: the resized image and, at the original size, ``gt_semantic``."""
+
+    def __init__(self, pairs: list[tuple[Path, Path]], *, num_classes: int, ignore_index: int,
+                 transform: ResizeShortestEdge) -> None:
+        self.pairs, self.num_classes, self.ignore_index, self.transform = pairs, num_classes, ignore_index, transform
+        self.num_skipped = 0
+
+    def reseed(self, seed) -> None:
+        """Nothing random here (evaluation resize only)."""
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict:
+        from odise_pl.metrics.panoptic_io import read_label_image
+
+        image_path, label_path = self.pairs[int(index if not isinstance(index, tuple) else index[0])]
+        labels = read_label_image(label_path).numpy()
+        bad = (labels >= self.num_classes) & (labels != self.ignore_index)
+        if bad.any():
+            raise DatasetError(f"{label_path} holds the label {int(labels[bad][0])}, outside 0..{self.num_classes - 1} "
+                               f"and not the ignore label {self.ignore_index}; is data.dataset right?")
+        image = read_rgb_image(image_path, labels.shape)
+        if image.shape[:2] != labels.shape:
+            raise DatasetError(f"image {image_path} is {image.shape[1]}x{image.shape[0]} but its labels "
+                               f"{label_path} are {labels.shape[1]}x{labels.shape[0]}.")
+        image_t, _, valid = self.transform(image, labels)
+        h, w = valid
+        target = {"masks": torch.zeros(0, h, w, dtype=torch.bool), "labels": torch.zeros(0, dtype=torch.long),
+                  "is_thing": torch.zeros(0, dtype=torch.bool), "iscrowd": torch.zeros(0, dtype=torch.bool),
+                  "image_id": int(index if not isinstance(index, tuple) else index[0]),
+                  "orig_size": (int(labels.shape[0]), int(labels.shape[1])),
+                  "gt_semantic": torch.from_numpy(labels.astype(np.int64)), "file_name": str(image_path)}
+        return {"image": image_to_tensor(image_t), "image_size": valid, "target": target, "captions": None}
+
+
+@DATA_MODULES.register("semantic_seg", config=SemanticSegConfig)
+class SemanticSegDataModule(CocoPanopticDataModule):
+    """One semantic evaluation set (validation split; the test stage uses it too). Evaluation only."""
+
+    def __init__(self, **kwargs) -> None:
+        cfg = SemanticSegConfig(**kwargs)
+        if cfg.dataset not in SEMANTIC_SETS:
+            raise ConfigError(f"data.dataset={cfg.dataset!r} is not one of {', '.join(SEMANTIC_SETS)}.")
+        self.spec = SEMANTIC_SETS[cfg.dataset]
+        values = asdict(cfg)
+        dataset, image_dir, label_dir = values.pop("dataset"), values.pop("image_dir"), values.pop("label_dir")
+        for key in ("root", "vocabulary", "ignore_index"):
+            if values[key] is None:
+                values[key] = getattr(self.spec, key)
+        super().__init__(**values)
+        self.dataset = dataset
+        self.image_dir = image_dir or self.spec.image_dir
+        self.label_dir = label_dir or self.spec.label_dir
+
+    def expected_layout(self) -> str:
+        return (f"Expected for data.dataset={self.dataset} under data.root={self.root}:\n"
+                f"  {self.image_dir}/   images (.jpg)\n"
+                f"  {self.label_dir}/   labels named like the images ({self.spec.label_suffix}, "
+                f"ignore {self.ignore_index})\n"
+                f"Download: {self.spec.download}. Set data.root (or data.image_dir / data.label_dir) to its folder.")
+
+    @property
+    def categories(self) -> list[dict]:
+        """The set's vocabulary (package data), ``isthing`` False where the list does not say."""
+        if self._categories is None:
+            from odise_pl.vocab import load_builtin, load_vocabulary_file
+
+            vocab = (load_vocabulary_file(self.vocabulary) if Path(self.vocabulary).is_file()
+                     else load_builtin(self.vocabulary))
+            synonyms = vocab.synonyms
+            self._categories = [{"id": i, "name": name, "isthing": bool(thing), "synonyms": syn}
+                                for i, (name, thing, syn) in enumerate(zip(vocab.names, vocab.is_thing, synonyms))]
+        return self._categories
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage == "fit":
+            raise ConfigError(f"data.name=semantic_seg ({self.dataset}) is an evaluation set; train on "
+                              "coco_panoptic and use it with odise-pl validate / test.")
+        if "val" in self.datasets:
+            return
+        image_dir, label_dir = Path(self.root) / self.image_dir, Path(self.root) / self.label_dir
+        for folder, what in ((Path(self.root), "dataset root"), (image_dir, "image directory"),
+                             (label_dir, "label directory")):
+            self._check_dir(folder, what)
+        images = {p.stem: p for p in sorted(image_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+        pairs = []
+        for label in sorted(label_dir.glob(f"*{self.spec.label_suffix}")):
+            if label.stem not in images:
+                raise DatasetError(f"{label} has no image {image_dir / label.stem}.jpg.\n{self.expected_layout()}")
+            pairs.append((images[label.stem], label))
+        if not pairs:
+            raise DatasetError(f"{label_dir} holds no {self.spec.label_suffix} labels.\n{self.expected_layout()}")
+        self.datasets["val"] = SemanticSegDataset(
+            pairs, num_classes=self.num_classes, ignore_index=int(self.ignore_index),
+            transform=ResizeShortestEdge(self.eval_short_side, self.eval_max_long_side))
+
+    def train_dataloader(self):
+        self.setup("fit")
