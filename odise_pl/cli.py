@@ -29,6 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=f"{name} a checkpoint")
         _add_config_args(p)
         p.add_argument("--ckpt", required=True, help="checkpoint file")
+        if name == "test":
+            p.add_argument("--sets", nargs="+", default=None, metavar="SET",
+                           help="evaluate on several sets, one Markdown + CSV table: config (this experiment's "
+                                "data), ade20k_panoptic, ade20k_847, pascal_context_459, pascal_context_59, "
+                                "pascal_voc_21; NAME=FOLDER gives a set's dataset folder")
         p.set_defaults(func=cmd_evaluate, stage=name)
 
     p = sub.add_parser("config", help="print the resolved config")
@@ -94,6 +99,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from odise_pl.runner import evaluate, format_table
 
     cfg = load_config(args.config, args.overrides)
+    if getattr(args, "sets", None):
+        from odise_pl.evaluation_sets import run
+
+        print(run(cfg, args.ckpt, args.sets))
+        return 0
     results = evaluate(cfg, args.ckpt, stage=args.stage)
     print(format_table(results))
     return 0
