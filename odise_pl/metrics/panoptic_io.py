@@ -7,7 +7,9 @@ iscrowd, ...}]``) beside a folder of RGB PNGs whose pixels encode segment ids as
 of the GT JSON's ``categories`` list.
 
 :func:`evaluate_panoptic_folders` and :func:`format_pq_table` reproduce the
-COCO panoptic API's ``pq_compute`` and its printed table;
+COCO panoptic API's ``pq_compute`` and its printed table (per image: the numpy
+core of :mod:`odise_pl.metrics.pq_numpy`, same semantics as
+:func:`~odise_pl.metrics.panoptic_quality.pq_stats`, one process by default);
 :func:`evaluate_semantic_folders` scores label images (PNG or uint16 TIFF)
 matched by file stem.
 """
@@ -27,7 +29,7 @@ from PIL import Image
 
 from odise_pl.errors import DatasetError
 from odise_pl.metrics.panoptic_quality import per_class_pq, summarize_pq
-from odise_pl.metrics.pq_numpy import Scratch, SegmentTable, decode_panoptic_png, pq_stats_numpy
+from odise_pl.metrics.pq_numpy import SegmentTable, decode_panoptic_png, pq_stats_numpy, process_scratch
 from odise_pl.metrics.semantic_iou import SemanticIoU
 
 __all__ = [
@@ -152,7 +154,7 @@ def _segment_table(segments_info: list[dict], index_of: dict[int, int], where: s
 def _image_stats(job: tuple) -> tuple[np.ndarray, ...]:
     """(iou_sum, tp, fp, fn) summed over a list of (gt_ann, pred_ann) pairs, numpy on one core."""
     pairs, gt_folder, pred_folder, index_of, num_classes = job
-    scratch = Scratch()
+    scratch = process_scratch()
     total = [np.zeros(num_classes, dtype=np.float64)] + [np.zeros(num_classes, dtype=np.int64) for _ in range(3)]
     for gt_ann, pred_ann in pairs:
         gt_path, pred_path = Path(gt_folder) / gt_ann["file_name"], Path(pred_folder) / pred_ann["file_name"]
