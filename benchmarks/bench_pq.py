@@ -187,13 +187,14 @@ def main() -> None:
         write_dataset(root, n, args.size, args.segments, args.seed)
         results = {}
         # first call in this process: includes allocating the id tables (once per process)
-        cold_s = best_time(lambda: evaluate_panoptic_folders(root / "gt.json", root / "gt", root / "pred.json",
-                                                             root / "pred"), 1)
+        folders = (root / "gt.json", root / "gt", root / "pred.json", root / "pred")
+        cold_s = best_time(lambda: evaluate_panoptic_folders(*folders), 1)
 
         index = {c["id"]: i for i, c in enumerate(CATEGORIES)}
         anns = {}
         for folder in ("gt", "pred"):
-            anns[folder] = [a["segments_info"] for a in json.loads((root / f"{folder}.json").read_text())["annotations"]]
+            data = json.loads((root / f"{folder}.json").read_text())
+            anns[folder] = [a["segments_info"] for a in data["annotations"]]
         names = [p.name for p in sorted((root / "gt").glob("*.png"))]
         maps = [(decode_panoptic_png(root / "gt" / f), decode_panoptic_png(root / "pred" / f)) for f in names]
         tables = [tuple(SegmentTable.build([s["id"] for s in segs], [index[s["category_id"]] for s in segs],
@@ -209,9 +210,11 @@ def main() -> None:
                                                                  NUM_CATEGORIES, scratch))]
             totals[:] = acc
 
-        decoded = [(torch.from_numpy(p.astype(np.int64)), torch.from_numpy(g.astype(np.int64))) for g, p in maps]
-        torch_anns = {k: [[{"id": s["id"], "category": index[s["category_id"]], "iscrowd": s.get("iscrowd", 0)}
-                           for s in segs] for segs in v] for k, v in anns.items()}
+        decoded = [(torch.from_numpy(p.astype(np.int64)), torch.from_numpy(g.astype(np.int64)))
+                   for g, p in maps]
+        torch_anns = {k: [[{"id": s["id"], "category": index[s["category_id"]],
+                            "iscrowd": s.get("iscrowd", 0)} for s in segs] for segs in v]
+                      for k, v in anns.items()}
         metric = PanopticQuality(is_thing=[bool(c["isthing"]) for c in CATEGORIES])
 
         def update_all() -> None:
@@ -280,7 +283,8 @@ def main() -> None:
             "args": vars(args), "pq": ref_pq, "ms_per_image": {name: 1000 * sec / n for name, sec in rows},
             "speedups": speedups,
             "seconds_per_round": times, "platform": platform.processor() or platform.machine(),
-            "numpy": np.__version__, "pillow": Image.__version__, "python": platform.python_version()}, indent=1) + "\n")
+            "numpy": np.__version__, "pillow": Image.__version__, "python": platform.python_version()},
+            indent=1) + "\n")
 
 
 if __name__ == "__main__":

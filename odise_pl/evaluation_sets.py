@@ -33,7 +33,8 @@ PRESETS: dict[str, dict] = {
 }
 
 #: table columns after ``set`` (``-`` where a set has no such score, e.g. PQ on a semantic set)
-COLUMNS = ("PQ", "SQ", "RQ", "PQ_th", "PQ_st", "mask_AP", "mIoU", "mIoU_gt_present", "mIoU_either_present", "pACC")
+COLUMNS = ("PQ", "SQ", "RQ", "PQ_th", "PQ_st", "mask_AP", "mIoU", "mIoU_gt_present", "mIoU_either_present",
+           "pACC")
 
 _SHARED_KEYS = ("eval_batch_size", "num_workers", "pin_memory", "size_divisibility")
 
@@ -87,7 +88,8 @@ def evaluate_sets(cfg: DictConfig, ckpt: str, sets: list[str]) -> tuple[list[dic
         model.inference_cfg = replace(original, panoptic_on=original.panoptic_on and panoptic,
                                       instance_on=original.instance_on and panoptic)
         model.ignore_index = dm.ignore_index
-        model.set_vocabulary([class_names(c) for c in categories], [bool(c.get("isthing")) for c in categories])
+        model.set_vocabulary([class_names(c) for c in categories],
+                             [bool(c.get("isthing")) for c in categories])
         dm.size_divisibility = max(int(getattr(dm, "size_divisibility", 1)), model.backbone.size_divisibility)
         trainer = build_trainer(cfg, out_dir / f"test_sets_{label}")
         metrics = _metrics(trainer.test(model, datamodule=dm, verbose=False))
@@ -107,7 +109,8 @@ def format_sets_table(rows: list[dict]) -> tuple[str, str]:
         values = [row.get(c) for c in COLUMNS]
         md.append(f"| {row['set']} | {row['classes']} | "
                   + " | ".join("-" if v is None else f"{float(v):.1f}" for v in values) + " |")
-        writer.writerow([row["set"], row["classes"], *("" if v is None else f"{float(v):.4f}" for v in values)])
+        cells = ("" if v is None else f"{float(v):.4f}" for v in values)
+        writer.writerow([row["set"], row["classes"], *cells])
     return "\n".join(md) + "\n", buf.getvalue()
 
 

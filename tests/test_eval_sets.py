@@ -23,9 +23,10 @@ def test_sets_table_has_pq_only_for_panoptic_sets(tmp_path, capsys):
     from odise_pl.config import load_config
     from odise_pl.runner import build_all
 
-    overrides = [f"data.root={tmp_path / 'synth'}", "data.num_train=2", "data.num_val=2", "data.image_size=64",
-                 "data.crop_size=64", "data.eval_short_side=64", "data.eval_max_long_side=64", "data.num_workers=0",
-                 "data.eval_batch_size=2", "model.mask_generator.num_queries=6", "model.mask_generator.dec_layers=1",
+    overrides = [f"data.root={tmp_path / 'synth'}", "data.num_train=2", "data.num_val=2",
+                 "data.image_size=64", "data.crop_size=64", "data.eval_short_side=64",
+                 "data.eval_max_long_side=64", "data.num_workers=0", "data.eval_batch_size=2",
+                 "model.mask_generator.num_queries=6", "model.mask_generator.dec_layers=1",
                  f"run.root={tmp_path / 'runs'}", "logging.tensorboard=false"]
     cfg = load_config(REPO / "experiments" / "quickstart.yaml", overrides)
     dm, model = build_all(cfg)
@@ -53,8 +54,8 @@ def test_sets_table_has_pq_only_for_panoptic_sets(tmp_path, capsys):
 
 
 def test_set_names_and_table_format():
-    assert parse_set("ade20k_847=/data/ade") == ("ade20k_847", {"name": "semantic_seg", "dataset": "ade20k_847",
-                                                                 "root": "/data/ade"})
+    expected = {"name": "semantic_seg", "dataset": "ade20k_847", "root": "/data/ade"}
+    assert parse_set("ade20k_847=/data/ade") == ("ade20k_847", expected)
     with pytest.raises(ConfigError, match="unknown set 'coco'"):
         parse_set("coco")
     md, table = format_sets_table([{"set": "a", "classes": 3, "PQ": 12.345, "mIoU": 50.0}])

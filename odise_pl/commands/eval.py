@@ -35,24 +35,31 @@ def add_parser(sub) -> None:
     kinds = p.add_subparsers(dest="eval_command", required=True)
 
     pan = kinds.add_parser("panoptic", help="PQ/SQ/RQ of COCO panoptic folders, as the COCO panoptic API")
-    pan.add_argument("--gt-json", required=True, help="ground-truth COCO panoptic JSON (its categories are used)")
-    pan.add_argument("--gt-folder", default=None, help="ground-truth PNG folder (default: GT JSON path minus .json)")
+    pan.add_argument("--gt-json", required=True,
+                     help="ground-truth COCO panoptic JSON (its categories are used)")
+    pan.add_argument("--gt-folder", default=None,
+                     help="ground-truth PNG folder (default: GT JSON path minus .json)")
     pan.add_argument("--pred-json", required=True, help="prediction JSON (annotations with segments_info)")
-    pan.add_argument("--pred-folder", default=None, help="prediction PNG folder (default: prediction JSON minus .json)")
-    pan.add_argument("--per-class", action="store_true", help="also print PQ/SQ/RQ/TP/FP/FN of every category")
+    pan.add_argument("--pred-folder", default=None,
+                     help="prediction PNG folder (default: prediction JSON minus .json)")
+    pan.add_argument("--per-class", action="store_true",
+                     help="also print PQ/SQ/RQ/TP/FP/FN of every category")
     pan.add_argument("--workers", type=int, default=1, help="processes to spread the images over (default 1)")
     pan.add_argument("--out", default=None, help="write the results (per class included) to this JSON file")
     pan.set_defaults(func=run_panoptic)
 
     sem = kinds.add_parser("semantic", help="mIoU/fwIoU/pACC/mACC of label-image folders")
     sem.add_argument("--gt-folder", required=True, help="ground-truth label images (.png, .tif, .tiff)")
-    sem.add_argument("--pred-folder", required=True, help="predicted class indices, one file per GT file stem")
+    sem.add_argument("--pred-folder", required=True,
+                     help="predicted class indices, one file per GT file stem")
     sem.add_argument("--num-classes", type=int, required=True, help="K: labels are 0..K-1")
     sem.add_argument("--ignore-label", required=True,
                      help="GT value to drop: 255 (8-bit datasets), 65535 (A-847, PC-459 uint16), or none")
     sem.add_argument("--miou-average", choices=AVERAGES, default="gt_present",
-                     help="classes the mIoU averages over: present in the GT (default) or in GT or prediction")
-    sem.add_argument("--per-class", action="store_true", help="also print the IoU and accuracy of every class")
+                     help="classes the mIoU averages over: present in the GT (default) or in GT or "
+                          "prediction")
+    sem.add_argument("--per-class", action="store_true",
+                     help="also print the IoU and accuracy of every class")
     sem.add_argument("--out", default=None, help="write the results (per class included) to this JSON file")
     sem.set_defaults(func=run_semantic)
 
@@ -61,7 +68,8 @@ def _folder(given: str | None, json_path: str, flag: str) -> Path:
     if given is not None:
         return Path(given)
     if not json_path.endswith(".json"):
-        raise DatasetError(f"{flag} is needed: {json_path} does not end in .json, so there is no default folder.")
+        raise DatasetError(f"{flag} is needed: {json_path} does not end in .json, so there is no "
+                           "default folder.")
     return Path(json_path[: -len(".json")])
 
 
@@ -85,7 +93,8 @@ def run_panoptic(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise DatasetError(f"--workers must be >= 1, got {args.workers}.")
     start = time.perf_counter()
-    results = evaluate_panoptic_folders(args.gt_json, gt_folder, args.pred_json, pred_folder, workers=args.workers)
+    results = evaluate_panoptic_folders(args.gt_json, gt_folder, args.pred_json, pred_folder,
+                                        workers=args.workers)
     seconds = time.perf_counter() - start
     print(format_pq_table(results, per_class=args.per_class))
     print(f"Time elapsed: {seconds:0.2f} seconds")
@@ -104,11 +113,13 @@ def format_semantic_table(results: dict, per_class: bool = False, names: list[st
         per_class: also list each class with a defined IoU.
         names: class names (default: the class index).
     """
-    lines = ["{:>6s}  {:>6s}  {:>6s}  {:>6s}  {:>5s}  {}".format("mIoU", "fwIoU", "pACC", "mACC", "N", "mIoU over"),
+    header = ("mIoU", "fwIoU", "pACC", "mACC", "N", "mIoU over")
+    lines = ["{:>6s}  {:>6s}  {:>6s}  {:>6s}  {:>5s}  {}".format(*header),
              "-" * 60]
     lines.append("{:6.2f}  {:6.2f}  {:6.2f}  {:6.2f}  {:5d}  {}".format(
         results["mIoU"], results["fwIoU"], results["pACC"], results["mACC"], int(results["n"]),
-        "classes present in the GT" if results["average"] == "gt_present" else "classes in the GT or the prediction"))
+        "classes present in the GT" if results["average"] == "gt_present"
+        else "classes in the GT or the prediction"))
     if per_class:
         lines += ["", "{:>5s}  {:24s}  {:>6s}  {:>6s}".format("class", "name", "IoU", "ACC"), "-" * 47]
         for i, (iou, acc) in enumerate(zip(results["IoU"], results["ACC"])):
@@ -130,8 +141,8 @@ def run_semantic(args: argparse.Namespace) -> int:
         try:
             ignore = int(text)
         except ValueError:
-            raise DatasetError(f"--ignore-label must be an integer (255, 65535) or 'none', got {args.ignore_label!r}."
-                               ) from None
+            raise DatasetError("--ignore-label must be an integer (255, 65535) or 'none', "
+                               f"got {args.ignore_label!r}.") from None
     if args.num_classes < 1:
         raise DatasetError(f"--num-classes must be >= 1, got {args.num_classes}.")
     results = evaluate_semantic_folders(args.gt_folder, args.pred_folder, args.num_classes, ignore,

@@ -78,9 +78,11 @@ def read_catid_mapping(path: str | Path) -> dict[int, int]:
         try:
             mapping[int(fields[0])] = int(fields[1]) - 1
         except (ValueError, IndexError):
-            raise DatasetError(f"{path} line {n}: expected '<instance id> <semantic id> ...', got {line!r}.") from None
+            raise DatasetError(f"{path} line {n}: expected '<instance id> <semantic id> ...', "
+                               f"got {line!r}.") from None
     if not mapping:
-        raise DatasetError(f"{path} maps no class; expected a header line, then '<instance id> <semantic id> ...'.")
+        raise DatasetError(f"{path} maps no class; expected a header line, then "
+                           "'<instance id> <semantic id> ...'.")
     return mapping
 
 
@@ -91,7 +93,8 @@ def _ids_to_rgb(ids: np.ndarray) -> np.ndarray:
 def _image_id(stem: str, where: Path) -> int:
     match = re.search(r"(\d+)$", stem)
     if match is None:
-        raise DatasetError(f"{where}: the file name {stem!r} does not end in a number (ADE_val_00000001.jpg).")
+        raise DatasetError(f"{where}: the file name {stem!r} does not end in a number "
+                           "(ADE_val_00000001.jpg).")
     return int(match.group(1))
 
 
@@ -114,8 +117,8 @@ def _convert_one(semantic: np.ndarray, instance: np.ndarray, mapping: dict[int, 
         mask = inst_id == instance_id
         classes = np.unique(inst_class[mask]).tolist()
         if len(classes) != 1 or classes[0] not in mapping:
-            raise DatasetError(f"{where}: instance {instance_id} has instance class(es) {classes}; expected one "
-                               "class listed in the category mapping file.")
+            raise DatasetError(f"{where}: instance {instance_id} has instance class(es) {classes}; "
+                               "expected one class listed in the category mapping file.")
         segments.append({"id": len(segments) + 1, "category_id": mapping[classes[0]], "iscrowd": 0})
         ids[mask] = len(segments)
     present = np.bincount(ids.reshape(-1), minlength=len(segments) + 1)
@@ -144,8 +147,8 @@ def prepare_ade20k(root: str | Path, catid_mapping: str | Path, splits: tuple[st
     is_thing = [bool(c["isthing"]) for c in categories]
     bad = sorted(v for v in mapping.values() if not 0 <= v < 150 or not is_thing[v])
     if bad:
-        raise DatasetError(f"{catid_mapping} maps instance classes to ADE-150 categories {bad[:5]}, which are "
-                           "not thing classes of ade20k_150 (wrong mapping file?).")
+        raise DatasetError(f"{catid_mapping} maps instance classes to ADE-150 categories {bad[:5]}, "
+                           "which are not thing classes of ade20k_150 (wrong mapping file?).")
     written: dict[str, Path] = {}
     for split in splits:
         folder = SPLITS[split]
@@ -166,14 +169,16 @@ def prepare_ade20k(root: str | Path, catid_mapping: str | Path, splits: tuple[st
             inst_path = root / "annotations_instance" / folder / f"{stem}.png"
             for path in (sem_path, inst_path):
                 if not path.is_file():
-                    raise DatasetError(f"{path} (the annotation of {image_path}) does not exist. {DOWNLOAD_HINT}")
+                    raise DatasetError(f"{path} (the annotation of {image_path}) does not exist. "
+                                       f"{DOWNLOAD_HINT}")
             with Image.open(image_path) as img:
                 width, height = img.size
             semantic = np.asarray(Image.open(sem_path))
             instance = np.asarray(Image.open(inst_path).convert("RGB"))
             if semantic.shape != (height, width) or instance.shape[:2] != (height, width):
-                raise DatasetError(f"{stem}: image {width}x{height}, semantic {semantic.shape[::-1]}, instance "
-                                   f"{instance.shape[1::-1]}: the annotations must have the image's size.")
+                raise DatasetError(f"{stem}: image {width}x{height}, semantic {semantic.shape[::-1]}, "
+                                   f"instance {instance.shape[1::-1]}: the annotations must have the "
+                                   "image's size.")
             ids, segments = _convert_one(semantic, instance, mapping, is_thing, sem_path)
             Image.fromarray(_ids_to_rgb(ids)).save(out_dir / f"{stem}.png")
             image_id = _image_id(stem, image_path)
@@ -181,11 +186,12 @@ def prepare_ade20k(root: str | Path, catid_mapping: str | Path, splits: tuple[st
             annotations.append({"image_id": image_id, "file_name": f"{stem}.png", "segments_info": segments})
         if not images:
             raise DatasetError(f"{image_dir} holds no .jpg image. {DOWNLOAD_HINT}")
-        out_json.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+        out_json.write_text(json.dumps({"images": images, "annotations": annotations,
+                                        "categories": categories}))
         written[split] = out_json
     if not written:
-        raise DatasetError(f"Neither {root / 'images' / 'validation'} nor {root / 'images' / 'training'} exists. "
-                           f"{DOWNLOAD_HINT}")
+        raise DatasetError(f"Neither {root / 'images' / 'validation'} nor {root / 'images' / 'training'} "
+                           f"exists. {DOWNLOAD_HINT}")
     return written
 
 
@@ -201,7 +207,8 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
 
 def run_prepare(args: argparse.Namespace) -> int:
     """``odise-pl data prepare-ade20k``."""
-    for split, path in prepare_ade20k(args.root, args.catid_mapping, tuple(args.splits), args.overwrite).items():
+    written = prepare_ade20k(args.root, args.catid_mapping, tuple(args.splits), args.overwrite)
+    for split, path in written.items():
         data = json.loads(path.read_text())
         print(f"{split}: {len(data['annotations'])} images -> {path} and {path.with_suffix('')}/")
     return 0

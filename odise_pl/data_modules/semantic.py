@@ -32,7 +32,8 @@ from odise_pl.data_modules.transforms import ResizeShortestEdge, image_to_tensor
 from odise_pl.errors import ConfigError, DatasetError
 from odise_pl.registry import DATA_MODULES
 
-__all__ = ["SEMANTIC_SETS", "SemanticSetSpec", "SemanticSegConfig", "SemanticSegDataset", "SemanticSegDataModule"]
+__all__ = ["SEMANTIC_SETS", "SemanticSetSpec", "SemanticSegConfig", "SemanticSegDataset",
+           "SemanticSegDataModule"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -61,7 +62,8 @@ SEMANTIC_SETS = {
         "datasets/pascal_ctx_d2", "images/validation", "annotations_ctx459/validation", ".tif", 65535,
         "pascal_context_459",
         "PC-459 is PASCAL Context (VOC2010 images + trainval_merged.json / the 459-class .mat labels from "
-        "cs.stanford.edu/~roozbeh/pascal-context), converted by ODISE's datasets/prepare_pascal_ctx_full_sem_seg.py"),
+        "cs.stanford.edu/~roozbeh/pascal-context), converted by ODISE's "
+        "datasets/prepare_pascal_ctx_full_sem_seg.py"),
     "pascal_context_59": SemanticSetSpec(
         "datasets/pascal_ctx_d2", "images/validation", "annotations_ctx59/validation", ".png", 255,
         "pascal_context_59",
@@ -94,7 +96,8 @@ class SemanticSegDataset(Dataset):
 
     def __init__(self, pairs: list[tuple[Path, Path]], *, num_classes: int, ignore_index: int,
                  transform: ResizeShortestEdge) -> None:
-        self.pairs, self.num_classes, self.ignore_index, self.transform = pairs, num_classes, ignore_index, transform
+        self.pairs, self.num_classes, self.ignore_index = pairs, num_classes, ignore_index
+        self.transform = transform
         self.num_skipped = 0
 
     def reseed(self, seed) -> None:
@@ -110,8 +113,9 @@ class SemanticSegDataset(Dataset):
         labels = read_label_image(label_path).numpy()
         bad = (labels >= self.num_classes) & (labels != self.ignore_index)
         if bad.any():
-            raise DatasetError(f"{label_path} holds the label {int(labels[bad][0])}, outside 0..{self.num_classes - 1} "
-                               f"and not the ignore label {self.ignore_index}; is data.dataset right?")
+            raise DatasetError(f"{label_path} holds the label {int(labels[bad][0])}, outside "
+                               f"0..{self.num_classes - 1} and not the ignore label {self.ignore_index}; "
+                               "is data.dataset right?")
         image = read_rgb_image(image_path, labels.shape)
         if image.shape[:2] != labels.shape:
             raise DatasetError(f"image {image_path} is {image.shape[1]}x{image.shape[0]} but its labels "
@@ -136,7 +140,8 @@ class SemanticSegDataModule(CocoPanopticDataModule):
             raise ConfigError(f"data.dataset={cfg.dataset!r} is not one of {', '.join(SEMANTIC_SETS)}.")
         self.spec = SEMANTIC_SETS[cfg.dataset]
         values = asdict(cfg)
-        dataset, image_dir, label_dir = values.pop("dataset"), values.pop("image_dir"), values.pop("label_dir")
+        dataset, image_dir = values.pop("dataset"), values.pop("image_dir")
+        label_dir = values.pop("label_dir")
         for key in ("root", "vocabulary", "ignore_index"):
             if values[key] is None:
                 values[key] = getattr(self.spec, key)
@@ -150,7 +155,8 @@ class SemanticSegDataModule(CocoPanopticDataModule):
                 f"  {self.image_dir}/   images (.jpg)\n"
                 f"  {self.label_dir}/   labels named like the images ({self.spec.label_suffix}, "
                 f"ignore {self.ignore_index})\n"
-                f"Download: {self.spec.download}. Set data.root (or data.image_dir / data.label_dir) to its folder.")
+                f"Download: {self.spec.download}. Set data.root (or data.image_dir / data.label_dir) "
+                "to its folder.")
 
     @property
     def categories(self) -> list[dict]:
@@ -161,8 +167,9 @@ class SemanticSegDataModule(CocoPanopticDataModule):
             vocab = (load_vocabulary_file(self.vocabulary) if Path(self.vocabulary).is_file()
                      else load_builtin(self.vocabulary))
             synonyms = vocab.synonyms
+            rows = zip(vocab.names, vocab.is_thing, synonyms)
             self._categories = [{"id": i, "name": name, "isthing": bool(thing), "synonyms": syn}
-                                for i, (name, thing, syn) in enumerate(zip(vocab.names, vocab.is_thing, synonyms))]
+                                for i, (name, thing, syn) in enumerate(rows)]
         return self._categories
 
     def setup(self, stage: str | None = None) -> None:
@@ -179,10 +186,12 @@ class SemanticSegDataModule(CocoPanopticDataModule):
         pairs = []
         for label in sorted(label_dir.glob(f"*{self.spec.label_suffix}")):
             if label.stem not in images:
-                raise DatasetError(f"{label} has no image {image_dir / label.stem}.jpg.\n{self.expected_layout()}")
+                raise DatasetError(f"{label} has no image {image_dir / label.stem}.jpg.\n"
+                                   f"{self.expected_layout()}")
             pairs.append((images[label.stem], label))
         if not pairs:
-            raise DatasetError(f"{label_dir} holds no {self.spec.label_suffix} labels.\n{self.expected_layout()}")
+            raise DatasetError(f"{label_dir} holds no {self.spec.label_suffix} labels.\n"
+                               f"{self.expected_layout()}")
         self.datasets["val"] = SemanticSegDataset(
             pairs, num_classes=self.num_classes, ignore_index=int(self.ignore_index),
             transform=ResizeShortestEdge(self.eval_short_side, self.eval_max_long_side))

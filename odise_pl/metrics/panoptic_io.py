@@ -143,7 +143,8 @@ def _segment_table(segments_info: list[dict], index_of: dict[int, int], where: s
     cats = [index_of.get(seg.get("category_id"), -1) for seg in segments_info]
     if -1 in cats:
         seg = segments_info[cats.index(-1)]
-        raise DatasetError(f"{where}: segment {seg.get('id')} has unknown category_id {seg.get('category_id')} "
+        raise DatasetError(f"{where}: segment {seg.get('id')} has unknown category_id "
+                           f"{seg.get('category_id')} "
                            "(not in the GT JSON's categories).")
     try:
         return SegmentTable.build(ids, cats, [int(seg.get("iscrowd", 0)) for seg in segments_info])
@@ -155,7 +156,8 @@ def _image_stats(job: tuple) -> tuple[np.ndarray, ...]:
     """(iou_sum, tp, fp, fn) summed over a list of (gt_ann, pred_ann) pairs, numpy on one core."""
     pairs, gt_folder, pred_folder, index_of, num_classes = job
     scratch = process_scratch()
-    total = [np.zeros(num_classes, dtype=np.float64)] + [np.zeros(num_classes, dtype=np.int64) for _ in range(3)]
+    total = [np.zeros(num_classes, dtype=np.float64)]
+    total += [np.zeros(num_classes, dtype=np.int64) for _ in range(3)]
     for gt_ann, pred_ann in pairs:
         gt_path, pred_path = Path(gt_folder) / gt_ann["file_name"], Path(pred_folder) / pred_ann["file_name"]
         where = f"image id {gt_ann['image_id']}"

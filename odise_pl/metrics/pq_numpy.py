@@ -8,8 +8,8 @@ per-image cost cut down to what the PNG decoder leaves:
    ``uint32`` array (PIL's RGB pixel storage is 4 bytes, so ``R + 256 G +
    65536 B`` is the array masked with ``0xFFFFFF``: no RGB->id arithmetic, no
    extra copy);
-2. :class:`IdLookup` maps ids to compact slots with one gather from a reused,
-   lazily zeroed table (no sort, no ``np.unique``); unlisted ids get slot 0;
+2. :class:`IdLookup` maps ids to compact slots with one gather from a table
+   reused across images (no sort, no ``np.unique``); unlisted ids get slot 0;
 3. one ``np.bincount`` over ``gt_slot * (n_pred + 1) + pred_slot`` gives every
    (GT segment, predicted segment) overlap (in chunks of 256K pixels, so the
    temporary memory is bounded for 2560-pixel maps);
@@ -39,7 +39,7 @@ from PIL import Image
 
 from odise_pl.errors import DatasetError
 
-__all__ = ["SegmentTable", "IdLookup", "Scratch", "decode_panoptic_png", "pq_stats_numpy"]
+__all__ = ["SegmentTable", "IdLookup", "Scratch", "process_scratch", "decode_panoptic_png", "pq_stats_numpy"]
 
 _ID_BITS = 24  # COCO panoptic PNG ids are R + 256 G + 65536 B < 2**24
 _MAX_SLOTS = np.iinfo(np.uint16).max  # slot + 1 is stored in uint16
@@ -83,9 +83,9 @@ class IdLookup:
     """Maps the ids of a decoded map to ``slot + 1`` with one gather from a reused table (0 = unlisted).
 
     The ``uint16`` table grows to the largest listed id + 2 (at most 2**24 + 1
-    entries, 32 MiB); it is zero-initialised (``calloc``: only the pages of ids
-    actually listed are ever touched) and cleaned entry by entry after each
-    image, so an image costs O(pixels + segments), not O(2**24). Use one
+    entries, 32 MiB, allocated once per process: see :func:`process_scratch`)
+    and is cleaned entry by entry after each image, so an image costs
+    O(pixels + segments), not O(2**24). Use one
     instance per map role (GT, prediction): a table serves one segment list at
     a time.
 
@@ -105,12 +105,15 @@ class IdLookup:
         """Enter ``table``'s ids; returns the id -> slot + 1 table to pass to :meth:`slots`."""
         self.unbind()
         if table.ids.size >= _MAX_SLOTS:
-            raise ValueError(f"{table.ids.size - 1} segments in one image; at most {_MAX_SLOTS - 1} are supported")
+            raise ValueError(f"{table.ids.size - 1} segments in one image; "
+                             f"at most {_MAX_SLOTS - 1} are supported")
         slot = np.flatnonzero(table.ids < 1 << _ID_BITS)  # larger listed ids cannot occur in a PNG
         seg_ids = table.ids[slot]
         top = int(seg_ids.max()) + 2  # the last entry stays 0: clipped unlisted ids land there
         if top > self._table.size:
-            self._table = np.zeros(max(top, min(2 * self._table.size, (1 << _ID_BITS) + 1)), dtype=np.uint16)
+            # np.full, not np.zeros: one memset now is cheaper than page faults at random ids later
+            size = max(top, min(2 * self._table.size, (1 << _ID_BITS) + 1))
+            self._table = np.full(size, 0, dtype=np.uint16)
         self._table[seg_ids] = slot + 1
         self._bound = seg_ids
         return self._table[:top]
@@ -169,9 +172,26 @@ class Scratch:
 
     def __init__(self) -> None:
         self.gt_lookup, self.pred_lookup = IdLookup(), IdLookup()
-        self.index = np.empty(_CHUNK, dtype=np.intp)
-        self.code = np.empty(_CHUNK, dtype=np.intp)
-        self.slot = np.empty(_CHUNK, dtype=np.uint16)
+        self.index = self.code = np.empty(0, dtype=np.intp)
+        self.slot = np.empty(0, dtype=np.uint16)
+
+    def buffers(self, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(index, code, slot) work buffers of length ``m`` (grown on demand, then kept)."""
+        if self.code.size < m:
+            self.index, self.code = np.empty(m, dtype=np.intp), np.empty(m, dtype=np.intp)
+            self.slot = np.empty(m, dtype=np.uint16)
+        return self.index[:m], self.code[:m], self.slot[:m]
+
+
+_PROCESS_SCRATCH: Scratch | None = None
+
+
+def process_scratch() -> Scratch:
+    """This process's :class:`Scratch` (its tables are allocated once, then reused by every evaluation)."""
+    global _PROCESS_SCRATCH
+    if _PROCESS_SCRATCH is None:
+        _PROCESS_SCRATCH = Scratch()
+    return _PROCESS_SCRATCH
 
 
 def _pair_counts(gt_ids: np.ndarray, gt_lut: np.ndarray, pred_ids: np.ndarray, pred_lut: np.ndarray,
@@ -195,7 +215,7 @@ def _pair_counts(gt_ids: np.ndarray, gt_lut: np.ndarray, pred_ids: np.ndarray, p
     parts: list[tuple[np.ndarray, np.ndarray]] = []
     for start in range(0, max(n, 1), _CHUNK):
         m = min(_CHUNK, n - start)
-        index, code, slot = scratch.index[:m], scratch.code[:m], scratch.slot[:m]
+        index, code, slot = scratch.buffers(m)
         np.copyto(index, gt_ids[start:start + m], casting="safe")
         np.take(gt_lut, index, mode="clip", out=slot)
         np.multiply(slot, cols, out=code, dtype=np.intp)  # dtype: not uint16 arithmetic (overflow)
@@ -239,7 +259,8 @@ def pq_stats_numpy(gt_ids: np.ndarray, gt: SegmentTable, pred_ids: np.ndarray, p
             or mismatched shapes; the message says which (callers add the file).
     """
     if gt_ids.shape != pred_ids.shape:
-        raise ValueError(f"the prediction is {tuple(pred_ids.shape)} but the ground truth is {tuple(gt_ids.shape)}")
+        raise ValueError(f"the prediction is {tuple(pred_ids.shape)} but the ground truth is "
+                         f"{tuple(gt_ids.shape)}")
     scratch = scratch or Scratch()
     gt_lookup, pred_lookup = scratch.gt_lookup, scratch.pred_lookup
     n_gt, n_pred = gt.ids.size, pred.ids.size
@@ -286,7 +307,8 @@ def pq_stats_numpy(gt_ids: np.ndarray, gt: SegmentTable, pred_ids: np.ndarray, p
 
     # False positives: unmatched predictions not mostly on VOID + the same-category crowd segment.
     on_crowd = same_cat & gt.crowd_for_fp[g]
-    ignored = void_in_pred + np.bincount(p[on_crowd], weights=count[on_crowd], minlength=n_pred).astype(np.int64)
+    on_crowd_px = np.bincount(p[on_crowd], weights=count[on_crowd], minlength=n_pred).astype(np.int64)
+    ignored = void_in_pred + on_crowd_px
     fp_mask = ~pred_matched & (2 * ignored <= pred_area)
     fp_mask[0] = False
     fp = np.bincount(pred.category[fp_mask], minlength=num_classes)

@@ -75,7 +75,8 @@ def build_model(cfg: DictConfig, categories: list[dict], *, ignore_index: int = 
     inference = typed(model_cfg.inference, InferenceConfig)
     if inference.miou_average not in AVERAGES:
         raise ConfigError(f"model.inference.miou_average={inference.miou_average!r} is not one of "
-                          f"{', '.join(AVERAGES)} (gt_present: classes with ground-truth pixels, the default; "
+                          f"{', '.join(AVERAGES)} (gt_present: classes with ground-truth pixels, "
+                          "the default; "
                           "either_present: classes in the ground truth or the prediction).")
     open_vocab = build_open_vocab(clip, inference, train_names, eval_names)
     optim = typed(cfg.optim, OptimConfig)

@@ -179,8 +179,8 @@ class OdiseModule(L.LightningModule):
                 sem.update(res["semantic"], target["gt_semantic"].to(res["semantic"].device))
             if "instances" in res and ap is not None and "gt_panoptic" in target:
                 inst = res["instances"]
-                gt = panoptic_to_instances(target["gt_panoptic"].to(inst["masks"].device), target["gt_segments"],
-                                           self.eval_is_thing)
+                gt = panoptic_to_instances(target["gt_panoptic"].to(inst["masks"].device),
+                                           target["gt_segments"], self.eval_is_thing)
                 ap.update([{k: inst[k] for k in ("masks", "scores", "labels")}], [gt])
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -198,7 +198,8 @@ class OdiseModule(L.LightningModule):
         """
         metrics = {}
         if self.inference_cfg.panoptic_on:
-            with warnings.catch_warnings():  # a semantic-only set never updates pq; compute is still collective
+            # a semantic-only set never updates pq; compute is still a collective
+            with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*was called before the ``update`` method")
                 scores = pq.compute()  # under DDP every rank computes, then decides alike
             if int(scores["n"]) > 0:  # n = 0: no panoptic ground truth (a semantic-only set): no PQ
@@ -215,7 +216,8 @@ class OdiseModule(L.LightningModule):
 
     def _log_eval(self, stage: str, pq, sem, ap=None) -> None:
         metrics = self.eval_metrics(stage, pq, sem, ap)
-        self.log_dict({k: torch.as_tensor(v, dtype=torch.float32) for k, v in metrics.items()}, sync_dist=False)
+        self.log_dict({k: torch.as_tensor(v, dtype=torch.float32) for k, v in metrics.items()},
+                      sync_dist=False)
 
     def on_validation_epoch_end(self) -> None:
         self._log_eval("val", self.val_pq, self.val_sem, self.val_ap)

@@ -22,7 +22,8 @@ def _write_set(root: Path, name: str, labels: list[np.ndarray]) -> None:
     (root / spec.label_dir).mkdir(parents=True)
     for i, lab in enumerate(labels):
         stem = f"img_{i:04d}"
-        Image.fromarray(np.full((*lab.shape, 3), 40 * i, np.uint8)).save(root / spec.image_dir / f"{stem}.jpg")
+        image = np.full((*lab.shape, 3), 40 * i, np.uint8)
+        Image.fromarray(image).save(root / spec.image_dir / f"{stem}.jpg")
         Image.fromarray(lab).save(root / spec.label_dir / f"{stem}{spec.label_suffix}")
 
 
@@ -31,7 +32,8 @@ def test_a847_uint16_labels_keep_255_and_ignore_65535(tmp_path):
     _write_set(tmp_path, "ade20k_847", [lab, lab[:, ::-1].copy()])
     dm = SemanticSegDataModule(dataset="ade20k_847", root=str(tmp_path), num_workers=0, pin_memory=False,
                                eval_batch_size=2)
-    assert dm.num_classes == 847 and dm.ignore_index == 65535 and dm.categories[1]["synonyms"] == ["building", "edifice"]
+    assert dm.num_classes == 847 and dm.ignore_index == 65535
+    assert dm.categories[1]["synonyms"] == ["building", "edifice"]
     batch = next(iter(dm.val_dataloader()))
     assert batch["images"].shape[0] == 2 and batch["images"].shape[-2:] == (640, 1280)
     target = batch["targets"][0]
@@ -42,7 +44,8 @@ def test_a847_uint16_labels_keep_255_and_ignore_65535(tmp_path):
 
 def test_missing_set_and_bad_labels_say_what_to_do(tmp_path):
     dm = SemanticSegDataModule(dataset="pascal_voc_21", root=str(tmp_path / "voc"))
-    with pytest.raises(DatasetError, match=r"(?s)voc does not exist.*annotations_pascal21/validation.*VOCtrainval"):
+    with pytest.raises(DatasetError,
+                       match=r"(?s)voc does not exist.*annotations_pascal21/validation.*VOCtrainval"):
         dm.setup("validate")
     with pytest.raises(ConfigError, match="data.dataset='coco' is not one of ade20k_847"):
         SemanticSegDataModule(dataset="coco")
@@ -65,8 +68,8 @@ def test_module_scores_a_semantic_set_without_pq(tmp_path):
     lab[8:24, 8:24] = 15  # person
     lab[:4] = 255
     _write_set(tmp_path, "pascal_context_59", [lab])
-    dm = SemanticSegDataModule(dataset="pascal_context_59", root=str(tmp_path), num_workers=0, pin_memory=False,
-                               eval_short_side=32)
+    dm = SemanticSegDataModule(dataset="pascal_context_59", root=str(tmp_path), num_workers=0,
+                               pin_memory=False, eval_short_side=32)
     cfg = load_config(REPO / "experiments" / "quickstart.yaml",
                       ["model.mask_generator.num_queries=6", "model.mask_generator.dec_layers=1"])
     train = [dict(c, synonyms=[c["name"]]) for c in categories_json()]

@@ -16,7 +16,6 @@ from odise_pl.cli import main
 
 from .synthetic_panoptic import perturb, random_panoptic, reference_pq, write_panoptic
 
-SKY, PERSON = 0, 1  # contiguous indices of TWO_CATEGORIES
 TWO_CATEGORIES = [{"id": 7, "name": "sky", "isthing": 0}, {"id": 1, "name": "person", "isthing": 1}]
 
 
@@ -27,8 +26,8 @@ def _eval(capsys, argv: list[str]) -> str:
 
 
 def _panoptic_args(gt_json, gt_folder, pred_json, pred_folder, *extra) -> list[str]:
-    return ["panoptic", "--gt-json", str(gt_json), "--gt-folder", str(gt_folder), "--pred-json", str(pred_json),
-            "--pred-folder", str(pred_folder), *extra]
+    return ["panoptic", "--gt-json", str(gt_json), "--gt-folder", str(gt_folder),
+            "--pred-json", str(pred_json), "--pred-folder", str(pred_folder), *extra]
 
 
 def test_panoptic_equals_pq_compute_and_prints_its_table(tmp_path, capsys, monkeypatch):
@@ -107,7 +106,8 @@ def test_known_imperfect_prediction_scores_the_hand_computed_value(tmp_path, cap
     pred_segs = [{"id": i, "category_id": c} for i, c in ((11, 7), (12, 1), (13, 1), (14, 1))]
     for name, ids, segs in (("gt", gt, gt_segs), ("pred", pred, pred_segs)):
         ann = _write(tmp_path / name, "x", ids, segs)
-        (tmp_path / f"{name}.json").write_text(json.dumps({"annotations": [ann], "categories": TWO_CATEGORIES}))
+        data = {"annotations": [ann], "categories": TWO_CATEGORIES}
+        (tmp_path / f"{name}.json").write_text(json.dumps(data))
     out = _eval(capsys, ["panoptic", "--gt-json", str(tmp_path / "gt.json"), "--pred-json",
                          str(tmp_path / "pred.json"), "--per-class", "--out", str(tmp_path / "r.json")])
     r = json.loads((tmp_path / "r.json").read_text())
@@ -168,6 +168,6 @@ def test_errors_name_the_file_and_what_to_do(tmp_path, capsys):
     assert "missing.json does not exist" in _error(capsys, [*base[:-1], str(tmp_path / "missing.json")])
     err = _error(capsys, [*base, "--pred-folder", str(tmp_path / "nowhere")])
     assert "prediction PNG folder" in err and "nowhere" in err
-    err = _error(capsys, ["semantic", "--gt-folder", str(tmp_path / "gt"), "--pred-folder", str(tmp_path / "gt"),
-                          "--num-classes", "3", "--ignore-label", "x"])
+    err = _error(capsys, ["semantic", "--gt-folder", str(tmp_path / "gt"),
+                          "--pred-folder", str(tmp_path / "gt"), "--num-classes", "3", "--ignore-label", "x"])
     assert "--ignore-label must be an integer" in err

@@ -33,14 +33,16 @@ def test_perfect_and_half_recall_give_the_coco_values():
     gt, segs, is_thing = _scene()
     target = panoptic_to_instances(gt, segs, is_thing)
     real = target["iscrowd"] == 0
-    perfect = {"masks": target["masks"][real], "scores": torch.tensor([0.9, 0.8]), "labels": target["labels"][real]}
+    perfect = {"masks": target["masks"][real], "scores": torch.tensor([0.9, 0.8]),
+               "labels": target["labels"][real]}
     metric = mask_ap_metric()
     metric.update([perfect], [target])
     assert summarize_mask_ap(metric.compute())["mask_AP"] == pytest.approx(100)
 
     # One of the two instances found (plus a detection on the crowd region, which COCO ignores):
     # precision 1 up to recall 0.5, nothing after -> 51 of the 101 recall points.
-    half = {"masks": target["masks"][[0, 2]], "scores": torch.tensor([0.9, 0.95]), "labels": torch.tensor([0, 0])}
+    half = {"masks": target["masks"][[0, 2]], "scores": torch.tensor([0.9, 0.95]),
+            "labels": torch.tensor([0, 0])}
     metric = mask_ap_metric()
     metric.update([half], [target])
     scores = summarize_mask_ap(metric.compute())
@@ -60,7 +62,8 @@ def _tiny_module(overrides):
 
 
 def test_module_names_both_miou_conventions_and_reports_mask_ap():
-    model, cats = _tiny_module(["model.inference.instance_on=true", "model.inference.miou_average=either_present"])
+    model, cats = _tiny_module(["model.inference.instance_on=true",
+                                "model.inference.miou_average=either_present"])
     assert model.val_sem.average == "either_present" and model.val_ap is not None
     model.eval()
     gt = torch.zeros(32, 32, dtype=torch.long)

@@ -98,7 +98,8 @@ def test_unlisted_and_empty_segments_are_errors():
 def test_lookup_table_is_clean_after_each_image():
     lookup = IdLookup()
     lut = lookup.bind(SegmentTable.build([2**24 - 1, 5], [0, 0], [0, 0]))
-    assert lut.size == 2**24 + 1 and IdLookup.slots(np.array([5, 2**24 - 1, 6], np.uint32), lut).tolist() == [3, 2, 0]
+    assert lut.size == 2**24 + 1
+    assert IdLookup.slots(np.array([5, 2**24 - 1, 6], np.uint32), lut).tolist() == [3, 2, 0]
     lookup.unbind()
     lut = lookup.bind(SegmentTable.build([6], [0], [0]))
     assert IdLookup.slots(np.array([5, 6, 2**24 - 1], np.uint32), lut).tolist() == [0, 2, 0]
