@@ -35,7 +35,8 @@ SAMPLE = REPO.parent / "shared" / "data" / "coco_panoptic_sample"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--copies", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--sample", default=str(SAMPLE))
