@@ -34,7 +34,8 @@ from odise_pl.errors import CheckpointError
 
 #: keys that may change when a run is resumed (where it runs and how it reports, not what it learns)
 RESUME_MAY_DIFFER = ("run", "logging", "checkpoint", "trainer.max_steps", "trainer.accelerator",
-                     "trainer.devices", "trainer.num_nodes", "trainer.enable_progress_bar",
+                     "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.ddp_static_graph",
+                     "trainer.fsdp_sharding", "trainer.enable_progress_bar",
                      "trainer.log_every_n_steps", "trainer.val_check_interval", "trainer.limit_val_batches",
                      "trainer.on_nonfinite", "trainer.max_nonfinite_skips", "data.root", "data.num_workers",
                      "data.pin_memory", "data.eval_batch_size", "data.skip_bad_samples", "model.inference")
@@ -147,7 +148,7 @@ def config_differences(saved: dict, current: dict, *, ignore: Iterable[str] = ()
         if _covered(key, ignore) or (only is not None and not _covered(key, only)):
             continue
         old, new = a.get(key, "<absent>"), b.get(key, "<absent>")
-        if old != new:
+        if old != new and not (key not in a and new is None):  # a key added since, left at null
             lines.append(f"{key}: checkpoint {old!r}, now {new!r}")
     return lines
 
@@ -176,7 +177,9 @@ def trained_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     holder = {"state_dict": model.state_dict()}
     if hasattr(model, "on_save_checkpoint"):
         model.on_save_checkpoint(holder)
-    return {k: v.detach().cpu().contiguous() for k, v in holder["state_dict"].items()}
+    # tensors only: a module's extra state (e.g. the caption strategy's sampling step) is not a weight
+    return {k: v.detach().cpu().contiguous() for k, v in holder["state_dict"].items()
+            if isinstance(v, torch.Tensor)}
 
 
 def export_safetensors(model: torch.nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> Path:

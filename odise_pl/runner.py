@@ -23,6 +23,7 @@ from odise_pl.checkpoints import (EVALUATE_MUST_MATCH, RESUME_MAY_DIFFER, Atomic
 from odise_pl.errors import CheckpointError, ConfigError
 from odise_pl.models.builder import build_model, section_to_dataclass
 from odise_pl.registry import DATA_MODULES
+from odise_pl.scale_out import apply_global_batch, build_strategy
 
 _VERSION = re.compile(r"^version_(\d+)$")
 
@@ -54,7 +55,10 @@ def build_datamodule(cfg: DictConfig):
     return entry.cls.from_config(section_to_dataclass(cfg.data, entry.config))
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, *, extra_callbacks: list | None = None) -> L.Trainer:
+def build_trainer(cfg: DictConfig, run_dir: Path, *, extra_callbacks: list | None = None,
+                  datamodule=None) -> L.Trainer:
+    """The Lightning Trainer of ``cfg``; with ``datamodule``, ``data.global_batch_size`` sets its
+    per-device batch and the trainer's gradient accumulation (:func:`odise_pl.scale_out.apply_global_batch`)."""
     t = cfg.trainer
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="",
                                default_hp_metric=False) if cfg.logging.tensorboard else False
@@ -70,9 +74,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, *, extra_callbacks: list | Non
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     callbacks += extra_callbacks or []
     clip = float(cfg.optim.clip_grad_norm)
-    return L.Trainer(
+    trainer = L.Trainer(
         default_root_dir=str(run_dir), logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
-        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
+        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=build_strategy(t),
         precision=t.precision, max_steps=t.max_steps, val_check_interval=t.val_check_interval,
         check_val_every_n_epoch=t.check_val_every_n_epoch, limit_val_batches=t.limit_val_batches,
         log_every_n_steps=t.log_every_n_steps, accumulate_grad_batches=t.accumulate_grad_batches,
@@ -83,6 +87,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, *, extra_callbacks: list | Non
         inference_mode=False,
         gradient_clip_val=clip if clip > 0 else None, gradient_clip_algorithm="norm",
     )
+    if datamodule is not None:
+        apply_global_batch(cfg, trainer, datamodule, run_dir)
+    return trainer
 
 
 def build_all(cfg: DictConfig):
@@ -144,16 +151,16 @@ def fit(cfg: DictConfig, *, evaluate_untrained: bool = False, ckpt_path: str | N
         print(f"resuming from {resume}")
     dm, model = build_all(cfg)   # bad data or config fails here, before the run directory exists
     save_config(cfg, run_dir)
-    trainer = build_trainer(cfg, run_dir)
+    trainer = build_trainer(cfg, run_dir, datamodule=dm)
     results: dict = {"run_dir": str(run_dir)}
     if evaluate_untrained and resume is None:
         results["untrained"] = _metrics(trainer.validate(model, datamodule=dm, verbose=False))
     trainer.fit(model, datamodule=dm, ckpt_path=str(resume) if resume is not None else None)
     results["final"] = _metrics(trainer.validate(model, datamodule=dm, verbose=False))
+    write_results(run_dir, results)  # first: the metrics are never lost to a failing export
     if cfg.checkpoint.export_safetensors:
         results["weights"] = str(export_safetensors(model, run_dir / "weights.safetensors",
                                                     {"global_step": trainer.global_step}))
-    write_results(run_dir, results)
     return results
 
 

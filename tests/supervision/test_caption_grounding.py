@@ -185,7 +185,7 @@ def test_retrieval_accuracy_of_an_oracle_and_chance():
 
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
-def test_builds_from_config_and_trains_one_step_in_the_module(tiny_clip):
+def test_builds_from_config_and_trains_one_step_in_the_module(tiny_clip, tmp_path):
     """Builder -> OdiseModule.training_step with real spaCy nouns and the tiny CLIP."""
     pytest.importorskip("spacy")
     from pathlib import Path
@@ -220,3 +220,14 @@ def test_builds_from_config_and_trains_one_step_in_the_module(tiny_clip):
     assert sup.object_head.weight.grad is not None and sup.text_proj.weight.grad.abs().sum() > 0
     eval_logits = sup.classify(torch.randn(1, 6, cfg.model.mask_generator.embed_dim), model.eval_text)
     assert eval_logits.shape == (1, 6, len(cats) + 1)
+
+    # the sampling step is extra state: checkpointed, but not a weight of the safetensors export
+    from safetensors.torch import load_file
+
+    from odise_pl.checkpoints import export_safetensors
+
+    assert sup.sample_step == 1 and model.state_dict()["supervision._extra_state"] == {"sample_step": 1}
+    path = export_safetensors(model, tmp_path / "w.safetensors")
+    exported = load_file(str(path))
+    assert "supervision.text_proj.weight" in exported and "supervision._extra_state" not in exported
+    assert torch.equal(exported["supervision.text_proj.weight"], sup.text_proj.weight.detach())
