@@ -3,7 +3,8 @@
 Scores every validation image against every validation caption with the grounding
 score of the caption strategy (see
 :func:`odise_pl.models.supervision.caption_grounding.retrieval_accuracy`) and prints
-top-1 accuracy both ways beside chance.  Without ``--ckpt`` the untrained model is
+recall@1 and @5 both ways (every caption of every image, the COCO protocol)
+beside chance.  Without ``--ckpt`` the untrained model is
 measured (the baseline).
 """
 
@@ -32,7 +33,9 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     result = evaluate_retrieval(cfg, args.ckpt, device=args.device, max_batches=args.max_batches)
-    print(f"image->caption top-1 {result['i2t_top1']:.1f}%   caption->image top-1 {result['t2i_top1']:.1f}%   "
-          f"chance {result['chance']:.1f}%   ({int(result['num_images'])} images)")
+    print(f"{int(result['num_images'])} images, {int(result['num_captions'])} captions (recall %, chance in brackets)")
+    for k in (1, 5):
+        print(f"  R@{k}: image->caption {result[f'i2t_r{k}']:5.1f} ({result[f'i2t_chance_r{k}']:.1f})   "
+              f"caption->image {result[f't2i_r{k}']:5.1f} ({result[f't2i_chance_r{k}']:.1f})")
     print(json.dumps(result))
     return 0

@@ -53,16 +53,18 @@ _DUMMIES = [
 
 @pytest.fixture(scope="module", autouse=True)
 def dummy_parts():
-    """Register throw-away parts on the real registries (without importing the built-in ones)."""
+    """Only throw-away parts on the registries, whether or not the built-in ones were imported before.
+
+    Each registry gets a fresh table for the module (restored afterwards), so these tests
+    do not depend on which other test modules ran first in the session.
+    """
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(registry, "_imported", True)
+        for reg in {id(r): r for r, _, _ in _DUMMIES}.values():
+            patch.setattr(reg, "_entries", {})
         for reg, name, config in _DUMMIES:
             reg.register(name, config=config)(type(name, (_Part,), {}))
-        try:
-            yield
-        finally:
-            for reg, name, _ in _DUMMIES:
-                reg._entries.pop(name, None)
+        yield
 
 
 @pytest.fixture

@@ -175,13 +175,22 @@ class _OracleModel(nn.Module):
 def test_retrieval_accuracy_of_an_oracle_and_chance():
     sup = _sup()
     names = ["circle", "square", "triangle", "star", "cross", "grass"]
-    caps = [f"a big {n}" for n in names]
     model = _OracleModel(sup, [[n] for n in names])
+    # image 5 has two captions, image 4 one without a noun phrase (left out)
+    caps = [[f"a big {n}"] for n in names]
+    caps[5], caps[4] = ["a big grass", "green grass"], ["a big cross", "   "]
     loader = [{"images": torch.arange(i, i + 3).view(3, 1, 1, 1).expand(3, 3, 4, 4).to(torch.uint8),
-               "captions": [[c] for c in caps[i:i + 3]]} for i in (0, 3)]
+               "captions": caps[i:i + 3]} for i in (0, 3)]
     res = retrieval_accuracy(model, loader)
-    assert res["i2t_top1"] == 100.0 and res["t2i_top1"] == 100.0
-    assert res["chance"] == pytest.approx(100 / 6) and res["num_images"] == 6
+    assert res["i2t_r1"] == 100.0 and res["t2i_r1"] == 100.0 and res["i2t_top1"] == 100.0
+    assert res["num_images"] == 6 and res["num_captions"] == 7
+    assert res["t2i_chance_r1"] == pytest.approx(100 / 6) and res["t2i_chance_r5"] == pytest.approx(500 / 6)
+    # one random caption of 7 is one of mine: 1/7 for five images, 2/7 for the one with two captions
+    assert res["i2t_chance_r1"] == pytest.approx(100 * (5 / 7 + 2 / 7) / 6)
+    # a model that sees every image as "circle": the circle image wins every caption
+    blind = _OracleModel(sup, [["circle"]] * 6)
+    res = retrieval_accuracy(blind, loader)
+    assert res["t2i_r1"] < 50 and res["t2i_r5"] < 100
 
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")

@@ -289,36 +289,38 @@ class CaptionGroundingSupervision(SupervisionStrategy):
 
 
 # --------------------------------------------------------------------------------- retrieval
-def _first_caption(caps) -> str:
+def _all_captions(caps) -> list[str]:
     if isinstance(caps, str):
-        return caps.strip()
-    for c in caps or []:
-        if c and str(c).strip():
-            return str(c).strip()
-    return ""
+        caps = [caps]
+    return [str(c).strip() for c in caps or [] if c and str(c).strip()]
 
 
 @torch.no_grad()
 def retrieval_accuracy(model, dataloader: Iterable[dict], *, max_batches: int | None = None,
-                       block_elements: int = 1 << 24) -> dict[str, float]:
-    """Image <-> caption retrieval with the grounding score ``g`` on a validation split.
+                       ks: Sequence[int] = (1, 5), block_elements: int = 1 << 24) -> dict[str, float]:
+    """Image <-> caption retrieval with the grounding score ``g`` (the COCO protocol).
 
-    Every image keeps its first caption; the caption's words are *all* its noun phrases
-    (deterministic, unlike training's 8 random draws).  ``g(image i, caption j)`` is
-    :func:`~odise_pl.models.supervision.grounding_loss.image_caption_scores` of the final
-    decoder layer's mask embeddings with the projected words.  Single process.
+    Every caption of every image takes part; a caption's words are *all* its noun
+    phrases (deterministic, unlike training's 8 random draws).  ``g(image i, caption j)``
+    is :func:`~odise_pl.models.supervision.grounding_loss.image_caption_scores` of the
+    final decoder layer's mask embeddings with the projected words.  Image -> caption
+    recall@k: one of the image's own captions is among the k best of all captions;
+    caption -> image recall@k: its image is among the k best of all images.  Captions
+    without a noun phrase are left out.  Single process.
 
     Args:
         model: an :class:`~odise_pl.models.odise_module.OdiseModule` whose ``supervision`` is a
             :class:`CaptionGroundingSupervision`.
         dataloader: evaluation batches with ``captions`` (set ``data.val_captions_json``).
         max_batches: stop after this many batches (default: all).
+        ks: the recall levels.
         block_elements: memory bound of one block of the score matrix (elements).
 
     Returns:
-        ``i2t_top1`` (per image: its caption ranks first among all captions), ``t2i_top1``
-        (per caption: its image ranks first among all images), ``chance`` (100 / N), all in
-        percent, and ``num_images`` N (images whose caption has at least one word).
+        In percent: ``i2t_r{k}``, ``t2i_r{k}`` and their chance levels ``i2t_chance_r{k}``
+        (mean over images of the probability that k random captions include one of its own)
+        and ``t2i_chance_r{k}`` (k / N); also ``num_images`` N and ``num_captions`` M.
+        ``i2t_top1`` / ``t2i_top1`` / ``chance`` repeat the recall@1 figures.
     """
     sup = model.supervision
     if not isinstance(sup, CaptionGroundingSupervision):
@@ -327,7 +329,7 @@ def retrieval_accuracy(model, dataloader: Iterable[dict], *, max_batches: int | 
     was_training = model.training
     model.eval()
     device = next(p for p in model.parameters()).device
-    embeds, captions = [], []
+    embeds, captions, owner, num_images = [], [], [], 0
     try:
         for b, batch in enumerate(dataloader):
             if max_batches is not None and b >= max_batches:
@@ -336,32 +338,54 @@ def retrieval_accuracy(model, dataloader: Iterable[dict], *, max_batches: int | 
                 raise DatasetError("retrieval_accuracy needs captions in the evaluation batches: set "
                                    "data.val_captions_json (e.g. annotations/captions_val2017.json).")
             out = model(batch["images"].to(device), None)
+            for caps in batch["captions"]:
+                kept = _all_captions(caps)
+                captions += kept
+                owner += [num_images] * len(kept)
+                num_images += 1
             embeds.append(F.normalize(out["mask_embeds"][-1].float(), dim=-1))
-            captions += [_first_caption(c) for c in batch["captions"]]
         if not embeds:
             raise DatasetError("retrieval_accuracy got no evaluation batch.")
         z = torch.cat(embeds)  # (N, Q, D)
-        nouns = sup.extractor.extract_batch(captions)
-        longest = max(1, max(len(n) for n in nouns))
+        nouns = sup.extractor.extract_batch(captions) if captions else []
+        keep = [j for j, n in enumerate(nouns) if n]
+        if not keep:
+            raise DatasetError("no validation caption has a noun phrase; retrieval cannot be measured.")
+        nouns = [nouns[j] for j in keep]
+        owner_t = torch.tensor([owner[j] for j in keep], device=device)
+        longest = max(len(n) for n in nouns)
         words = [list(n) + [EMPTY_WORD] * (longest - len(n)) for n in nouns]
         mask = valid_word_mask(words).to(device)
-        w = F.normalize(sup.word_embeddings(words, device).float(), dim=-1)  # (N, K, D)
+        w = F.normalize(sup.word_embeddings(words, device).float(), dim=-1)  # (M, K, D)
         scale = sup.scale().float()
         n, q = z.shape[:2]
-        rows = max(1, block_elements // max(1, n * q * longest))
+        rows = max(1, block_elements // max(1, len(words) * q * longest))
         scores = torch.cat([image_caption_scores(z[i:i + rows], w, scale, mask) for i in range(0, n, rows)])
     finally:
         model.train(was_training)
-    valid = mask.any(-1)
-    keep = valid.nonzero().flatten()
-    if keep.numel() == 0:
-        raise DatasetError("no validation caption has a noun phrase; retrieval cannot be measured.")
-    sub = scores[keep][:, keep]  # (N', N'): images and captions with words
-    target = torch.arange(len(keep), device=sub.device)
-    i2t = (sub.argmax(dim=1) == target).float().mean().item()
-    t2i = (sub.argmax(dim=0) == target).float().mean().item()
-    return {"i2t_top1": 100.0 * i2t, "t2i_top1": 100.0 * t2i, "chance": 100.0 / len(keep),
-            "num_images": float(len(keep))}
+    m = scores.shape[1]
+    per_image = torch.bincount(owner_t, minlength=n)  # captions of each image
+    has_caption = per_image > 0
+    own = owner_t[None, :] == torch.arange(n, device=owner_t.device)[:, None]  # (N, M)
+    result: dict[str, float] = {"num_images": float(has_caption.sum()), "num_captions": float(m)}
+    for k in ks:
+        k_img, k_cap = min(k, n), min(k, m)
+        best_caps = scores.topk(k_cap, dim=1).indices  # (N, k)
+        i2t = own.gather(1, best_caps).any(dim=1)[has_caption].float().mean().item()
+        best_imgs = scores.topk(k_img, dim=0).indices  # (k, M)
+        t2i = (best_imgs == owner_t[None, :]).any(dim=0).float().mean().item()
+        # chance: P(k captions drawn without replacement miss all c own ones) = C(M-c, k) / C(M, k)
+        c = per_image[has_caption].double()
+        miss = torch.ones_like(c)
+        for i in range(k_cap):
+            miss = miss * ((m - c - i).clamp(min=0) / (m - i))
+        result.update({f"i2t_r{k}": 100.0 * i2t, f"t2i_r{k}": 100.0 * t2i,
+                       f"i2t_chance_r{k}": 100.0 * float((1 - miss).mean()),
+                       f"t2i_chance_r{k}": 100.0 * k_img / float(has_caption.sum())})
+    if 1 in ks:
+        result.update({"i2t_top1": result["i2t_r1"], "t2i_top1": result["t2i_r1"],
+                       "chance": result["t2i_chance_r1"]})
+    return result
 
 
 def evaluate_retrieval(cfg, ckpt: str | None = None, *, device: str = "cpu",
