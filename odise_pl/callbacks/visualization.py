@@ -22,8 +22,9 @@ class PanopticVisualizer(L.Callback):
         if experiment is None or not hasattr(experiment, "add_image"):
             return
         images = batch["images"][: self.num_images]
-        with torch.no_grad():
-            out = pl_module(images, None)
+        captions = pl_module._captions(batch) if hasattr(pl_module, "_captions") else None
+        with torch.no_grad():  # captions: read only by diffusion_unet with caption_mode=caption
+            out = pl_module(images, captions[: self.num_images] if captions else None)
             probs, masks = pl_module.predict_probs(images, out)
         padded = tuple(images.shape[-2:])
         for i, target in enumerate(batch["targets"][: self.num_images]):

@@ -100,14 +100,17 @@ class TrainerConfig:
     accelerator: str = "auto"
     devices: Any = 1
     num_nodes: int = 1
-    strategy: str = "auto"           # auto | ddp | fsdp | ddp_spawn ...
+    strategy: str = "auto"           # auto | ddp | fsdp | ddp_spawn ... (odise_pl.scale_out)
+    ddp_static_graph: bool = True    # ddp: static graph, no unused-parameter search
+    fsdp_sharding: str = field(default="FULL_SHARD", metadata={
+        "choices": ("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD")})
     precision: str = "32-true"       # 32-true | bf16-mixed | 16-mixed
     max_steps: int = 92000
     val_check_interval: Any = 5000   # steps (int) or fraction of an epoch (float)
     check_val_every_n_epoch: Optional[int] = None
     limit_val_batches: Any = 1.0
     log_every_n_steps: int = 20
-    accumulate_grad_batches: int = 1
+    accumulate_grad_batches: int = 1  # derived instead when data.global_batch_size is set
     enable_progress_bar: bool = True
     deterministic: bool = False
     num_sanity_val_steps: int = 0

@@ -166,7 +166,7 @@ class OdiseModule(L.LightningModule):
 
     def _eval_step(self, batch: dict, pq, sem, ap=None) -> None:
         images = batch["images"]
-        out = self(images, None)
+        out = self(images, self._captions(batch))  # read only by diffusion_unet with caption_mode=caption
         probs, masks = self.predict_probs(images, out, batch.get("image_sizes"))
         padded = tuple(images.shape[-2:])
         for i, target in enumerate(batch["targets"]):
