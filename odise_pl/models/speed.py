@@ -15,7 +15,7 @@ as the largest absolute difference):
   trainable parts stay in float32. The eight feature taps are cast back to float32
   before the projections. Tolerance: features <= 0.10, mask logits <= 0.10,
   probabilities <= 0.05 (measured 0.03-0.07 / 0.03-0.06 / 0.01-0.02 on 128x128 inputs,
-  the spread coming from the CPU kernels' summation order with 1 or 2 threads; bf16
+  the higher figures when other tests ran first in the process: CPU kernel choice; bf16
   keeps 8 mantissa bits and random tiny weights amplify the rounding through ~30
   GroupNorm'd layers more than SD's pretrained weights).
 * ``frozen_weights``: store the frozen SD and CLIP weights in bf16 (halves their
