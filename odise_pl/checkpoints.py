@@ -199,21 +199,28 @@ def export_safetensors(model: torch.nn.Module, path: str | os.PathLike, metadata
     return Path(path)
 
 
-def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> dict:
-    """Load a ``.ckpt`` (weights_only) or ``.safetensors`` file into ``model``; returns the checkpoint dict."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+def read_safetensors(path: str | os.PathLike) -> dict[str, Any]:
+    """A ``.safetensors`` export as a checkpoint dict ``{"state_dict": ...}``, with errors that name the file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
 
-        if not path.is_file():
-            raise CheckpointError(f"weights file '{path}' not found.")
-        try:
-            ckpt: dict = {"state_dict": load_file(str(path), device="cpu")}
-        except (SafetensorError, OSError, ValueError) as err:
-            raise CheckpointError(f"weights file {path} is not a valid safetensors file ({err}).") from None
-    else:
-        ckpt = read_checkpoint(path)
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file '{path}' not found.")
+    try:
+        return {"state_dict": load_file(str(path), device="cpu")}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"weights file {path} is not a valid safetensors file ({err}).") from None
+
+
+def load_weights(model: torch.nn.Module, path: str | os.PathLike, ckpt: dict | None = None) -> dict:
+    """Load a ``.ckpt`` (weights_only) or ``.safetensors`` file into ``model``; returns the checkpoint dict.
+
+    ``ckpt``: the checkpoint already read from ``path`` (:func:`read_checkpoint`), so it is not read twice.
+    """
+    path = Path(path)
+    if ckpt is None:
+        ckpt = read_safetensors(path) if path.suffix == ".safetensors" else read_checkpoint(path)
     if hasattr(model, "on_load_checkpoint"):
         model.on_load_checkpoint(ckpt)
     try:

@@ -38,7 +38,7 @@ from omegaconf import DictConfig
 
 from odise_pl.data_modules.coco_panoptic import read_rgb_image
 from odise_pl.data_modules.transforms import ResizeShortestEdge, image_to_tensor, resize_image, resize_nearest
-from odise_pl.errors import CheckpointError, VocabularyError
+from odise_pl.errors import VocabularyError
 from odise_pl.models.inference.instance import instance_inference
 from odise_pl.models.inference.panoptic import panoptic_inference
 from odise_pl.vocab import (
@@ -125,12 +125,12 @@ class Predictor:
     def __init__(self, cfg: DictConfig, ckpt: str | Path | None = None, *, device: str | torch.device | None = None,
                  vocabulary: Vocabulary | None = None, max_mask_elements: int = 2 ** 26,
                  max_semantic_elements: int = 2 ** 25, instances: bool | None = None) -> None:
-        from odise_pl.runner import build_all
+        from odise_pl.runner import build_all, load_checkpoint
 
         self.cfg = cfg
         dm, model = build_all(cfg)
-        if ckpt is not None:
-            load_weights(model, ckpt)
+        if ckpt is not None:  # named errors for a missing, unsafe, corrupt or mismatched file
+            load_checkpoint(model, str(Path(ckpt).expanduser()))
         self.device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = model.eval().to(self.device)
         self.resize = ResizeShortestEdge(int(dm.eval_short_side), int(dm.eval_max_long_side))
@@ -235,23 +235,6 @@ class Predictor:
                         "is_thing": bool(s["isthing"]), "area": int(area[sid]),
                         "bbox": [x0, y0, x1 - x0 + 1, y1 - y0 + 1]})
         return out
-
-
-def load_weights(model: torch.nn.Module, ckpt: str | Path) -> None:
-    """Load a Lightning checkpoint (``state_dict``) into ``model``, with clear errors."""
-    from odise_pl.runner import load_checkpoint
-
-    path = Path(ckpt).expanduser()
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint '{ckpt}' not found: give the .ckpt file a run wrote "
-                              f"(RUN_DIR/checkpoints/last.ckpt).")
-    try:
-        load_checkpoint(model, str(path))
-    except (RuntimeError, KeyError) as err:
-        raise CheckpointError(f"checkpoint '{ckpt}' does not fit this config ({str(err).splitlines()[0]}); "
-                              f"use the experiment config the checkpoint was trained with.") from err
-    except Exception as err:  # unpickling / zip errors of a damaged file
-        raise CheckpointError(f"cannot read checkpoint '{ckpt}': {err}") from err
 
 
 def _as_rgb(image: np.ndarray) -> np.ndarray:

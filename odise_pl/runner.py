@@ -201,12 +201,14 @@ _TRAINING_ONLY = tuple(f"model.mask_generator.{k}" for k in (
 
 def load_checkpoint(model: torch.nn.Module, path: str) -> None:
     """Load a ``.ckpt`` (``weights_only``) or ``.safetensors`` file; refuse one of another architecture."""
+    ckpt = None
     if Path(path).suffix != ".safetensors":
+        ckpt = read_checkpoint(path)  # read once: checked here, loaded below
         current = (getattr(model, "hparams", None) or {}).get("config")
         if current:
-            check_config(read_checkpoint(path), current, path, only=EVALUATE_MUST_MATCH, ignore=_TRAINING_ONLY,
+            check_config(ckpt, current, path, only=EVALUATE_MUST_MATCH, ignore=_TRAINING_ONLY,
                          action="evaluate it")
-    load_weights(model, path)
+    load_weights(model, path, ckpt)
 
 
 def evaluate(cfg: DictConfig, ckpt: str, *, stage: str = "validate") -> dict:
