@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("demo", help="quick start: generate data, train the tiny model, print metrics")
-    p.add_argument("-c", "--config", default="experiments/quickstart.yaml")
+    p.add_argument("-c", "--config", default="experiments/quickstart_diffusion.yaml")
     p.add_argument("--out", default="runs/demo", help="where data and runs go")
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=cmd_demo)

@@ -17,5 +17,7 @@ def test_demo_evaluates_untrained_then_trains_and_prints_both(tmp_path, capsys, 
     assert main(["demo", "--out", str(tmp_path), *TINY]) == 0
     out = capsys.readouterr().out
     assert "| untrained |" in out and "| final |" in out
-    run = tmp_path / "runs" / "quickstart" / "version_0"
+    run = tmp_path / "runs" / "quickstart_diffusion" / "version_0"
     assert (run / "metrics.json").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    resolved = (run / "config.yaml").read_text()
+    assert "name: diffusion_unet" in resolved and "tiny_unet:" in resolved  # the quick start is ODISE's backbone

@@ -10,8 +10,8 @@ import odise_pl  # noqa: F401  (torchvision workaround before open_clip)
 from odise_pl.errors import ConfigError
 from odise_pl.models.backbones.base import ShapeSpec
 from odise_pl.models.backbones.diffusion_unet import (
-    DiffusionBackboneConfig, DiffusionUNetBackbone, build_tiny_stable_diffusion, load_stable_diffusion,
-    tiny_text_config, tiny_unet_config)
+    DECODER_TAPS, ENCODER_TAPS, UNET_TAPS, DiffusionBackboneConfig, DiffusionUNetBackbone,
+    build_tiny_stable_diffusion, load_stable_diffusion, tiny_text_config, tiny_unet_config)
 from odise_pl.models.backbones.pyramid import StrideFusion, sliding_window_forward, window_boxes
 from odise_pl.models.clip_model import ClipSpec, load_clip
 from odise_pl.models.frozen import pretrained_frozen_prefixes
@@ -181,6 +181,35 @@ def test_config_errors_name_the_key(clip):
         DiffusionUNetBackbone.from_config(DiffusionBackboneConfig(tiny=True, window_size=100), clip=clip)
 
 
+def test_tiny_shapes_from_yaml_keys(clip):
+    """model.backbone.tiny_unet / tiny_vae reshape the random model (any depth per level); bad keys are named."""
+    cfg = DiffusionBackboneConfig(pretrained=None, window_size=None, projection_dim=16, bottleneck_width=8,
+                                  tiny_unet={"block_out_channels": [16, 32, 32, 32], "layers_per_block": 1,
+                                             "norm_num_groups": 8, "attention_head_dim": 1},
+                                  tiny_vae={"block_out_channels": [8, 16, 16, 16], "layers_per_block": 1})
+    backbone = DiffusionUNetBackbone.from_config(cfg, clip=clip)
+    assert backbone.unet.config.block_out_channels == (16, 32, 32, 32)
+    assert len(backbone.unet.up_blocks[0].resnets) == 2 and len(backbone.vae.encoder.down_blocks[0].resnets) == 1
+    specs = [(s.channels, s.stride) for s in backbone.tap_specs()]
+    assert specs == [(16, 4), (16, 8), (64, 64), (64, 32), (48, 16), (32, 8), (16, 8), (16, 4)]
+    seen = []
+    backbone.fusion.register_forward_pre_hook(lambda _m, args: seen.append([t.shape for t in args[0]]))
+    out = backbone(images(128, 128))
+    assert [tuple(t[1:]) for t in seen[0]] == [(c, 128 // s, 128 // s) for c, s in specs]
+    assert {k: tuple(v.shape) for k, v in out.items()} == {
+        "s2": (1, 16, 32, 32), "s3": (1, 16, 16, 16), "s4": (1, 16, 8, 8), "s5": (1, 16, 4, 4)}
+    with pytest.raises(ConfigError, match=r"model.backbone.tiny_unet: unknown key\(s\) block_channels"):
+        DiffusionUNetBackbone.from_config(DiffusionBackboneConfig(pretrained=None, tiny_unet={"block_channels": 8}),
+                                          clip=clip)
+    with pytest.raises(ConfigError, match="model.backbone.tiny_vae: diffusers' AutoencoderKL rejects"):
+        DiffusionUNetBackbone.from_config(DiffusionBackboneConfig(
+            pretrained=None, tiny_vae={"block_out_channels": [8, 16], "down_block_types": ["DownEncoderBlock2D"]}),
+            clip=clip)
+    with pytest.raises(ConfigError, match="tiny_unet shapes the random tiny model only"):
+        DiffusionUNetBackbone.from_config(DiffusionBackboneConfig(pretrained="some/model",
+                                                                  tiny_unet={"layers_per_block": 1}), clip=clip)
+
+
 def test_parameter_counts_at_real_shapes_on_meta():
     """SD v1.5 + CLIP ViT-L/14-336 at real shapes: the reference's 5.87M + 1.70M trainable, ~1.49B frozen."""
     import open_clip
@@ -196,6 +225,12 @@ def test_parameter_counts_at_real_shapes_on_meta():
                                          pretrained=True)
     assert [(s.channels, s.stride) for s in backbone.tap_specs()] == [
         (512, 4), (512, 8), (2560, 64), (1920, 32), (960, 16), (640, 8), (512, 8), (512, 4)]
+    flat = [[r for block in blocks for r in block.resnets]  # the reference's flat resnet indices
+            for blocks in (backbone.vae.encoder.down_blocks, backbone.unet.up_blocks,
+                           backbone.vae.decoder.up_blocks)]
+    taps = backbone._tap_modules()
+    for modules, indices, tapped in zip(flat, (ENCODER_TAPS, UNET_TAPS, DECODER_TAPS), taps):
+        assert [modules[i] for i in indices] == tapped
     rows = {r.part: r for r in count_parameters(backbone)}
     print(format_summary(list(rows.values())))
     assert rows["fusion"].trainable == 5_873_664 and rows["fusion"].frozen == 0       # reference: 5.87M

@@ -21,6 +21,9 @@ One forward pass per window (B, 3, h, w) in [0, 255]:
    these taps do not depend on t or on the caption; they are computed here the same way.
 
 Taps are recorded with forward pre-hooks; diffusers' forward is not re-implemented.
+The flat indices above are SD's layout; in general each tap is the input of the *last*
+resnet of its level (encoder levels 2 and 3, every UNet up block, decoder up blocks 0
+and 1), so tiny models with other depths (``tiny_unet`` / ``tiny_vae``) tap the same places.
 The UNet and VAE-decoder passes stop once their last tap is recorded (the rest of
 those networks is not used). The eight taps go through :class:`StrideFusion`:
 ``s2 = enc5 + dec5``, ``s3 = enc7 + unet11 + dec2``, ``s4 = unet8``, ``s5 = unet5 + unet2``.
@@ -49,7 +52,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -63,9 +66,11 @@ from odise_pl.models.clip_model import SharedClip
 from odise_pl.models.frozen import freeze
 from odise_pl.registry import BACKBONES
 
-ENCODER_TAPS = (5, 7)
+ENCODER_TAPS = (5, 7)          # the reference's flat resnet indices (SD: 2 per encoder level, 3 per up block)
 UNET_TAPS = (2, 5, 8, 11)
 DECODER_TAPS = (2, 5)
+ENCODER_LEVELS = (2, 3)        # the same places by level: the last resnet of these levels / blocks
+DECODER_LEVELS = (0, 1)
 CAPTION_MODES = ("implicit", "empty", "caption")
 
 
@@ -76,6 +81,10 @@ class DiffusionBackboneConfig:
     # hub id or diffusers-format dir; the reference loads SD v1.3 (v1.5 works too)
     pretrained: Optional[str] = "CompVis/stable-diffusion-v1-3"
     tiny: bool = False                     # random tiny weights (also when pretrained is null)
+    # keys replacing those of tiny_unet_config() / tiny_vae_config() (random weights only), e.g.
+    # {block_out_channels: [16, 32, 32, 32], norm_num_groups: 16}; diffusers' own argument names
+    tiny_unet: Optional[Dict[str, Any]] = None
+    tiny_vae: Optional[Dict[str, Any]] = None
     timestep: int = 0
     noise_seed: int = 42
     caption_mode: str = "implicit"         # implicit | empty | caption
@@ -181,17 +190,48 @@ def clip_bpe_tokenizer():
 
 
 def build_tiny_stable_diffusion(*, unet_config: Optional[dict] = None, vae_config: Optional[dict] = None,
-                                text_config: Optional[dict] = None) -> StableDiffusionParts:
-    """Random-weight SD parts from tiny configs (defaults: ``tiny_*_config()``)."""
+                                text_config: Optional[dict] = None, unet_overrides: Optional[dict] = None,
+                                vae_overrides: Optional[dict] = None) -> StableDiffusionParts:
+    """Random-weight SD parts from tiny configs (defaults: ``tiny_*_config()``).
+
+    ``unet_overrides`` / ``vae_overrides`` replace keys of the (default) configs; they are the YAML
+    keys ``model.backbone.tiny_unet`` / ``tiny_vae`` and are checked against diffusers' arguments.
+    """
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     text_config = text_config or tiny_text_config()
+    unet_kwargs = _with_overrides(unet_config or tiny_unet_config(text_config["hidden_size"]), unet_overrides,
+                                  UNet2DConditionModel, "tiny_unet")
+    vae_kwargs = _with_overrides(vae_config or tiny_vae_config(), vae_overrides, AutoencoderKL, "tiny_vae")
     return StableDiffusionParts(
-        vae=AutoencoderKL(**(vae_config or tiny_vae_config())),
-        unet=UNet2DConditionModel(**(unet_config or tiny_unet_config(text_config["hidden_size"]))),
+        vae=_build(AutoencoderKL, vae_kwargs, "tiny_vae"),
+        unet=_build(UNet2DConditionModel, unet_kwargs, "tiny_unet"),
         text_encoder=CLIPTextModel(CLIPTextConfig(**text_config)),
         tokenizer=clip_bpe_tokenizer(), pretrained=False)
+
+
+def _with_overrides(base: dict, overrides: Optional[dict], cls: type, key: str) -> dict:
+    if not overrides:
+        return dict(base)
+    import inspect
+
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    unknown = sorted(set(overrides) - accepted)
+    if unknown:
+        raise ConfigError(f"model.backbone.{key}: unknown key(s) {', '.join(unknown)}; use the argument names "
+                          f"of diffusers' {cls.__name__} (e.g. block_out_channels, norm_num_groups, "
+                          f"layers_per_block)")
+    merged = dict(base)
+    merged.update({k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
+    return merged
+
+
+def _build(cls: type, kwargs: dict, key: str) -> nn.Module:
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError, RuntimeError, IndexError, KeyError, AssertionError) as err:
+        raise ConfigError(f"model.backbone.{key}: diffusers' {cls.__name__} rejects {kwargs}: {err}") from None
 
 
 def q_sample_scales(timestep: int, *, beta_start: float = 0.00085, beta_end: float = 0.012,
@@ -202,10 +242,6 @@ def q_sample_scales(timestep: int, *, beta_start: float = 0.00085, beta_end: flo
     betas = torch.linspace(beta_start ** 0.5, beta_end ** 0.5, num_steps, dtype=torch.float64, device="cpu") ** 2
     alpha_cumprod = float(torch.cumprod(1.0 - betas, 0)[timestep])
     return math.sqrt(alpha_cumprod), math.sqrt(1.0 - alpha_cumprod)
-
-
-def _flat_resnets(blocks: nn.ModuleList) -> list[nn.Module]:
-    return [resnet for block in blocks for resnet in block.resnets]
 
 
 @BACKBONES.register("diffusion_unet", config=DiffusionBackboneConfig)
@@ -273,8 +309,13 @@ class DiffusionUNetBackbone(Backbone):
         """Build from the YAML section; ``clip`` is the model's shared CLIP (other context is ignored)."""
         _check_options(cfg.caption_mode, cfg.window_size, cfg.window_stride, cfg.eval_window)
         if cfg.tiny or cfg.pretrained is None:
-            parts = build_tiny_stable_diffusion()
+            parts = build_tiny_stable_diffusion(unet_overrides=cfg.tiny_unet, vae_overrides=cfg.tiny_vae)
         else:
+            for key in ("tiny_unet", "tiny_vae"):
+                if getattr(cfg, key):
+                    raise ConfigError(f"model.backbone.{key} shapes the random tiny model only; with "
+                                      f"pretrained weights ('{cfg.pretrained}') remove it or set "
+                                      f"model.backbone.pretrained: null")
             parts = load_stable_diffusion(cfg.pretrained)
         return cls(vae=parts.vae, unet=parts.unet, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer,
                    clip=clip, pretrained=parts.pretrained, caption_mode=cfg.caption_mode, timestep=cfg.timestep,
@@ -284,30 +325,24 @@ class DiffusionUNetBackbone(Backbone):
 
     # ----------------------------------------------------------------- structure
     def _tap_modules(self) -> tuple[list[nn.Module], list[nn.Module], list[nn.Module]]:
-        encoder = _flat_resnets(self.vae.encoder.down_blocks)
-        unet = _flat_resnets(self.unet.up_blocks)
-        decoder = _flat_resnets(self.vae.decoder.up_blocks)
-        try:
-            return ([encoder[i] for i in ENCODER_TAPS], [unet[i] for i in UNET_TAPS],
-                    [decoder[i] for i in DECODER_TAPS])
-        except IndexError:
-            raise ValueError("the VAE/UNet needs SD's layout: 4 levels, 2 resnets per VAE-encoder level and "
-                             "3 per UNet/VAE-decoder up block") from None
+        """The tapped resnets: the last resnet of VAE-encoder levels 2 and 3, of every UNet up block
+        and of VAE-decoder up blocks 0 and 1 (for SD's layout, the flat indices ENCODER_TAPS,
+        UNET_TAPS and DECODER_TAPS of the reference; other depths tap the same places)."""
+        encoder, unet, decoder = self.vae.encoder.down_blocks, self.unet.up_blocks, self.vae.decoder.up_blocks
+        if len(encoder) != 4 or len(unet) != 4 or len(decoder) != 4:
+            raise ValueError("the VAE/UNet needs SD's layout: 4 VAE levels and 4 UNet up blocks, got "
+                             f"{len(encoder)} / {len(unet)} / {len(decoder)}")
+        return ([encoder[i].resnets[-1] for i in ENCODER_LEVELS], [block.resnets[-1] for block in unet],
+                [decoder[i].resnets[-1] for i in DECODER_LEVELS])
 
     def tap_specs(self) -> list[ShapeSpec]:
         """Channels and stride (input pixels) of the eight taps: encoder, UNet, decoder order."""
-        vae_levels = len(self.vae.config.block_out_channels)
-        latent_stride = 2 ** (vae_levels - 1)
-        per_enc = self.vae.config.layers_per_block
-        per_unet = len(self.unet.up_blocks[0].resnets)
-        per_dec = len(self.vae.decoder.up_blocks[0].resnets)
+        latent_stride = 2 ** (len(self.vae.config.block_out_channels) - 1)
         n_up = len(self.unet.up_blocks)
         enc, unet, dec = self._tap_modules()
-        return ([ShapeSpec(m.in_channels, 2 ** (i // per_enc)) for m, i in zip(enc, ENCODER_TAPS)]
-                + [ShapeSpec(m.in_channels, latent_stride * 2 ** (n_up - 1 - i // per_unet))
-                   for m, i in zip(unet, UNET_TAPS)]
-                + [ShapeSpec(m.in_channels, 2 ** (vae_levels - 1 - i // per_dec))
-                   for m, i in zip(dec, DECODER_TAPS)])
+        return ([ShapeSpec(m.in_channels, 2 ** level) for m, level in zip(enc, ENCODER_LEVELS)]
+                + [ShapeSpec(m.in_channels, latent_stride * 2 ** (n_up - 1 - i)) for i, m in enumerate(unet)]
+                + [ShapeSpec(m.in_channels, latent_stride // 2 ** level) for m, level in zip(dec, DECODER_LEVELS)])
 
     def output_shape(self) -> dict[str, ShapeSpec]:
         return self.fusion.output_shape()
