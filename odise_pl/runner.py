@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 import lightning as L
@@ -28,13 +29,92 @@ from odise_pl.scale_out import apply_global_batch, build_strategy
 _VERSION = re.compile(r"^version_(\d+)$")
 
 
+#: set by the process that chose a ``version_N``; the ranks Lightning launches from it read it
+RUN_DIR_ENV = "ODISE_PL_RUN_DIR"
+#: how long a rank > 0 of an independent launch (torchrun, SLURM) waits for rank 0's choice
+CLAIM_TIMEOUT_S = 600.0
+
+
 def run_dir_for(cfg: DictConfig, *, fresh: bool = True) -> Path:
-    """``ROOT/NAME/VERSION``: with ``version: null`` the next free ``version_N`` (never an existing one)."""
+    """``ROOT/NAME/VERSION``: with ``version: null`` the next free ``version_N`` (never an existing one).
+
+    Every process of one multi-process launch gets the same ``version_N``:
+
+    * ranks that Lightning starts from this process (``trainer.devices > 1`` on one node) inherit
+      the choice through the environment variable ``ODISE_PL_RUN_DIR`` (set by :func:`fit`);
+    * ranks started independently (``torchrun``, SLURM's ``srun``: ``WORLD_SIZE`` / ``SLURM_NTASKS``
+      > 1) agree through a claim file ``ROOT/NAME/.launches/<job id>`` that global rank 0 writes and
+      the others wait for. The job id is ``SLURM_JOB_ID`` (+ step) or torchrun's ``--rdzv-id``; a
+      re-queued SLURM job keeps its id and so its directory (and resumes from ``last.ckpt``).
+      Without a job id a null ``run.version`` is refused: name the run.
+    """
     base = Path(cfg.run.root) / cfg.run.name
     if cfg.run.version:
         return base / str(cfg.run.version)
+    inherited = os.environ.get(RUN_DIR_ENV)
+    if inherited and _launch_rank() > 0 and Path(inherited).parent == base:
+        return Path(inherited)
+    if _launch_world_size() > 1:
+        return _claimed_run_dir(base)
+    return _next_version(base)
+
+
+def _next_version(base: Path) -> Path:
     taken = [int(m.group(1)) for p in base.glob("version_*") if (m := _VERSION.match(p.name))]
     return base / f"version_{max(taken, default=-1) + 1}"
+
+
+def _env_int(*keys: str) -> int:
+    for key in keys:
+        value = os.environ.get(key, "").strip()
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
+def _launch_rank() -> int:
+    """This process's rank as its launcher set it (before any process group exists); 0 if none."""
+    return max(_env_int("RANK", "SLURM_PROCID"), _env_int("LOCAL_RANK"), _env_int("NODE_RANK"))
+
+
+def _launch_world_size() -> int:
+    return _env_int("WORLD_SIZE", "SLURM_NTASKS")
+
+
+def _launch_id() -> str | None:
+    if os.environ.get("SLURM_JOB_ID"):
+        return "slurm-" + os.environ["SLURM_JOB_ID"] + "." + os.environ.get("SLURM_STEP_ID", "0")
+    rdzv = os.environ.get("TORCHELASTIC_RUN_ID", "")
+    if rdzv and rdzv != "none":
+        return "torchrun-" + rdzv
+    return None
+
+
+def _claimed_run_dir(base: Path) -> Path:
+    launch = _launch_id()
+    if launch is None:
+        raise ConfigError(f"run.version is null in a {_launch_world_size()}-process launch without a job id, so the "
+                          "processes cannot agree on a new version_N: set run.version=NAME (the same on every "
+                          "process), or launch with torchrun --rdzv-id ID / under SLURM.")
+    claim = base / ".launches" / re.sub(r"[^\w.-]", "_", launch)
+    if int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) or 0) == 0:
+        if claim.is_file():  # the same job again (re-queued): its directory
+            return base / claim.read_text().strip()
+        chosen = _next_version(base)
+        chosen.mkdir(parents=True, exist_ok=True)
+        claim.parent.mkdir(parents=True, exist_ok=True)
+        tmp = claim.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(chosen.name)
+        os.replace(tmp, claim)
+        return chosen
+    deadline = time.monotonic() + CLAIM_TIMEOUT_S
+    while not claim.is_file():
+        if time.monotonic() > deadline:
+            raise ConfigError(f"rank {_launch_rank()} waited {CLAIM_TIMEOUT_S:.0f} s for rank 0 to choose the run "
+                              f"directory ({claim} was not written): is {base} on a file system all nodes "
+                              "share? Otherwise set run.version=NAME.")
+        time.sleep(0.2)
+    return base / claim.read_text().strip()
 
 
 def save_config(cfg: DictConfig, run_dir: Path) -> None:
@@ -150,13 +230,17 @@ def fit(cfg: DictConfig, *, evaluate_untrained: bool = False, ckpt_path: str | N
         check_config(read_checkpoint(resume), cfg, resume, ignore=RESUME_MAY_DIFFER)
         print(f"resuming from {resume}")
     dm, model = build_all(cfg)   # bad data or config fails here, before the run directory exists
-    save_config(cfg, run_dir)
+    os.environ[RUN_DIR_ENV] = str(run_dir)  # ranks Lightning launches from here write here too
+    if _launch_rank() == 0:
+        save_config(cfg, run_dir)
     trainer = build_trainer(cfg, run_dir, datamodule=dm)
     results: dict = {"run_dir": str(run_dir)}
     if evaluate_untrained and resume is None:
         results["untrained"] = _metrics(trainer.validate(model, datamodule=dm, verbose=False))
     trainer.fit(model, datamodule=dm, ckpt_path=str(resume) if resume is not None else None)
     results["final"] = _metrics(trainer.validate(model, datamodule=dm, verbose=False))
+    if trainer.global_rank != 0:
+        return results
     write_results(run_dir, results)  # first: the metrics are never lost to a failing export
     if cfg.checkpoint.export_safetensors:
         results["weights"] = str(export_safetensors(model, run_dir / "weights.safetensors",
