@@ -99,7 +99,7 @@ def data_module(root: Path, crop: int, workers: int, batch_size: int) -> CocoPan
 # ---------------------------------------------------------------------------------- measure
 def stage_breakdown(dm: CocoPanopticDataModule, images: int, batch_size: int, seed: int) -> dict:
     """Milliseconds per image of each step of ``CocoPanopticDataset.load`` + collate, in this process."""
-    from odise_pl.data_modules.coco_panoptic import read_panoptic_png, read_rgb_image
+    from odise_pl.data_modules.coco_panoptic import distinct_ids, read_panoptic_png, read_rgb_image
 
     dataset = dm.datasets["train"]
     rng = np.random.default_rng(seed)
@@ -124,7 +124,7 @@ def stage_breakdown(dm: CocoPanopticDataModule, images: int, batch_size: int, se
         ids = read_panoptic_png(rec.panoptic_path)
         image = read_rgb_image(rec.image_path, ids.shape)
         t = add("decode", t)
-        np.unique(ids, return_inverse=True)                # the dataset's segment-id check
+        distinct_ids(ids)                                  # the dataset's segment-id check
         t = add("checks", t)
         image_t, ids_t, valid = dataset.transform(image, ids, rng)
         t = add("lsj", t)

@@ -151,3 +151,19 @@ def test_corrupt_panoptic_png_names_the_file(tmp_path):
         read_panoptic_png(png)
     with pytest.raises(DatasetError, match=f"panoptic PNG {tmp_path / 'absent.png'} does not exist"):
         read_panoptic_png(tmp_path / "absent.png")
+
+
+@SETTINGS
+@given(shape=st.tuples(st.integers(0, 12), st.integers(0, 12)), values=st.lists(st.integers(0, 2**24 - 1),
+                                                                                 min_size=1, max_size=5),
+       seed=st.integers(0, 2**16))
+def test_distinct_ids_equal_numpy_unique(shape, values, seed):
+    """The run-start shortcut of the loader's id check equals np.unique, and searchsorted its inverse."""
+    from odise_pl.data_modules.coco_panoptic import distinct_ids
+
+    rng = np.random.default_rng(seed)
+    ids = rng.choice(np.array(values, dtype=np.int64), size=shape)
+    ids = np.repeat(ids, rng.integers(1, 4), axis=1)  # runs, as in panoptic maps
+    present, inverse = np.unique(ids, return_inverse=True)
+    assert np.array_equal(distinct_ids(ids), present)
+    assert np.array_equal(np.searchsorted(present, ids), inverse.reshape(ids.shape))
