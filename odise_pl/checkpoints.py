@@ -38,7 +38,8 @@ RESUME_MAY_DIFFER = ("run", "logging", "checkpoint", "trainer.max_steps", "train
                      "trainer.fsdp_sharding", "trainer.enable_progress_bar",
                      "trainer.log_every_n_steps", "trainer.val_check_interval", "trainer.limit_val_batches",
                      "trainer.on_nonfinite", "trainer.max_nonfinite_skips", "data.root", "data.num_workers",
-                     "data.pin_memory", "data.eval_batch_size", "data.skip_bad_samples", "model.inference")
+                     "data.pin_memory", "data.eval_batch_size", "data.skip_bad_samples", "model.inference",
+                     "model.speed")
 #: keys that may differ when a checkpoint is only evaluated: anything but the trained architecture
 EVALUATE_MUST_MATCH = ("model.clip", "model.backbone", "model.mask_generator", "model.supervision")
 

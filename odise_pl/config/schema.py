@@ -75,12 +75,26 @@ class InferenceConfig:
 
 
 @dataclass
+class SpeedConfig:
+    """``model.speed``: speed switches of the frozen parts (``odise_pl.models.speed``; each keeps a stated
+    tolerance of the float32 outputs). They may differ between training and evaluating a checkpoint."""
+
+    frozen_autocast: bool = False   # run the frozen SD / CLIP parts under bf16 autocast
+    frozen_weights: bool = False    # store the frozen SD / CLIP weights in bf16 (needs frozen_autocast)
+    channels_last: bool = False     # NHWC convolutions in the VAE and UNet
+    attention: str = "sdpa"         # sdpa | classic (diffusers' attention processor)
+    compile_unet: bool = False      # regional torch.compile of the UNet blocks
+    tf32: bool = False              # TF32 matmuls / convolutions (CUDA)
+
+
+@dataclass
 class ModelConfig:
     clip: ClipConfig = field(default_factory=ClipConfig)
     backbone: Any = field(default_factory=lambda: {"name": "clip"})
     mask_generator: MaskGeneratorConfig = field(default_factory=MaskGeneratorConfig)
     supervision: Any = field(default_factory=lambda: {"name": "category_label"})
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
 
 
 @dataclass

@@ -8,10 +8,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from odise_pl.config.schema import InferenceConfig, MaskGeneratorConfig, OptimConfig
+from odise_pl.config.schema import InferenceConfig, MaskGeneratorConfig, OptimConfig, SpeedConfig
 from odise_pl.errors import ConfigError
 from odise_pl.metrics.semantic_iou import AVERAGES
-from odise_pl.models.clip_model import ClipSpec, SharedClip, load_clip
+from odise_pl.models.clip_model import ClipSpec, SharedClip, load_clip, release_clip
 from odise_pl.models.mask_generator.criterion import SetCriterion
 from odise_pl.models.mask_generator.mask2former import Mask2FormerMaskGenerator
 from odise_pl.models.odise_module import OdiseModule
@@ -80,11 +80,32 @@ def build_model(cfg: DictConfig, categories: list[dict], *, ignore_index: int = 
                           "either_present: classes in the ground truth or the prediction).")
     open_vocab = build_open_vocab(clip, inference, train_names, eval_names)
     optim = typed(cfg.optim, OptimConfig)
-    return OdiseModule(backbone=backbone, mask_generator=mask_generator, supervision=supervision,
-                       criterion=criterion, eval_text=eval_text, eval_is_thing=is_thing, inference=inference,
-                       optim=optim, max_steps=int(cfg.trainer.max_steps), ignore_index=ignore_index,
-                       config=OmegaConf.to_container(cfg, resolve=True), open_vocab=open_vocab,
-                       text_bank=TextEmbeddingBank(clip, templates=list(templates)))
+    module = OdiseModule(backbone=backbone, mask_generator=mask_generator, supervision=supervision,
+                         criterion=criterion, eval_text=eval_text, eval_is_thing=is_thing, inference=inference,
+                         optim=optim, max_steps=int(cfg.trainer.max_steps), ignore_index=ignore_index,
+                         config=OmegaConf.to_container(cfg, resolve=True), open_vocab=open_vocab,
+                         text_bank=TextEmbeddingBank(clip, templates=list(templates)))
+    apply_model_speed(module, model_cfg.get("speed"), clip)
+    return module
+
+
+def apply_model_speed(module: OdiseModule, section, clip: SharedClip | None = None) -> None:
+    """``model.speed`` switches for the whole run (frozen weights cast in place, no float32 copies kept)."""
+    from odise_pl.models.speed import apply_speed_options
+
+    if section is None:
+        return
+    speed = typed(section, SpeedConfig)
+    if speed == SpeedConfig():
+        return
+    if speed.attention not in ("sdpa", "classic"):
+        raise ConfigError(f"model.speed.attention: '{speed.attention}' is not one of sdpa, classic")
+    if speed.frozen_weights and not speed.frozen_autocast:
+        raise ConfigError("model.speed.frozen_weights: true stores the frozen weights in bf16, so they must also "
+                          "run under bf16: set model.speed.frozen_autocast: true as well")
+    if speed.frozen_weights and clip is not None:  # cast in place: later models of this process load their own
+        release_clip(clip)
+    module.speed_handle = apply_speed_options(module, speed, restorable=False)
 
 
 def build_open_vocab(clip: SharedClip, inference: InferenceConfig, train_names: list[list[str]],

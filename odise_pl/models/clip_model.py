@@ -123,6 +123,13 @@ def load_clip(spec: ClipSpec, *, device: torch.device | str | None = None) -> Sh
     return shared
 
 
+def release_clip(shared: SharedClip) -> None:
+    """Stop handing ``shared`` out to later :func:`load_clip` calls (it was changed in place, e.g. cast
+    to bf16 by ``model.speed.frozen_weights``); the models holding it keep it."""
+    for key in [k for k, v in _CACHE.items() if v is shared]:
+        del _CACHE[key]
+
+
 def clear_clip_cache() -> None:
     """Forget the loaded CLIPs (tests)."""
     _CACHE.clear()

@@ -47,21 +47,16 @@ Example:
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
+from odise_pl.config.schema import SpeedConfig
 
-@dataclass
-class SpeedOptions:
-    frozen_autocast: bool = False
-    frozen_weights: bool = False
-    channels_last: bool = False
-    attention: str = "sdpa"        # sdpa | classic
-    compile_unet: bool = False
-    tf32: bool = False
+
+#: the switches (the YAML section ``model.speed``; one definition, in the config schema)
+SpeedOptions = SpeedConfig
 
 
 class SpeedHandle:
@@ -116,17 +111,31 @@ def _autocast_bf16(fn: Callable) -> Callable:
     return wrapped
 
 
+def _autocast_bf16_to_float(fn: Callable) -> Callable:
+    """bf16 autocast inside, a float32 result outside (for outputs mixed with float32 tensors)."""
+    inner = _autocast_bf16(fn)
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        return inner(*args, **kwargs).float()
+    return wrapped
+
+
 def _float_taps(_module: nn.Module, args: tuple):
     taps, *rest = args
     return ([t.float() for t in taps], *rest)
 
 
-def _cast_restorably(handle: SpeedHandle, part: nn.Module, dtype: torch.dtype) -> None:
+def _cast_restorably(handle: SpeedHandle, part: nn.Module, dtype: torch.dtype, restorable: bool = True) -> None:
     """Cast ``part``'s floating-point tensors to ``dtype``; undo restores the exact originals.
 
     A cast back (bf16 -> float32) would lose the low mantissa bits, so the float32 values
-    are kept in host memory (4 bytes per parameter) until ``remove()``.
+    are kept in host memory (4 bytes per parameter) until ``remove()``; with
+    ``restorable=False`` they are not kept and ``remove()`` leaves the part in ``dtype``.
     """
+    if not restorable:
+        part.to(dtype)
+        return
     saved = {name: t.detach().to("cpu", copy=True)
              for name, t in [*part.named_parameters(), *part.named_buffers()] if t.is_floating_point()}
     part.to(dtype)
@@ -143,8 +152,11 @@ def attention_processor_names(unet: nn.Module) -> list[str]:
     return sorted({type(p).__name__ for p in unet.attn_processors.values()})
 
 
-def apply_speed_options(model: nn.Module, opts: SpeedOptions) -> SpeedHandle:
+def apply_speed_options(model: nn.Module, opts: SpeedOptions, *, restorable: bool = True) -> SpeedHandle:
     """Apply ``opts`` to ``model`` (an OdiseModule or anything with ``.backbone``, or the backbone).
+
+    ``restorable=False`` (the ``model.speed`` YAML path, for a whole run) does not keep float32
+    copies of the frozen weights that ``frozen_weights`` casts to bf16.
 
     Returns:
         a :class:`SpeedHandle`; ``handle.report`` lists the attention processors, etc.
@@ -172,7 +184,7 @@ def apply_speed_options(model: nn.Module, opts: SpeedOptions) -> SpeedHandle:
 
     if opts.frozen_weights:
         for part in _frozen_parts(backbone):
-            _cast_restorably(handle, part, torch.bfloat16)
+            _cast_restorably(handle, part, torch.bfloat16, restorable)
 
     if opts.frozen_autocast:
         if vae is not None:
@@ -183,6 +195,10 @@ def apply_speed_options(model: nn.Module, opts: SpeedOptions) -> SpeedHandle:
         clip = getattr(backbone, "clip", None)
         if clip is not None:
             _patch(handle, clip.model, "encode_image", _autocast_bf16)
+        # the open-vocabulary CLIP mask classifier runs the (shared) CLIP image tower itself
+        classifier = getattr(getattr(model, "open_vocab", None), "mask_classifier", None)
+        if classifier is not None and hasattr(classifier, "_embed"):
+            _patch(handle, classifier, "_embed", _autocast_bf16_to_float)
         fusion = getattr(backbone, "fusion", None)
         if fusion is not None:
             h = fusion.register_forward_pre_hook(_float_taps)
