@@ -97,7 +97,7 @@ def _claimed_run_dir(base: Path) -> Path:
                           "processes cannot agree on a new version_N: set run.version=NAME (the same on every "
                           "process), or launch with torchrun --rdzv-id ID / under SLURM.")
     claim = base / ".launches" / re.sub(r"[^\w.-]", "_", launch)
-    if int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) or 0) == 0:
+    if _env_int("RANK", "SLURM_PROCID") == 0:  # global rank 0 chooses
         if claim.is_file():  # the same job again (re-queued): its directory
             return base / claim.read_text().strip()
         chosen = _next_version(base)

@@ -98,14 +98,15 @@ def apply_model_speed(module: OdiseModule, section, clip: SharedClip | None = No
     speed = typed(section, SpeedConfig)
     if speed == SpeedConfig():
         return
-    if speed.attention not in ("sdpa", "classic"):
-        raise ConfigError(f"model.speed.attention: '{speed.attention}' is not one of sdpa, classic")
     if speed.frozen_weights and not speed.frozen_autocast:
         raise ConfigError("model.speed.frozen_weights: true stores the frozen weights in bf16, so they must also "
                           "run under bf16: set model.speed.frozen_autocast: true as well")
     if speed.frozen_weights and clip is not None:  # cast in place: later models of this process load their own
         release_clip(clip)
-    module.speed_handle = apply_speed_options(module, speed, restorable=False)
+    try:
+        module.speed_handle = apply_speed_options(module, speed, restorable=False)
+    except ValueError as err:  # e.g. "attention: 'flash' is not one of sdpa, classic"
+        raise ConfigError(f"model.speed.{err}") from None
 
 
 def build_open_vocab(clip: SharedClip, inference: InferenceConfig, train_names: list[list[str]],
