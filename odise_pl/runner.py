@@ -19,8 +19,8 @@ from odise_pl.callbacks.nonfinite_loss import NonFiniteLoss
 from odise_pl.callbacks.hparams_table import HParamsTable
 from odise_pl.callbacks.param_summary import ParameterSummary
 from odise_pl.callbacks.visualization import PanopticVisualizer
-from odise_pl.checkpoints import (EVALUATE_MUST_MATCH, RESUME_MAY_DIFFER, AtomicCheckpointIO, check_config,
-                                  export_safetensors, load_weights, read_checkpoint)
+from odise_pl.checkpoints import (EVALUATE_MUST_MATCH, RESUME_MAY_DIFFER, AtomicCheckpointIO, atomic_write,
+                                  check_config, export_safetensors, load_weights, read_checkpoint)
 from odise_pl.errors import CheckpointError, ConfigError
 from odise_pl.models.builder import build_model, section_to_dataclass
 from odise_pl.registry import DATA_MODULES
@@ -102,10 +102,7 @@ def _claimed_run_dir(base: Path) -> Path:
             return base / claim.read_text().strip()
         chosen = _next_version(base)
         chosen.mkdir(parents=True, exist_ok=True)
-        claim.parent.mkdir(parents=True, exist_ok=True)
-        tmp = claim.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(chosen.name)
-        os.replace(tmp, claim)
+        atomic_write(claim, lambda handle: handle.write(chosen.name.encode()))  # others never read half a name
         return chosen
     deadline = time.monotonic() + CLAIM_TIMEOUT_S
     while not claim.is_file():

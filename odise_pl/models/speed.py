@@ -126,16 +126,12 @@ def _float_taps(_module: nn.Module, args: tuple):
     return ([t.float() for t in taps], *rest)
 
 
-def _cast_restorably(handle: SpeedHandle, part: nn.Module, dtype: torch.dtype, restorable: bool = True) -> None:
+def _cast_restorably(handle: SpeedHandle, part: nn.Module, dtype: torch.dtype) -> None:
     """Cast ``part``'s floating-point tensors to ``dtype``; undo restores the exact originals.
 
     A cast back (bf16 -> float32) would lose the low mantissa bits, so the float32 values
-    are kept in host memory (4 bytes per parameter) until ``remove()``; with
-    ``restorable=False`` they are not kept and ``remove()`` leaves the part in ``dtype``.
+    are kept in host memory (4 bytes per parameter) until ``remove()``.
     """
-    if not restorable:
-        part.to(dtype)
-        return
     saved = {name: t.detach().to("cpu", copy=True)
              for name, t in [*part.named_parameters(), *part.named_buffers()] if t.is_floating_point()}
     part.to(dtype)
@@ -184,7 +180,10 @@ def apply_speed_options(model: nn.Module, opts: SpeedOptions, *, restorable: boo
 
     if opts.frozen_weights:
         for part in _frozen_parts(backbone):
-            _cast_restorably(handle, part, torch.bfloat16, restorable)
+            if restorable:
+                _cast_restorably(handle, part, torch.bfloat16)
+            else:  # for the whole run: no float32 copies, remove() leaves the part in bf16
+                part.to(torch.bfloat16)
 
     if opts.frozen_autocast:
         if vae is not None:
