@@ -72,6 +72,9 @@ class InferenceConfig:
     alpha: float = 0.3              # ensemble weight of CLIP for classes seen in training
     beta: float = 0.7               # ... and for unseen classes
     clip_prompt_templates: list = field(default_factory=lambda: ["a photo of a {}."])
+    # CLIP branch: "reference" (image cropped to its valid area, masks of the padded grid: the
+    # reference's slight misalignment) | "cropped" (both cropped: the corrected variant)
+    clip_mask_alignment: str = field(default="reference", metadata={"choices": ("reference", "cropped")})
 
 
 @dataclass

@@ -36,9 +36,15 @@ def typed(section: Any, cls: type) -> Any:
     return section_to_dataclass(section, cls)
 
 
+def supervision_text_bank(clip: SharedClip, templates: list[str]) -> TextEmbeddingBank:
+    """The trained classifier's text bank: **raw** (un-normalised) CLIP text embeddings, as the
+    reference feeds its trainable ``text_proj`` (``ClipAdapter(normalize=False)``)."""
+    return TextEmbeddingBank(clip, templates=list(templates), normalize=False)
+
+
 def encode_vocabulary(clip: SharedClip, names: list[list[str]], templates: list[str]) -> TextEmbeddings:
-    """CLIP text embeddings of every name of every class (through the cached text bank)."""
-    return TextEmbeddingBank(clip, templates=list(templates))(names)
+    """Raw CLIP text embeddings of every name of every class (through the cached text bank)."""
+    return supervision_text_bank(clip, templates)(names)
 
 
 def build_model(cfg: DictConfig, categories: list[dict], *, ignore_index: int = 255,
@@ -84,7 +90,7 @@ def build_model(cfg: DictConfig, categories: list[dict], *, ignore_index: int = 
                          criterion=criterion, eval_text=eval_text, eval_is_thing=is_thing, inference=inference,
                          optim=optim, max_steps=int(cfg.trainer.max_steps), ignore_index=ignore_index,
                          config=OmegaConf.to_container(cfg, resolve=True), open_vocab=open_vocab,
-                         text_bank=TextEmbeddingBank(clip, templates=list(templates)))
+                         text_bank=supervision_text_bank(clip, templates))
     apply_model_speed(module, model_cfg.get("speed"), clip)
     return module
 
@@ -121,7 +127,8 @@ def build_open_vocab(clip: SharedClip, inference: InferenceConfig, train_names: 
     if mode == "diffusion":
         return None
     head = OpenVocabHead(clip, mode=mode, alpha=inference.alpha, beta=inference.beta,
-                         templates=list(inference.clip_prompt_templates), train_names=train_names)
+                         templates=list(inference.clip_prompt_templates), train_names=train_names,
+                         alignment=inference.clip_mask_alignment)
     head.set_vocabulary(eval_names, seen=seen_class_mask(eval_names, train_names))  # logs the split (INFO)
     return head
 

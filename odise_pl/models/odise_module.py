@@ -6,6 +6,7 @@ only composes the parts it is given, trains them, and evaluates them.
 
 from __future__ import annotations
 
+import inspect
 import warnings
 
 import lightning as L
@@ -118,11 +119,19 @@ class OdiseModule(L.LightningModule):
             return None
         return [c[0] if isinstance(c, (list, tuple)) and c else (c if isinstance(c, str) else "") for c in caps]
 
+    def _query_kwargs(self, queries: torch.Tensor) -> dict:
+        """``{"queries": ...}`` for strategies whose methods take the decoder's queries (older ones do not)."""
+        if not hasattr(self, "_takes_queries"):
+            params = inspect.signature(self.supervision.classify).parameters
+            self._takes_queries = "queries" in params
+        return {"queries": queries} if self._takes_queries else {}
+
     # ------------------------------------------------------------------------------------- training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         out = self(batch["images"], self._captions(batch))
         batch = {**batch, "targets": self.supervision.prepare_targets(batch["targets"])}
-        logits = [self.supervision.training_logits(e, batch) for e in out["mask_embeds"]]
+        logits = [self.supervision.training_logits(e, batch, **self._query_kwargs(q))
+                  for e, q in zip(out["mask_embeds"], out["queries"])]
         losses = self.criterion(out["pred_masks"], logits, batch["targets"])
         losses.update(self.supervision.extra_losses(out, batch))
         loss = torch.stack(list(losses.values())).sum()
@@ -139,19 +148,27 @@ class OdiseModule(L.LightningModule):
                       image_sizes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Class probabilities (B,Q,K+1) and mask logits (B,Q,h,w) of the last decoder layer."""
         masks, embeds = out["pred_masks"][-1], out["mask_embeds"][-1]
-        logits = self.supervision.classify(embeds, self.eval_text.to(embeds.device))
+        logits = self.supervision.classify(embeds, self.eval_text.to(embeds.device),
+                                           **self._query_kwargs(out["queries"][-1]))
         if self.open_vocab is not None:
             probs = self.open_vocab(images, masks, logits, image_sizes=image_sizes)
         else:
             probs = logits.float().softmax(-1)
         return probs, masks
 
+    @staticmethod
+    def masks_to_output(masks: torch.Tensor, image_size: tuple[int, int], orig_size: tuple[int, int],
+                        padded: tuple[int, int]) -> torch.Tensor:
+        """(Q,h,w) mask logits -> (Q,*orig_size): bilinear to the padded input, crop the valid area, bilinear
+        to the output size (the reference's upsampling + ``sem_seg_postprocess``)."""
+        m = F.interpolate(masks[None].float(), size=padded, mode="bilinear", align_corners=False)[0]
+        m = m[:, : image_size[0], : image_size[1]]
+        return F.interpolate(m[None], size=orig_size, mode="bilinear", align_corners=False)[0]
+
     def postprocess(self, probs: torch.Tensor, masks: torch.Tensor, image_size: tuple[int, int],
                     orig_size: tuple[int, int], padded: tuple[int, int]) -> dict:
         """One image: masks to the original size, then panoptic and semantic outputs."""
-        m = F.interpolate(masks[None].float(), size=padded, mode="bilinear", align_corners=False)[0]
-        m = m[:, : image_size[0], : image_size[1]]
-        m = F.interpolate(m[None], size=orig_size, mode="bilinear", align_corners=False)[0]
+        m = self.masks_to_output(masks, image_size, orig_size, padded)
         result: dict = {}
         cfg = self.inference_cfg
         if cfg.panoptic_on:

@@ -28,13 +28,15 @@ The UNet and VAE-decoder passes stop once their last tap is recorded (the rest o
 those networks is not used). The eight taps go through :class:`StrideFusion`:
 ``s2 = enc5 + dec5``, ``s3 = enc7 + unet11 + dec2``, ``s4 = unet8``, ``s5 = unet5 + unet2``.
 
-Windows: with ``window_size`` set, the image is cut into squares of side
-``min(window_size, H, W)`` (stride ``window_stride``, the last window shifted in,
-overlaps averaged). An image smaller than the window thus runs as windows of its
-short side, unresized (the reference would upsample each window to 512).
-``eval_window: short_side`` reproduces the reference's inference instead: windows of
-the image's short side, each resized to ``window_size`` (bicubic) before the frozen
-models, features resized back (nearest). ``window_size: null`` runs the whole image.
+Windows, in training and at inference alike (the reference's ``slide_training=True``): the
+image is cut into squares of side ``min(window_size, H, W)`` (stride ``min(window_stride, side)``,
+the last window shifted in, overlaps averaged); every window is resized to
+``window_size`` x ``window_size`` (bicubic, ``antialias=False``, unclamped: torchvision 0.14's
+tensor ``Resize``, as the released models were trained) before the frozen models, and each tap
+is resized back (nearest) to window/stride before its projection. So an image whose short side
+is under 512 runs as windows of its short side, upsampled to 512. ``resize_windows: false``
+runs smaller windows at their own size instead (not the reference). ``window_size: null`` runs
+the whole image in one pass.
 
 Conditioning (``caption_mode``): ``implicit`` (:class:`ImplicitCaptioner`; its time
 term is added to the output of ``unet.time_embedding`` by a forward hook - the
@@ -90,7 +92,8 @@ class DiffusionBackboneConfig:
     caption_mode: str = "implicit"         # implicit | empty | caption
     window_size: Optional[int] = 512       # null: the whole image in one pass
     window_stride: Optional[int] = 512
-    eval_window: str = "fixed"             # fixed | short_side (the reference's inference windows)
+    resize_windows: bool = True            # every window resized to window_size (the reference)
+    tiny_text: Optional[Dict[str, Any]] = None  # keys replacing tiny_text_config()'s (transformers' names)
     projection_dim: int = 512
     bottleneck_width: int = 128
     activation_checkpointing: bool = False
@@ -191,7 +194,8 @@ def clip_bpe_tokenizer():
 
 def build_tiny_stable_diffusion(*, unet_config: Optional[dict] = None, vae_config: Optional[dict] = None,
                                 text_config: Optional[dict] = None, unet_overrides: Optional[dict] = None,
-                                vae_overrides: Optional[dict] = None) -> StableDiffusionParts:
+                                vae_overrides: Optional[dict] = None,
+                                text_overrides: Optional[dict] = None) -> StableDiffusionParts:
     """Random-weight SD parts from tiny configs (defaults: ``tiny_*_config()``).
 
     ``unet_overrides`` / ``vae_overrides`` replace keys of the (default) configs; they are the YAML
@@ -200,7 +204,15 @@ def build_tiny_stable_diffusion(*, unet_config: Optional[dict] = None, vae_confi
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    text_config = text_config or tiny_text_config()
+    text_config = dict(text_config or tiny_text_config())
+    if text_overrides:
+        from transformers import CLIPTextConfig
+
+        unknown = sorted(set(text_overrides) - set(CLIPTextConfig().to_dict()))
+        if unknown:
+            raise ConfigError(f"model.backbone.tiny_text: unknown key(s) {', '.join(unknown)}; use the names of "
+                              f"transformers' CLIPTextConfig (e.g. hidden_size, num_hidden_layers)")
+        text_config.update(text_overrides)
     unet_kwargs = _with_overrides(unet_config or tiny_unet_config(text_config["hidden_size"]), unet_overrides,
                                   UNet2DConditionModel, "tiny_unet")
     vae_kwargs = _with_overrides(vae_config or tiny_vae_config(), vae_overrides, AutoencoderKL, "tiny_vae")
@@ -252,7 +264,7 @@ class DiffusionUNetBackbone(Backbone):
         vae, unet, text_encoder, tokenizer: the Stable Diffusion parts (frozen here).
         clip: the shared CLIP; required for ``caption_mode="implicit"``.
         pretrained: whether the SD parts came from pretrained weights (checkpoint policy).
-        caption_mode, timestep, noise_seed, window_size, window_stride, eval_window,
+        caption_mode, timestep, noise_seed, window_size, window_stride, resize_windows,
         projection_dim, bottleneck_width, activation_checkpointing: see
         :class:`DiffusionBackboneConfig` and the module docstring.
 
@@ -268,16 +280,16 @@ class DiffusionUNetBackbone(Backbone):
     def __init__(self, *, vae: nn.Module, unet: nn.Module, text_encoder: nn.Module, tokenizer,
                  clip: Optional[SharedClip] = None, pretrained: bool, caption_mode: str = "implicit",
                  timestep: int = 0, noise_seed: int = 42, window_size: Optional[int] = 512,
-                 window_stride: Optional[int] = 512, eval_window: str = "fixed", projection_dim: int = 512,
+                 window_stride: Optional[int] = 512, resize_windows: bool = True, projection_dim: int = 512,
                  bottleneck_width: int = 128, activation_checkpointing: bool = False) -> None:
         super().__init__()
-        _check_options(caption_mode, window_size, window_stride, eval_window)
+        _check_options(caption_mode, window_size, window_stride)
         self.vae = freeze(vae, pretrained=pretrained)
         self.unet = freeze(unet, pretrained=pretrained)
         self.text_encoder = freeze(text_encoder, pretrained=pretrained)
         self.tokenizer = tokenizer
         self.caption_mode, self.timestep = caption_mode, timestep
-        self.window_size, self.window_stride, self.eval_window = window_size, window_stride, eval_window
+        self.window_size, self.window_stride, self.resize_windows = window_size, window_stride, resize_windows
         q_sample_scales(timestep)  # validates t
 
         text_width = text_encoder.config.hidden_size
@@ -307,11 +319,12 @@ class DiffusionUNetBackbone(Backbone):
     def from_config(cls, cfg: DiffusionBackboneConfig, *, clip: Optional[SharedClip] = None,
                     **context) -> "DiffusionUNetBackbone":
         """Build from the YAML section; ``clip`` is the model's shared CLIP (other context is ignored)."""
-        _check_options(cfg.caption_mode, cfg.window_size, cfg.window_stride, cfg.eval_window)
+        _check_options(cfg.caption_mode, cfg.window_size, cfg.window_stride)
         if cfg.tiny or cfg.pretrained is None:
-            parts = build_tiny_stable_diffusion(unet_overrides=cfg.tiny_unet, vae_overrides=cfg.tiny_vae)
+            parts = build_tiny_stable_diffusion(unet_overrides=cfg.tiny_unet, vae_overrides=cfg.tiny_vae,
+                                                text_overrides=cfg.tiny_text)
         else:
-            for key in ("tiny_unet", "tiny_vae"):
+            for key in ("tiny_unet", "tiny_vae", "tiny_text"):
                 if getattr(cfg, key):
                     raise ConfigError(f"model.backbone.{key} shapes the random tiny model only; with "
                                       f"pretrained weights ('{cfg.pretrained}') remove it or set "
@@ -320,7 +333,7 @@ class DiffusionUNetBackbone(Backbone):
         return cls(vae=parts.vae, unet=parts.unet, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer,
                    clip=clip, pretrained=parts.pretrained, caption_mode=cfg.caption_mode, timestep=cfg.timestep,
                    noise_seed=cfg.noise_seed, window_size=cfg.window_size, window_stride=cfg.window_stride,
-                   eval_window=cfg.eval_window, projection_dim=cfg.projection_dim,
+                   resize_windows=cfg.resize_windows, projection_dim=cfg.projection_dim,
                    bottleneck_width=cfg.bottleneck_width, activation_checkpointing=cfg.activation_checkpointing)
 
     # ----------------------------------------------------------------- structure
@@ -369,11 +382,9 @@ class DiffusionUNetBackbone(Backbone):
             text = self.embed_text(captions)
         if self.window_size is None:
             return self._forward_window(images, text, None)
-        if not self.training and self.eval_window == "short_side":
-            side, stride, input_size = min(height, width), min(height, width), self.window_size
-        else:
-            side = min(self.window_size, height, width)
-            stride, input_size = min(self.window_stride, side), None
+        side = min(self.window_size, height, width)
+        stride = min(self.window_stride, side)
+        input_size = self.window_size if self.resize_windows else None
         return sliding_window_forward(partial(self._forward_window, text=text, input_size=input_size), images,
                                       window=side, stride=stride, shapes=self.output_shape())
 
@@ -383,7 +394,8 @@ class DiffusionUNetBackbone(Backbone):
         height, width = crop.shape[-2:]
         pixels = crop.float()
         if input_size is not None and (height, width) != (input_size, input_size):
-            pixels = F.interpolate(pixels, size=(input_size, input_size), mode="bicubic", align_corners=False)
+            pixels = F.interpolate(pixels, size=(input_size, input_size), mode="bicubic", align_corners=False,
+                                   antialias=False)  # torchvision 0.14's tensor Resize, unclamped
         enc_modules, unet_modules, dec_modules = self._tap_modules()
         scaling = self.vae.config.scaling_factor
         with torch.no_grad(), TapRecorder(enc_modules, stop=False) as enc:
@@ -416,12 +428,10 @@ class DiffusionUNetBackbone(Backbone):
 
 
 def _check_options(caption_mode: str, window_size: Optional[int], window_stride: Optional[int],
-                   eval_window: str) -> None:
+ ) -> None:
     if caption_mode not in CAPTION_MODES:
         raise ConfigError(f"model.backbone.caption_mode: '{caption_mode}' is not one of "
                           f"{', '.join(CAPTION_MODES)}")
-    if eval_window not in ("fixed", "short_side"):
-        raise ConfigError(f"model.backbone.eval_window: '{eval_window}' is not one of fixed, short_side")
     if window_size is not None:
         if window_size <= 0 or window_size % 64:
             raise ConfigError(f"model.backbone.window_size: {window_size} must be a positive multiple of 64 "

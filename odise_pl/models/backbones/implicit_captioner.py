@@ -85,10 +85,16 @@ class ImplicitCaptioner(nn.Module):
         """(B, 3, H, W) pixels in [0, 255] -> (B, E) unnormalised CLIP image embedding (no grad)."""
         size = self.clip.image_size
         height, width = images.shape[-2:]
-        scale = size / min(height, width)
-        resized = (max(size, round(height * scale)), max(size, round(width * scale)))
-        x = F.interpolate(images.float(), size=resized, mode="bicubic", align_corners=False)
-        top, left = (resized[0] - size) // 2, (resized[1] - size) // 2
+        # torchvision's Resize(size): the short side becomes ``size``, the long one int(size * long / short)
+        if height <= width:
+            resized = (size, int(size * width / height))
+        else:
+            resized = (int(size * height / width), size)
+        x = images.float()
+        if resized != (height, width):
+            x = F.interpolate(x, size=resized, mode="bicubic", align_corners=False, antialias=False)
+        # torchvision's CenterCrop: offsets int(round((side - size) / 2))
+        top, left = int(round((resized[0] - size) / 2.0)), int(round((resized[1] - size) / 2.0))
         x = self.clip.normalize(x[:, :, top:top + size, left:left + size])
         return self.clip.model.encode_image(x).float()
 

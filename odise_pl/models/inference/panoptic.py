@@ -38,7 +38,7 @@ def panoptic_inference(probs: torch.Tensor, mask_logits: torch.Tensor, is_thing:
     own_area = own.flatten(1).sum(-1)
     mask_area = fg.flatten(1).sum(-1)
     ok = (own_area > 0) & (mask_area > 0) & (visible_area > 0)
-    ok &= own_area.float() >= overlap_threshold * mask_area.float()
+    ok &= (own_area.double() / mask_area.clamp(min=1).double()) >= overlap_threshold  # as the reference's ratio
     stuff_ids: dict[int, int] = {}
     for q in torch.nonzero(ok).flatten().tolist():                   # at most Q iterations
         cls = int(labels[q])

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import Mask2FormerConfig
 from transformers.models.mask2former.modeling_mask2former import (
@@ -50,36 +51,56 @@ def hf_config(cfg: MaskGeneratorConfig, strides: list[int]) -> Mask2FormerConfig
     )
 
 
-class MLP(nn.Sequential):
+class MLP(nn.Module):
+    """Mask2Former's MLP: ``layers`` Linear layers with ReLU between them (keys ``layers.{i}``)."""
+
     def __init__(self, in_dim: int, hidden: int, out_dim: int, layers: int) -> None:
+        super().__init__()
         dims = [in_dim] + [hidden] * (layers - 1) + [out_dim]
-        mods: list[nn.Module] = []
-        for i in range(layers):
-            mods.append(nn.Linear(dims[i], dims[i + 1]))
-            if i < layers - 1:
-                mods.append(nn.ReLU())
-        super().__init__(*mods)
+        self.layers = nn.ModuleList(nn.Linear(dims[i], dims[i + 1]) for i in range(layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x) if i == len(self.layers) - 1 else F.relu(layer(x))
+        return x
+
+
+def hard_mask_pool(features: torch.Tensor, mask_logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Average ``features`` (B,C,h,w) inside each binarised mask (B,Q,h,w) -> (B,Q,C).
+
+    As the reference's ``MaskPooling``: ``sigmoid(logits) > threshold`` on the detached logits,
+    divided by ``area + 1e-8`` (an empty mask pools to zeros).
+    """
+    mask = (mask_logits.detach().sigmoid() > threshold).to(features.dtype)
+    denorm = mask.sum(dim=(-1, -2), keepdim=True) + 1e-8
+    return torch.einsum("bchw,bqhw->bqc", features, mask / denorm)
 
 
 class PooledMaskEmbed(nn.Module):
-    """ODISE's mask embedding: MLP(LN(query)) + Linear(LN(mask-pooled pixel features)).
+    """ODISE's mask embedding (the reference's ``PooledMaskEmbed``), per decoder output.
 
-    The pooling uses the query's own predicted mask, binarised (sigmoid > 0.5) and
-    detached, over the per-pixel mask features.
+    ``x = pool_proj(hard_mask_pool(mask_features, mask_logits)) + q`` with ``q = decoder_norm(query)``
+    and ``pool_proj = Linear(LayerNorm(.))``; then ``mask_embed = MLP3(LayerNorm(x))``. The pooled
+    features and the query are added *before* the LayerNorm + MLP, which sees both.
+
+    Shape:
+        queries (B,Q,C), mask_logits (B,Q,h,w), mask_features (B,M,h,w) -> (B,Q,D); M == C.
     """
 
     def __init__(self, hidden_dim: int, mask_dim: int, embed_dim: int) -> None:
         super().__init__()
-        self.query_proj = nn.Sequential(nn.LayerNorm(hidden_dim), MLP(hidden_dim, hidden_dim, embed_dim, 3))
-        self.pool_proj = nn.Sequential(nn.LayerNorm(mask_dim), nn.Linear(mask_dim, embed_dim))
+        if hidden_dim != mask_dim:
+            raise ValueError(f"PooledMaskEmbed adds pooled mask features ({mask_dim}) to the queries "
+                             f"({hidden_dim}): model.mask_generator.mask_dim must equal hidden_dim")
+        self.pool_proj = nn.Sequential(nn.LayerNorm(hidden_dim), nn.Linear(hidden_dim, hidden_dim))
+        self.mask_embed = nn.Sequential(nn.LayerNorm(mask_dim), MLP(mask_dim, hidden_dim, embed_dim, 3))
+
+    def pooled(self, queries: torch.Tensor, mask_logits: torch.Tensor, mask_features: torch.Tensor) -> torch.Tensor:
+        """The MLP's input ``pool_proj(pooled) + queries`` (B,Q,C) (the reference's ``mask_pooled_features``)."""
+        return self.pool_proj(hard_mask_pool(mask_features, mask_logits)) + queries
 
     def forward(self, queries: torch.Tensor, mask_logits: torch.Tensor, mask_features: torch.Tensor) -> torch.Tensor:
-        """queries (B,Q,C), mask_logits (B,Q,h,w), mask_features (B,M,h,w) -> (B,Q,D)."""
-        with torch.no_grad():
-            binary = (mask_logits.detach() > 0).to(mask_features.dtype)   # sigmoid > 0.5
-            area = binary.flatten(2).sum(-1, keepdim=True).clamp(min=1.0)  # (B,Q,1)
-        pooled = torch.einsum("bqhw,bchw->bqc", binary, mask_features) / area
-        return self.query_proj(queries) + self.pool_proj(pooled)
+        return self.mask_embed(self.pooled(queries, mask_logits, mask_features))
 
 
 class Mask2FormerMaskGenerator(Mask2FormerPreTrainedModel):
@@ -88,7 +109,9 @@ class Mask2FormerMaskGenerator(Mask2FormerPreTrainedModel):
     ``forward(features)`` takes the backbone pyramid ``{"s2".."s5"}`` and returns
     ``{"pred_masks": [L x (B,Q,H/4,W/4)], "mask_embeds": [L x (B,Q,D)]}`` with one entry
     per supervised decoder output (the query-only prediction first, the last layer
-    last; ``L = dec_layers + 1``), plus ``"mask_features"`` (B,M,H/4,W/4).
+    last; ``L = dec_layers + 1``), ``"queries"`` [L x (B,Q,C)] (``decoder_norm(query)``, what the
+    caption model's binary head reads), ``"mask_features"`` (B,M,H/4,W/4) and the pixel decoder's
+    ``"multi_scale_features"`` (3, low to high resolution).
 
     Weights are initialised exactly as ``transformers`` initialises Mask2Former.
     """
@@ -119,7 +142,8 @@ class Mask2FormerMaskGenerator(Mask2FormerPreTrainedModel):
         masks = list(dec.masks_queries_logits)                            # L x (B, Q, H/4, W/4)
         queries = [q.transpose(0, 1) for q in dec.intermediate_hidden_states]  # L x (B, Q, C)
         embeds = [self.mask_embed(q, m, mask_features) for q, m in zip(queries, masks)]
-        return {"pred_masks": masks, "mask_embeds": embeds, "mask_features": mask_features}
+        return {"pred_masks": masks, "mask_embeds": embeds, "queries": queries, "mask_features": mask_features,
+                "multi_scale_features": list(multi_scale)}
 
 
 def config_summary(cfg: MaskGeneratorConfig) -> dict:

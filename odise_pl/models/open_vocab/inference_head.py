@@ -54,13 +54,15 @@ class OpenVocabHead(nn.Module):
             :meth:`set_vocabulary` derives the seen split from it.
         mask_classifier: a prebuilt :class:`ClipMaskClassifier` (default: one on ``clip``).
         text_bank: a prebuilt text bank (default: one on ``clip`` with ``templates``).
+        alignment: how masks meet the image in the CLIP branch (``model.inference.clip_mask_alignment``,
+            see :data:`~.mask_classifier.ALIGNMENTS`).
     """
 
     def __init__(self, clip, mode: str = "ensemble", alpha: float = 0.3, beta: float = 0.7,
                  seen: torch.Tensor | SeenSplit | None = None, templates: Sequence[str] = DEFAULT_TEMPLATES, *,
                  train_names: Sequence[Sequence[str]] | None = None,
                  mask_classifier: ClipMaskClassifier | None = None,
-                 text_bank: TextEmbeddingBank | None = None) -> None:
+                 text_bank: TextEmbeddingBank | None = None, alignment: str = "reference") -> None:
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"unknown classifier mode '{mode}': set model.inference.classifier to one of "
@@ -69,7 +71,7 @@ class OpenVocabHead(nn.Module):
         self.ensemble = GeometricEnsemble(mode=mode, alpha=alpha, beta=beta, seen=mask)
         self.train_names = [list(g) for g in train_names] if train_names is not None else None
         # Kept out of the module tree on purpose (see the module docstring); _apply moves them.
-        self.__dict__["mask_classifier"] = mask_classifier or ClipMaskClassifier(clip)
+        self.__dict__["mask_classifier"] = mask_classifier or ClipMaskClassifier(clip, alignment=alignment)
         self.__dict__["text_bank"] = text_bank or TextEmbeddingBank(clip, templates=templates)
         self.text: TextEmbeddings | None = None
         self.split: SeenSplit | None = None
@@ -149,7 +151,9 @@ class OpenVocabHead(nn.Module):
             image_sizes: optional (B,2) valid (h, w) before padding (padding is cut off for CLIP).
 
         Returns:
-            (B,Q,K+1) class probabilities, void last.
+            (B,Q,K+1) class probabilities, void last. In "clip" and "ensemble" mode these are, as in the
+            reference, ``softmax(log(p + 1e-8))`` of the fused probabilities ``p``: the reference hands
+            ``log(p + 1e-8)`` to Mask2Former's post-processing, which applies a softmax.
         """
         logits = logits.float()
         if is_probs:
@@ -160,7 +164,8 @@ class OpenVocabHead(nn.Module):
             raise ValueError(f"the classifier scores {logits.shape[-1] - 1} classes but the open-vocabulary "
                              f"head's vocabulary has {self.num_classes}: change vocabularies with "
                              f"OdiseModule.set_vocabulary, which updates both.")
-        return self.ensemble(logits, self.clip_logits(images, mask_logits, image_sizes))
+        fused = self.ensemble(logits, self.clip_logits(images, mask_logits, image_sizes))
+        return (fused + 1e-8).log().softmax(-1)
 
     def extra_repr(self) -> str:
         k = self.num_classes

@@ -32,6 +32,10 @@ from torch import nn
 from odise_pl.models.supervision.base import TextEmbeddings, max_over_synonyms
 
 _MAX_LOGIT_SCALE = 100.0
+#: how masks and image are aligned when the batch is padded (``model.inference.clip_mask_alignment``):
+#: "reference" - the image cropped to its valid area but the masks of the whole padded grid, each
+#: resized to the CLIP input on its own (the reference's slight misalignment); "cropped" - both cropped.
+ALIGNMENTS = ("reference", "cropped")
 
 
 def binarize_masks(masks: torch.Tensor, size: tuple[int, int], threshold: float = 0.0) -> torch.Tensor:
@@ -70,8 +74,12 @@ class ClipMaskClassifier(nn.Module):
     """
 
     def __init__(self, clip, *, image_size: int | None = None, mask_threshold: float = 0.0,
-                 mask_blocks: int | None = None) -> None:
+                 mask_blocks: int | None = None, alignment: str = "reference") -> None:
         super().__init__()
+        if alignment not in ALIGNMENTS:
+            raise ValueError(f"model.inference.clip_mask_alignment: {alignment!r} is not one of "
+                             f"{', '.join(ALIGNMENTS)}")
+        self.alignment = alignment
         self.clip = clip
         self.image_size = int(image_size or clip.image_size)
         self.mask_threshold = float(mask_threshold)
@@ -117,8 +125,8 @@ class ClipMaskClassifier(nn.Module):
             images: (B,3,H,W) RGB pixels in [0,255] (uint8 or float), possibly padded.
             masks: (B,Q,h,w) mask logits (any resolution covering the same area as
                 ``images``, e.g. H/4) or bool masks.
-            image_sizes: optional (B,2) valid (h, w) of each image before padding;
-                the padding is cropped off images and masks before CLIP sees them.
+            image_sizes: optional (B,2) valid (h, w) of each image before padding; the padding
+                is cropped off the images (and, with ``alignment="cropped"``, off the masks).
 
         Returns:
             (B,Q,E) mask embeddings in CLIP's joint space (not normalised).
@@ -132,20 +140,23 @@ class ClipMaskClassifier(nn.Module):
         out = []
         for b, (h, w) in enumerate(image_sizes.tolist()):
             mh, mw = -(-h * masks.shape[-2] // H), -(-w * masks.shape[-1] // W)  # ceil
-            out.append(self._embed(images[b:b + 1, :, :h, :w], masks[b:b + 1, :, :mh, :mw]))
+            mask = masks[b:b + 1, :, :mh, :mw] if self.alignment == "cropped" else masks[b:b + 1]
+            out.append(self._embed(images[b:b + 1, :, :h, :w], mask))
         return torch.cat(out)
 
     def _embed(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         size = (self.image_size, self.image_size)
         x = F.interpolate(images.float(), size=size, mode="bilinear", align_corners=False)
         x = self.clip.normalize(x).to(self.clip.mean.dtype)  # (B,3,S,S)
+        if self.is_vit:
+            return self._vit_embed(x, masks.to(x.device))
         binary = binarize_masks(masks.to(x.device), size, self.mask_threshold)  # (B,Q,S,S)
-        return self._vit_embed(x, binary) if self.is_vit else self._convnext_embed(x, binary)
+        return self._convnext_embed(x, binary)
 
     # ------------------------------------------------------------------ ViT
-    def _vit_embed(self, x: torch.Tensor, binary: torch.Tensor) -> torch.Tensor:
+    def _vit_embed(self, x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         visual = self.clip.model.visual
-        B, Q = binary.shape[:2]
+        B, Q = masks.shape[:2]
         tokens = visual.conv1(x.to(visual.conv1.weight.dtype))  # (B,W,gh,gw)
         grid = tokens.shape[-2:]
         tokens = tokens.flatten(2).transpose(1, 2)  # (B,P,W)
@@ -153,8 +164,9 @@ class ClipMaskClassifier(nn.Module):
         tokens = torch.cat([cls, tokens], dim=1) + _positional_embedding(visual, grid).to(tokens.dtype)
         tokens = visual.ln_pre(tokens)  # (B,1+P,W)
 
-        # keys a mask token may attend to: CLS always, patches inside its mask
-        patch_mask = F.adaptive_max_pool2d(binary.float(), grid).flatten(2) > 0  # (B,Q,P)
+        # keys a mask token may attend to: CLS always, patches inside its mask (as the reference: masks
+        # resized bilinearly to the CLIP input, sigmoid, max-pooled per patch, kept where >= threshold)
+        patch_mask = vit_patch_mask(masks, x.shape[-2:], grid, self.mask_threshold)  # (B,Q,P)
         allowed = torch.cat([patch_mask.new_ones(B, Q, 1), patch_mask], dim=-1)  # (B,Q,1+P)
         bias = torch.zeros(allowed.shape, dtype=tokens.dtype, device=tokens.device)
         bias.masked_fill_(~allowed, float("-inf"))
@@ -186,6 +198,22 @@ class ClipMaskClassifier(nn.Module):
         pooled = torch.where((area > 0).unsqueeze(-1), pooled, global_feat)
         emb = visual.trunk.forward_head(pooled.reshape(B * Q, -1, 1, 1))  # head on a 1x1 "map": norm etc.
         return visual.head(emb).view(B, Q, -1)  # (B,Q,E)
+
+
+def vit_patch_mask(masks: torch.Tensor, size: tuple[int, int], grid: tuple[int, int],
+                   threshold: float = 0.0) -> torch.Tensor:
+    """(B,Q,h,w) mask logits (or bool masks) -> (B,Q,gh*gw) bool: the patches a mask token may see.
+
+    The reference's rule: resize to ``size`` (bilinear), sigmoid, max over each patch, ``>= sigmoid(threshold)``.
+    """
+    if masks.dtype == torch.bool:
+        masks = masks.float() * 2 - 1
+    prob = F.interpolate(masks.float(), size=tuple(size), mode="bilinear", align_corners=False).sigmoid()
+    patch = (size[0] // grid[0], size[1] // grid[1])
+    pooled = F.max_pool2d(prob, kernel_size=patch, stride=patch) if size[0] % grid[0] == 0 and \
+        size[1] % grid[1] == 0 else F.adaptive_max_pool2d(prob, grid)
+    cut = torch.sigmoid(torch.tensor(float(threshold))).item()
+    return (pooled >= cut).flatten(2)
 
 
 def _check_vit(visual: nn.Module) -> None:

@@ -126,6 +126,10 @@ class TextEmbeddingBank:
         model = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in self.clip.spec.model_name)
         return self.cache_dir / f"{model}-{self.cache_key(names_per_class)[:32]}.pt"
 
+    def forget_weights(self) -> None:
+        """The CLIP's weights changed in place (e.g. a checkpoint was loaded): key the cache anew."""
+        self._weights_id = None
+
     # ------------------------------------------------------------------ internals
     @staticmethod
     def _names(classes) -> list[list[str]]:

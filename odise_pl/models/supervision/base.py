@@ -2,12 +2,14 @@
 
 A strategy turns mask embeddings into class logits and owns its loss:
 
-* ``classify(mask_embeds (B,Q,D), text: TextEmbeddings) -> (B,Q,K+1)`` class logits over
-  the K classes of ``text`` plus a last "void / no-object" column;
+* ``classify(mask_embeds (B,Q,D), text: TextEmbeddings, queries=None) -> (B,Q,K+1)`` class
+  logits over the K classes of ``text`` plus a last "void / no-object" column; ``queries``
+  (B,Q,C) are the decoder's normalised queries of the same layer (``decoder_norm(query)``),
+  for heads that read them (the caption model's binary head);
 * ``num_match_classes``: the number of classes the Hungarian matcher and the
   Mask2Former class loss see (K for category labels, 1 = "object" for captions);
-* ``training_logits(mask_embeds, batch) -> (B,Q,num_match_classes+1)``: logits used for
-  matching and the class loss during training;
+* ``training_logits(mask_embeds, batch, queries=None) -> (B,Q,num_match_classes+1)``: logits
+  used for matching and the class loss during training;
 * ``extra_losses(outputs, batch) -> dict[str, Tensor]``: strategy-specific losses
   (the grounding loss), unweighted; return ``{}`` if none;
 * ``train_vocabulary``: the class names it was trained with (for seen/unseen split);
@@ -54,10 +56,12 @@ def max_over_synonyms(name_logits: torch.Tensor, class_index: torch.Tensor, num_
 class SupervisionStrategy(nn.Module):
     num_match_classes: int
 
-    def classify(self, mask_embeds: torch.Tensor, text: TextEmbeddings) -> torch.Tensor:
+    def classify(self, mask_embeds: torch.Tensor, text: TextEmbeddings,
+                 queries: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
-    def training_logits(self, mask_embeds: torch.Tensor, batch: dict) -> torch.Tensor:
+    def training_logits(self, mask_embeds: torch.Tensor, batch: dict,
+                        queries: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
     def extra_losses(self, outputs: dict, batch: dict) -> dict[str, torch.Tensor]:

@@ -100,7 +100,8 @@ class CaptionGroundingSupervision(SupervisionStrategy):
         aux_loss, spacy_model, word_cache_size, seed: see :class:`CaptionGroundingConfig`.
         extractor: a :class:`NounExtractor` (default: one for ``spacy_model``).
 
-    Parameters (trainable): ``text_proj`` Linear(E -> D), ``object_head`` Linear(D -> 2),
+    Parameters (trainable): ``text_proj`` Linear(E -> D), ``object_head`` Linear(C -> 2) on the
+    decoder's normalised queries (the reference's ``class_embed``),
     ``logit_scale`` (scalar, ``exp`` clamped at ``logit_scale_max``).
     """
 
@@ -156,7 +157,7 @@ class CaptionGroundingSupervision(SupervisionStrategy):
     # ----------------------------------------------------------------------------- words
     @torch.no_grad()
     def embed_words(self, words: Sequence[Sequence[str]]) -> torch.Tensor:
-        """(B, K) words -> (B, K, E) float32 CPU, L2-normalised CLIP("a photo of a {word}.").
+        """(B, K) words -> (B, K, E) float32 CPU, raw CLIP("a photo of a {word}.") (not normalised).
 
         Each distinct word goes through the text tower once (LRU cache of
         ``word_cache_size``); :data:`EMPTY_WORD` gives a zero vector.
@@ -168,7 +169,7 @@ class CaptionGroundingSupervision(SupervisionStrategy):
         for start in range(0, len(missing), 256):
             chunk = missing[start:start + 256]
             emb = self._clip.encode_text([self.prompt_template.format(w) for w in chunk])
-            emb = F.normalize(emb.float(), dim=-1).cpu()
+            emb = emb.float().cpu()  # raw (un-normalised), as the reference feeds text_proj
             fresh.update(zip(chunk, [e.clone() for e in emb]))  # no views: evicted rows free memory
         resolved = {w: fresh[w] if w in fresh else self._word_cache[w]
                     for w in dict.fromkeys(flat) if w != EMPTY_WORD}
@@ -233,8 +234,10 @@ class CaptionGroundingSupervision(SupervisionStrategy):
             out.append(t)
         return out
 
-    def training_logits(self, mask_embeds: torch.Tensor, batch: dict) -> torch.Tensor:
-        """(B, Q, D) -> (B, Q, 2) ``[object, no-object]`` logits.
+    def training_logits(self, mask_embeds: torch.Tensor, batch: dict,
+                        queries: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, Q, D) -> (B, Q, 2) ``[object, no-object]`` logits of the binary head on ``queries``
+        (``decoder_norm(query)`` (B, Q, C), as the reference; the mask embeddings when not given).
 
         Compatibility: if the caller has not passed the targets through
         :meth:`prepare_targets`, ``batch["targets"]`` is replaced by the prepared list
@@ -243,9 +246,10 @@ class CaptionGroundingSupervision(SupervisionStrategy):
         targets = batch.get("targets") if isinstance(batch, dict) else None
         if targets and any(CATEGORY_LABELS not in t for t in targets):
             batch["targets"] = self.prepare_targets(targets)
-        return self.object_head(mask_embeds)
+        return self.object_head(mask_embeds if queries is None else queries)
 
-    def classify(self, mask_embeds: torch.Tensor, text: TextEmbeddings) -> torch.Tensor:
+    def classify(self, mask_embeds: torch.Tensor, text: TextEmbeddings,
+                 queries: torch.Tensor | None = None) -> torch.Tensor:
         """mask_embeds (B, Q, D) -> (B, Q, K+1) logits over any vocabulary, void last.
 
         ``void = logsumexp(class logits) + (no-object - object)``, so that after a softmax
@@ -255,7 +259,7 @@ class CaptionGroundingSupervision(SupervisionStrategy):
         names = F.normalize(self.text_proj(text.embeds.to(z.device, self.text_proj.weight.dtype)), dim=-1)
         name_logits = self.scale() * z @ names.to(z.dtype).t()  # (B, Q, N)
         class_logits = max_over_synonyms(name_logits, text.class_index.to(z.device), text.num_classes)
-        binary = self.object_head(mask_embeds).to(class_logits.dtype)  # (B, Q, 2)
+        binary = self.object_head(mask_embeds if queries is None else queries).to(class_logits.dtype)  # (B,Q,2)
         void = class_logits.logsumexp(-1, keepdim=True) + (binary[..., 1:] - binary[..., :1])
         return torch.cat([class_logits, void], dim=-1)
 

@@ -87,8 +87,10 @@ class CategoryLabelSupervision(SupervisionStrategy):
     def train_text(self) -> TextEmbeddings:
         return TextEmbeddings(self.train_embeds, self.train_class_index, self.num_match_classes)
 
-    def classify(self, mask_embeds: torch.Tensor, text: TextEmbeddings) -> torch.Tensor:
+    def classify(self, mask_embeds: torch.Tensor, text: TextEmbeddings,
+                 queries: torch.Tensor | None = None) -> torch.Tensor:
         return self.classifier(mask_embeds, text)
 
-    def training_logits(self, mask_embeds: torch.Tensor, batch: dict) -> torch.Tensor:
+    def training_logits(self, mask_embeds: torch.Tensor, batch: dict,
+                        queries: torch.Tensor | None = None) -> torch.Tensor:
         return self.classifier(mask_embeds, self.train_text)
