@@ -234,6 +234,8 @@ def config_for(ckpt: str | os.PathLike, config: str | None = None, overrides: Se
 
     if config is not None:
         return load_config(config, list(overrides))
+    if Path(ckpt).expanduser().is_dir():  # a run directory: its config (named when missing)
+        return load_config(str(config_file(Path(ckpt).expanduser())), list(overrides))
     run_dir = run_directory_of(ckpt)
     if run_dir is None:
         raise ConfigError(f"-c CONFIG is needed: {ckpt} is not (in) a run directory with a {CONFIG_FILE}. "
