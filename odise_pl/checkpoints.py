@@ -42,6 +42,10 @@ RESUME_MAY_DIFFER = ("run", "logging", "checkpoint", "trainer.max_steps", "train
                      "model.speed")
 #: keys that may differ when a checkpoint is only evaluated: anything but the trained architecture
 EVALUATE_MUST_MATCH = ("model.clip", "model.backbone", "model.mask_generator", "model.supervision")
+#: training-only keys of the trained parts: they may differ when a checkpoint is evaluated or fine-tuned
+TRAINING_ONLY_KEYS = tuple(f"model.mask_generator.{k}" for k in (
+    "class_weight", "mask_weight", "dice_weight", "no_object_weight", "train_num_points", "oversample_ratio",
+    "importance_sample_ratio", "gradient_checkpointing"))
 
 
 # ----------------------------------------------------------------------------- writing

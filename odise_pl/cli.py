@@ -6,12 +6,19 @@ import argparse
 import sys
 from pathlib import Path
 
-from odise_pl.errors import OdiseError
+from odise_pl.errors import ConfigError, OdiseError
 
 
-def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", required=True, help="experiment YAML file")
+def _add_config_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    p.add_argument("-c", "--config", required=required,
+                   help="experiment YAML file" if required else
+                   "experiment YAML file (default: the config.yaml of the run directory --ckpt is in)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.max_steps=100")
+
+
+#: what --ckpt accepts (validate, test, predict)
+CKPT_HELP = ("a run directory (config.yaml, categories.json, weights.safetensors), a .ckpt or a .safetensors "
+             "file; the training categories travel with it, so no training data is needed")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,16 +26,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("fit", help="train an experiment")
-    _add_config_args(p)
+    _add_config_args(p, required=False)
     p.add_argument("--resume", default=None, metavar="RUN_DIR_OR_CKPT",
                    help="resume a run (its directory or a checkpoint in it); another checkpoint starts a new "
                         "version from it. Without it, an existing run.version resumes from its last.ckpt")
+    p.add_argument("--init-from", default=None, metavar="RUN_DIR_OR_WEIGHTS",
+                   help="fine-tune: a new run starts from these weights (a run directory, .ckpt or .safetensors; "
+                        "weights only, not a resume); without -c the run directory's config is used")
     p.set_defaults(func=cmd_fit)
 
     for name in ("validate", "test"):
         p = sub.add_parser(name, help=f"{name} a checkpoint")
-        _add_config_args(p)
-        p.add_argument("--ckpt", required=True, help="checkpoint file")
+        _add_config_args(p, required=False)
+        p.add_argument("--ckpt", required=True, help=CKPT_HELP)
         if name == "test":
             p.add_argument("--sets", nargs="+", default=None, metavar="SET",
                            help="evaluate on several sets, one Markdown + CSV table: config (this experiment's "
@@ -85,20 +95,24 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from odise_pl.config import load_config
+    from odise_pl.run_directory import config_for
     from odise_pl.runner import fit, format_table
 
-    cfg = load_config(args.config, args.overrides)
-    results = fit(cfg, ckpt_path=args.resume)
+    if args.config is None and args.init_from is None:
+        raise ConfigError("odise-pl fit needs -c CONFIG (or --init-from RUN_DIR, whose config.yaml is then used).")
+    cfg = (load_config(args.config, args.overrides) if args.config is not None
+           else config_for(args.init_from, None, args.overrides))
+    results = fit(cfg, ckpt_path=args.resume, init_from=args.init_from)
     print(format_table(results))
     print(f"run directory: {results['run_dir']}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from odise_pl.config import load_config
+    from odise_pl.run_directory import config_for
     from odise_pl.runner import evaluate, format_table
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = config_for(args.ckpt, args.config, args.overrides)
     if getattr(args, "sets", None):
         from odise_pl.evaluation_sets import run
 

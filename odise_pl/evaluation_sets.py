@@ -1,4 +1,4 @@
-"""``odise-pl test -c X.yaml --ckpt C --sets ...``: one checkpoint on several evaluation sets, one table.
+"""``odise-pl test [-c X.yaml] --ckpt C --sets ...``: one checkpoint on several evaluation sets, one table.
 
 A set is ``config`` (the experiment's own ``data`` section), or a preset name, optionally with
 its dataset folder: ``ade20k_panoptic[=ROOT]``, ``ade20k_847[=ROOT]``, ``pascal_context_459``,
@@ -6,8 +6,9 @@ its dataset folder: ``ade20k_panoptic[=ROOT]``, ``ade20k_847[=ROOT]``, ``pascal_
 :mod:`odise_pl.data_modules.semantic` for the layouts and what to download). For each set the
 model gets the set's vocabulary (re-embedded, no retraining), its ignore label, and panoptic /
 instance post-processing only where the set has panoptic ground truth; then Lightning's test
-loop runs. The rows go to ``test_sets_N.md`` and ``test_sets_N.csv`` beside the checkpoint
-(never overwritten) and are printed.
+loop runs. ``C`` is a run directory, a ``.ckpt`` or a ``.safetensors`` file; the training
+categories travel with it, so only the sets' own data is read. The rows go to ``test_sets_N.md``
+and ``test_sets_N.csv`` in the run directory (else beside the file; never overwritten) and are printed.
 """
 
 from __future__ import annotations
@@ -70,15 +71,13 @@ def _datamodule(cfg: DictConfig, kwargs: dict | None):
 def evaluate_sets(cfg: DictConfig, ckpt: str, sets: list[str]) -> tuple[list[dict], Path]:
     """Test ``ckpt`` on every set; returns the rows and the folder the tables go to."""
     from odise_pl.models.builder import class_names
-    from odise_pl.runner import _metrics, build_all, build_trainer, load_checkpoint
+    from odise_pl.run_directory import output_dir_of, weights_file
+    from odise_pl.runner import build_trained, build_trainer, merge_metrics
 
     parsed = [parse_set(s) for s in sets]  # all errors before any work
-    ckpt_path = Path(ckpt)
-    if not ckpt_path.is_file():
-        raise ConfigError(f"checkpoint '{ckpt}' not found")
-    _, model = build_all(cfg)
-    load_checkpoint(model, str(ckpt_path))
-    out_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
+    weights_file(ckpt)  # a missing checkpoint is named before anything is built
+    model, _ = build_trained(cfg, ckpt)  # the training categories travel with the checkpoint
+    out_dir = output_dir_of(ckpt)
     original = model.inference_cfg
     rows = []
     for label, kwargs in parsed:
@@ -92,7 +91,7 @@ def evaluate_sets(cfg: DictConfig, ckpt: str, sets: list[str]) -> tuple[list[dic
                              [bool(c.get("isthing")) for c in categories])
         dm.size_divisibility = max(int(getattr(dm, "size_divisibility", 1)), model.backbone.size_divisibility)
         trainer = build_trainer(cfg, out_dir / f"test_sets_{label}")
-        metrics = _metrics(trainer.test(model, datamodule=dm, verbose=False))
+        metrics = merge_metrics(trainer.test(model, datamodule=dm, verbose=False))
         rows.append({"set": label, "classes": len(categories), **metrics})
     model.inference_cfg = original
     return rows, out_dir

@@ -18,6 +18,7 @@ vocabulary (:mod:`odise_pl.vocab`), and predicts one image at a time:
    runs at the original size.
 
 Example:
+    >>> pred = Predictor.from_config_file(None, "runs/quickstart/version_0")  # the run's config
     >>> pred = Predictor.from_config_file("experiments/quickstart.yaml", "last.ckpt")
     >>> pred.set_vocabulary(parse_vocabulary("cat,kitten;dog;grass:stuff"))
     >>> out = pred.predict_file("photo.jpg")
@@ -113,8 +114,11 @@ class Predictor:
     """A trained model + a vocabulary, predicting one image at a time.
 
     Args:
-        cfg: the validated experiment config (``odise_pl.config.load_config``).
-        ckpt: a Lightning checkpoint of that config (None: the freshly built weights).
+        cfg: the validated experiment config (``odise_pl.config.load_config``; for a run directory
+            :func:`odise_pl.run_directory.config_for` gives the run's own).
+        ckpt: a run directory, ``.ckpt`` or ``.safetensors`` of that config. Its training categories
+            travel with it, so no dataset is read (only a checkpoint older than that reads the data
+            module's). None: the freshly built weights, with the data module's categories.
         device: torch device (default: CUDA when available, else CPU).
         vocabulary: the test vocabulary (default: the training categories).
         max_mask_elements: budget for ``Q x H x W`` at post-processing (see the module docstring).
@@ -125,29 +129,38 @@ class Predictor:
     def __init__(self, cfg: DictConfig, ckpt: str | Path | None = None, *, device: str | torch.device | None = None,
                  vocabulary: Vocabulary | None = None, max_mask_elements: int = 2 ** 26,
                  max_semantic_elements: int = 2 ** 25, instances: bool | None = None) -> None:
-        from odise_pl.runner import build_all, load_checkpoint
+        from odise_pl.runner import build_all, build_trained, data_config
 
         self.cfg = cfg
-        dm, model = build_all(cfg)
-        if ckpt is not None:  # named errors for a missing, unsafe, corrupt or mismatched file
-            load_checkpoint(model, str(Path(ckpt).expanduser()))
+        if ckpt is None:
+            dm, model = build_all(cfg)
+            categories = dm.categories
+        else:  # named errors for a missing, unsafe, corrupt or mismatched file
+            model, categories = build_trained(cfg, Path(ckpt).expanduser())
+        data = data_config(cfg)  # the test-time sizes; no dataset is read
         self.device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = model.eval().to(self.device)
-        self.resize = ResizeShortestEdge(int(dm.eval_short_side), int(dm.eval_max_long_side))
-        self.size_divisibility = max(int(getattr(dm, "size_divisibility", 1)), int(model.backbone.size_divisibility))
+        self.resize = ResizeShortestEdge(int(data.eval_short_side), int(data.eval_max_long_side))
+        self.size_divisibility = max(int(getattr(data, "size_divisibility", 1)), int(model.backbone.size_divisibility))
         self.max_mask_elements = int(max_mask_elements)
         self.max_semantic_elements = int(max_semantic_elements)
         self.instances = bool(model.inference_cfg.instance_on if instances is None else instances)
-        self.training_vocabulary = vocabulary_from_categories(dm.categories)
+        self.training_vocabulary = vocabulary_from_categories(categories)
         self.vocabulary = self.training_vocabulary
         if vocabulary is not None:
             self.set_vocabulary(vocabulary)
 
     @classmethod
-    def from_config_file(cls, config: str | Path, ckpt: str | Path | None, overrides: Sequence[str] = (),
+    def from_config_file(cls, config: str | Path | None, ckpt: str | Path | None, overrides: Sequence[str] = (),
                          **kwargs) -> "Predictor":
+        """``config`` None: the config of the run directory ``ckpt`` is (in), with ``overrides`` on top."""
         from odise_pl.config import load_config
+        from odise_pl.run_directory import config_for
 
+        if config is None:
+            if ckpt is None:
+                raise ValueError("give a config file, a checkpoint in a run directory, or both")
+            return cls(config_for(ckpt, None, list(overrides)), ckpt, **kwargs)
         return cls(load_config(str(config), list(overrides)), ckpt, **kwargs)
 
     @property
@@ -268,4 +281,4 @@ def _semantic_argmax(probs: torch.Tensor, mask_logits: torch.Tensor, chunk: int 
 
 
 __all__ = ["Prediction", "Predictor", "list_images", "resolve_vocabulary", "vocabulary_from_categories",
-           "load_weights", "IMAGE_EXTENSIONS"]
+           "IMAGE_EXTENSIONS"]

@@ -19,11 +19,16 @@ from odise_pl.callbacks.nonfinite_loss import NonFiniteLoss
 from odise_pl.callbacks.hparams_table import HParamsTable
 from odise_pl.callbacks.param_summary import ParameterSummary
 from odise_pl.callbacks.visualization import PanopticVisualizer
-from odise_pl.checkpoints import (EVALUATE_MUST_MATCH, RESUME_MAY_DIFFER, AtomicCheckpointIO, atomic_write,
-                                  check_config, export_safetensors, load_weights, read_checkpoint)
+from odise_pl.callbacks.categories import CategoriesInCheckpoints
+from odise_pl.checkpoints import (EVALUATE_MUST_MATCH, RESUME_MAY_DIFFER, TRAINING_ONLY_KEYS, AtomicCheckpointIO,
+                                  atomic_write, check_config, export_safetensors, load_weights, read_checkpoint,
+                                  read_safetensors)
 from odise_pl.errors import CheckpointError, ConfigError
 from odise_pl.models.builder import build_model, section_to_dataclass
 from odise_pl.registry import DATA_MODULES
+from odise_pl.run_directory import (SAFETENSORS_KEY, WEIGHTS_FILE, categories_payload, output_dir_of,
+                                    run_directory_of, saved_config, training_categories, weights_file,
+                                    write_categories)
 from odise_pl.scale_out import apply_global_batch, build_strategy
 
 _VERSION = re.compile(r"^version_(\d+)$")
@@ -127,9 +132,13 @@ def save_config(cfg: DictConfig, run_dir: Path) -> None:
     os.replace(tmp, path)
 
 
+def data_config(cfg: DictConfig):
+    """The ``data`` section as its data module's config dataclass (defaults filled in); reads no data."""
+    return section_to_dataclass(cfg.data, DATA_MODULES.get(cfg.data.name).config)
+
+
 def build_datamodule(cfg: DictConfig):
-    entry = DATA_MODULES.get(cfg.data.name)
-    return entry.cls.from_config(section_to_dataclass(cfg.data, entry.config))
+    return DATA_MODULES.get(cfg.data.name).cls.from_config(data_config(cfg))
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, *, extra_callbacks: list | None = None,
@@ -220,32 +229,54 @@ def resume_point(cfg: DictConfig, resume: str | None = None) -> tuple[Path, Path
     return run_dir, ckpt
 
 
-def fit(cfg: DictConfig, *, evaluate_untrained: bool = False, ckpt_path: str | None = None) -> dict:
-    """Train ``cfg`` (resuming where :func:`resume_point` says), then evaluate; returns the final metrics."""
+def fit(cfg: DictConfig, *, evaluate_untrained: bool = False, ckpt_path: str | None = None,
+        init_from: str | None = None) -> dict:
+    """Train ``cfg`` (resuming where :func:`resume_point` says), then evaluate; returns the final metrics.
+
+    ``init_from``: a run directory, ``.ckpt`` or ``.safetensors`` whose weights a new run starts from
+    (fine-tuning, :func:`init_weights`); a run that resumes takes its weights from its checkpoint instead.
+    The run directory gets ``config.yaml`` and ``categories.json`` when training starts, and every
+    checkpoint and ``weights.safetensors`` carry the categories too (:mod:`odise_pl.run_directory`).
+    """
     run_dir, resume = resume_point(cfg, ckpt_path)
     if resume is not None:  # refuse a checkpoint of another experiment before building anything
         check_config(read_checkpoint(resume), cfg, resume, ignore=RESUME_MAY_DIFFER)
-        print(f"resuming from {resume}")
+        print(f"resuming from {resume}" + (f" (--init-from {init_from} is not used: the checkpoint holds the "
+                                           "weights trained since)" if init_from else ""))
+    elif init_from is not None:
+        source = run_directory_of(init_from)
+        if source is not None and source.resolve() == run_dir.resolve():
+            raise ConfigError(f"--init-from {init_from} would fine-tune into its own run directory {run_dir}: "
+                              "set run.name (or run.version) to a new name.")
+        weights_file(init_from)  # a missing start point is named before anything is built
     dm, model = build_all(cfg)   # bad data or config fails here, before the run directory exists
+    results: dict = {"run_dir": str(run_dir)}
+    if resume is None and init_from is not None:
+        init_weights(model, init_from)
+        results["init_from"] = str(init_from)
+        print(f"starting from the weights of {init_from}")
+    categories = {"categories": dm.categories, "ignore_index": dm.ignore_index}
     os.environ[RUN_DIR_ENV] = str(run_dir)  # ranks Lightning launches from here write here too
     if _launch_rank() == 0:
         save_config(cfg, run_dir)
-    trainer = build_trainer(cfg, run_dir, datamodule=dm)
-    results: dict = {"run_dir": str(run_dir)}
+        write_categories(run_dir, **categories)
+    trainer = build_trainer(cfg, run_dir, datamodule=dm, extra_callbacks=[CategoriesInCheckpoints(**categories)])
     if evaluate_untrained and resume is None:
-        results["untrained"] = _metrics(trainer.validate(model, datamodule=dm, verbose=False))
+        results["untrained"] = merge_metrics(trainer.validate(model, datamodule=dm, verbose=False))
     trainer.fit(model, datamodule=dm, ckpt_path=str(resume) if resume is not None else None)
-    results["final"] = _metrics(trainer.validate(model, datamodule=dm, verbose=False))
+    results["final"] = merge_metrics(trainer.validate(model, datamodule=dm, verbose=False))
     if trainer.global_rank != 0:
         return results
     write_results(run_dir, results)  # first: the metrics are never lost to a failing export
     if cfg.checkpoint.export_safetensors:
-        results["weights"] = str(export_safetensors(model, run_dir / "weights.safetensors",
-                                                    {"global_step": trainer.global_step}))
+        metadata = {"global_step": trainer.global_step,
+                    SAFETENSORS_KEY: json.dumps(categories_payload(**categories), ensure_ascii=False)}
+        results["weights"] = str(export_safetensors(model, run_dir / WEIGHTS_FILE, metadata))
     return results
 
 
-def _metrics(out: list[dict]) -> dict:
+def merge_metrics(out: list[dict]) -> dict:
+    """Lightning's list of logged dicts -> one ``{metric: float}`` (``val/PQ`` -> ``PQ``)."""
     merged: dict = {}
     for d in out:
         merged.update({k.split("/", 1)[-1]: float(v) for k, v in d.items()})
@@ -274,35 +305,89 @@ def format_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-#: training-only keys of the trained parts: they may differ when a checkpoint is evaluated
-_TRAINING_ONLY = tuple(f"model.mask_generator.{k}" for k in (
-    "class_weight", "mask_weight", "dice_weight", "no_object_weight", "train_num_points", "oversample_ratio",
-    "importance_sample_ratio", "gradient_checkpointing"))
+def load_checkpoint(model: torch.nn.Module, path: str | os.PathLike, ckpt: dict | None = None, *,
+                    action: str = "evaluate it") -> None:
+    """Load a run directory, a ``.ckpt`` (``weights_only``) or a ``.safetensors`` file into ``model``.
+
+    A checkpoint of another architecture is refused: the ``model.*`` keys of
+    :data:`~odise_pl.checkpoints.EVALUATE_MUST_MATCH` (training-only keys aside) are compared with the
+    config it was trained with (a ``.ckpt``'s own; the run's ``config.yaml`` for a run directory or a
+    ``.safetensors`` in one). ``ckpt``: the checkpoint dict already read from ``path``.
+    """
+    weights = weights_file(path)
+    if ckpt is None:
+        ckpt = read_safetensors(weights) if weights.suffix == ".safetensors" else read_checkpoint(weights)
+    saved, _ = saved_config(path, ckpt)
+    current = (getattr(model, "hparams", None) or {}).get("config")
+    if saved and current:
+        check_config({"hyper_parameters": {"config": saved}}, current, path, only=EVALUATE_MUST_MATCH,
+                     ignore=TRAINING_ONLY_KEYS, action=action)
+    load_weights(model, weights, ckpt)
 
 
-def load_checkpoint(model: torch.nn.Module, path: str) -> None:
-    """Load a ``.ckpt`` (``weights_only``) or ``.safetensors`` file; refuse one of another architecture."""
-    ckpt = None
-    if Path(path).suffix != ".safetensors":
-        ckpt = read_checkpoint(path)  # read once: checked here, loaded below
-        current = (getattr(model, "hparams", None) or {}).get("config")
-        if current:
-            check_config(ckpt, current, path, only=EVALUATE_MUST_MATCH, ignore=_TRAINING_ONLY,
-                         action="evaluate it")
-    load_weights(model, path, ckpt)
+def init_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Fine-tuning start: the weights of ``path`` (run directory, ``.ckpt``, ``.safetensors``) into ``model``.
+
+    Only weights are taken (no optimizer, step or loader position: that is ``--resume``). Buffers whose
+    shape follows the number of training classes (the no-object class weight of the criterion) keep
+    ``model``'s own, so the new training set may have other categories; every parameter must fit.
+    """
+    weights = weights_file(path)
+    ckpt = read_safetensors(weights) if weights.suffix == ".safetensors" else read_checkpoint(weights)
+    own = dict(model.named_buffers())
+    state = ckpt["state_dict"]
+    for key, value in list(state.items()):
+        if key in own and tuple(own[key].shape) != tuple(value.shape):
+            state[key] = own[key]
+    load_checkpoint(model, path, ckpt, action="start from it")
+
+
+def build_trained(cfg: DictConfig, ckpt: str | os.PathLike, *, eval_datamodule=None) -> tuple[torch.nn.Module, list[dict]]:
+    """The model of ``cfg`` with the weights of ``ckpt`` (run directory, ``.ckpt`` or ``.safetensors``).
+
+    Its training categories are those that travel with ``ckpt``
+    (:func:`odise_pl.run_directory.training_categories`): no data module is built for them. Only a
+    checkpoint without them (written before they were saved) falls back to the data module of ``cfg``.
+    With ``eval_datamodule``, the model evaluates on that module's categories and ignore label.
+
+    Returns:
+        The model (weights loaded) and its training categories.
+    """
+    weights = weights_file(ckpt)
+    ckpt_dict = None if weights.suffix == ".safetensors" else read_checkpoint(weights)
+    found = training_categories(ckpt, ckpt_dict)
+    L.seed_everything(int(cfg.seed), workers=True)
+    if found is not None:
+        categories, ignore_index = found.categories, found.ignore_index
+    else:
+        dm = eval_datamodule if eval_datamodule is not None else build_datamodule(cfg)
+        categories, ignore_index = dm.categories, dm.ignore_index
+    eval_categories = None
+    if eval_datamodule is not None:
+        eval_categories, ignore_index = eval_datamodule.categories, eval_datamodule.ignore_index
+    model = build_model(cfg, categories, ignore_index=255 if ignore_index is None else int(ignore_index),
+                        eval_categories=eval_categories)
+    load_checkpoint(model, ckpt, ckpt_dict)
+    if eval_datamodule is not None:
+        eval_datamodule.size_divisibility = max(int(getattr(eval_datamodule, "size_divisibility", 1)),
+                                                model.backbone.size_divisibility)
+    return model, categories
 
 
 def evaluate(cfg: DictConfig, ckpt: str, *, stage: str = "validate") -> dict:
-    """Evaluate a checkpoint; results go beside it as ``eval_<stage>_<n>.json`` (never overwritten)."""
-    ckpt_path = Path(ckpt)
-    if not ckpt_path.is_file():
-        raise ConfigError(f"checkpoint '{ckpt}' not found")
-    dm, model = build_all(cfg)
-    load_checkpoint(model, str(ckpt_path))
-    out_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
+    """Evaluate a checkpoint (run directory, ``.ckpt`` or ``.safetensors``) on the data of ``cfg``.
+
+    Only the evaluation split is read (the training categories travel with the checkpoint). Results
+    go to the run directory (else beside the file) as ``eval_<stage>_<n>.json`` (never overwritten).
+    """
+    weights_file(ckpt)  # a missing checkpoint is named before anything is built
+    dm = build_datamodule(cfg)
+    dm.categories  # noqa: B018 - bad evaluation data fails here, before a large checkpoint is read
+    model, _ = build_trained(cfg, ckpt, eval_datamodule=dm)
+    out_dir = output_dir_of(ckpt)
     trainer = build_trainer(cfg, out_dir / f"eval_{stage}")
     run = trainer.validate if stage == "validate" else trainer.test
-    results = {stage: _metrics(run(model, datamodule=dm, verbose=False)), "checkpoint": str(ckpt_path)}
+    results = {stage: merge_metrics(run(model, datamodule=dm, verbose=False)), "checkpoint": str(ckpt)}
     n = 0
     while (out_dir / f"eval_{stage}_{n}.json").exists():
         n += 1

@@ -1,8 +1,12 @@
 """``odise-pl predict``: open-vocabulary panoptic segmentation of image files.
 
-    odise-pl predict -c experiments/X.yaml --ckpt RUN/checkpoints/last.ckpt \\
+    odise-pl predict --ckpt RUN_DIR|X.ckpt|X.safetensors [-c experiments/X.yaml] \\
         --input IMG|DIR|'GLOB' --out OUT [--vocab "cat,kitten;dog;grass:stuff" | --vocab-file F]
         [--no-default-vocab] [--device cuda:0] [key=value ...]
+
+``--ckpt`` is a run directory (``config.yaml``, ``categories.json``, ``weights.safetensors``:
+its config is used unless ``-c`` is given; overrides apply on top), a ``.ckpt`` or a
+``.safetensors`` file. The training categories travel with it, so no dataset is needed.
 
 The vocabulary is the user's classes first, then (unless ``--no-default-vocab``) the
 default COCO + ADE20K-150 + LVIS vocabulary (:func:`odise_pl.vocab.build_vocabulary`);
@@ -41,8 +45,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("predict", help="segment images with any vocabulary",
                               description=__doc__.replace("``", ""),
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-c", "--config", required=True, help="experiment YAML file the checkpoint was trained with")
-    p.add_argument("--ckpt", required=True, help="checkpoint file")
+    p.add_argument("-c", "--config", default=None,
+                   help="experiment YAML file the checkpoint was trained with (default: the config.yaml of the "
+                        "run directory --ckpt is in)")
+    p.add_argument("--ckpt", required=True,
+                   help="a run directory (config.yaml, categories.json, weights.safetensors), a .ckpt or a "
+                        ".safetensors file; the training categories travel with it: no dataset is needed")
     p.add_argument("--input", required=True, help="an image, a folder of images, or a glob pattern (quote it)")
     p.add_argument("--out", required=True, help="output folder (created; existing files are never overwritten)")
     p.add_argument("--vocab", default=None, help="classes: ';' between classes, ',' between synonyms, "
