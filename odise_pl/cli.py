@@ -83,6 +83,7 @@ COMMAND_MODULES: list[str] = [
     "eval",
     "retrieval",
     "sweep",
+    "reference",
 ]
 
 

@@ -47,7 +47,7 @@ def build_on_meta(cfg: DictConfig) -> torch.nn.Module:
         sup_entry = SUPERVISIONS.get(m.supervision.name)
         supervision = sup_entry.cls.from_config(
             section_to_dataclass(m.supervision, sup_entry.config), train_text=text,
-            void_text_embed=torch.zeros(dim), embed_dim=mask_generator.mask_embed.query_proj[1][-1].out_features,
+            void_text_embed=torch.zeros(dim), embed_dim=mask_generator.mask_embed.embed_dim,
             train_names=[["x"]], clip=clip)
     model = torch.nn.Module()
     model.backbone, model.mask_generator, model.supervision = backbone, mask_generator, supervision

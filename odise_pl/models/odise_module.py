@@ -255,7 +255,15 @@ class OdiseModule(L.LightningModule):
         if drop:
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(drop)}
 
+    #: buffers computed when the model is built (TextEncoder(""), the no-object weight); a weights file
+    #: without them (``odise-pl convert-reference`` writes none) gets the model's own
+    RECOMPUTED_BUFFERS = ("backbone.empty_text", "criterion.loss.empty_weight")
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        own_buffers = dict(self.named_buffers())
+        for key in self.RECOMPUTED_BUFFERS:
+            if key in own_buffers and key not in checkpoint["state_dict"]:
+                checkpoint["state_dict"][key] = own_buffers[key]
         drop = tuple(pretrained_frozen_prefixes(self))
         if drop:
             own = self.state_dict()

@@ -94,6 +94,7 @@ class PooledMaskEmbed(nn.Module):
                              f"({hidden_dim}): model.mask_generator.mask_dim must equal hidden_dim")
         self.pool_proj = nn.Sequential(nn.LayerNorm(hidden_dim), nn.Linear(hidden_dim, hidden_dim))
         self.mask_embed = nn.Sequential(nn.LayerNorm(mask_dim), MLP(mask_dim, hidden_dim, embed_dim, 3))
+        self.embed_dim = embed_dim
 
     def pooled(self, queries: torch.Tensor, mask_logits: torch.Tensor, mask_features: torch.Tensor) -> torch.Tensor:
         """The MLP's input ``pool_proj(pooled) + queries`` (B,Q,C) (the reference's ``mask_pooled_features``)."""

@@ -1,0 +1,62 @@
+"""``odise-pl convert-reference`` and ``odise-pl verify-reference``: the released ODISE checkpoints.
+
+::
+
+    odise-pl convert-reference --odise-ckpt odise_label_coco_50e-b67d2efc.pth \\
+        -c experiments/odise_label_coco.yaml --out runs/odise_label_coco_50e [key=value ...]
+    odise-pl verify-reference [--fixture DIR] [--kind label|caption|all]
+
+``verify-reference`` builds the reference fixture's tiny models through the conversion path,
+runs them on the fixture's two inputs and prints every recorded tensor's error; it exits 0 only
+when all are within tolerance (run it after upgrading torch / diffusers / transformers / open_clip).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from odise_pl.config import load_config
+    from odise_pl.reference.convert import convert_reference
+
+    cfg = load_config(args.config, args.overrides)
+    out = convert_reference(args.odise_ckpt, cfg, args.out)
+    print(f"converted {args.odise_ckpt} -> {out} (config.yaml, categories.json, weights.safetensors)\n"
+          f"  odise-pl predict --ckpt {out} --input IMAGES --vocab 'cat;dog' --out OUT\n"
+          f"  odise-pl test --ckpt {out} --sets config ade20k_panoptic")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from odise_pl.reference.fixture import KINDS, fixture
+    from odise_pl.reference.verify import REL_TOL, verify_fixture
+
+    kinds = KINDS if args.kind == "all" else (args.kind,)
+    failed = 0
+    for kind in kinds:
+        fx = fixture(args.fixture, kind)
+        checks = verify_fixture(fx)
+        print(f"{kind} fixture ({fx.weights}): {len(checks)} checks, float tolerance rel. L2 <= {REL_TOL:g}")
+        for check in checks:
+            if not check.ok or args.verbose:
+                print(f"  {'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
+        bad = [c for c in checks if not c.ok]
+        failed += len(bad)
+        print(f"  {len(checks) - len(bad)} passed, {len(bad)} failed")
+    return 1 if failed else 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("convert-reference", help="a released ODISE .pth -> an odise-pl run directory")
+    p.add_argument("--odise-ckpt", required=True, help="the released checkpoint (detectron2 .pth)")
+    p.add_argument("-c", "--config", required=True, help="its experiment, e.g. experiments/odise_label_coco.yaml")
+    p.add_argument("--out", required=True, help="the run directory to write (must not exist yet)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model.backbone.pretrained=DIR")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("verify-reference", help="check the model against the official code's recorded tensors")
+    p.add_argument("--fixture", default=None, help="fixture folder (default: the project's tests/data copy)")
+    p.add_argument("--kind", default="all", choices=("label", "caption", "all"))
+    p.add_argument("-v", "--verbose", action="store_true", help="print every check, not only failures")
+    p.set_defaults(func=cmd_verify)

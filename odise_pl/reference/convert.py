@@ -1,0 +1,108 @@
+"""``odise-pl convert-reference``: a released ODISE ``.pth`` -> an odise-pl run directory.
+
+The run directory holds what ``predict``, ``validate``, ``test`` (``--sets`` too) and ``fit``
+(``--init-from``, fine-tuning) read: ``config.yaml`` (the experiment, resolved), ``categories.json``
+(the training vocabulary the checkpoint was trained on: COCO panoptic with the reference's
+synonyms) and ``weights.safetensors`` (the trainable weights under odise-pl's names).
+
+Converting needs no frozen weight: the model of the experiment is built on the meta device
+(as ``odise-pl summary``), every key of the checkpoint is placed and shape-checked against it,
+and every trainable parameter must be provided. The frozen parts (SD v1.3, CLIP ViT-L-14-336)
+stay named in the config (``model.backbone.pretrained``, ``model.clip``) and are loaded when the
+directory is used.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from odise_pl.errors import CheckpointError, ConfigError
+from odise_pl.reference.key_map import CHECKED_BUFFERS, reference_to_ours
+
+#: the reference's training vocabulary (``get_openseg_labels("coco_panoptic", prompt_engineered=True)``)
+TRAINING_VOCABULARY = "coco_panoptic_with_prompt_eng"
+#: buffers odise-pl recomputes when the model is built (not stored in a converted directory)
+RECOMPUTED_BUFFERS = ("backbone.empty_text", "criterion.loss.empty_weight")
+
+
+def read_released_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """The ``"model"`` state dict of a released ODISE ``.pth`` (detectron2 format), read ``weights_only``."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"ODISE checkpoint '{path}' not found (e.g. odise_label_coco_50e-b67d2efc.pth from "
+                              f"the NVlabs/ODISE v1.0.0 release).")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle errors, truncated files
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {err}).") from None
+    state = data.get("model", data) if isinstance(data, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: expected a detectron2 checkpoint {{'model': state_dict}}, got "
+                              f"{type(data).__name__} with keys {list(data)[:5] if isinstance(data, dict) else []}.")
+    return state
+
+
+def check_empty_weight(state: dict[str, torch.Tensor], cfg: DictConfig, source: str) -> None:
+    """``criterion.empty_weight`` (ones, the no-object weight last) must agree with the config."""
+    for key in CHECKED_BUFFERS:
+        if key not in state:
+            continue
+        value = state[key].float()
+        expected = torch.ones_like(value)
+        expected[-1] = float(cfg.model.mask_generator.no_object_weight)
+        if not torch.allclose(value, expected):
+            raise ConfigError(f"{source}: {key} is {value[-1].item():g} for no-object, the config's "
+                              f"model.mask_generator.no_object_weight is {expected[-1].item():g}")
+
+
+def convert_state_dict(state: dict[str, torch.Tensor], cfg: DictConfig, *, source: str) -> dict[str, torch.Tensor]:
+    """Released weights -> odise-pl trainable weights for the model of ``cfg`` (checked on the meta device).
+
+    Raises:
+        ConfigError: an unknown, mis-shaped or missing key (named).
+    """
+    from odise_pl.commands.summary import build_on_meta
+
+    model = build_on_meta(cfg)
+    ours = model.state_dict()
+    converted = reference_to_ours(state, ours, source=source)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    missing = [n for n in trainable if n not in converted]
+    if missing:
+        raise ConfigError(f"{source}: {len(missing)} trainable weight(s) of the model are not in the checkpoint, "
+                          f"e.g. {missing[:5]}. Is the experiment the checkpoint's (label vs caption)?")
+    check_empty_weight(state, cfg, source)
+    return {k: v.contiguous() for k, v in converted.items()}
+
+
+def convert_reference(odise_ckpt: str | Path, cfg: DictConfig, out: str | Path) -> Path:
+    """Write the run directory ``out`` (refused if it already holds one) and return its path."""
+    from safetensors.torch import save
+
+    from odise_pl.checkpoints import atomic_write
+    from odise_pl.run_directory import CONFIG_FILE, WEIGHTS_FILE, write_categories
+    from odise_pl.vocab import load_builtin
+
+    out = Path(out).expanduser()
+    if out.exists() and any((out / name).exists() for name in (CONFIG_FILE, WEIGHTS_FILE)):
+        raise CheckpointError(f"{out} already holds a run directory; choose another --out (nothing is overwritten).")
+    state = read_released_checkpoint(odise_ckpt)
+    weights = convert_state_dict(state, cfg, source=str(odise_ckpt))
+    out.mkdir(parents=True, exist_ok=True)
+    categories = load_builtin(TRAINING_VOCABULARY).to_categories()
+    metadata = {"source": str(Path(odise_ckpt).name), "format": "odise-pl converted reference checkpoint",
+                "recomputed_buffers": json.dumps(list(RECOMPUTED_BUFFERS))}
+    data = save(weights, metadata=metadata)
+    atomic_write(out / WEIGHTS_FILE, lambda handle: handle.write(data))
+    write_categories(out, categories, ignore_index=255)
+    text = OmegaConf.to_yaml(cfg, resolve=True)
+    atomic_write(out / CONFIG_FILE, lambda handle: handle.write(text.encode("utf-8")))
+    return out
+
+
+__all__ = ["RECOMPUTED_BUFFERS", "TRAINING_VOCABULARY", "convert_reference", "convert_state_dict",
+           "read_released_checkpoint"]
