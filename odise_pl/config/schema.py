@@ -57,6 +57,9 @@ class MaskGeneratorConfig:
     importance_sample_ratio: float = 0.75
     deep_supervision: bool = True
     gradient_checkpointing: bool = False
+    # mask2former: the original Mask2Former's initialisation (xavier / c2_xavier_fill / deformable grid;
+    # odise_pl.models.mask_generator.init); transformers: transformers' own (mostly N(0, 0.02))
+    init: str = field(default="mask2former", metadata={"choices": ("mask2former", "transformers")})
 
 
 @dataclass
