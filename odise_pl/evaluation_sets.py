@@ -5,10 +5,12 @@ its dataset folder: ``ade20k_panoptic[=ROOT]``, ``ade20k_847[=ROOT]``, ``pascal_
 ``pascal_context_59``, ``pascal_voc_21`` (see :mod:`odise_pl.data_modules.ade20k` and
 :mod:`odise_pl.data_modules.semantic` for the layouts and what to download). For each set the
 model gets the set's vocabulary (re-embedded, no retraining), its ignore label, and panoptic /
-instance post-processing only where the set has panoptic ground truth; then Lightning's test
-loop runs. ``C`` is a run directory, a ``.ckpt`` or a ``.safetensors`` file; the training
-categories travel with it, so only the sets' own data is read. The rows go to ``test_sets_N.md``
-and ``test_sets_N.csv`` in the run directory (else beside the file; never overwritten) and are printed.
+instance post-processing only where the set has panoptic ground truth, and the experiment's test size
+and batch (``data.eval_short_side`` / ``eval_max_long_side`` / ``eval_batch_size``: 1024 / 2560 / 1 in
+the reference recipe, as the reference tests every set); then Lightning's test loop runs. ``C`` is a
+run directory, a ``.ckpt`` or a ``.safetensors`` file; the training categories travel with it, so only
+the sets' own data is read. The rows go to ``test_sets_N.md`` and ``test_sets_N.csv`` in the run
+directory (else beside the file; never overwritten) and are printed.
 """
 
 from __future__ import annotations
@@ -37,7 +39,10 @@ PRESETS: dict[str, dict] = {
 COLUMNS = ("PQ", "SQ", "RQ", "PQ_th", "PQ_st", "mask_AP", "mIoU", "mIoU_gt_present", "mIoU_either_present",
            "pACC")
 
-_SHARED_KEYS = ("eval_batch_size", "num_workers", "pin_memory", "size_divisibility")
+# the loader settings and the test size follow the experiment's data section (the reference tests every
+# set at its COCO test size: short side 1024, long side <= 2560, batch 1)
+_SHARED_KEYS = ("eval_batch_size", "eval_short_side", "eval_max_long_side", "num_workers", "pin_memory",
+                "size_divisibility")
 
 
 def parse_set(text: str) -> tuple[str, dict | None]:
@@ -62,7 +67,7 @@ def _datamodule(cfg: DictConfig, kwargs: dict | None):
         return build_datamodule(cfg)
     kwargs = dict(kwargs)
     entry = DATA_MODULES.get(kwargs.pop("name"))
-    for key in _SHARED_KEYS:  # loader settings follow the experiment's data section
+    for key in _SHARED_KEYS:  # loader settings and test size follow the experiment's data section
         if key in cfg.data:
             kwargs.setdefault(key, cfg.data[key])
     return entry.cls.from_config(entry.config(**kwargs))

@@ -60,3 +60,20 @@ def test_set_names_and_table_format():
         parse_set("coco")
     md, table = format_sets_table([{"set": "a", "classes": 3, "PQ": 12.345, "mIoU": 50.0}])
     assert "| a | 3 | 12.3 | - |" in md and table.splitlines()[1].startswith("a,3,12.3450,,")
+
+
+@pytest.mark.parametrize("preset", ["ade20k_panoptic", "ade20k_847", "pascal_context_459", "pascal_context_59",
+                                    "pascal_voc_21"])
+def test_every_set_is_tested_at_the_experiments_test_size(preset):
+    """The reference tests every set at short side 1024, long side <= 2560, batch 1 (pano_open_d2_eval.py)."""
+    from odise_pl import evaluation_sets
+    from odise_pl.config import load_config
+
+    cfg = load_config(REPO / "experiments" / "odise_label_coco.yaml")
+    dm = evaluation_sets._datamodule(cfg, parse_set(preset)[1])
+    assert (dm.eval_short_side, dm.eval_max_long_side, dm.eval_batch_size) == (1024, 2560, 1)
+    assert dm.vocabulary.endswith("_with_prompt_eng")
+    small = load_config(REPO / "experiments" / "odise_label_coco.yaml",
+                        ["data.eval_short_side=64", "data.eval_max_long_side=96", "data.eval_batch_size=2"])
+    dm = evaluation_sets._datamodule(small, parse_set(preset)[1])
+    assert (dm.eval_short_side, dm.eval_max_long_side, dm.eval_batch_size) == (64, 96, 2)

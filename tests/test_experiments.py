@@ -31,9 +31,13 @@ def test_reference_recipes(name):
     t, d, o = cfg.trainer, cfg.data, cfg.optim
     assert d.global_batch_size == 64 == t.num_nodes * t.devices * d.batch_size * t.accumulate_grad_batches
     assert (d.name, d.crop_size, d.min_scale, d.max_scale) == ("coco_panoptic", 1024, 0.1, 2.0)
-    assert (o.lr, o.weight_decay, o.clip_grad_norm, o.warmup_steps, list(o.milestones), o.gamma) == \
-        (1e-4, 0.05, 0.01, 250, [0.89, 0.96], 0.1)
-    assert 90_000 <= t.max_steps <= 93_000 and t.precision == "bf16-mixed" and t.strategy == "ddp"
+    assert (o.lr, o.weight_decay, o.clip_grad_norm, o.warmup_steps, o.warmup_factor, o.gamma) == \
+        (1e-4, 0.05, 0.01, 250, 0.067, 0.1)
+    assert list(o.milestones) == pytest.approx([163889 / 184375, 177546 / 184375], abs=1e-12)
+    assert t.max_steps == 92188 and t.precision == "16-mixed" and t.strategy == "ddp"
+    assert d.vocabulary == "coco_panoptic_with_prompt_eng"
+    assert (d.eval_short_side, d.eval_max_long_side, d.eval_batch_size) == (1024, 2560, 1)
+    assert cfg.model.inference.instance_on is True
     b = cfg.model.backbone
     assert (b.name, b.pretrained, b.timestep, b.caption_mode) == \
         ("diffusion_unet", "CompVis/stable-diffusion-v1-3", 0, "implicit")
@@ -52,6 +56,7 @@ def test_tiny_variants_keep_the_recipe_but_not_the_size(name):
         assert get(tiny) == get(ref), key
     assert tiny.model.backbone.pretrained is None and tiny.model.clip.pretrained is None
     assert tiny.trainer.accelerator == "cpu" and tiny.trainer.max_steps <= 20
+    assert tiny.trainer.precision == "32-true" and tiny.data.vocabulary is None
     assert tiny.data.name == "synthetic_shapes" and tiny.data.global_batch_size is not None
 
 

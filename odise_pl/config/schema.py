@@ -57,6 +57,9 @@ class MaskGeneratorConfig:
     importance_sample_ratio: float = 0.75
     deep_supervision: bool = True
     gradient_checkpointing: bool = False
+    # mask2former: the original Mask2Former's initialisation (xavier / c2_xavier_fill / deformable grid;
+    # odise_pl.models.mask_generator.init); transformers: transformers' own (mostly N(0, 0.02))
+    init: str = field(default="mask2former", metadata={"choices": ("mask2former", "transformers")})
 
 
 @dataclass
@@ -107,8 +110,10 @@ class OptimConfig:
     betas: list = field(default_factory=lambda: [0.9, 0.999])
     clip_grad_norm: float = 0.01      # 0 disables clipping
     warmup_steps: int = 250
-    warmup_factor: float = 1.0e-3     # lr multiplier at step 0 of the linear warm-up
-    milestones: list = field(default_factory=lambda: [0.89, 0.96])  # fractions of max_steps
+    warmup_factor: float = 0.067      # lr multiplier at step 0 of the linear warm-up (the reference's)
+    # fractions of max_steps: the reference's 163889/184375 and 177546/184375 (x0.1 from step 81,945
+    # and 88,774 of 92,188; odise_pl.models.optim.lr_factor)
+    milestones: list = field(default_factory=lambda: [0.8888894915254237, 0.9629613559322034])
     gamma: float = 0.1
 
 

@@ -219,7 +219,9 @@ def run_prepare(args: argparse.Namespace) -> int:
 class ADE20KPanopticConfig(CocoPanopticConfig):
     """``data: {name: ade20k_panoptic}``: ADE20K-150 panoptic after ``odise-pl data prepare-ade20k``.
 
-    Evaluation resize as Mask2Former / ODISE on ADE20K: short side 640, long side at most 2560.
+    Evaluation as ODISE's ``ade150_open_eval`` (``configs/common/data/pano_open_d2_eval.py``): short side
+    1024, long side at most 2560, batch 1, the ``ade20k_150_with_prompt_eng`` names (Mask2Former's own
+    ADE20K evaluation uses 640).
     """
 
     root: str = "datasets/ADEChallengeData2016"
@@ -230,9 +232,9 @@ class ADE20KPanopticConfig(CocoPanopticConfig):
     val_image_dir: str = "images/validation"
     val_panoptic_dir: str = "ade20k_panoptic_val"
     crop_size: int = 640
-    eval_short_side: int = 640
+    eval_short_side: int = 1024
     eval_max_long_side: int = 2560
-    vocabulary: str = "ade20k_150"
+    vocabulary: str = "ade20k_150_with_prompt_eng"
 
 
 @DATA_MODULES.register("ade20k_panoptic", config=ADE20KPanopticConfig)

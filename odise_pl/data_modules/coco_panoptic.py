@@ -274,7 +274,8 @@ class CocoPanopticConfig:
     eval_short_side: int = 1024
     eval_max_long_side: int = 2560
     size_divisibility: int = 32         # the model may raise it to its backbone's
-    vocabulary: Optional[str] = None    # null: JSON names; else an odise_pl.vocab builtin or a file
+    vocabulary: Optional[str] = None    # null: JSON names; else an odise_pl.vocab builtin or a file (the
+                                        # reference recipe: coco_panoptic_with_prompt_eng)
     ignore_index: int = 255
     skip_bad_samples: bool = False
     pin_memory: bool = True
@@ -370,10 +371,20 @@ class CocoPanopticDataModule(L.LightningDataModule):
         return self._categories
 
     def _set_categories(self, cats: list[dict]) -> None:
-        synonyms = (vocabulary_synonyms(self.vocabulary, len(cats)) if self.vocabulary
-                    else [[clean_category_name(str(c["name"]))] for c in cats])
-        self._categories = [{"id": int(c["id"]), "name": str(c["name"]), "isthing": bool(c["isthing"]),
-                             "synonyms": syn} for c, syn in zip(cats, synonyms)]
+        """Categories in the JSON's (contiguous) order; with ``vocabulary`` its names replace the JSON's.
+
+        With a vocabulary, class k's names are exactly the vocabulary's k-th synonym list in file order
+        (``name`` its first entry, the reference's display name), as the reference's
+        ``get_openseg_labels``; without, the JSON name and its cleaned form.
+        """
+        if self.vocabulary:
+            synonyms = vocabulary_synonyms(self.vocabulary, len(cats))
+            names = [syn[0] for syn in synonyms]
+        else:
+            synonyms = [[clean_category_name(str(c["name"]))] for c in cats]
+            names = [str(c["name"]) for c in cats]
+        self._categories = [{"id": int(c["id"]), "name": name, "isthing": bool(c["isthing"]), "synonyms": syn}
+                            for c, name, syn in zip(cats, names, synonyms)]
 
     @property
     def num_classes(self) -> int:

@@ -2,7 +2,8 @@
 
 Each set is a folder of images and a folder of label images matched by file stem, in the layout
 detectron2's / ODISE's preparation scripts write (defaults below, all overridable), with its
-vocabulary from the package data (:mod:`odise_pl.vocab`) and its ignore label:
+vocabulary from the package data (:mod:`odise_pl.vocab`; by default the set's ``*_with_prompt_eng``
+synonym list, as the reference evaluates) and its ignore label:
 
 ============================  =====================================================  =========
 ``dataset``                    labels (under ``root``)                                ignore
@@ -54,24 +55,24 @@ class SemanticSetSpec:
 SEMANTIC_SETS = {
     "ade20k_847": SemanticSetSpec(
         "datasets/ADE20K_2021_17_01", "images_detectron2/validation", "annotations_detectron2/validation",
-        ".tif", 65535, "ade20k_847",
+        ".tif", 65535, "ade20k_847_with_prompt_eng",
         "A-847 is the full ADE20K (ADE20K_2021_17_01.zip from the ADE20K site, groups.csail.mit.edu/vision/"
         "datasets/ADE20K), converted to uint16 TIFF labels by detectron2/ODISE's "
         "datasets/prepare_ade20k_full_sem_seg.py"),
     "pascal_context_459": SemanticSetSpec(
         "datasets/pascal_ctx_d2", "images/validation", "annotations_ctx459/validation", ".tif", 65535,
-        "pascal_context_459",
+        "pascal_context_459_with_prompt_eng",
         "PC-459 is PASCAL Context (VOC2010 images + trainval_merged.json / the 459-class .mat labels from "
         "cs.stanford.edu/~roozbeh/pascal-context), converted by ODISE's "
         "datasets/prepare_pascal_ctx_full_sem_seg.py"),
     "pascal_context_59": SemanticSetSpec(
         "datasets/pascal_ctx_d2", "images/validation", "annotations_ctx59/validation", ".png", 255,
-        "pascal_context_59",
+        "pascal_context_59_with_prompt_eng",
         "PC-59 is PASCAL Context (VOC2010 images + the 59-class labels), converted by ODISE's "
         "datasets/prepare_pascal_ctx_sem_seg.py"),
     "pascal_voc_21": SemanticSetSpec(
         "datasets/pascal_voc_d2", "images/validation", "annotations_pascal21/validation", ".png", 255,
-        "pascal_voc_21",
+        "pascal_voc_21_with_prompt_eng",
         "PAS-21 is PASCAL VOC 2012 (VOCtrainval_11-May-2012.tar, host.robots.ox.ac.uk/pascal/VOC/voc2012) "
         "with its SegmentationClass labels, converted by ODISE's datasets/prepare_voc_sem_seg.py"),
 }
@@ -87,7 +88,7 @@ class SemanticSegConfig(CocoPanopticConfig):
     label_dir: Optional[str] = None
     vocabulary: Optional[str] = None
     ignore_index: Optional[int] = None  # type: ignore[assignment]
-    eval_short_side: int = 640
+    eval_short_side: int = 1024     # every set as the reference (pano_open_d2_eval.py): 1024 / 2560, batch 1
     eval_max_long_side: int = 2560
 
 

@@ -3,7 +3,8 @@
 * :class:`LargeScaleJitter` (training, the reference recipe): random horizontal flip,
   resize so that the image fits ``scale * crop_size`` (``scale ~ U[min_scale, max_scale]``,
   aspect kept, as detectron2's ``ResizeScale``), random crop of at most
-  ``crop_size x crop_size``, then pad to exactly that size (image 0, ids VOID).
+  ``crop_size x crop_size``, then pad to exactly that size (image ``pad_value``, 128 as detectron2's
+  ``FixedSizeCrop``; ids VOID, the ignore label).
 * :class:`ResizeShortestEdge` (evaluation): short side ``S``, long side at most ``max``.
 
 Images are resized bilinearly (PIL), id maps by nearest neighbour with the same
@@ -56,12 +57,15 @@ class LargeScaleJitter:
         min_scale: smallest scale of ``crop_size`` the image is fitted into.
         max_scale: largest scale.
         flip: random horizontal flip with probability 0.5.
+        pad_value: grey level of the padded image pixels (detectron2's ``FixedSizeCrop`` default, 128,
+            as the reference); the padded ids are VOID (ignored by the losses).
     """
 
     crop_size: int = 1024
     min_scale: float = 0.1
     max_scale: float = 2.0
     flip: bool = True
+    pad_value: int = 128
 
     def sample(self, rng: np.random.Generator, height: int, width: int) -> JitterParams:
         """Draw the parameters for an image of size (height, width)."""
@@ -83,7 +87,7 @@ class LargeScaleJitter:
 
         Returns:
             image (crop, crop, 3) uint8, ids (crop, crop) int64, and the valid (h, w) in
-            the top-left corner (the rest is padding: image 0, ids VOID).
+            the top-left corner (the rest is padding: image ``pad_value``, ids VOID).
         """
         if params.flip:
             image, ids = image[:, ::-1], ids[:, ::-1]
@@ -93,7 +97,7 @@ class LargeScaleJitter:
         image = image[params.top:params.top + c, params.left:params.left + c]
         ids = ids[params.top:params.top + c, params.left:params.left + c]
         valid = image.shape[:2]
-        out_image = np.zeros((c, c, 3), np.uint8)
+        out_image = np.full((c, c, 3), self.pad_value, np.uint8)
         out_ids = np.zeros((c, c), np.int64)
         out_image[: valid[0], : valid[1]] = image
         out_ids[: valid[0], : valid[1]] = ids

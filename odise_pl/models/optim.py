@@ -1,4 +1,13 @@
-"""AdamW without weight decay on norms and biases; linear warm-up then step decay (the reference recipe)."""
+"""AdamW without weight decay on norms and biases; linear warm-up then step decay (the reference recipe).
+
+The reference (ODISE ``configs/Panoptic/odise_label_coco_50e.py`` on detectron2 / fvcore) builds the
+parameter groups with detectron2's ``get_default_optimizer_params(weight_decay_norm=0,
+weight_decay_bias=0)`` and the schedule with ``WarmupParamScheduler(MultiStepParamScheduler(values=[1,
+0.1, 0.01], milestones=[163889, 177546], num_updates=184375), warmup_length=500 / 184375,
+warmup_factor=0.067)`` read through ``LRMultiplier`` at ``where = step / max_steps``.  :func:`lr_factor`
+is that multiplier with the milestones and the warm-up length given as ``optim.milestones`` (fractions
+of ``trainer.max_steps``) and ``optim.warmup_steps``.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +16,29 @@ from torch import nn
 
 from odise_pl.config.schema import OptimConfig
 
-_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d, nn.BatchNorm1d, nn.SyncBatchNorm, nn.InstanceNorm2d)
+#: detectron2's ``norm_module_types`` of ``get_default_optimizer_params`` (its own norms subclass these)
+NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm,
+              nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LayerNorm, nn.LocalResponseNorm)
+
+#: fvcore's ``ParamScheduler.WHERE_EPSILON``: a milestone at fraction m applies from ``step / max_steps >= m - eps``
+WHERE_EPSILON = 1e-6
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Trainable parameters split into a decayed group and a no-decay group (norms and biases)."""
+    """Trainable parameters split into a decayed group and a no-decay group.
+
+    No decay (detectron2's rule with ``weight_decay_norm=0, weight_decay_bias=0``): every parameter of a
+    norm layer (:data:`NORM_TYPES`, by module type) and every parameter whose own name is exactly
+    ``bias``; so an attention's ``in_proj_bias`` *is* decayed.  Frozen parameters are left out; a
+    parameter shared by several modules appears once.
+    """
     decay, no_decay, seen = [], [], set()
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
             if not p.requires_grad or id(p) in seen:
                 continue
             seen.add(id(p))
-            if isinstance(module, _NORMS) or name == "bias":
+            if isinstance(module, NORM_TYPES) or name == "bias":
                 no_decay.append(p)
             else:
                 decay.append(p)
@@ -33,16 +53,29 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
 
 
+def decay_factor(step: int, cfg: OptimConfig, max_steps: int) -> float:
+    """``gamma`` to the number of milestones reached at ``step`` (fvcore's ``MultiStepParamScheduler``)."""
+    where = step / max(1, max_steps)
+    return cfg.gamma ** sum(where + WHERE_EPSILON >= float(m) for m in cfg.milestones)
+
+
 def lr_factor(step: int, cfg: OptimConfig, max_steps: int) -> float:
-    """Multiplier of the base learning rate at ``step``."""
-    factor = 1.0
+    """Multiplier of the base learning rate at optimizer step ``step`` (0-based, the step it is used for).
+
+    During the warm-up (``step < warmup_steps``) it rises linearly from ``warmup_factor`` times the
+    schedule's value at step 0 to the schedule's value at the end of the warm-up; afterwards it is the
+    step schedule: ``gamma`` per milestone reached (milestone ``m`` from the first step with
+    ``step / max_steps >= m - 1e-6``).  With the reference's numbers (``warmup_steps=250``,
+    ``warmup_factor=0.067``, milestones 163889/184375 and 177546/184375 of 92,188 steps) that is 0.067 at
+    step 0, ``0.067 + 0.933 * step / 250`` up to step 249, 1.0 from step 250, 0.1 from step 81,945 and
+    0.01 from step 88,774.  (The reference's warm-up is 500/184375 of the run, 250.0014 steps: its
+    multipliers differ from these by less than 6e-6.)
+    """
     if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
         alpha = step / cfg.warmup_steps
-        factor = cfg.warmup_factor * (1 - alpha) + alpha
-    for m in cfg.milestones:
-        if step >= int(round(float(m) * max_steps)):
-            factor *= cfg.gamma
-    return factor
+        start = cfg.warmup_factor * decay_factor(0, cfg, max_steps)
+        return start * (1 - alpha) + decay_factor(cfg.warmup_steps, cfg, max_steps) * alpha
+    return decay_factor(step, cfg, max_steps)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, max_steps: int):

@@ -74,10 +74,10 @@ def test_datamodule_reads_the_converted_split_with_the_package_vocabulary(tmp_pa
     prepare_ade20k(root, root / "mapping.txt")
     dm = ADE20KPanopticDataModule(root=str(root), num_workers=0, pin_memory=False)
     assert dm.num_classes == 150 and sum(dm.is_thing) == 100
-    assert dm.categories[1]["synonyms"] == ["building", "edifice"]  # from ade20k_150.txt
+    assert dm.categories[1]["synonyms"] == ["building", "buildings", "edifice", "edifices"]  # the prompt-eng list
     dm.setup("validate")
     sample = dm.datasets["val"][0]
-    assert sample["image"].shape[-2:] == (640, 853)  # short side 640, as the ADE20K evaluation
+    assert sample["image"].shape[-2:] == (1024, 1365)  # short side 1024, as the reference evaluates
     target = sample["target"]
     assert target["gt_panoptic"].shape == (24, 32) and len(target["gt_segments"]) == 5
 

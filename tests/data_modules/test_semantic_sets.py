@@ -33,9 +33,9 @@ def test_a847_uint16_labels_keep_255_and_ignore_65535(tmp_path):
     dm = SemanticSegDataModule(dataset="ade20k_847", root=str(tmp_path), num_workers=0, pin_memory=False,
                                eval_batch_size=2)
     assert dm.num_classes == 847 and dm.ignore_index == 65535
-    assert dm.categories[1]["synonyms"] == ["building", "edifice"]
+    assert dm.categories[1]["synonyms"] == ["building", "buildings", "edifice", "edifices"]  # *_with_prompt_eng
     batch = next(iter(dm.val_dataloader()))
-    assert batch["images"].shape[0] == 2 and batch["images"].shape[-2:] == (640, 1280)
+    assert batch["images"].shape[0] == 2 and batch["images"].shape[-2:] == (1024, 2048)  # 1024 / 2560
     target = batch["targets"][0]
     assert target["gt_semantic"].dtype == torch.int64 and target["gt_semantic"].shape == (16, 32)
     assert target["gt_semantic"].unique().tolist() == [0, 1, 2, 3, 255, 846, 65535]

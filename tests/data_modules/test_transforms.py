@@ -38,7 +38,8 @@ def test_lsj_shapes_and_alignment(seed):
     lsj = LargeScaleJitter(crop_size=96, min_scale=0.3, max_scale=2.0)
     out_image, out_ids, (h, w) = lsj(image, ids, np.random.default_rng(seed))
     assert out_image.shape == (96, 96, 3) and out_ids.shape == (96, 96)
-    assert (out_image[h:] == 0).all() and (out_image[:, w:] == 0).all()  # padding: black, VOID
+    # padding: grey 128 as detectron2's FixedSizeCrop (the reference), ids VOID
+    assert (out_image[h:] == 128).all() and (out_image[:, w:] == 128).all()
     assert (out_ids[h:] == 0).all() and (out_ids[:, w:] == 0).all()
     decoded = _decode(out_image, palette)
     # away from region borders (bilinear blur), the pixel colour says which segment it is in
@@ -46,7 +47,8 @@ def test_lsj_shapes_and_alignment(seed):
     for dy in (-1, 0, 1):
         for dx in (-1, 0, 1):
             interior &= np.roll(out_ids, (dy, dx), (0, 1)) == out_ids
-    assert interior[:h, :w].any()
+    interior[h:], interior[:, w:] = False, False  # the padding is grey, not a segment colour
+    assert interior.any()
     assert (decoded[interior] == out_ids[interior]).all()
 
 
@@ -85,6 +87,19 @@ def test_targets_drop_segments_without_pixels():
     assert target["masks"].shape == (2, 2, 2) and target["masks"].dtype == torch.bool
     assert target["labels"].tolist() == [4, 7] and target["iscrowd"].tolist() == [False, True]
     assert target["is_thing"].tolist() == [True, False] and target["image_id"] == 9
+
+
+def test_lsj_pads_the_image_with_128_and_the_ids_with_void():
+    image = np.full((40, 20, 3), 7, np.uint8)
+    ids = np.full((40, 20), 5, np.int64)
+    params = JitterParams(flip=False, height=40, width=20, top=0, left=0)
+    out_image, out_ids, valid = LargeScaleJitter(crop_size=64).apply(params, image, ids)
+    assert valid == (40, 20)
+    assert (out_image[:40, :20] == 7).all() and (out_ids[:40, :20] == 5).all()
+    assert (out_image[40:] == 128).all() and (out_image[:, 20:] == 128).all()
+    assert (out_ids[40:] == 0).all() and (out_ids[:, 20:] == 0).all()
+    black, _, _ = LargeScaleJitter(crop_size=64, pad_value=0).apply(params, image, ids)
+    assert (black[40:] == 0).all()
 
 
 def test_collate_pads_to_size_divisibility():

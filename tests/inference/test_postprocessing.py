@@ -48,3 +48,22 @@ def test_semantic_and_instance():
     inst = instance_inference(probs, masks, is_thing, topk=2)
     assert (inst["labels"] == 0).all()              # only thing classes become instances
     assert inst["masks"].shape[1:] == (4, 6) and inst["scores"][0] > 0.8
+
+
+def test_instances_rank_all_classes_before_keeping_things():
+    # 4 queries, classes 0 (thing), 1 (stuff); the stuff pairs outrank two of the thing pairs
+    probs = torch.tensor([[0.60, 0.30, 0.10],
+                          [0.05, 0.90, 0.05],
+                          [0.20, 0.70, 0.10],
+                          [0.40, 0.50, 0.10]])
+    masks = torch.full((4, 2, 4), -10.0)
+    masks[:, :, :2] = 10.0
+    masks[0, 0, 0] = 0.5                 # a pixel of lower confidence in query 0's mask
+    is_thing = torch.tensor([True, False])
+    inst = instance_inference(probs, masks, is_thing, topk=3)
+    # top-3 over all pairs: (1, stuff) 0.9, (2, stuff) 0.7, (0, thing) 0.6 -> one thing instance;
+    # filtering first would have kept queries 0, 3 and 2
+    assert inst["labels"].tolist() == [0] and inst["masks"].shape == (1, 2, 4)
+    mask_score = (torch.sigmoid(torch.tensor(0.5)) + 3 * torch.sigmoid(torch.tensor(10.0))) / (4 + 1e-6)
+    assert torch.allclose(inst["scores"], 0.6 * mask_score)
+    assert instance_inference(probs, masks, is_thing, topk=5)["labels"].tolist() == [0, 0]  # + (3, thing) 0.4

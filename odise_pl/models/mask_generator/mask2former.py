@@ -22,6 +22,7 @@ from transformers.models.mask2former.modeling_mask2former import (
 
 from odise_pl.config.schema import MaskGeneratorConfig
 from odise_pl.models.backbones.base import LEVELS, ShapeSpec
+from odise_pl.models.mask_generator.init import apply_init
 
 
 def hf_config(cfg: MaskGeneratorConfig, strides: list[int]) -> Mask2FormerConfig:
@@ -114,7 +115,8 @@ class Mask2FormerMaskGenerator(Mask2FormerPreTrainedModel):
     caption model's binary head reads), ``"mask_features"`` (B,M,H/4,W/4) and the pixel decoder's
     ``"multi_scale_features"`` (3, low to high resolution).
 
-    Weights are initialised exactly as ``transformers`` initialises Mask2Former.
+    The constructor initialises the weights as ``transformers`` does; :meth:`from_config` then applies
+    ``model.mask_generator.init`` (default ``mask2former``: the original code's, :mod:`.init`).
     """
 
     def __init__(self, *, config: Mask2FormerConfig, input_shape: dict[str, ShapeSpec], embed_dim: int = 256,
@@ -131,8 +133,10 @@ class Mask2FormerMaskGenerator(Mask2FormerPreTrainedModel):
     @classmethod
     def from_config(cls, cfg: MaskGeneratorConfig, input_shape: dict[str, ShapeSpec]) -> "Mask2FormerMaskGenerator":
         strides = [input_shape[k].stride for k in LEVELS if k in input_shape]
-        return cls(config=hf_config(cfg, strides), input_shape=input_shape, embed_dim=cfg.embed_dim,
-                   gradient_checkpointing=cfg.gradient_checkpointing)
+        generator = cls(config=hf_config(cfg, strides), input_shape=input_shape, embed_dim=cfg.embed_dim,
+                        gradient_checkpointing=cfg.gradient_checkpointing)
+        apply_init(generator, cfg.init)  # model.mask_generator.init (default: the original Mask2Former's)
+        return generator
 
     def forward(self, features: dict[str, torch.Tensor]) -> dict[str, object]:
         feats = [features[k] for k in self.levels]                      # high -> low resolution
