@@ -52,7 +52,7 @@ from odise_pl.models.speed import SpeedOptions, apply_speed_options, attention_p
 H100_BF16_DENSE_PEAK = 989e12     # H100 SXM spec, dense bf16 tensor-core FLOP/s
 H100_BF16_MEASURED = 800e12       # large bf16 matmul measured on this workplace's H100 (approx.)
 PRECISIONS = ("fp32", "tf32", "bf16", "bf16-frozen", "bf16-weights")
-WINDOWS = ("fixed", "short_side", "none")
+WINDOWS = ("reference", "none")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -64,9 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, nargs="+", default=None, help="batch sizes (infer: 1 8, train: 2)")
     p.add_argument("--precision", nargs="+", default=["bf16"], choices=PRECISIONS)
     p.add_argument("--mode", nargs="+", default=["infer"], choices=("infer", "train"))
-    p.add_argument("--windows", nargs="+", default=["fixed"], choices=WINDOWS,
-                   help="fixed: 512 windows (project default, reference training); short_side: one window "
-                        "of the short side resized to 512 (reference inference); none: whole image")
+    p.add_argument("--windows", nargs="+", default=["reference"], choices=WINDOWS,
+                   help="reference: windows of min(512, short side), each resized to 512 (the reference, in "
+                        "training and at inference); none: whole image")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="regional torch.compile of the frozen UNet blocks")
     p.add_argument("--attention", default="sdpa", choices=("sdpa", "classic"))
@@ -115,7 +115,7 @@ def build_module(args: argparse.Namespace, device: torch.device):
         backbone = DiffusionUNetBackbone(
             vae=vae, unet=unet, text_encoder=text_encoder, tokenizer=clip_bpe_tokenizer(), clip=clip,
             pretrained=False, caption_mode="implicit", window_size=512, window_stride=512,
-            eval_window="fixed", projection_dim=projection_dim, bottleneck_width=bottleneck)
+            projection_dim=projection_dim, bottleneck_width=bottleneck)
         mask_generator = Mask2FormerMaskGenerator.from_config(mg_cfg, backbone.output_shape())
         k, width = args.num_classes, clip.embed_dim
         gen = torch.Generator(device="cpu").manual_seed(1)
@@ -139,7 +139,6 @@ def set_windows(module, mode: str) -> None:
         bb.window_size = bb.window_stride = None
     else:
         bb.window_size = bb.window_stride = 512
-        bb.eval_window = mode
 
 
 def param_counts(module) -> dict:

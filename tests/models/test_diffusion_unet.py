@@ -54,10 +54,14 @@ def test_pyramid_shapes_whole_image_and_sliding_windows(parts, clip):
     windowed = backbone(x)
     assert len(seen) == 1 + 4
     backbone.eval()
-    backbone.eval_window, backbone.window_size = "short_side", 64  # 2 windows of 192x192, each run at 64x64
+    # a window larger than the short side: 2 windows of 192x192, each upsampled to 256x256 (the reference's
+    # slide inference = its training), in eval as in training
+    backbone.window_size = backbone.window_stride = 256
     with torch.no_grad():
         short_side = backbone(x)
     assert len(seen) == 1 + 4 + 2
+    first_tap, first_spec = seen[-1][0], backbone.tap_specs()[0]
+    assert first_tap[-2:] == (256 // first_spec.stride, 256 // first_spec.stride)  # taps of the resized window
     for name, spec in shapes.items():
         expected = (1, 32, 192 // spec.stride, 256 // spec.stride)
         assert whole[name].shape == windowed[name].shape == short_side[name].shape == expected
