@@ -18,7 +18,7 @@ from odise_pl.config.schema import InferenceConfig, OptimConfig
 from odise_pl.metrics.mask_ap import mask_ap_metric, panoptic_to_instances, summarize_mask_ap
 from odise_pl.metrics.panoptic_quality import PanopticQuality
 from odise_pl.metrics.semantic_iou import AVERAGES, SemanticIoU
-from odise_pl.models.frozen import keep_frozen_in_eval, pretrained_frozen_prefixes
+from odise_pl.models.frozen import is_frozen, keep_frozen_in_eval, pretrained_frozen_prefixes
 from odise_pl.models.inference.instance import instance_inference
 from odise_pl.models.inference.panoptic import panoptic_inference
 from odise_pl.models.inference.semantic import semantic_inference
@@ -264,9 +264,17 @@ class OdiseModule(L.LightningModule):
         for key in self.RECOMPUTED_BUFFERS:
             if key in own_buffers and key not in checkpoint["state_dict"]:
                 checkpoint["state_dict"][key] = own_buffers[key]
-        drop = tuple(pretrained_frozen_prefixes(self))
+        drop = list(pretrained_frozen_prefixes(self))
+        # a frozen part the file holds nothing of (a converted reference checkpoint holds no frozen weight;
+        # its config names their source) keeps the weights it was built with
+        stored = checkpoint["state_dict"]
+        for name, module in self.named_modules():
+            if name and is_frozen(module) and not any(name.startswith(p) for p in drop):
+                prefix = name + "."
+                if not any(k.startswith(prefix) for k in stored):
+                    drop.append(prefix)
         if drop:
             own = self.state_dict()
             for k, v in own.items():
-                if k.startswith(drop) and k not in checkpoint["state_dict"]:
-                    checkpoint["state_dict"][k] = v
+                if k.startswith(tuple(drop)) and k not in stored:
+                    stored[k] = v
