@@ -16,7 +16,7 @@ Every Lightning checkpoint of ``fit`` carries the same payload under ``checkpoin
 
 Example:
     >>> cfg, categories, weights = load_run_directory("runs/quickstart/version_0")
-    >>> write_categories("runs/converted", categories, ignore_index=255)
+    >>> write_run_directory("runs/converted", config=cfg, categories=categories, model=model, ignore_index=255)
 """
 
 from __future__ import annotations
@@ -157,6 +157,37 @@ def read_categories(path: str | os.PathLike) -> TrainingCategories:
 
 
 # ----------------------------------------------------------------------------- run directories
+def write_run_directory(run_dir: str | os.PathLike, *, config: DictConfig, categories: Sequence[dict],
+                        model: Any, ignore_index: int | None = None, metadata: dict | None = None) -> Path:
+    """Write a complete run directory (``config.yaml``, ``categories.json``, ``weights.safetensors``).
+
+    For a model that did not come from ``odise-pl fit`` (e.g. converted released weights). Each file is
+    written atomically; a directory already holding any of the three is refused (never overwritten).
+
+    Args:
+        run_dir: the directory (created).
+        config: the validated experiment config of ``model`` (written resolved).
+        categories: its training categories in class order (see :func:`write_categories`).
+        model: the module whose trained weights are exported (:func:`odise_pl.checkpoints.export_safetensors`).
+        ignore_index: the training data's void label.
+        metadata: extra safetensors metadata (values become text), e.g. ``{"source": URL}``.
+    """
+    from odise_pl.checkpoints import export_safetensors
+
+    run_dir = Path(run_dir)
+    taken = [name for name in (CONFIG_FILE, CATEGORIES_FILE, WEIGHTS_FILE) if (run_dir / name).exists()]
+    if taken:
+        raise CheckpointError(f"{run_dir} already holds {', '.join(taken)}; it is not overwritten. Give a new "
+                              "directory, or delete it first.")
+    payload = categories_payload(categories, ignore_index)  # bad categories fail before anything is written
+    text = OmegaConf.to_yaml(config, resolve=True)
+    atomic_write(run_dir / CONFIG_FILE, lambda handle: handle.write(text.encode("utf-8")))
+    write_categories(run_dir, payload["categories"], ignore_index=ignore_index)
+    export_safetensors(model, run_dir / WEIGHTS_FILE,
+                       {**(metadata or {}), SAFETENSORS_KEY: json.dumps(payload, ensure_ascii=False)})
+    return run_dir
+
+
 def run_directory_of(path: str | os.PathLike) -> Path | None:
     """The run directory ``path`` is or lies in (``RUN``, ``RUN/weights.safetensors``,
     ``RUN/checkpoints/X.ckpt``), if that folder holds a ``config.yaml``; else None."""
@@ -304,4 +335,4 @@ def training_categories(path: str | os.PathLike, ckpt: dict | None = None) -> Tr
 __all__ = ["CATEGORIES_FILE", "CHECKPOINT_KEY", "CONFIG_FILE", "PRODUCERS", "SAFETENSORS_KEY", "WEIGHTS_FILE",
            "TrainingCategories", "categories_payload", "check_categories", "config_file", "config_for",
            "load_run_directory", "output_dir_of", "parse_categories", "read_categories", "run_directory_of",
-           "saved_config", "training_categories", "weights_file", "write_categories"]
+           "saved_config", "training_categories", "weights_file", "write_categories", "write_run_directory"]

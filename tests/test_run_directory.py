@@ -184,7 +184,8 @@ def test_fit_init_from_a_run_directory_fine_tunes_a_new_run(run, tmp_path, capsy
 
     source = run["run_dir"]
     overrides = [f"run.root={tmp_path / 'runs'}", "run.name=finetune", f"data.root={tmp_path / 'data'}",
-                 "optim.lr=0", "optim.weight_decay=0"]  # the same generated scenes, in a folder of its own
+                 "optim.lr=0", "optim.weight_decay=0", "trainer.max_steps=1", "trainer.val_check_interval=1"]
+    # data.root: the same generated scenes, in a folder of its own
     assert main(["fit", "--init-from", str(source), *overrides]) == 0  # the run's own config, no -c
     out = capsys.readouterr().out
     assert f"starting from the weights of {source}" in out
@@ -199,10 +200,11 @@ def test_fit_init_from_a_run_directory_fine_tunes_a_new_run(run, tmp_path, capsy
     assert all((a["state_dict"][k] == b["state_dict"][k]).all() for k in a["state_dict"])
 
 
-def test_init_weights_takes_the_parameters_when_the_new_data_has_other_categories(run):
-    from odise_pl.checkpoints import read_safetensors
+def test_init_weights_takes_the_parameters_when_the_new_data_has_other_categories(run, tmp_path):
+    from odise_pl.checkpoints import read_safetensors, trained_state_dict
+    from odise_pl.errors import CheckpointError
     from odise_pl.models.builder import build_model
-    from odise_pl.run_directory import load_run_directory
+    from odise_pl.run_directory import load_run_directory, training_categories, write_run_directory
     from odise_pl.runner import init_weights
 
     cfg, categories, weights = load_run_directory(run["run_dir"])
@@ -217,3 +219,14 @@ def test_init_weights_takes_the_parameters_when_the_new_data_has_other_categorie
             assert (params[key] == value).all(), key
     assert source["criterion.loss.empty_weight"].shape == (len(categories) + 1,)
     assert model.state_dict()["criterion.loss.empty_weight"].shape == (len(other) + 1,)  # the new model's own
+
+    # what convert-reference writes: a complete run directory that loads back
+    out = write_run_directory(tmp_path / "converted", config=cfg, categories=other, model=model, ignore_index=0)
+    cfg2, cats2, weights2 = load_run_directory(out)
+    assert cfg2 == cfg and [c["name"] for c in cats2] == ["boat", "sea"] and cats2[0]["synonyms"] == []
+    from_metadata = training_categories(weights2)
+    assert from_metadata.categories == cats2 and from_metadata.ignore_index == 0
+    written = read_safetensors(weights2)["state_dict"]
+    assert all((written[k] == v).all() for k, v in trained_state_dict(model).items())
+    with pytest.raises(CheckpointError, match="already holds config.yaml, categories.json, weights.safetensors"):
+        write_run_directory(out, config=cfg, categories=other, model=model)
