@@ -152,7 +152,8 @@ def test_converted_directory_predicts_without_training_data(tmp_path, capsys):
     assert images, "the notebooks' COCO photos are missing"
     pred = tmp_path / "pred"
     assert main(["predict", "--ckpt", str(out), "--input", str(images[0]), "--out", str(pred),
-                 "--vocab", "person;dog;grass:stuff", "--no-default-vocab", "--device", "cpu"]) == 0, \
+                 "--vocab", "person;dog;grass:stuff", "--no-default-vocab", "--device", "cpu",
+                 "data.eval_short_side=128", "data.eval_max_long_side=192"]) == 0, \
         capsys.readouterr().err
     assert any(pred.iterdir())
     from odise_pl.predictor import Predictor
