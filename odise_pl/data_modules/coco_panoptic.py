@@ -91,13 +91,24 @@ def read_panoptic_png(path: Path) -> np.ndarray:
 
 @dataclass
 class PanopticRecord:
-    """One annotated image; ``segments`` hold ``{id, category (contiguous), isthing, iscrowd}``."""
+    """One annotated image; ``segments`` hold ``{id, category (contiguous), isthing, iscrowd, area}``
+    (``area`` the JSON's, None where it has none); ``image_id`` an int, or the file-stem string
+    the ADE20K preparation writes."""
 
-    image_id: int
+    image_id: int | str
     image_path: Path
     panoptic_path: Path
     segments: list
     captions: Optional[list] = None
+
+
+def image_key(value) -> int | str:
+    """A JSON image id as a key: COCO's integers, or strings such as ADE20K's ``ADE_val_00000001``."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not float(value).is_integer():
+        raise ValueError(f"image id {value!r} is neither an integer nor a string")
+    return int(value)
 
 
 def load_panoptic_json(json_path: Path, image_dir: Path, panoptic_dir: Path, *,
@@ -112,10 +123,10 @@ def load_panoptic_json(json_path: Path, image_dir: Path, panoptic_dir: Path, *,
         categories = list(data["categories"])
         contiguous = {int(c["id"]): i for i, c in enumerate(categories)}
         isthing = [bool(c["isthing"]) for c in categories]
-        images = {int(im["id"]): im for im in data["images"]}
+        images = {image_key(im["id"]): im for im in data["images"]}
         records = []
         for ann in data["annotations"]:
-            image = images.get(int(ann["image_id"]))
+            image = images.get(image_key(ann["image_id"]))
             if image is None:
                 raise DatasetError(f"{json_path}: annotation {ann['file_name']} refers to image id "
                                    f"{ann['image_id']}, which is not in 'images'.")
@@ -126,8 +137,9 @@ def load_panoptic_json(json_path: Path, image_dir: Path, panoptic_dir: Path, *,
                                        f"has category_id {seg['category_id']}, not in 'categories'.")
                 k = contiguous[int(seg["category_id"])]
                 segments.append({"id": int(seg["id"]), "category": k, "isthing": isthing[k],
-                                 "iscrowd": bool(seg.get("iscrowd", 0))})
-            records.append(PanopticRecord(int(ann["image_id"]), image_dir / image["file_name"],
+                                 "iscrowd": bool(seg.get("iscrowd", 0)),
+                                 "area": None if seg.get("area") is None else int(seg["area"])})
+            records.append(PanopticRecord(image_key(ann["image_id"]), image_dir / image["file_name"],
                                           panoptic_dir / ann["file_name"], segments))
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
         if isinstance(err, DatasetError):
@@ -221,12 +233,13 @@ class CocoPanopticDataset(Dataset):
         if not self.train:
             lut = np.array([known[int(u)]["category"] if int(u) in known else self.ignore_index
                             for u in present], dtype=np.int64)
-            present_ids = set(int(u) for u in present)
+            # every listed segment with its JSON area, pixel-less ones too: PQ takes them as the
+            # COCO panoptic API does (a listed segment without pixels is a false negative)
             target.update(
                 orig_size=(int(ids.shape[0]), int(ids.shape[1])),
                 gt_panoptic=torch.from_numpy(ids),
                 gt_segments=[{"id": s["id"], "category": s["category"], "iscrowd": s["iscrowd"],
-                              "isthing": s["isthing"]} for s in rec.segments if s["id"] in present_ids],
+                              "isthing": s["isthing"], "area": s["area"]} for s in rec.segments],
                 gt_semantic=torch.from_numpy(lut[np.searchsorted(present, ids)]),
                 file_name=str(rec.image_path))
         return {"image": image_to_tensor(image_t), "image_size": valid, "target": target,
