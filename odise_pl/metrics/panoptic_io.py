@@ -30,7 +30,7 @@ from PIL import Image
 from odise_pl.errors import DatasetError
 from odise_pl.metrics.panoptic_quality import per_class_pq, summarize_pq
 from odise_pl.metrics.pq_numpy import SegmentTable, decode_panoptic_png, pq_stats_numpy, process_scratch
-from odise_pl.metrics.semantic_iou import SemanticIoU
+from odise_pl.metrics.semantic_iou import DEFAULT_AVERAGE, SemanticIoU
 
 __all__ = [
     "PanopticCategories",
@@ -287,7 +287,7 @@ def _labels_by_stem(folder: Path) -> dict[str, Path]:
 
 
 def evaluate_semantic_folders(gt_folder: str | Path, pred_folder: str | Path, num_classes: int,
-                              ignore_label: int | None, average: str = "gt_present") -> dict:
+                              ignore_label: int | None, average: str = DEFAULT_AVERAGE) -> dict:
     """Score prediction label maps against GT label maps matched by file stem.
 
     Args:
@@ -295,7 +295,7 @@ def evaluate_semantic_folders(gt_folder: str | Path, pred_folder: str | Path, nu
         pred_folder: predicted class indices, one file per GT stem (extra files are ignored).
         num_classes: K.
         ignore_label: GT value to drop (255 or 65535), or None.
-        average: ``"gt_present"`` or ``"either_present"`` (see :mod:`.semantic_iou`).
+        average: ``"either_present"`` (detectron2 v0.6) or ``"gt_present"`` (see :mod:`.semantic_iou`).
 
     Returns:
         ``mIoU, fwIoU, pACC, mACC`` (percent) and ``n`` (classes in the mIoU) as Python
