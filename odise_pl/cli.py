@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=synthetic_shapes.run_synth)
     from odise_pl.data_modules import ade20k_prepare
 
-    p = data.add_parser("prepare-ade20k", help="write ADE20K-150's semantic, panoptic and instance ground truth as the reference's scripts")
+    p = data.add_parser("prepare-ade20k", help="write ADE20K-150's semantic, panoptic and instance ground "
+                        "truth as the reference's scripts do")
     ade20k_prepare.add_prepare_arguments(p)
     p.set_defaults(func=ade20k_prepare.run_prepare)
 

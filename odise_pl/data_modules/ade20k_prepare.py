@@ -171,7 +171,8 @@ class _SegmentIds:
         return color
 
 
-def _read_annotations(sem_path: Path, inst_path: Path, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def _read_annotations(sem_path: Path, inst_path: Path,
+                      size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """The semantic (H, W) and instance (H, W, 3) uint8 maps, checked against the image size (W, H)."""
     with Image.open(sem_path) as img:
         if img.mode not in ("L", "P"):
@@ -224,7 +225,8 @@ def convert_panoptic(semantic: np.ndarray, instance: np.ndarray, mapping: dict[i
     labels = semantic.astype(np.int64) - 1  # -1: unlabeled
     present = np.unique(labels).tolist()
     if present[-1] >= len(categories):
-        raise DatasetError(f"{where} holds the label {present[-1] + 1}; ADE-150 labels are 0..{len(categories)}.")
+        raise DatasetError(f"{where} holds the label {present[-1] + 1}; ADE-150 labels are "
+                           f"0..{len(categories)}.")
     masks = [(labels == cat, cat) for cat in present if cat >= 0 and not categories[cat]["isthing"]]
     masks += list(_instances(instance, mapping, where))
     for mask, cat in masks:  # stuff first, then things over them; area and bbox before any paste
@@ -277,7 +279,8 @@ class PreparedSplit:
 
 def _outputs(root: Path, split: str) -> PreparedSplit:
     return PreparedSplit(0, root / f"ade20k_panoptic_{split}.json", root / f"ade20k_panoptic_{split}",
-                         root / f"ade20k_instance_{split}.json", root / "annotations_detectron2" / SPLITS[split])
+                         root / f"ade20k_instance_{split}.json",
+                         root / "annotations_detectron2" / SPLITS[split])
 
 
 def _prepare_split(root: Path, split: str, mapping: dict[int, int], categories: list[dict],
@@ -300,8 +303,8 @@ def _prepare_split(root: Path, split: str, mapping: dict[int, int], categories: 
         with Image.open(image_path) as img:
             size = img.size
         semantic, instance = _read_annotations(sem_path, inst_path, size)
-        pixels, segments = convert_panoptic(semantic, instance, mapping, categories, zlib.crc32(stem.encode()),
-                                            sem_path)
+        seed = zlib.crc32(stem.encode())
+        pixels, segments = convert_panoptic(semantic, instance, mapping, categories, seed, sem_path)
         Image.fromarray(pixels).save(out.panoptic_dir / f"{stem}.png")
         images.append({"id": stem, "file_name": image_path.name, "width": size[0], "height": size[1]})
         panoptic.append({"image_id": stem, "file_name": f"{stem}.png", "segments_info": segments})
@@ -313,11 +316,13 @@ def _prepare_split(root: Path, split: str, mapping: dict[int, int], categories: 
     out.instance_json.write_text(json.dumps({"images": images, "categories": instance_categories,
                                              "annotations": instances}))
     write_semantic(root / "annotations" / folder, out.semantic_dir)
-    return PreparedSplit(len(images), out.panoptic_json, out.panoptic_dir, out.instance_json, out.semantic_dir)
+    return PreparedSplit(len(images), out.panoptic_json, out.panoptic_dir, out.instance_json,
+                         out.semantic_dir)
 
 
 def prepare_ade20k(root: str | Path = DEFAULT_ROOT, catid_mapping: str | Path | None = None,
-                   splits: tuple[str, ...] = ("val", "train"), overwrite: bool = False) -> dict[str, PreparedSplit]:
+                   splits: tuple[str, ...] = ("val", "train"),
+                   overwrite: bool = False) -> dict[str, PreparedSplit]:
     """Write the semantic, panoptic and instance ground truth under ``root`` (see the module docstring).
 
     Args:
@@ -366,7 +371,8 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
 
 def run_prepare(args: argparse.Namespace) -> int:
     """``odise-pl data prepare-ade20k``."""
-    for split, out in prepare_ade20k(args.root, args.catid_mapping, tuple(args.splits), args.overwrite).items():
+    written = prepare_ade20k(args.root, args.catid_mapping, tuple(args.splits), args.overwrite)
+    for split, out in written.items():
         print(f"{split}: {out.images} images -> {out.panoptic_json} + {out.panoptic_dir}/ (PQ), "
               f"{out.semantic_dir}/ (mIoU), {out.instance_json} (mask AP)")
     return 0

@@ -254,7 +254,7 @@ class CocoPanopticDataset(Dataset):
 
 
     def read_semantic(self, rec: PanopticRecord, shape: tuple[int, int]) -> torch.Tensor:
-        """(H, W) int64 ``gt_semantic`` of ``rec`` from ``semantic_dir``, checked against the panoptic size."""
+        """(H, W) int64 ``gt_semantic`` of ``rec`` from ``semantic_dir``, checked against the panoptic map."""
         from odise_pl.metrics.panoptic_io import read_label_image
 
         path = self.semantic_dir / f"{rec.image_path.stem}.png"

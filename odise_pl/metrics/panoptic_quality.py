@@ -80,7 +80,8 @@ def _segment_table(segments: Sequence[dict], num_classes: int, role: str, error:
     try:
         areas = [-1 if seg.get("area") is None else int(seg["area"]) for seg in segments]
     except (TypeError, ValueError):
-        raise error(f"A {role} segment has a non-integer 'area'; give its pixel count or leave it out.") from None
+        raise error(f"A {role} segment has a non-integer 'area'; give its pixel count or "
+                    "leave it out.") from None
     negative = [int(seg["id"]) for seg in segments if seg.get("area") is not None and int(seg["area"]) < 0]
     if negative:
         raise error(f"The {role} segments {negative[:5]} have a negative 'area'; give the pixel count or "

@@ -84,12 +84,13 @@ class SegmentTable(NamedTuple):
             rev = crowd_slots[::-1]
             _, first_in_rev = np.unique(cats[rev], return_index=True)
             last_crowd[rev[first_in_rev]] = True
-        listed = [-1 if a is None else int(a) for a in (areas if areas is not None else [None] * len(ids))]
-        if len(listed) != len(ids):
-            raise ValueError(f"{len(listed)} areas for {len(ids)} segments")
-        bad = [i for i, a, given in zip(ids, listed, areas or [None] * len(ids)) if given is not None and a < 0]
+        given = list(areas) if areas is not None else [None] * len(ids)
+        if len(given) != len(ids):
+            raise ValueError(f"{len(given)} areas for {len(ids)} segments")
+        bad = [i for i, a in zip(ids, given) if a is not None and int(a) < 0]
         if bad:
             raise ValueError(f"the segments {bad[:5]} have a negative 'area'")
+        listed = [-1 if a is None else int(a) for a in given]
         return cls(ids_a, cats, crowd, last_crowd, np.asarray([-1, *listed], dtype=np.int64))
 
 

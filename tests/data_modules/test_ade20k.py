@@ -84,6 +84,13 @@ def _expected_segments(semantic, instance, is_thing):
     return [(cat, area, bbox, owner == i) for i, (cat, area, bbox) in enumerate(out)]
 
 
+def _write_perfect_prediction(path, gt: dict) -> None:
+    """The GT PNGs as predictions: every segment with pixels (the covered floor has none)."""
+    keep = [dict(a, segments_info=[s for s in a["segments_info"] if s["category_id"] != FLOOR - 1])
+            for a in gt["annotations"]]
+    path.write_text(json.dumps({"annotations": keep}))
+
+
 def _score_with_the_api(gt_json, gt_dir, pred_json, pred_dir, monkeypatch):
     from panopticapi import evaluation
 
@@ -134,7 +141,8 @@ def test_prepare_writes_what_the_reference_scripts_write(tmp_path, capsys, monke
     # the semantic truth: label - 1, unlabeled 255, for both splits
     for stem, (semantic, _) in scenes.items():
         written = np.asarray(Image.open(root / "annotations_detectron2" / "validation" / f"{stem}.png"))
-        assert written.dtype == np.uint8 and np.array_equal(written, np.where(semantic == 0, 255, semantic - 1))
+        assert written.dtype == np.uint8
+        assert np.array_equal(written, np.where(semantic == 0, 255, semantic - 1))
     assert (root / "annotations_detectron2" / "training" / "ADE_train_00000009.png").is_file()
 
     # the instance truth: the instance-challenge categories, one RLE annotation per instance
@@ -154,9 +162,7 @@ def test_prepare_writes_what_the_reference_scripts_write(tmp_path, capsys, monke
     assert len(inst["annotations"]) == 2 + 3 + 4
 
     # a perfect prediction of the panoptic PNGs, scored by `eval panoptic` and by the COCO API
-    pred = {"annotations": [dict(a, segments_info=[s for s in a["segments_info"] if s["category_id"] != FLOOR - 1])
-                            for a in data["annotations"]]}
-    (tmp_path / "pred.json").write_text(json.dumps(pred))
+    _write_perfect_prediction(tmp_path / "pred.json", data)
     gt_json, gt_dir = root / "ade20k_panoptic_val.json", root / "ade20k_panoptic_val"
     out = tmp_path / "r.json"
     assert main(["eval", "panoptic", "--gt-json", str(gt_json), "--pred-json", str(tmp_path / "pred.json"),
@@ -210,9 +216,8 @@ def test_datamodule_reads_the_reference_truth(tmp_path, monkeypatch):
         inst_masks = [ids == k for k in sorted(set(np.unique(ids).tolist()) - {0})]
         assert len(derived["masks"]) == len(inst_masks)
         assert {m.numpy().tobytes() for m in derived["masks"]} == {m.tobytes() for m in inst_masks}
-    pred = {"annotations": [dict(a, segments_info=[s for s in a["segments_info"] if s["category_id"] != FLOOR - 1])
-                            for a in json.loads((root / "ade20k_panoptic_val.json").read_text())["annotations"]]}
-    (tmp_path / "pred.json").write_text(json.dumps(pred))
+    gt_data = json.loads((root / "ade20k_panoptic_val.json").read_text())
+    _write_perfect_prediction(tmp_path / "pred.json", gt_data)
     api = _score_with_the_api(root / "ade20k_panoptic_val.json", root / "ade20k_panoptic_val",
                               tmp_path / "pred.json", root / "ade20k_panoptic_val", monkeypatch)
     scores = metric.compute()
