@@ -62,11 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = data.add_parser("synth", help="generate procedural scenes in COCO panoptic format")
     synthetic_shapes.add_synth_arguments(p)
     p.set_defaults(func=synthetic_shapes.run_synth)
-    from odise_pl.data_modules import ade20k
+    from odise_pl.data_modules import ade20k_prepare
 
-    p = data.add_parser("prepare-ade20k", help="convert the ADE challenge data to ADE20K-150 panoptic (COCO format)")
-    ade20k.add_prepare_arguments(p)
-    p.set_defaults(func=ade20k.run_prepare)
+    p = data.add_parser("prepare-ade20k", help="write ADE20K-150's semantic, panoptic and instance ground "
+                        "truth as the reference's scripts do")
+    ade20k_prepare.add_prepare_arguments(p)
+    p.set_defaults(func=ade20k_prepare.run_prepare)
 
     # further commands live in odise_pl/commands/<name>.py, each with add_parser(subparsers)
     import importlib

@@ -103,7 +103,10 @@ def evaluate_sets(cfg: DictConfig, ckpt: str, sets: list[str]) -> tuple[list[dic
 
 
 def format_sets_table(rows: list[dict]) -> tuple[str, str]:
-    """(Markdown, CSV) of the rows: ``set``, ``classes``, then :data:`COLUMNS` (1 decimal in Markdown)."""
+    """(Markdown, CSV) of the rows: ``set``, ``classes``, then :data:`COLUMNS` (1 decimal in Markdown);
+    the Markdown ends with a note naming the mIoU conventions by detectron2 version."""
+    from odise_pl.metrics.semantic_iou import miou_footnote
+
     head = ["set", "classes", *COLUMNS]
     md = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     buf = io.StringIO()
@@ -115,6 +118,7 @@ def format_sets_table(rows: list[dict]) -> tuple[str, str]:
                   + " | ".join("-" if v is None else f"{float(v):.1f}" for v in values) + " |")
         cells = ("" if v is None else f"{float(v):.4f}" for v in values)
         writer.writerow([row["set"], row["classes"], *cells])
+    md += ["", miou_footnote()]
     return "\n".join(md) + "\n", buf.getvalue()
 
 

@@ -296,12 +296,17 @@ def write_results(run_dir: Path, results: dict) -> None:
 
 
 def format_table(results: dict) -> str:
-    """Markdown table of PQ/SQ/RQ (All/Things/Stuff) and mIoU for each evaluated stage."""
+    """Markdown table of PQ/SQ/RQ (All/Things/Stuff) and mIoU for each evaluated stage, then a note
+    naming the mIoU convention by detectron2 version when a stage has an mIoU."""
+    from odise_pl.metrics.semantic_iou import miou_footnote
+
     cols = ["PQ", "SQ", "RQ", "PQ_th", "SQ_th", "RQ_th", "PQ_st", "SQ_st", "RQ_st", "mIoU"]
     rows = [(k, v) for k, v in results.items() if isinstance(v, dict)]
     lines = ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, m in rows:
         lines.append(f"| {name} | " + " | ".join(f"{m[c]:.1f}" if c in m else "-" for c in cols) + " |")
+    if any("mIoU" in m for _, m in rows):
+        lines += ["", miou_footnote()]
     return "\n".join(lines) + "\n"
 
 

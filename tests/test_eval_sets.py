@@ -50,7 +50,9 @@ def test_sets_table_has_pq_only_for_panoptic_sets(tmp_path, capsys):
     assert [r["set"] for r in rows] == ["config", "pascal_voc_21"] and rows[1]["classes"] == "21"
     assert rows[0]["PQ"] != "" and rows[1]["PQ"] == ""  # no panoptic ground truth in PAS-21
     assert all(0 <= float(r["mIoU"]) <= 100 for r in rows)
-    assert (tmp_path / "w" / "test_sets_0.md").read_text().count("\n") == 4
+    md = (tmp_path / "w" / "test_sets_0.md").read_text()
+    assert md.count("\n") == 6 and md.splitlines()[-1].startswith("mIoU follows model.inference.miou_average")
+    assert "mIoU_either_present = detectron2 v0.6: classes in GT or prediction" in md
 
 
 def test_set_names_and_table_format():

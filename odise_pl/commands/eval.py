@@ -8,9 +8,10 @@ processes). Folders default, as in the API, to the JSON path without ``.json``.
 ``odise-pl eval semantic --gt-folder D --pred-folder D --num-classes K
 --ignore-label L`` scores label images (PNG, 16-bit PNG, uint16 TIFF) matched by
 file stem, from one dataset-level confusion matrix; the mIoU convention is
-``--miou-average gt_present`` (default: classes with ground-truth pixels,
-detectron2's) or ``either_present`` (classes in the ground truth or the
-prediction), and is printed with the result.
+``--miou-average either_present`` (default: classes in the ground truth or the
+prediction, detectron2 v0.6's, the reference's) or ``gt_present`` (classes with
+ground-truth pixels, detectron2 after commit f3c1bc19, in no release), and is
+printed, named by detectron2 version, with the result.
 
 ``--out X.json`` writes every number (per class included) to a JSON file.
 """
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 
 from odise_pl.errors import DatasetError
-from odise_pl.metrics.semantic_iou import AVERAGES
+from odise_pl.metrics.semantic_iou import AVERAGE_LABELS, AVERAGES, DEFAULT_AVERAGE
 
 __all__ = ["add_parser", "run_panoptic", "run_semantic", "format_semantic_table"]
 
@@ -55,9 +56,10 @@ def add_parser(sub) -> None:
     sem.add_argument("--num-classes", type=int, required=True, help="K: labels are 0..K-1")
     sem.add_argument("--ignore-label", required=True,
                      help="GT value to drop: 255 (8-bit datasets), 65535 (A-847, PC-459 uint16), or none")
-    sem.add_argument("--miou-average", choices=AVERAGES, default="gt_present",
-                     help="classes the mIoU averages over: present in the GT (default) or in GT or "
-                          "prediction")
+    sem.add_argument("--miou-average", choices=AVERAGES, default=DEFAULT_AVERAGE,
+                     help="classes the mIoU averages over: either_present (default; detectron2 v0.6, "
+                          "the reference's: classes in GT or prediction) or gt_present (detectron2 after "
+                          "f3c1bc19, no release: classes in GT)")
     sem.add_argument("--per-class", action="store_true",
                      help="also print the IoU and accuracy of every class")
     sem.add_argument("--out", default=None, help="write the results (per class included) to this JSON file")
@@ -118,8 +120,7 @@ def format_semantic_table(results: dict, per_class: bool = False, names: list[st
              "-" * 60]
     lines.append("{:6.2f}  {:6.2f}  {:6.2f}  {:6.2f}  {:5d}  {}".format(
         results["mIoU"], results["fwIoU"], results["pACC"], results["mACC"], int(results["n"]),
-        "classes present in the GT" if results["average"] == "gt_present"
-        else "classes in the GT or the prediction"))
+        AVERAGE_LABELS[results["average"]]))
     if per_class:
         lines += ["", "{:>5s}  {:24s}  {:>6s}  {:>6s}".format("class", "name", "IoU", "ACC"), "-" * 47]
         for i, (iou, acc) in enumerate(zip(results["IoU"], results["ACC"])):

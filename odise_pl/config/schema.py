@@ -70,7 +70,8 @@ class InferenceConfig:
     object_mask_threshold: float = 0.0
     overlap_threshold: float = 0.8
     instance_topk: int = 100
-    miou_average: str = "gt_present"  # classes in mIoU: gt_present (default, detectron2) | either_present
+    # classes in mIoU: either_present (detectron2 v0.6, the reference's) | gt_present (after f3c1bc19)
+    miou_average: str = "either_present"
     classifier: str = "diffusion"   # diffusion | clip | ensemble (the paper's classifier ablation)
     alpha: float = 0.3              # ensemble weight of CLIP for classes seen in training
     beta: float = 0.7               # ... and for unseen classes

@@ -91,13 +91,24 @@ def read_panoptic_png(path: Path) -> np.ndarray:
 
 @dataclass
 class PanopticRecord:
-    """One annotated image; ``segments`` hold ``{id, category (contiguous), isthing, iscrowd}``."""
+    """One annotated image; ``segments`` hold ``{id, category (contiguous), isthing, iscrowd, area}``
+    (``area`` the JSON's, None where it has none); ``image_id`` an int, or the file-stem string
+    the ADE20K preparation writes."""
 
-    image_id: int
+    image_id: int | str
     image_path: Path
     panoptic_path: Path
     segments: list
     captions: Optional[list] = None
+
+
+def image_key(value) -> int | str:
+    """A JSON image id as a key: COCO's integers, or strings such as ADE20K's ``ADE_val_00000001``."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not float(value).is_integer():
+        raise ValueError(f"image id {value!r} is neither an integer nor a string")
+    return int(value)
 
 
 def load_panoptic_json(json_path: Path, image_dir: Path, panoptic_dir: Path, *,
@@ -112,10 +123,10 @@ def load_panoptic_json(json_path: Path, image_dir: Path, panoptic_dir: Path, *,
         categories = list(data["categories"])
         contiguous = {int(c["id"]): i for i, c in enumerate(categories)}
         isthing = [bool(c["isthing"]) for c in categories]
-        images = {int(im["id"]): im for im in data["images"]}
+        images = {image_key(im["id"]): im for im in data["images"]}
         records = []
         for ann in data["annotations"]:
-            image = images.get(int(ann["image_id"]))
+            image = images.get(image_key(ann["image_id"]))
             if image is None:
                 raise DatasetError(f"{json_path}: annotation {ann['file_name']} refers to image id "
                                    f"{ann['image_id']}, which is not in 'images'.")
@@ -126,8 +137,9 @@ def load_panoptic_json(json_path: Path, image_dir: Path, panoptic_dir: Path, *,
                                        f"has category_id {seg['category_id']}, not in 'categories'.")
                 k = contiguous[int(seg["category_id"])]
                 segments.append({"id": int(seg["id"]), "category": k, "isthing": isthing[k],
-                                 "iscrowd": bool(seg.get("iscrowd", 0))})
-            records.append(PanopticRecord(int(ann["image_id"]), image_dir / image["file_name"],
+                                 "iscrowd": bool(seg.get("iscrowd", 0)),
+                                 "area": None if seg.get("area") is None else int(seg["area"])})
+            records.append(PanopticRecord(image_key(ann["image_id"]), image_dir / image["file_name"],
                                           panoptic_dir / ann["file_name"], segments))
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
         if isinstance(err, DatasetError):
@@ -150,12 +162,18 @@ class CocoPanopticDataset(Dataset):
         ignore_index: label of VOID pixels in ``gt_semantic``.
         skip_bad_samples: skip (and count) unreadable samples instead of raising.
         json_path: named in error messages.
+        semantic_dir: evaluation items read ``gt_semantic`` from ``<semantic_dir>/<image stem>.png``
+            (class indices, ``ignore_index`` unlabeled) instead of deriving it from the panoptic PNG.
+        num_classes: the valid semantic labels are 0..num_classes-1 (checked with ``semantic_dir``).
     """
 
     def __init__(self, records: list[PanopticRecord], *, transform, train: bool,
                  ignore_index: int = 255, skip_bad_samples: bool = False,
-                 json_path: Path | str = "") -> None:
+                 json_path: Path | str = "", semantic_dir: Path | None = None,
+                 num_classes: int | None = None) -> None:
         self.records = records
+        self.semantic_dir = None if semantic_dir is None else Path(semantic_dir)
+        self.num_classes = num_classes
         self.transform = transform
         self.train = train
         self.ignore_index = ignore_index
@@ -221,16 +239,37 @@ class CocoPanopticDataset(Dataset):
         if not self.train:
             lut = np.array([known[int(u)]["category"] if int(u) in known else self.ignore_index
                             for u in present], dtype=np.int64)
-            present_ids = set(int(u) for u in present)
+            # every listed segment with its JSON area, pixel-less ones too: PQ takes them as the
+            # COCO panoptic API does (a listed segment without pixels is a false negative)
             target.update(
                 orig_size=(int(ids.shape[0]), int(ids.shape[1])),
                 gt_panoptic=torch.from_numpy(ids),
                 gt_segments=[{"id": s["id"], "category": s["category"], "iscrowd": s["iscrowd"],
-                              "isthing": s["isthing"]} for s in rec.segments if s["id"] in present_ids],
-                gt_semantic=torch.from_numpy(lut[np.searchsorted(present, ids)]),
+                              "isthing": s["isthing"], "area": s.get("area")} for s in rec.segments],
+                gt_semantic=(self.read_semantic(rec, ids.shape) if self.semantic_dir is not None
+                             else torch.from_numpy(lut[np.searchsorted(present, ids)])),
                 file_name=str(rec.image_path))
         return {"image": image_to_tensor(image_t), "image_size": valid, "target": target,
                 "captions": rec.captions}
+
+
+    def read_semantic(self, rec: PanopticRecord, shape: tuple[int, int]) -> torch.Tensor:
+        """(H, W) int64 ``gt_semantic`` of ``rec`` from ``semantic_dir``, checked against the panoptic map."""
+        from odise_pl.metrics.panoptic_io import read_label_image
+
+        path = self.semantic_dir / f"{rec.image_path.stem}.png"
+        if not path.is_file():
+            raise DatasetError(f"semantic label map {path} (of image {rec.image_path}) does not exist; "
+                               "it is the mIoU ground truth (data.val_semantic_dir).")
+        labels = read_label_image(path)
+        if tuple(labels.shape) != tuple(shape):
+            raise DatasetError(f"semantic label map {path} is {labels.shape[1]}x{labels.shape[0]} but the "
+                               f"panoptic PNG {rec.panoptic_path} is {shape[1]}x{shape[0]}.")
+        bad = (labels != self.ignore_index) & ((labels < 0) | (labels >= (self.num_classes or 1 << 30)))
+        if bool(bad.any()):
+            raise DatasetError(f"semantic label map {path} holds the label {int(labels[bad][0])}, outside "
+                               f"0..{self.num_classes - 1} and not the ignore label {self.ignore_index}.")
+        return labels
 
 
 def distinct_ids(ids: np.ndarray) -> np.ndarray:
@@ -259,6 +298,9 @@ class CocoPanopticConfig:
     val_json: str = "annotations/panoptic_val2017.json"
     val_image_dir: str = "val2017"
     val_panoptic_dir: str = "panoptic_val2017"
+    # semantic ground truth of mIoU, label PNGs named like the images (null: from the panoptic PNG)
+    train_semantic_dir: Optional[str] = None
+    val_semantic_dir: Optional[str] = None
     train_captions_json: Optional[str] = None  # e.g. annotations/captions_train2017.json
     val_captions_json: Optional[str] = None
     batch_size: int = 2                 # per process; the reference uses 64 in total (2 x 32 GPUs)
@@ -339,6 +381,9 @@ class CocoPanopticDataModule(L.LightningDataModule):
                       f"  {get(split + '_panoptic_dir')}/   PNGs named as in 'annotations[].file_name' "
                       "(id = R + 256 G + 256^2 B)",
                       f"  {get(split + '_json')}   COCO panoptic JSON"]
+            if get(split + "_semantic_dir"):
+                lines.append(f"  {get(split + '_semantic_dir')}/   semantic label PNGs named like the images "
+                             f"(the mIoU ground truth; {self.ignore_index} unlabeled)")
             if get(split + "_captions_json"):
                 lines.append(f"  {get(split + '_captions_json')}   COCO captions JSON")
         lines.append("Paths are relative to data.root; override data.train_json etc. to change them.")
@@ -420,9 +465,14 @@ class CocoPanopticDataModule(L.LightningDataModule):
                                "(ids or order); both splits must list the same categories.")
         transform = (LargeScaleJitter(self.crop_size, self.min_scale, self.max_scale, self.flip) if train
                      else ResizeShortestEdge(self.eval_short_side, self.eval_max_long_side))
+        semantic = getattr(self, f"{split}_semantic_dir")
+        semantic_dir = None if train or not semantic else self._path(semantic)
+        if semantic_dir is not None:
+            self._check_dir(semantic_dir, "semantic label directory")
         return CocoPanopticDataset(records, transform=transform, train=train,
                                    ignore_index=self.ignore_index,
-                                   skip_bad_samples=self.skip_bad_samples, json_path=json_path)
+                                   skip_bad_samples=self.skip_bad_samples, json_path=json_path,
+                                   semantic_dir=semantic_dir, num_classes=len(cats))
 
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets a stage needs (``fit``: train + val; others: val)."""

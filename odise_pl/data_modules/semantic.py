@@ -1,9 +1,11 @@
 """Semantic-segmentation evaluation sets: A-847, PC-459, PC-59, PAS-21 (``data: {name: semantic_seg}``).
 
 Each set is a folder of images and a folder of label images matched by file stem, in the layout
-detectron2's / ODISE's preparation scripts write (defaults below, all overridable), with its
-vocabulary from the package data (:mod:`odise_pl.vocab`; by default the set's ``*_with_prompt_eng``
-synonym list, as the reference evaluates) and its ignore label:
+detectron2's / ODISE's preparation scripts write, under the root where ODISE registers the set
+(``datasets/ade/ADE20K_2021_17_01``, ``datasets/pascal_ctx_d2``, ``datasets/pascal_voc_d2``;
+defaults below, all overridable), with its vocabulary from the package data
+(:mod:`odise_pl.vocab`; by default the set's ``*_with_prompt_eng`` synonym list, as the reference
+evaluates) and its ignore label:
 
 ============================  =====================================================  =========
 ``dataset``                    labels (under ``root``)                                ignore
@@ -54,7 +56,7 @@ class SemanticSetSpec:
 
 SEMANTIC_SETS = {
     "ade20k_847": SemanticSetSpec(
-        "datasets/ADE20K_2021_17_01", "images_detectron2/validation", "annotations_detectron2/validation",
+        "datasets/ade/ADE20K_2021_17_01", "images_detectron2/validation", "annotations_detectron2/validation",
         ".tif", 65535, "ade20k_847_with_prompt_eng",
         "A-847 is the full ADE20K (ADE20K_2021_17_01.zip from the ADE20K site, groups.csail.mit.edu/vision/"
         "datasets/ADE20K), converted to uint16 TIFF labels by detectron2/ODISE's "

@@ -127,17 +127,17 @@ class ResizeShortestEdge:
         return resize_image(image, h, w), resize_nearest(ids, h, w), (h, w)
 
 
-def build_targets(ids: np.ndarray, segments: list[dict], image_id: int) -> dict:
+def build_targets(ids: np.ndarray, segments: list[dict], image_id: int | str) -> dict:
     """Per-image training targets from an id map.
 
     Args:
         ids: (H, W) int64 segment ids after the transform (0 = VOID / padding).
         segments: dicts ``{id, category, isthing, iscrowd}`` (contiguous ``category``).
-        image_id: the dataset's image id.
+        image_id: the dataset's image id (an int, or a string such as ADE20K's file stems).
 
     Returns:
         ``masks`` bool (N, H, W), ``labels`` long (N,), ``is_thing`` bool (N,), ``iscrowd``
-        bool (N,), ``image_id`` int; segments with no pixel left are dropped.
+        bool (N,), ``image_id`` int (or str); segments with no pixel left are dropped.
     """
     seg_ids = np.asarray([s["id"] for s in segments], np.int64)
     masks = ids[None] == seg_ids[:, None, None]  # (N, H, W)
@@ -148,7 +148,7 @@ def build_targets(ids: np.ndarray, segments: list[dict], image_id: int) -> dict:
         "labels": torch.tensor([s["category"] for s in kept], dtype=torch.long),
         "is_thing": torch.tensor([bool(s["isthing"]) for s in kept], dtype=torch.bool),
         "iscrowd": torch.tensor([bool(s["iscrowd"]) for s in kept], dtype=torch.bool),
-        "image_id": int(image_id),
+        "image_id": image_id if isinstance(image_id, str) else int(image_id),
     }
 
 

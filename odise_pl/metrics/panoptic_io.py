@@ -30,7 +30,7 @@ from PIL import Image
 from odise_pl.errors import DatasetError
 from odise_pl.metrics.panoptic_quality import per_class_pq, summarize_pq
 from odise_pl.metrics.pq_numpy import SegmentTable, decode_panoptic_png, pq_stats_numpy, process_scratch
-from odise_pl.metrics.semantic_iou import SemanticIoU
+from odise_pl.metrics.semantic_iou import DEFAULT_AVERAGE, SemanticIoU
 
 __all__ = [
     "PanopticCategories",
@@ -118,7 +118,7 @@ def load_panoptic_json(path: str | Path) -> dict:
 
 
 def segments_from_json(segments_info: list[dict], index_of: dict[int, int], where: str) -> list[dict]:
-    """COCO ``segments_info`` -> ``[{"id", "category", "iscrowd"}]`` with contiguous categories.
+    """COCO ``segments_info`` -> ``[{"id", "category", "iscrowd"[, "area"]}]`` with contiguous categories.
 
     Args:
         segments_info: the annotation's segment list.
@@ -130,12 +130,20 @@ def segments_from_json(segments_info: list[dict], index_of: dict[int, int], wher
         cat = seg.get("category_id")
         if cat not in index_of:
             raise DatasetError(f"{where}: segment {seg.get('id')} has unknown category_id {cat}.")
-        out.append({"id": int(seg["id"]), "category": index_of[cat], "iscrowd": int(seg.get("iscrowd", 0))})
+        entry = {"id": int(seg["id"]), "category": index_of[cat], "iscrowd": int(seg.get("iscrowd", 0))}
+        if seg.get("area") is not None:
+            entry["area"] = int(seg["area"])  # the GT area PQ uses, as the COCO API
+        out.append(entry)
     return out
 
 
-def _segment_table(segments_info: list[dict], index_of: dict[int, int], where: str) -> SegmentTable:
-    """COCO ``segments_info`` -> :class:`SegmentTable` (contiguous categories), errors naming ``where``."""
+def _segment_table(segments_info: list[dict], index_of: dict[int, int], where: str,
+                   json_areas: bool = False) -> SegmentTable:
+    """COCO ``segments_info`` -> :class:`SegmentTable` (contiguous categories), errors naming ``where``.
+
+    ``json_areas``: take the segments' ``area`` from the JSON (the GT, as the COCO API does; a
+    segment without one is counted from its PNG), else count every area from the PNG (predictions).
+    """
     try:
         ids = [int(seg["id"]) for seg in segments_info]
     except (KeyError, TypeError, ValueError):
@@ -147,7 +155,11 @@ def _segment_table(segments_info: list[dict], index_of: dict[int, int], where: s
                            f"{seg.get('category_id')} "
                            "(not in the GT JSON's categories).")
     try:
-        return SegmentTable.build(ids, cats, [int(seg.get("iscrowd", 0)) for seg in segments_info])
+        areas = [seg.get("area") for seg in segments_info] if json_areas else None
+        if areas is not None and any(a is not None and not isinstance(a, (int, float)) for a in areas):
+            raise ValueError("an 'area' is not a number")
+        return SegmentTable.build(ids, cats, [int(seg.get("iscrowd", 0)) for seg in segments_info],
+                                  None if areas is None else [None if a is None else int(a) for a in areas])
     except ValueError as exc:
         raise DatasetError(f"{where}: {exc}.") from None
 
@@ -161,7 +173,7 @@ def _image_stats(job: tuple) -> tuple[np.ndarray, ...]:
     for gt_ann, pred_ann in pairs:
         gt_path, pred_path = Path(gt_folder) / gt_ann["file_name"], Path(pred_folder) / pred_ann["file_name"]
         where = f"image id {gt_ann['image_id']}"
-        gt = _segment_table(gt_ann["segments_info"], index_of, f"GT {where} ({gt_path})")
+        gt = _segment_table(gt_ann["segments_info"], index_of, f"GT {where} ({gt_path})", json_areas=True)
         pred = _segment_table(pred_ann["segments_info"], index_of, f"prediction {where} ({pred_path})")
         try:
             stats = pq_stats_numpy(decode_panoptic_png(gt_path), gt, decode_panoptic_png(pred_path), pred,
@@ -181,7 +193,10 @@ def evaluate_panoptic_folders(gt_json: str | Path, gt_folder: str | Path, pred_j
     """Score a folder of panoptic predictions like the COCO API's ``pq_compute``.
 
     Every GT image must have a prediction (matched by ``image_id``); extra
-    predictions are ignored, as in the API.
+    predictions are ignored, as in the API. As in the API, the GT segments and
+    their areas are those of the GT JSON's ``segments_info`` (``area``; a listed
+    segment without pixels is a false negative unless crowd), the predicted
+    areas are counted from the PNGs.
 
     Args:
         gt_json, gt_folder: the GT JSON and its PNG folder.
@@ -272,7 +287,7 @@ def _labels_by_stem(folder: Path) -> dict[str, Path]:
 
 
 def evaluate_semantic_folders(gt_folder: str | Path, pred_folder: str | Path, num_classes: int,
-                              ignore_label: int | None, average: str = "gt_present") -> dict:
+                              ignore_label: int | None, average: str = DEFAULT_AVERAGE) -> dict:
     """Score prediction label maps against GT label maps matched by file stem.
 
     Args:
@@ -280,7 +295,7 @@ def evaluate_semantic_folders(gt_folder: str | Path, pred_folder: str | Path, nu
         pred_folder: predicted class indices, one file per GT stem (extra files are ignored).
         num_classes: K.
         ignore_label: GT value to drop (255 or 65535), or None.
-        average: ``"gt_present"`` or ``"either_present"`` (see :mod:`.semantic_iou`).
+        average: ``"either_present"`` (detectron2 v0.6) or ``"gt_present"`` (see :mod:`.semantic_iou`).
 
     Returns:
         ``mIoU, fwIoU, pACC, mACC`` (percent) and ``n`` (classes in the mIoU) as Python

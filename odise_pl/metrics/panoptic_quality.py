@@ -9,17 +9,23 @@ Semantics (those of ``pq_compute_single_core`` in cocodataset/panopticapi):
 * a prediction matches a ground-truth (GT) segment when both have the same
   category, the GT segment is not crowd, and IoU > 0.5, where the union leaves
   out the GT VOID pixels (id 0) inside the prediction;
-* unmatched non-crowd GT segments are false negatives, also when a listed GT
-  segment has no pixel in the map (the API takes GT segments from the JSON);
+* GT segments and their areas come from the segment list, as the API takes them
+  from the JSON ``segments_info``: a GT segment's ``area`` (when given) enters
+  the union instead of its pixel count, and a listed GT segment without pixels
+  is a false negative unless crowd; predicted areas are always counted from the
+  map (the API overwrites them too);
+* unmatched non-crowd GT segments are false negatives;
 * an unmatched prediction is not a false positive when more than half of its
   pixels are VOID or belong to the crowd segment of its category; like the API,
   only the *last listed* crowd segment of each category is used for this test;
 * PQ averages over categories with TP + FP + FN > 0.
 
-Two deliberate differences from the API, both on malformed input: a GT id found
-in the map but missing from the segment list raises :class:`DatasetError` (the
-API silently ignores those pixels), and GT areas come from the map rather than
-from the JSON ``area`` field (identical for well-formed COCO annotations).
+Deliberate differences from the API, both on malformed input: a GT id found in
+the map but missing from the segment list raises :class:`DatasetError` (the API
+silently ignores those pixels), and a GT segment without an ``area`` key is
+counted from the map (the API raises ``KeyError``). ``area`` matters on
+ADE20K-150 as the reference prepares it: a stuff segment's area is that of its
+semantic mask before the thing instances were pasted over it.
 
 Example:
     >>> import torch
@@ -57,6 +63,7 @@ class _Segments(NamedTuple):
     category: Tensor  # int64, -1 at slot 0
     iscrowd: Tensor  # bool
     crowd_for_fp: Tensor  # bool: the last listed crowd segment of its category
+    area: Tensor  # int64: the listed ``area``, -1 where not given (count the pixels) and at slot 0
 
 
 def _segment_table(segments: Sequence[dict], num_classes: int, role: str, error: type, device) -> _Segments:
@@ -70,6 +77,15 @@ def _segment_table(segments: Sequence[dict], num_classes: int, role: str, error:
             f"'category' (contiguous class index 0..{num_classes - 1})."
         ) from None
     crowd = [bool(seg.get("iscrowd", 0)) for seg in segments]
+    try:
+        areas = [-1 if seg.get("area") is None else int(seg["area"]) for seg in segments]
+    except (TypeError, ValueError):
+        raise error(f"A {role} segment has a non-integer 'area'; give its pixel count or "
+                    "leave it out.") from None
+    negative = [int(seg["id"]) for seg in segments if seg.get("area") is not None and int(seg["area"]) < 0]
+    if negative:
+        raise error(f"The {role} segments {negative[:5]} have a negative 'area'; give the pixel count or "
+                    "leave it out.")
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})
         raise error(f"The {role} segment list repeats the ids {dup}; ids must be unique within an image.")
@@ -87,8 +103,9 @@ def _segment_table(segments: Sequence[dict], num_classes: int, role: str, error:
     cats_t = torch.tensor([-1, *cats], dtype=torch.long, device=device)
     crowd_t = torch.tensor([False, *crowd], dtype=torch.bool, device=device)
     fp_crowd_t = torch.tensor([False, *(i in last_crowd for i in ids)], dtype=torch.bool, device=device)
+    area_t = torch.tensor([-1, *areas], dtype=torch.long, device=device)
     order = torch.argsort(ids_t)
-    return _Segments(ids_t[order], cats_t[order], crowd_t[order], fp_crowd_t[order])
+    return _Segments(ids_t[order], cats_t[order], crowd_t[order], fp_crowd_t[order], area_t[order])
 
 
 def _hash(ids: Tensor, shift: int, bits: int) -> Tensor:
@@ -201,8 +218,10 @@ def pq_stats(
         pred_segments: ``[{"id": int, "category": int}, ...]``, one per non-zero id
             of ``pred_ids``; ``category`` is a contiguous index 0..K-1.
         gt_ids: (H, W) integer map of GT segment ids; 0 = VOID (unlabeled).
-        gt_segments: ``[{"id", "category", "iscrowd"}, ...]``, one per non-zero id
-            of ``gt_ids`` (listed ids without pixels count as false negatives).
+        gt_segments: ``[{"id", "category", "iscrowd"[, "area"]}, ...]``, one per non-zero
+            id of ``gt_ids`` (listed ids without pixels count as false negatives); ``area``,
+            when given, is the segment's area in the union (the JSON's, as the API uses it),
+            else its pixel count.
         num_classes: K.
 
     Returns:
@@ -231,6 +250,7 @@ def pq_stats(
     codes = gt_codes.add_(pred_slots)
     g, p, count = _pair_counts(codes, n_gt, n_pred)
     gt_area = torch.zeros(n_gt, dtype=torch.long, device=device).index_add_(0, g, count)
+    gt_area = torch.where(gt.area >= 0, gt.area, gt_area)  # the listed area, as the API's JSON area
     pred_area = torch.zeros(n_pred, dtype=torch.long, device=device).index_add_(0, p, count)
     on_void = g == 0
     void_in_pred = torch.zeros(n_pred, dtype=torch.long, device=device)
@@ -352,7 +372,8 @@ class PanopticQuality(Metric):
             pred_ids: (H, W) integer map (or a list of them); 0 = no segment.
             pred_segments: list of ``{"id", "category"}`` (or a list of such lists).
             gt_ids: (H, W) integer map (or a list); 0 = VOID.
-            gt_segments: list of ``{"id", "category", "iscrowd"}`` (or a list of lists).
+            gt_segments: list of ``{"id", "category", "iscrowd"[, "area"]}`` (or a list of lists);
+                see :func:`pq_stats` for ``area``.
         """
         if isinstance(pred_ids, Tensor):
             pred_ids, pred_segments = [pred_ids], [pred_segments]

@@ -53,13 +53,21 @@ class SegmentTable(NamedTuple):
     category: np.ndarray  # int64 contiguous class, -1 at slot 0
     iscrowd: np.ndarray  # bool
     crowd_for_fp: np.ndarray  # bool: the last listed crowd segment of its category (the API's dict)
+    area: np.ndarray  # int64: the listed area (the JSON's), -1 where the pixels are counted (and at slot 0)
 
     @classmethod
-    def build(cls, ids: Sequence[int], categories: Sequence[int], iscrowd: Sequence[int]) -> "SegmentTable":
+    def build(cls, ids: Sequence[int], categories: Sequence[int], iscrowd: Sequence[int],
+              areas: Sequence[int | None] | None = None) -> "SegmentTable":
         """From parallel lists (listing order kept: it decides which crowd segment the API uses).
 
+        Args:
+            ids, categories, iscrowd: one entry per segment.
+            areas: the GT JSON's ``area`` per segment (None entries, or None for all: count the
+                pixels). The COCO API takes GT areas from the JSON; predicted areas are counted.
+
         Raises:
-            ValueError: an id is <= 0 or repeated (callers re-raise naming the file).
+            ValueError: an id is <= 0 or repeated, or an area is negative (callers re-raise naming
+                the file).
         """
         ids_a = np.asarray([0, *ids], dtype=np.int64)
         cats = np.asarray([-1, *categories], dtype=np.int64)
@@ -76,7 +84,14 @@ class SegmentTable(NamedTuple):
             rev = crowd_slots[::-1]
             _, first_in_rev = np.unique(cats[rev], return_index=True)
             last_crowd[rev[first_in_rev]] = True
-        return cls(ids_a, cats, crowd, last_crowd)
+        given = list(areas) if areas is not None else [None] * len(ids)
+        if len(given) != len(ids):
+            raise ValueError(f"{len(given)} areas for {len(ids)} segments")
+        bad = [i for i, a in zip(ids, given) if a is not None and int(a) < 0]
+        if bad:
+            raise ValueError(f"the segments {bad[:5]} have a negative 'area'")
+        listed = [-1 if a is None else int(a) for a in given]
+        return cls(ids_a, cats, crowd, last_crowd, np.asarray([-1, *listed], dtype=np.int64))
 
 
 class IdLookup:
@@ -247,7 +262,9 @@ def pq_stats_numpy(gt_ids: np.ndarray, gt: SegmentTable, pred_ids: np.ndarray, p
 
     Args:
         gt_ids, pred_ids: (H, W) id maps, non-negative ids < 2**24 (as decoded from PNGs).
-        gt, pred: their segment tables (contiguous categories 0..K-1).
+        gt, pred: their segment tables (contiguous categories 0..K-1). A listed GT ``area``
+            replaces the GT segment's pixel count in the union, as the API's JSON area does;
+            predicted areas are always counted.
         num_classes: K.
         scratch: a reused :class:`Scratch` (one per process), or None for a fresh one.
 
@@ -279,6 +296,7 @@ def pq_stats_numpy(gt_ids: np.ndarray, gt: SegmentTable, pred_ids: np.ndarray, p
     g -= 1
     p -= 1
     gt_area = np.bincount(g, weights=count, minlength=n_gt).astype(np.int64)  # exact: counts < 2**53
+    gt_area = np.where(gt.area >= 0, gt.area, gt_area)  # the JSON area where listed, as the API
     pred_area = np.bincount(p, weights=count, minlength=n_pred).astype(np.int64)
     on_void = g == 0
     void_in_pred = np.bincount(p[on_void], weights=count[on_void], minlength=n_pred).astype(np.int64)

@@ -5,12 +5,18 @@
 :class:`SemanticIoU` keeps the matrix as a sum-reduced state (exact under DDP).
 
 Which classes the mIoU averages over is explicit, because the two conventions
-in use change A-847 / PC-459 results by several points:
+of detectron2's ``SemSegEvaluator`` change A-847 / PC-459 results by several
+points (FC-CLIP's PC-459 moves from 13.8 to 18.2):
 
-* ``"gt_present"`` (default, detectron2's ``SemSegEvaluator``): classes with at
-  least one ground-truth pixel in the whole dataset;
-* ``"either_present"``: classes present in the ground truth *or* in the
-  prediction (a class that is only predicted counts with IoU 0).
+* ``"either_present"`` (default; detectron2 **v0.6**, the release ODISE installs,
+  with which the reference's mIoU was published): the summed IoU of the classes
+  with ground-truth pixels divided by the number of classes present in the
+  ground truth *or* in the prediction (a class that is only predicted counts
+  with IoU 0);
+* ``"gt_present"`` (detectron2 after commit f3c1bc19 of 2022-07-06, in no
+  release): classes with at least one ground-truth pixel in the whole dataset.
+
+:data:`AVERAGE_LABELS` names each by detectron2 version, for tables and logs.
 
 mACC always averages over ground-truth-present classes, fwIoU weights by
 ground-truth frequency, pACC is the fraction of labelled pixels predicted right.
@@ -32,9 +38,24 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-__all__ = ["SemanticIoU", "confusion_matrix", "semantic_scores", "AVERAGES"]
+__all__ = ["SemanticIoU", "confusion_matrix", "semantic_scores", "AVERAGES", "DEFAULT_AVERAGE",
+           "AVERAGE_LABELS", "miou_footnote"]
 
 AVERAGES = ("gt_present", "either_present")
+#: the reference's convention (detectron2 v0.6)
+DEFAULT_AVERAGE = "either_present"
+#: each convention by detectron2 version, as printed beside mIoU
+AVERAGE_LABELS = {
+    "either_present": "detectron2 v0.6: classes in GT or prediction",
+    "gt_present": "detectron2 after f3c1bc19, no release: classes in GT",
+}
+
+
+def miou_footnote() -> str:
+    """One line for result tables: what ``mIoU`` and its two named variants average over."""
+    return (f"mIoU follows model.inference.miou_average (default {DEFAULT_AVERAGE}); "
+            + "; ".join(f"mIoU_{name} = {AVERAGE_LABELS[name]}" for name in ("either_present", "gt_present"))
+            + ".")
 
 
 def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int | None) -> Tensor:
@@ -73,12 +94,13 @@ def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int, ignore_inde
     return torch.bincount(target * k + pred, minlength=k * k).reshape(k, k)
 
 
-def semantic_scores(confmat: Tensor, average: str = "gt_present") -> dict[str, Tensor]:
+def semantic_scores(confmat: Tensor, average: str = DEFAULT_AVERAGE) -> dict[str, Tensor]:
     """Scores in percent from a (K, K) confusion matrix (rows = target).
 
     Args:
         confmat: (K, K) integer counts.
-        average: ``"gt_present"`` or ``"either_present"`` (see the module docstring).
+        average: ``"either_present"`` (detectron2 v0.6) or ``"gt_present"`` (see the module
+            docstring).
 
     Returns:
         ``mIoU, fwIoU, pACC, mACC`` float64 scalars; ``IoU`` and ``ACC`` (K,) float64,
@@ -121,8 +143,8 @@ class SemanticIoU(Metric):
         num_classes: K.
         ignore_index: target value to drop (255 for PNG datasets, 65535 for the
             uint16 A-847 / PC-459 labels), or None.
-        average: ``"gt_present"`` (default) or ``"either_present"``: the classes
-            the mIoU averages over (see the module docstring).
+        average: ``"either_present"`` (default, detectron2 v0.6) or ``"gt_present"``:
+            the classes the mIoU averages over (see the module docstring).
         **kwargs: forwarded to :class:`torchmetrics.Metric`.
     """
 
@@ -130,7 +152,7 @@ class SemanticIoU(Metric):
     higher_is_better = True
     full_state_update = False
 
-    def __init__(self, num_classes: int, ignore_index: int | None = 255, average: str = "gt_present",
+    def __init__(self, num_classes: int, ignore_index: int | None = 255, average: str = DEFAULT_AVERAGE,
                  **kwargs) -> None:
         super().__init__(**kwargs)
         if average not in AVERAGES:

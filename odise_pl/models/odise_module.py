@@ -75,7 +75,7 @@ class OdiseModule(L.LightningModule):
         self.register_buffer("eval_is_thing", is_thing.to(torch.bool).clone(), persistent=False)
         k = text.num_classes
         self.val_pq = PanopticQuality(is_thing=is_thing.tolist())
-        average = getattr(self.inference_cfg, "miou_average", "gt_present")
+        average = getattr(self.inference_cfg, "miou_average", "either_present")
         self.val_sem = SemanticIoU(num_classes=k, ignore_index=self.ignore_index, average=average)
         self.test_pq = PanopticQuality(is_thing=is_thing.tolist())
         self.test_sem = SemanticIoU(num_classes=k, ignore_index=self.ignore_index, average=average)

@@ -165,7 +165,8 @@ def write_panoptic(root: Path, name: str, images: list[tuple[int, np.ndarray, li
     """Write ``root/name.json`` and ``root/name/*.png`` in COCO panoptic format.
 
     Args:
-        images: (image_id, ids, segments with contiguous ``category``).
+        images: (image_id, ids, segments with contiguous ``category``; ``area``, when a segment
+            has one, is written as its JSON area, else its pixel count is).
         categories: the JSON ``categories``; contiguous index i is ``categories[i]``.
 
     Returns:
@@ -182,7 +183,7 @@ def write_panoptic(root: Path, name: str, images: list[tuple[int, np.ndarray, li
             "file_name": file_name,
             "segments_info": [
                 {"id": s["id"], "category_id": categories[s["category"]]["id"],
-                 "iscrowd": s.get("iscrowd", 0), "area": int((ids == s["id"]).sum())}
+                 "iscrowd": s.get("iscrowd", 0), "area": int(s.get("area", (ids == s["id"]).sum()))}
                 for s in segments
             ],
         })

@@ -130,16 +130,18 @@ def test_semantic_uint16_labels_keep_255_as_a_class(tmp_path, capsys):
     Image.fromarray(np.array([[255, 9, 7], [0, 299, 299]], np.uint16)).save(pred / "a.tif")
     args = ["semantic", "--gt-folder", str(gt), "--pred-folder", str(pred), "--num-classes", "300",
             "--ignore-label", "65535"]
-    out = _eval(capsys, [*args, "--per-class", "--out", str(tmp_path / "gt_present.json")])
+    out = _eval(capsys, [*args, "--per-class", "--miou-average", "gt_present",
+                         "--out", str(tmp_path / "gt_present.json")])
     r = json.loads((tmp_path / "gt_present.json").read_text())
     # class 255: IoU 1/2, class 0: 1/1, class 299: 2/2; class 9 is only predicted; 7 lies on ignore.
     assert r["n"] == 3 and r["mIoU"] == pytest.approx(100 * 2.5 / 3) and r["pACC"] == pytest.approx(80)
     assert r["IoU"][255] == pytest.approx(50) and r["IoU"][9] == 0 and r["IoU"][7] is None
-    assert r["average"] == "gt_present" and "classes present in the GT" in out
+    assert r["average"] == "gt_present" and "detectron2 after f3c1bc19, no release: classes in GT" in out
     assert "  255  255" in out  # per-class row of class 255
-    _eval(capsys, [*args, "--miou-average", "either_present", "--out", str(tmp_path / "either.json")])
+    out = _eval(capsys, [*args, "--out", str(tmp_path / "either.json")])  # the default: detectron2 v0.6
     r = json.loads((tmp_path / "either.json").read_text())
     assert r["n"] == 4 and r["mIoU"] == pytest.approx(100 * 2.5 / 4) and r["average"] == "either_present"
+    assert "detectron2 v0.6: classes in GT or prediction" in out
 
 
 def _error(capsys, argv: list[str]) -> str:

@@ -163,11 +163,11 @@ def test_semantic_folders_png_and_uint16_tiff(tmp_path):
     Image.fromarray(np.array([[255, 0, 7], [0, 300, 2]], dtype=np.uint16)).save(pred / "a.tif")
     Image.fromarray(np.array([[1, 255]], dtype=np.uint8)).save(gt / "b.png")
     Image.fromarray(np.array([[1, 9]], dtype=np.uint8)).save(pred / "b.png")
-    out = evaluate_semantic_folders(gt, pred, num_classes=847, ignore_label=65535)
+    out = evaluate_semantic_folders(gt, pred, num_classes=847, ignore_label=65535, average="gt_present")
     assert out["num_images"] == 2 and out["n"] == 4  # classes 0, 1, 255, 300
     assert out["IoU"][255] == pytest.approx(100 * 1 / 3)  # tp 1; GT 255 has 3 pixels, no other pred 255
     assert out["pACC"] == pytest.approx(100 * 4 / 7)
-    either = evaluate_semantic_folders(gt, pred, 847, 65535, average="either_present")
+    either = evaluate_semantic_folders(gt, pred, 847, 65535)  # the default: detectron2 v0.6
     assert either["n"] == 6 and either["mIoU"] < out["mIoU"]  # classes 2 and 9 are only predicted
 
     (pred / "b.png").unlink()

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from odise_pl.metrics.semantic_iou import SemanticIoU, confusion_matrix, semantic_scores
+from odise_pl.metrics.semantic_iou import (AVERAGE_LABELS, DEFAULT_AVERAGE, SemanticIoU, confusion_matrix,
+                                           semantic_scores)
 
 
 def test_hand_computed_scores():
@@ -57,7 +58,7 @@ def test_uint16_labels_keep_255_as_a_class():
     k = 847
     target = torch.tensor([[255, 255, 65535, 846], [0, 65535, 255, 846]], dtype=torch.int32)
     pred = torch.tensor([[255, 255, 255, 846], [0, 3, 254, 846]])
-    metric = SemanticIoU(k, ignore_index=65535)
+    metric = SemanticIoU(k, ignore_index=65535, average="gt_present")
     metric.update(pred, target)
     cm = metric.confmat
     assert cm.shape == (k, k) and int(cm.sum()) == 6
@@ -118,3 +119,62 @@ def test_input_errors():
         SemanticIoU(3, average="mean")
     empty = semantic_scores(torch.zeros(3, 3, dtype=torch.long))
     assert float(empty["mIoU"]) == 0.0 and int(empty["n"]) == 0
+
+
+def _detectron2_v06_miou(confmat_gt_rows: np.ndarray) -> float:
+    """mIoU as detectron2 v0.6's SemSegEvaluator.evaluate computes it (its matrix: rows = prediction,
+    columns = GT): the IoU of GT-present classes summed, divided by the classes in GT or prediction."""
+    cm = confmat_gt_rows.T.astype(np.float64)
+    tp = cm.diagonal()
+    pos_gt, pos_pred = cm.sum(0), cm.sum(1)
+    acc_valid = pos_gt > 0
+    iou_valid = (pos_gt + pos_pred) > 0
+    iou = np.zeros(len(tp))
+    iou[acc_valid] = tp[acc_valid] / (pos_gt + pos_pred - tp)[acc_valid]
+    return 100 * iou[acc_valid].sum() / iou_valid.sum()
+
+
+def test_the_default_is_detectron2_v06_on_a_hand_made_confusion_matrix():
+    # rows = GT class, columns = prediction (SemanticIoU's layout). Class 0: 8 GT px, 4 right, 1 and 3
+    # predicted as classes 1 and 2 -> IoU 4 / 8; class 1: 4 GT px all right, 5 predicted -> 4 / 5;
+    # class 2: only predicted (IoU 0: in the v0.6 average, not in the GT-only one); class 3: nowhere.
+    confmat = np.array([[4, 1, 3, 0],
+                        [0, 4, 0, 0],
+                        [0, 0, 0, 0],
+                        [0, 0, 0, 0]])
+    either_by_hand = 100 * (4 / 8 + 4 / 5 + 0) / 3
+    gt_by_hand = 100 * (4 / 8 + 4 / 5) / 2
+    scores = semantic_scores(torch.from_numpy(confmat))  # the default convention
+    assert float(scores["mIoU"]) == pytest.approx(either_by_hand)
+    assert either_by_hand == pytest.approx(_detectron2_v06_miou(confmat))
+    assert int(scores["n"]) == 3
+    gt_only = semantic_scores(torch.from_numpy(confmat), "gt_present")
+    assert float(gt_only["mIoU"]) == pytest.approx(gt_by_hand)
+
+    # The Metric: same default, both conventions by name from one matrix.
+    pred, target = [], []
+    for t in range(4):
+        for p in range(4):
+            pred += [p] * int(confmat[t, p])
+            target += [t] * int(confmat[t, p])
+    metric = SemanticIoU(4, ignore_index=None)
+    assert metric.average == DEFAULT_AVERAGE == "either_present"
+    metric.update(torch.tensor([pred]), torch.tensor([target]))
+    out = metric.compute()
+    assert metric.confmat.tolist() == confmat.tolist()
+    assert float(out["mIoU"]) == float(out["mIoU_either_present"]) == pytest.approx(either_by_hand)
+    assert float(out["mIoU_gt_present"]) == pytest.approx(gt_by_hand) != pytest.approx(either_by_hand)
+    assert AVERAGE_LABELS["either_present"].startswith("detectron2 v0.6")
+
+
+def test_the_schema_and_the_reference_recipe_default_to_detectron2_v06():
+    from pathlib import Path
+
+    from odise_pl.config.loader import load_config
+    from odise_pl.config.schema import InferenceConfig
+
+    assert InferenceConfig().miou_average == "either_present"
+    experiments = Path(__file__).parents[2] / "experiments"
+    for name in ("base/reference.yaml", "odise_label_coco.yaml", "odise_caption_coco.yaml"):
+        cfg = load_config(experiments / name)
+        assert cfg.model.inference.miou_average == "either_present", name
