@@ -251,6 +251,13 @@ def verify_fixture(fx: Fixture, model=None) -> list[Check]:
     checks: list[Check] = []
     for prefix in ("inA", "inB"):
         checks += compare_input(model, tensors, index["inputs"][prefix], prefix)
+    if fx.train_record.is_file() and "train" in index:  # the caption fixture's training forward
+        from safetensors.torch import load_file
+
+        from odise_pl.reference.train_record import check_training_record
+
+        with torch.enable_grad():
+            checks += check_training_record(model, load_file(str(fx.train_record)), index["train"])
     return checks
 
 

@@ -46,8 +46,14 @@ def test_label_fixture_matches_the_reference(label_model):
 def test_caption_fixture_matches_the_reference():
     checks = verify_fixture(fixture(None, "caption"))
     assert len(checks) >= 100 and not _failures(checks)
-    assert {"inA/predictor.pred_logits", "inB/predictor.aux2.pred_logits", "inA/pred_open_logits"} <= {
-        c.name for c in checks}
+    names = {c.name for c in checks}
+    assert {"inA/predictor.pred_logits", "inB/predictor.aux2.pred_logits", "inA/pred_open_logits"} <= names
+    # the training record: words, grounding, matching and losses of the official code's training forward
+    assert {"train/word_head.word_embed", "train/grounding_unit.final.all_invalid.loss_mask_word",
+            "train/criterion.final.indices (stored matcher points)", "train/criterion.raw.loss_dice (stored points)",
+            "train/losses.loss_mask_word_2 (training step, seeded)"} <= names
+    exact = [c for c in checks if "stored points" in c.name or c.name.startswith("train/grounding")]
+    assert len(exact) == 12 and all(c.ok for c in exact)  # <= 1e-6 relative on the reference's own inputs
 
 
 def _copy_label_fixture(dest: Path) -> Path:

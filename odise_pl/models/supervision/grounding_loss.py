@@ -126,6 +126,54 @@ def grounding_loss(mask_embeds: torch.Tensor, word_embeds: torch.Tensor,
     return 0.5 * (loss_captions + loss_images) * num_ranks / num_valid
 
 
+def reference_grounding_loss(mask_embeds: torch.Tensor, word_embeds: torch.Tensor,
+                             logit_scale: torch.Tensor | float, caption_valid: torch.Tensor,
+                             gather: bool = True) -> torch.Tensor:
+    """The reference's grounding loss (ODISE ``MaskGroundingCriterion.get_loss``), term for term.
+
+    ``g`` averages over **all** K words (an image without a phrase has K empty words, embedded like
+    the others); with ``G`` the (gathered) batch and ``labels = offset + arange(B)``:
+
+    * captions -> images: ``mean_b(valid_b * CE(g[:, b] over the G images, label_b))``, the mean over
+      all B local captions;
+    * images -> captions: ``CE(g[b, :] over the G captions, label_b, weight=valid_G)``, the weighted
+      mean; invalid captions stay in the softmax as negatives. If no target is valid (a NaN), the
+      unweighted CE instead.
+
+    The loss is ``0.5 * (both)``, per rank as the reference (each rank's local mean; DDP averages the
+    gradients). Differs from :func:`grounding_loss` in the word mean, the weights and that reduction.
+
+    Args:
+        mask_embeds: (B, Q, D), word_embeds: (B, K, D) (normalised here).
+        logit_scale: scalar ``tau``.
+        caption_valid: (B,) bool, the images whose caption gave at least one phrase.
+        gather: gather images, words and validity from every rank (with gradients).
+    """
+    z = F.normalize(mask_embeds, dim=-1)
+    w = F.normalize(word_embeds, dim=-1)
+    batch, num_queries, dim = z.shape
+    words = w.shape[1]
+    valid = caption_valid.to(torch.bool).reshape(batch)
+    if gather and is_distributed():
+        sizes = gather_sizes(batch, z.device)
+        packed = torch.cat([z.flatten(1), w.flatten(1), valid[:, None].to(z.dtype)], dim=1)
+        every = all_gather_with_grad(packed, sizes)
+        z_all = every[:, : num_queries * dim].reshape(-1, num_queries, dim)
+        w_all = every[:, num_queries * dim: (num_queries + words) * dim].reshape(-1, words, dim)
+        valid_all = every[:, -1] > 0.5
+        offset = sum(sizes[: rank()])
+    else:
+        z_all, w_all, valid_all, offset = z, w, valid, 0
+    labels = torch.arange(batch, device=z.device) + offset
+    global_img_txt = image_caption_scores(z_all, w, logit_scale)        # (G images, B captions)
+    img_global_txt = image_caption_scores(z, w_all, logit_scale)        # (B images, G captions)
+    captions_to_images = (F.cross_entropy(global_img_txt.t(), labels, reduction="none") * valid).mean()
+    images_to_captions = F.cross_entropy(img_global_txt, labels, weight=valid_all.to(img_global_txt.dtype))
+    if not torch.isfinite(images_to_captions).all():  # every target invalid: 0 / 0
+        images_to_captions = F.cross_entropy(img_global_txt, labels)
+    return 0.5 * (captions_to_images + images_to_captions)
+
+
 class GroundingLoss(nn.Module):
     """Module form of :func:`grounding_loss` (no parameters: ``tau`` comes from the mask head).
 
