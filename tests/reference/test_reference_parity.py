@@ -166,3 +166,27 @@ def test_converted_directory_predicts_without_training_data(tmp_path, capsys):
 
     predictor = Predictor.from_config_file(None, out, device="cpu")  # the COCO training vocabulary
     assert len(predictor.vocabulary) == 133 and predictor.vocabulary.names[0] == "person"
+
+
+def test_stable_diffusion_from_the_original_single_file(tmp_path, label_model):
+    """model.backbone.pretrained = an LDM-layout .ckpt (sd-v1-3.ckpt's format), read by diffusers' converters."""
+    from odise_pl.config import load_config
+    from odise_pl.models.builder import build_model
+    from odise_pl.reference.frozen_weights import LDM_PREFIX
+    from odise_pl.vocab import load_builtin
+
+    fx = fixture(None, "label")
+    ldm = {k[len(LDM_PREFIX):]: v for k, v in fx.load_state_dict().items() if k.startswith(LDM_PREFIX)}
+    ckpt = tmp_path / "tiny-sd-v1.ckpt"
+    torch.save({"state_dict": ldm, "global_step": 0}, ckpt)
+    cfg = load_config(str(fx.experiment), [f"model.backbone.pretrained={ckpt}"])
+    model = build_model(cfg, load_builtin("coco_panoptic_with_prompt_eng").to_categories())
+    ours, want = model.backbone.state_dict(), label_model.backbone.state_dict()
+    frozen = [k for k in want if k.startswith(("unet.", "vae.", "text_encoder."))]
+    assert len(frozen) > 900 and all(torch.equal(ours[k], want[k]) for k in frozen)
+    assert torch.equal(model.backbone.empty_text, label_model.backbone.empty_text)  # TextEncoder("") recomputed
+    not_sd = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {"weight": torch.zeros(1)}}, not_sd)
+    with pytest.raises(FileNotFoundError, match="LDM"):
+        build_model(load_config(str(fx.experiment), [f"model.backbone.pretrained={not_sd}"]),
+                    load_builtin("coco_panoptic_with_prompt_eng").to_categories())

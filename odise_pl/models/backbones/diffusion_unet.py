@@ -64,6 +64,7 @@ from odise_pl.errors import ConfigError
 from odise_pl.models.backbones.base import Backbone, ShapeSpec
 from odise_pl.models.backbones.implicit_captioner import ImplicitCaptioner
 from odise_pl.models.backbones.pyramid import StrideFusion, TapRecorder, add_to_output, sliding_window_forward
+from odise_pl.models.backbones.sd_single_file import is_single_file, load_single_file
 from odise_pl.models.clip_model import SharedClip
 from odise_pl.models.frozen import freeze
 from odise_pl.registry import BACKBONES
@@ -80,7 +81,8 @@ CAPTION_MODES = ("implicit", "empty", "caption")
 class DiffusionBackboneConfig:
     """YAML keys of ``model.backbone`` with ``name: diffusion_unet``."""
 
-    # hub id or diffusers-format dir; the reference loads SD v1.3 (v1.5 works too)
+    # hub id, diffusers-format dir, or the original single file (sd-v1-3.ckpt, LDM layout); the reference
+    # loads SD v1.3 (v1.5 works too)
     pretrained: Optional[str] = "CompVis/stable-diffusion-v1-3"
     tiny: bool = False                     # random tiny weights (also when pretrained is null)
     # keys replacing those of tiny_unet_config() / tiny_vae_config() (random weights only), e.g.
@@ -153,6 +155,21 @@ def load_stable_diffusion(pretrained: str) -> StableDiffusionParts:
             raise
         raise FileNotFoundError(f"Stable Diffusion weights '{pretrained}' are neither a local directory nor "
                                 f"loadable from the hub ({err}). Expected " + _LAYOUT.format(p=path)) from err
+
+
+def single_file_parts(cfg: DiffusionBackboneConfig) -> StableDiffusionParts:
+    """SD parts from one LDM-layout file: SD v1.x shapes, or those of ``tiny_unet`` / ``tiny_vae`` / ``tiny_text``."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    configs = {}
+    if cfg.tiny_unet or cfg.tiny_vae or cfg.tiny_text:  # a small file (e.g. the reference fixture's)
+        text = dict(tiny_text_config())
+        text.update(cfg.tiny_text or {})
+        configs = dict(unet_config=_with_overrides(tiny_unet_config(text["hidden_size"]), cfg.tiny_unet,
+                                                   UNet2DConditionModel, "tiny_unet"),
+                       vae_config=_with_overrides(tiny_vae_config(), cfg.tiny_vae, AutoencoderKL, "tiny_vae"),
+                       text_config=text)
+    return StableDiffusionParts(**load_single_file(cfg.pretrained, **configs), pretrained=True)
 
 
 def tiny_unet_config(cross_attention_dim: int = 32) -> dict:
@@ -323,6 +340,8 @@ class DiffusionUNetBackbone(Backbone):
         if cfg.tiny or cfg.pretrained is None:
             parts = build_tiny_stable_diffusion(unet_overrides=cfg.tiny_unet, vae_overrides=cfg.tiny_vae,
                                                 text_overrides=cfg.tiny_text)
+        elif is_single_file(cfg.pretrained):  # the original LDM-layout checkpoint, e.g. sd-v1-3.ckpt
+            parts = single_file_parts(cfg)
         else:
             for key in ("tiny_unet", "tiny_vae", "tiny_text"):
                 if getattr(cfg, key):
