@@ -171,7 +171,7 @@ def test_a_broken_run_directory_is_named(run, tmp_path, capsys):
     assert f"{broken / 'categories.json'} is not valid JSON" in _error(capsys, argv)
     (broken / "categories.json").write_text(good)
 
-    err = _error(capsys, [*argv, "model.mask_generator.hidden_dim=32"])  # another architecture: refused
+    err = _error(capsys, [*argv, "model.mask_generator.hidden_dim=32", "model.mask_generator.mask_dim=32"])  # refused
     assert "model.mask_generator.hidden_dim: checkpoint 64, now 32" in err, err
     for config in broken.glob("config*.yaml"):
         config.unlink()

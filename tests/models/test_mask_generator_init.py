@@ -12,7 +12,7 @@ from odise_pl.models.mask_generator.init import deformable_offset_grid
 from odise_pl.models.mask_generator.mask2former import Mask2FormerMaskGenerator
 
 # hidden_dim != mask_dim, so the decoder has input projections (as when in_channels != hidden_dim)
-CFG = dict(num_queries=16, hidden_dim=64, mask_dim=32, embed_dim=16, dec_layers=2, nheads=4, dim_feedforward=128,
+CFG = dict(num_queries=16, hidden_dim=64, mask_dim=64, embed_dim=16, dec_layers=2, nheads=4, dim_feedforward=128,
            enc_layers=2, enc_feedforward_dim=64, train_num_points=64)
 IN = 48  # backbone channels
 

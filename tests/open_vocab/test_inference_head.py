@@ -70,7 +70,7 @@ def test_seen_split_is_logged_and_follows_new_vocabularies(tiny_clip, caplog):
 
 
 def test_padding_is_cut_off_with_image_sizes(tiny_clip):
-    head = _head(tiny_clip)
+    head = _head(tiny_clip, alignment="cropped")  # the corrected variant; the reference's is the default
     images, masks, logits = _inputs(B=1, H=64, W=48)
     padded = torch.zeros(1, 3, 64, 64, dtype=torch.uint8)
     padded[..., :48] = images

@@ -105,7 +105,8 @@ def test_convnext_pools_the_dense_map(tiny_clip):
 
 
 def test_padding_is_cropped(tiny_vit_clip):
-    clf = ClipMaskClassifier(tiny_vit_clip)
+    """``alignment="cropped"`` (the corrected variant): image and masks both lose the padding."""
+    clf = ClipMaskClassifier(tiny_vit_clip, alignment="cropped")
     images, masks = _images(b=1, size=48), _masks(b=1, res=12)
     padded = torch.full((1, 3, 64, 80), 255.0)
     padded[..., :48, :48] = images
@@ -113,6 +114,22 @@ def test_padding_is_cropped(tiny_vit_clip):
     padded_masks[..., :12, :12] = masks
     got = clf(padded, padded_masks, image_sizes=torch.tensor([[48, 48]]))
     torch.testing.assert_close(got, clf(images, masks), **TOL)
+
+
+def test_reference_alignment_crops_the_image_but_not_the_masks(tiny_vit_clip):
+    """The reference (default): the unpadded image, but masks of the whole padded grid (stretched onto it)."""
+    clf = ClipMaskClassifier(tiny_vit_clip)
+    assert clf.alignment == "reference"
+    images, masks = _images(b=1, size=48), _masks(b=1, res=12)
+    padded = torch.full((1, 3, 64, 80), 255.0)
+    padded[..., :48, :48] = images
+    padded_masks = torch.full((1, 4, 16, 20), 6.0)
+    padded_masks[..., :12, :12] = masks
+    got = clf(padded, padded_masks, image_sizes=torch.tensor([[48, 48]]))
+    torch.testing.assert_close(got, clf(images, padded_masks), **TOL)   # = the unpadded image with those masks
+    assert (got - clf(images, masks)).abs().max() > 1e-3                  # not the aligned result
+    with pytest.raises(ValueError, match="clip_mask_alignment"):
+        ClipMaskClassifier(tiny_vit_clip, alignment="shifted")
 
 
 def test_bool_masks_and_other_input_size(tiny_vit_clip):

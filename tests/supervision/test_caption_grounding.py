@@ -106,7 +106,10 @@ def test_word_embeddings_are_cached_and_the_empty_word_is_zero():
     sup = _sup(word_cache_size=2)
     out = sup.embed_words([["circle", "star", EMPTY_WORD], ["circle", "circle", "star"]])
     assert out.shape == (2, 3, E)
-    assert torch.equal(out[0, 2], torch.zeros(E)) and torch.allclose(out[0, 0].norm(), torch.tensor(1.0))
+    # raw CLIP text embeddings (the reference's text_proj input), not normalised
+    raw = sup._clip.encode_text(["a photo of a circle."])[0]
+    sup._clip.calls.pop()
+    assert torch.equal(out[0, 2], torch.zeros(E)) and torch.allclose(out[0, 0], raw.float())
     assert sup._clip.calls == [["a photo of a circle.", "a photo of a star."]]
     sup.embed_words([["star", "circle"]])
     assert len(sup._clip.calls) == 1  # cached

@@ -21,6 +21,7 @@ from transformers.models.mask2former.modeling_mask2former import (
 )
 
 from odise_pl.config.schema import MaskGeneratorConfig
+from odise_pl.errors import ConfigError
 from odise_pl.models.backbones.base import LEVELS, ShapeSpec
 from odise_pl.models.mask_generator.init import apply_init
 
@@ -91,7 +92,7 @@ class PooledMaskEmbed(nn.Module):
     def __init__(self, hidden_dim: int, mask_dim: int, embed_dim: int) -> None:
         super().__init__()
         if hidden_dim != mask_dim:
-            raise ValueError(f"PooledMaskEmbed adds pooled mask features ({mask_dim}) to the queries "
+            raise ConfigError(f"PooledMaskEmbed adds pooled mask features ({mask_dim}) to the queries "
                              f"({hidden_dim}): model.mask_generator.mask_dim must equal hidden_dim")
         self.pool_proj = nn.Sequential(nn.LayerNorm(hidden_dim), nn.Linear(hidden_dim, hidden_dim))
         self.mask_embed = nn.Sequential(nn.LayerNorm(mask_dim), MLP(mask_dim, hidden_dim, embed_dim, 3))
