@@ -277,7 +277,7 @@ def format_table(results: dict) -> str:
 #: training-only keys of the trained parts: they may differ when a checkpoint is evaluated
 _TRAINING_ONLY = tuple(f"model.mask_generator.{k}" for k in (
     "class_weight", "mask_weight", "dice_weight", "no_object_weight", "train_num_points", "oversample_ratio",
-    "importance_sample_ratio", "gradient_checkpointing"))
+    "importance_sample_ratio", "gradient_checkpointing", "init"))  # init: the weights are loaded over it
 
 
 def load_checkpoint(model: torch.nn.Module, path: str) -> None:
