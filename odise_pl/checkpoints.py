@@ -45,7 +45,7 @@ EVALUATE_MUST_MATCH = ("model.clip", "model.backbone", "model.mask_generator", "
 #: training-only keys of the trained parts: they may differ when a checkpoint is evaluated or fine-tuned
 TRAINING_ONLY_KEYS = tuple(f"model.mask_generator.{k}" for k in (
     "class_weight", "mask_weight", "dice_weight", "no_object_weight", "train_num_points", "oversample_ratio",
-    "importance_sample_ratio", "gradient_checkpointing"))
+    "importance_sample_ratio", "gradient_checkpointing", "init"))  # init: the weights are loaded over it
 
 
 # ----------------------------------------------------------------------------- writing

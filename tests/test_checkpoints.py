@@ -149,3 +149,18 @@ def test_safetensors_export_round_trip(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 20)
     with pytest.raises(CheckpointError, match="not a valid safetensors file"):
         load_weights(other, tmp_path / "bad.safetensors")
+
+
+def test_the_initialisation_rule_may_differ_when_evaluating(tmp_path):
+    from odise_pl.runner import load_checkpoint
+
+    model = nn.Linear(2, 2)
+    model.hparams = {"config": {"model": {"mask_generator": {"init": "mask2former", "num_queries": 5}}}}
+    saved = {"model": {"mask_generator": {"num_queries": 5}}}  # written before model.mask_generator.init existed
+    path = tmp_path / "x.ckpt"
+    torch.save({"hyper_parameters": {"config": saved}, "state_dict": model.state_dict()}, path)
+    load_checkpoint(model, str(path))  # the init rule is overwritten by the loaded weights: not a difference
+    saved["model"]["mask_generator"]["num_queries"] = 6
+    torch.save({"hyper_parameters": {"config": saved}, "state_dict": model.state_dict()}, path)
+    with pytest.raises(CheckpointError, match="num_queries: checkpoint 6, now 5"):
+        load_checkpoint(model, str(path))

@@ -68,7 +68,7 @@ def test_ddp_is_static_graph_without_unused_parameter_search_and_fsdp_keeps_orig
     from odise_pl.scale_out import build_strategy
 
     cfg = load_config(REPO / "experiments" / "odise_label_coco.yaml")
-    assert (cfg.trainer.strategy, cfg.trainer.precision) == ("ddp", "16-mixed")  # the reference: fp16 AMP
+    assert (cfg.trainer.strategy, cfg.trainer.precision) == ("ddp", "16-mixed")
     assert cfg.trainer.num_nodes * cfg.trainer.devices * cfg.data.batch_size == cfg.data.global_batch_size == 64
     ddp = build_strategy(cfg.trainer)
     assert isinstance(ddp, DDPStrategy)

@@ -32,7 +32,7 @@ SIZE, BATCH = 128, 2
 EXACT = (0.0, 0.0, 0.0)
 REORDERED = (1e-4, 1e-4, 1e-5)     # float32, other summation order (channels-last, SDPA, batching)
 COMPILED = (1e-4, 1e-4, 1e-5)      # float32, inductor fusions
-BF16 = (0.10, 0.10, 0.05)          # bf16 frozen parts (8 mantissa bits; masks measured 0.03-0.06)
+BF16 = (0.10, 0.15, 0.10)          # bf16 frozen parts (8 mantissa bits; masks measured 0.06-0.12, probs 0.05-0.083)
 
 
 def _bench():
