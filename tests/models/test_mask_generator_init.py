@@ -8,10 +8,12 @@ import torch
 from odise_pl.config.schema import MaskGeneratorConfig
 from odise_pl.errors import ConfigError
 from odise_pl.models.backbones.base import LEVELS, ShapeSpec
-from odise_pl.models.mask_generator.init import deformable_offset_grid
-from odise_pl.models.mask_generator.mask2former import Mask2FormerMaskGenerator
+from transformers.models.mask2former.modeling_mask2former import Mask2FormerTransformerModule
 
-# hidden_dim != mask_dim, so the decoder has input projections (as when in_channels != hidden_dim)
+from odise_pl.models.mask_generator.init import deformable_offset_grid, init_like_mask2former
+from odise_pl.models.mask_generator.mask2former import Mask2FormerMaskGenerator, hf_config
+
+# mask_dim == hidden_dim, as ODISE's mask embedding needs (the decoder's input projections are then identities)
 CFG = dict(num_queries=16, hidden_dim=64, mask_dim=64, embed_dim=16, dec_layers=2, nheads=4, dim_feedforward=128,
            enc_layers=2, enc_feedforward_dim=64, train_num_points=64)
 IN = 48  # backbone channels
@@ -84,7 +86,12 @@ def test_transformer_decoder_as_multiscale_masked_transformer_decoder():
     g = _generator()
     t, c = g.transformer, CFG["hidden_dim"]
     in_proj_bound = math.sqrt(6 / (4 * c))  # nn.MultiheadAttention's (3C, C) in-projection, xavier
-    for proj in t.input_projections:        # c2_xavier_fill
+    for proj in t.input_projections:        # identity when conv_dim == hidden_dim (as in the reference)
+        assert not list(proj.parameters())
+    # conv_dim != hidden_dim (possible in Mask2Former, not with ODISE's mask embedding): a 1x1 conv each
+    wide = Mask2FormerTransformerModule(in_features=32, config=hf_config(MaskGeneratorConfig(**CFG), [4, 8, 16, 32]))
+    init_like_mask2former(wide)
+    for proj in wide.input_projections:  # c2_xavier_fill
         _uniform(proj.weight, _c2(proj.weight))
         assert (proj.bias == 0).all()
     for layer in t.decoder.layers:
