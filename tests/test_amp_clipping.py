@@ -27,7 +27,7 @@ class _GradNorm(L.Callback):
     """The total gradient norm the clipping sees (after Lightning's unscale, before the clip)."""
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
-        self.norm = float(torch.linalg.vector_norm(torch.stack([p.grad.float().norm() for p in pl_module.parameters()])))
+        self.norm = _total_norm(p.grad for p in pl_module.parameters())
         self.scale = float(trainer.precision_plugin.scaler.get_scale())
 
 
@@ -51,12 +51,14 @@ def test_grad_scaler_unscales_before_the_total_norm_clip(device):
     before = [p.detach().clone() for p in model.parameters()]
     # Lightning turns precision="16-mixed" into bf16 on CPU, so the fp16 plugin is given explicitly there
     amp = (dict(precision="16-mixed") if device == "cuda" else
-           dict(plugins=[MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0 ** 12))]))
+           dict(plugins=[MixedPrecision("16-mixed", "cpu",
+                                        scaler=torch.amp.GradScaler("cpu", init_scale=2.0 ** 12))]))
     trainer = L.Trainer(accelerator=device, devices=1, max_steps=1, gradient_clip_val=0.01,
                         gradient_clip_algorithm="norm", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[record], **amp)
     trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=8))
-    assert isinstance(trainer.precision_plugin, MixedPrecision) and trainer.precision_plugin.scaler is not None
+    assert isinstance(trainer.precision_plugin, MixedPrecision)
+    assert trainer.precision_plugin.scaler is not None
     assert record.scale > 1.0                                   # the loss really was scaled
     assert record.norm == pytest.approx(true_norm, rel=2e-2)    # ... and unscaled before the clip
     assert true_norm > 0.5

@@ -20,7 +20,7 @@ from odise_pl.config.schema import OptimConfig
 NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm,
               nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LayerNorm, nn.LocalResponseNorm)
 
-#: fvcore's ``ParamScheduler.WHERE_EPSILON``: a milestone at fraction m applies from ``step / max_steps >= m - eps``
+#: fvcore's ``ParamScheduler.WHERE_EPSILON``: milestone m applies from ``step / max_steps >= m - eps``
 WHERE_EPSILON = 1e-6
 
 

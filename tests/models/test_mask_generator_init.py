@@ -69,13 +69,14 @@ def test_pixel_decoder_as_msdeformattn_pixel_decoder():
             bound = 1 / math.sqrt(lin.in_features)
             assert lin.bias.abs().max() <= bound and lin.bias.abs().max() > 0.5 * bound
     # the original clones one encoder layer: its FFN biases start equal in every layer, its weights do not
-    assert torch.equal(layers[0].fc1.bias, layers[1].fc1.bias) and torch.equal(layers[0].fc2.bias, layers[1].fc2.bias)
+    assert torch.equal(layers[0].fc1.bias, layers[1].fc1.bias)
+    assert torch.equal(layers[0].fc2.bias, layers[1].fc2.bias)
     assert not torch.equal(layers[0].fc1.weight, layers[1].fc1.weight)
 
 
 def test_sampling_offset_grid_pattern():
     grid = deformable_offset_grid(4, 2, 3).view(4, 2, 3, 2)
-    directions = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])  # heads at 0, 90, 180, 270 deg
+    directions = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])  # at 0, 90, 180, 270 deg
     expected = directions[:, None, None, :] * torch.tensor([1.0, 2.0, 3.0])[None, None, :, None]
     assert torch.allclose(grid, expected.expand(4, 2, 3, 2), atol=1e-6)
     eight = deformable_offset_grid(8, 1, 1).view(8, 2)
@@ -121,5 +122,5 @@ def test_transformers_init_is_the_option_and_bad_values_are_named():
     assert hf.pixel_decoder.mask_projection.weight.std().item() == pytest.approx(0.02, rel=0.15)  # N(0, 0.02)
     ours = _generator("mask2former")
     assert ours.pixel_decoder.mask_projection.weight.std().item() > 0.1
-    with pytest.raises(ConfigError, match="model.mask_generator.init: 'xavier' is not one of mask2former, transformers"):
+    with pytest.raises(ConfigError, match="init: 'xavier' is not one of mask2former, transformers"):
         _generator("xavier")

@@ -1,4 +1,4 @@
-"""Instance post-processing as Mask2Former's ``instance_inference``: top-k (query, class) pairs, then things."""
+"""Instance outputs as Mask2Former's ``instance_inference``: top-k (query, class) pairs, then things."""
 
 from __future__ import annotations
 

@@ -87,13 +87,14 @@ def deformable_offset_grid(n_heads: int, n_levels: int, n_points: int) -> torch.
     """
     thetas = torch.arange(n_heads, dtype=torch.float32) * (2.0 * math.pi / n_heads)
     grid = torch.stack([thetas.cos(), thetas.sin()], -1)
-    grid = (grid / grid.abs().max(-1, keepdim=True)[0]).view(n_heads, 1, 1, 2).repeat(1, n_levels, n_points, 1)
+    grid = grid / grid.abs().max(-1, keepdim=True)[0]
+    grid = grid.view(n_heads, 1, 1, 2).repeat(1, n_levels, n_points, 1)
     grid *= torch.arange(1, n_points + 1, dtype=torch.float32).view(1, 1, n_points, 1)
     return grid.flatten()
 
 
 def init_like_mask2former(generator: nn.Module) -> None:
-    """Re-initialise a ``Mask2FormerMaskGenerator`` in place by the original Mask2Former's rules (module doc)."""
+    """Re-initialise a ``Mask2FormerMaskGenerator`` in place by the original Mask2Former's rules (see above)."""
     with torch.no_grad():
         for module in generator.modules():
             if isinstance(module, _DEFAULT_INIT):
@@ -155,7 +156,7 @@ def _init_decoder_layer(layer: Mask2FormerMaskedAttentionDecoderLayer) -> None:
 
 
 def _init_split_attention(attn: Mask2FormerAttention) -> None:
-    """The original's ``nn.MultiheadAttention``: one (3C, C) xavier in-projection, here split into q / k / v."""
+    """The original's ``nn.MultiheadAttention``: one (3C, C) xavier in-projection, split into q / k / v."""
     c = attn.embed_dim
     in_proj = torch.empty(3 * c, c, dtype=attn.q_proj.weight.dtype, device=attn.q_proj.weight.device)
     nn.init.xavier_uniform_(in_proj)
