@@ -105,6 +105,7 @@ def build_module(args: argparse.Namespace, device: torch.device):
                                          dim_feedforward=64, enc_layers=1, enc_feedforward_dim=64,
                                          embed_dim=32, train_num_points=256)
             projection_dim, bottleneck = 32, 16
+            window = 128  # the tiny size: windows run at their own size (not upsampled to 512)
         else:
             vae = AutoencoderKL(**sd15_vae_config())
             unet = UNet2DConditionModel(**sd15_unet_config())
@@ -112,9 +113,10 @@ def build_module(args: argparse.Namespace, device: torch.device):
             clip = load_clip(ClipSpec("ViT-L-14-336", None), device=device)
             mg_cfg = MaskGeneratorConfig()           # reference: 100 queries, 9 layers, ...
             projection_dim, bottleneck = 512, 128
+            window = 512
         backbone = DiffusionUNetBackbone(
             vae=vae, unet=unet, text_encoder=text_encoder, tokenizer=clip_bpe_tokenizer(), clip=clip,
-            pretrained=False, caption_mode="implicit", window_size=512, window_stride=512,
+            pretrained=False, caption_mode="implicit", window_size=window, window_stride=window,
             projection_dim=projection_dim, bottleneck_width=bottleneck)
         mask_generator = Mask2FormerMaskGenerator.from_config(mg_cfg, backbone.output_shape())
         k, width = args.num_classes, clip.embed_dim
@@ -133,12 +135,14 @@ def build_module(args: argparse.Namespace, device: torch.device):
     return module.to(device)
 
 
-def set_windows(module, mode: str) -> None:
+def set_windows(module, mode: str, window: int = 512) -> None:
+    """``reference``: windows of min(window, short side), each resized to ``window`` (512 for SD; the tiny
+    model's 128); ``none``: the whole image."""
     bb = module.backbone
     if mode == "none":
         bb.window_size = bb.window_stride = None
     else:
-        bb.window_size = bb.window_stride = 512
+        bb.window_size = bb.window_stride = window
 
 
 def param_counts(module) -> dict:
@@ -298,7 +302,7 @@ def run(args: argparse.Namespace) -> dict:
     print(json.dumps({k: v for k, v in report.items() if k != "results"}), flush=True)
 
     for window in args.windows:
-        set_windows(module, window)
+        set_windows(module, window, 128 if args.tiny else 512)
         for precision in args.precision:
             handle = apply_speed_options(module, speed_options(precision, args))
             try:

@@ -14,8 +14,10 @@ as the largest absolute difference):
   tower under ``torch.autocast(bf16)`` (on the device of their input) while the
   trainable parts stay in float32. The eight feature taps are cast back to float32
   before the projections. Tolerance: features <= 0.10, mask logits <= 0.15,
-  probabilities <= 0.10 (measured 0.03-0.07 / 0.06-0.12 / 0.05-0.08 on 128x128 inputs with
-  the mask generator initialised as the original Mask2Former, ``model.mask_generator.init``;
+  probabilities <= 0.15 (measured 0.03-0.06 / 0.11-0.12 / 0.10-0.104 on 128x128 inputs with
+  the mask generator initialised as the original Mask2Former, ``model.mask_generator.init``,
+  and the reference's mask embedding, whose LayerNorm after the pooled-feature sum passes
+  more of the error on to the class logits (0.05-0.08 before);
   0.03-0.06 / 0.01-0.02 for the last two under transformers' N(0, 0.02), whose near-silent
   generator passed little of the feature error on; the figures vary with what ran before in
   the process: CPU kernel choice; bf16 keeps 8 mantissa bits and random tiny weights amplify
@@ -27,14 +29,14 @@ as the largest absolute difference):
   (4 bytes per frozen parameter: ~5.6 GB of RAM at SD v1.5 + ViT-L/14-336 shapes).
 * ``channels_last``: NHWC memory format for the VAE and UNet convolutions. Same
   arithmetic, other summation order: features and mask logits <= 1e-4, probabilities
-  <= 1e-5 (measured 2e-5 and 1e-6).
+  <= 3e-5 (measured 2e-5 and 1.3e-5; 1e-6 for the probabilities before the reference's mask embedding).
 * ``attention``: ``"sdpa"`` (diffusers' ``AttnProcessor2_0``, ``F.scaled_dot_product_attention``,
   diffusers' default) or ``"classic"`` (``AttnProcessor``: explicit softmax(QK^T)V).
-  The two agree to <= 1e-4 (features, mask logits), <= 1e-5 (probabilities).
+  The two agree to <= 1e-4 (features, mask logits), <= 3e-5 (probabilities).
 * ``compile_unet``: regional ``torch.compile`` of the UNet's resnet and transformer blocks
   (their ``forward`` methods, so the backbone's forward pre-hooks that record the taps
   and stop the pass early stay outside the compiled code). Inductor fuses and reorders
-  float32 arithmetic: <= 1e-4 (features, mask logits), <= 1e-5 (probabilities). The first
+  float32 arithmetic: <= 1e-4 (features, mask logits), <= 3e-5 (probabilities). The first
   call compiles (about a minute on a 2-core CPU for the tiny model).
 * ``tf32``: allow TF32 matmuls/convolutions (global torch flags; CUDA only, no effect on
   the CPU, where outputs stay bit-identical). On an Ampere+ GPU TF32 keeps 10 mantissa
