@@ -25,7 +25,6 @@ class CategoryLabelConfig:
     prompt_templates: list = field(default_factory=lambda: ["{}"])   # reference: the raw names
     logit_scale_init: float = math.log(1 / 0.07)
     logit_scale_max: float = 100.0
-    vocabulary: str | None = None   # training vocabulary: null = the dataset's category names
 
 
 class ScaledCosineClassifier(nn.Module):
