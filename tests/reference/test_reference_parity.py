@@ -8,6 +8,7 @@ pixels at a mask probability of 0.5 within 1e-4).
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -166,6 +167,18 @@ def test_converted_directory_predicts_without_training_data(tmp_path, capsys):
 
     predictor = Predictor.from_config_file(None, out, device="cpu")  # the COCO training vocabulary
     assert len(predictor.vocabulary) == 133 and predictor.vocabulary.names[0] == "person"
+
+    # test: only an evaluation set on disk (generated scenes in the COCO panoptic layout, no train split)
+    data = tmp_path / "eval_set"
+    assert main(["data", "synth", "--out", str(data), "--num-train", "1", "--num-val", "2", "--image-size", "64"]) == 0
+    for part in ("train2017", "panoptic_train2017", "annotations/panoptic_train2017.json"):
+        target = data / part
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    assert main(["test", "--ckpt", str(out), f"data.root={data}", "data.vocabulary=null", "data.num_workers=0",
+                 "data.eval_short_side=64", "data.eval_max_long_side=64", "trainer.enable_progress_bar=false"]) == 0, \
+        capsys.readouterr().err
+    tested = json.loads(next(out.glob("eval_test_*.json")).read_text())["test"]
+    assert {"PQ", "mIoU"} <= set(tested) and not (data / "train2017").exists()
 
 
 def test_stable_diffusion_from_the_original_single_file(tmp_path, label_model):
