@@ -22,9 +22,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     out = convert_reference(args.odise_ckpt, cfg, args.out)
-    print(f"converted {args.odise_ckpt} -> {out} (config.yaml, categories.json, weights.safetensors)\n"
-          f"  odise-pl predict --ckpt {out} --input IMAGES --vocab 'cat;dog' --out OUT\n"
-          f"  odise-pl test --ckpt {out} --sets config ade20k_panoptic")
+    print(
+        f"converted {args.odise_ckpt} -> {out} (config.yaml, categories.json, weights.safetensors)\n"
+        f"  odise-pl predict --ckpt {out} --input IMAGES --vocab 'cat;dog' --out OUT\n"
+        f"  odise-pl test --ckpt {out} --sets config ade20k_panoptic"
+    )
     return 0
 
 
@@ -50,12 +52,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def add_parser(sub) -> None:
     p = sub.add_parser("convert-reference", help="a released ODISE .pth -> an odise-pl run directory")
     p.add_argument("--odise-ckpt", required=True, help="the released checkpoint (detectron2 .pth)")
-    p.add_argument("-c", "--config", required=True, help="its experiment, e.g. experiments/odise_label_coco.yaml")
+    p.add_argument(
+        "-c", "--config", required=True, help="its experiment, e.g. experiments/odise_label_coco.yaml"
+    )
     p.add_argument("--out", required=True, help="the run directory to write (must not exist yet)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model.backbone.pretrained=DIR")
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("verify-reference", help="check the model against the official code's recorded tensors")
+    p = sub.add_parser(
+        "verify-reference", help="check the model against the official code's recorded tensors"
+    )
     p.add_argument("--fixture", default=None, help="fixture folder (default: the project's tests/data copy)")
     p.add_argument("--kind", default="all", choices=("label", "caption", "all"))
     p.add_argument("-v", "--verbose", action="store_true", help="print every check, not only failures")

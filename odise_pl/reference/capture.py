@@ -20,8 +20,16 @@ from odise_pl.models.inference.panoptic import panoptic_inference
 from odise_pl.models.inference.semantic import semantic_inference
 from odise_pl.models.open_vocab.ensemble import geometric_ensemble
 
-TAP_NAMES = ("tap0.vae_enc.block5", "tap1.vae_enc.block7", "tap2.unet.output_blocks2", "tap3.unet.output_blocks5",
-             "tap4.unet.output_blocks8", "tap5.unet.output_blocks11", "tap6.vae_dec.block2", "tap7.vae_dec.block5")
+TAP_NAMES = (
+    "tap0.vae_enc.block5",
+    "tap1.vae_enc.block7",
+    "tap2.unet.output_blocks2",
+    "tap3.unet.output_blocks5",
+    "tap4.unet.output_blocks8",
+    "tap5.unet.output_blocks11",
+    "tap6.vae_dec.block2",
+    "tap7.vae_dec.block5",
+)
 
 
 def pad_to(image: torch.Tensor, divisor: int) -> torch.Tensor:
@@ -91,6 +99,7 @@ def _wrap_prefix(captioner, sink: list) -> Callable:
         value = original(images)
         sink.append(value.detach().clone())
         return value
+
     return original, image_embedding
 
 
@@ -130,8 +139,9 @@ def capture(model, image: torch.Tensor, height: int, width: int, *, overlap0: bo
         out_t[f"{prefix}.mask_embed"] = gen["mask_embeds"][i]
         out_t[f"{prefix}.decoder_output"] = gen["queries"][i]
     head = model.mask_generator.mask_embed
-    out_t["predictor.mask_pooled_features"] = head.pooled(gen["queries"][-1], gen["pred_masks"][-1],
-                                                          gen["mask_features"])
+    out_t["predictor.mask_pooled_features"] = head.pooled(
+        gen["queries"][-1], gen["pred_masks"][-1], gen["mask_features"]
+    )
     sup = model.supervision
     out_t["predictor.logit_scale"] = sup.classifier.scale() if hasattr(sup, "classifier") else sup.scale()
     text = model.eval_text
@@ -142,7 +152,7 @@ def capture(model, image: torch.Tensor, height: int, width: int, *, overlap0: bo
     if hasattr(sup, "classifier"):
         out_t["category_head.null_embed"] = proj(sup.classifier.void_embed)[None]
     queries = {"queries": gen["queries"][-1]} if model._query_kwargs(gen["queries"][-1]) else {}
-    logits = sup.classify(gen["mask_embeds"][-1], text, **queries)          # (1,Q,K+1), void last
+    logits = sup.classify(gen["mask_embeds"][-1], text, **queries)  # (1,Q,K+1), void last
     if hasattr(sup, "object_head"):
         out_t["predictor.pred_logits"] = sup.object_head(gen["queries"][-1])
         for i in range(layers - 1):
@@ -159,8 +169,14 @@ def capture(model, image: torch.Tensor, height: int, width: int, *, overlap0: bo
         out_t["clip_head.mask_embed"] = embeds
         clip_logits = vocab.mask_classifier.logits(embeds, vocab.text)
         out_t["clip_head.mask_pred_open_logits"] = clip_logits
-        fused = geometric_ensemble(logits, clip_logits, vocab.ensemble.seen, alpha=vocab.ensemble.alpha,
-                                   beta=vocab.ensemble.beta, mode=vocab.mode)
+        fused = geometric_ensemble(
+            logits,
+            clip_logits,
+            vocab.ensemble.seen,
+            alpha=vocab.ensemble.alpha,
+            beta=vocab.ensemble.beta,
+            mode=vocab.mode,
+        )
         out_t["clip_head.pred_open_logits.log_softmax"] = (fused[..., :-1] / (1 - fused[..., -1:])).log()
     probs, masks = model.predict_probs(images, gen, image_sizes)
     out_t["final.mask_cls.log_softmax"] = probs[0].log()
@@ -172,16 +188,23 @@ def capture(model, image: torch.Tensor, height: int, width: int, *, overlap0: bo
     out_t["final.sem_seg_argmax"] = argmax.to(torch.int32)
     cfg = model.inference_cfg
     for name, overlap in (("", cfg.overlap_threshold), ("_overlap0", 0.0)):
-        ids, segs = panoptic_inference(probs[0], m, model.eval_is_thing, object_mask_threshold=cfg.object_mask_threshold,
-                                       overlap_threshold=overlap)
+        ids, segs = panoptic_inference(
+            probs[0],
+            m,
+            model.eval_is_thing,
+            object_mask_threshold=cfg.object_mask_threshold,
+            overlap_threshold=overlap,
+        )
         out_t[f"final.panoptic_seg{name}"] = ids.to(torch.int32)
-        out_t[f"segments_info{name}"] = [{"id": s["id"], "category_id": s["category"], "isthing": s["isthing"]}
-                                         for s in segs]
+        out_t[f"segments_info{name}"] = [
+            {"id": s["id"], "category_id": s["category"], "isthing": s["isthing"]} for s in segs
+        ]
     inst = instance_inference(probs[0], m, model.eval_is_thing, topk=cfg.instance_topk)
     out_t["final.instances.scores"] = inst["scores"]
     out_t["final.instances.pred_classes"] = inst["labels"]
     out_t["final.instances.pred_masks_packbits"] = torch.from_numpy(
-        np.packbits(inst["masks"].cpu().numpy().astype(bool), axis=-1))
+        np.packbits(inst["masks"].cpu().numpy().astype(bool), axis=-1)
+    )
     return out_t
 
 

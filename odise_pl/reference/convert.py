@@ -33,16 +33,22 @@ def read_released_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """The ``"model"`` state dict of a released ODISE ``.pth`` (detectron2 format), read ``weights_only``."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise CheckpointError(f"ODISE checkpoint '{path}' not found (e.g. odise_label_coco_50e-b67d2efc.pth from "
-                              f"the NVlabs/ODISE v1.0.0 release).")
+        raise CheckpointError(
+            f"ODISE checkpoint '{path}' not found (e.g. odise_label_coco_50e-b67d2efc.pth from "
+            f"the NVlabs/ODISE v1.0.0 release)."
+        )
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors, truncated files
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {err}).") from None
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {err})."
+        ) from None
     state = data.get("model", data) if isinstance(data, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: expected a detectron2 checkpoint {{'model': state_dict}}, got "
-                              f"{type(data).__name__} with keys {list(data)[:5] if isinstance(data, dict) else []}.")
+        raise CheckpointError(
+            f"{path}: expected a detectron2 checkpoint {{'model': state_dict}}, got "
+            f"{type(data).__name__} with keys {list(data)[:5] if isinstance(data, dict) else []}."
+        )
     return state
 
 
@@ -55,11 +61,15 @@ def check_empty_weight(state: dict[str, torch.Tensor], cfg: DictConfig, source: 
         expected = torch.ones_like(value)
         expected[-1] = float(cfg.model.mask_generator.no_object_weight)
         if not torch.allclose(value, expected):
-            raise ConfigError(f"{source}: {key} is {value[-1].item():g} for no-object, the config's "
-                              f"model.mask_generator.no_object_weight is {expected[-1].item():g}")
+            raise ConfigError(
+                f"{source}: {key} is {value[-1].item():g} for no-object, the config's "
+                f"model.mask_generator.no_object_weight is {expected[-1].item():g}"
+            )
 
 
-def convert_state_dict(state: dict[str, torch.Tensor], cfg: DictConfig, *, source: str) -> dict[str, torch.Tensor]:
+def convert_state_dict(
+    state: dict[str, torch.Tensor], cfg: DictConfig, *, source: str
+) -> dict[str, torch.Tensor]:
     """Released weights -> odise-pl trainable weights for the model of ``cfg`` (checked on the meta device).
 
     Raises:
@@ -73,8 +83,10 @@ def convert_state_dict(state: dict[str, torch.Tensor], cfg: DictConfig, *, sourc
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     missing = [n for n in trainable if n not in converted]
     if missing:
-        raise ConfigError(f"{source}: {len(missing)} trainable weight(s) of the model are not in the checkpoint, "
-                          f"e.g. {missing[:5]}. Is the experiment the checkpoint's (label vs caption)?")
+        raise ConfigError(
+            f"{source}: {len(missing)} trainable weight(s) of the model are not in the checkpoint, "
+            f"e.g. {missing[:5]}. Is the experiment the checkpoint's (label vs caption)?"
+        )
     check_empty_weight(state, cfg, source)
     return {k: v.contiguous() for k, v in converted.items()}
 
@@ -89,13 +101,18 @@ def convert_reference(odise_ckpt: str | Path, cfg: DictConfig, out: str | Path) 
 
     out = Path(out).expanduser()
     if out.exists() and any((out / name).exists() for name in (CONFIG_FILE, WEIGHTS_FILE)):
-        raise CheckpointError(f"{out} already holds a run directory; choose another --out (nothing is overwritten).")
+        raise CheckpointError(
+            f"{out} already holds a run directory; choose another --out (nothing is overwritten)."
+        )
     state = read_released_checkpoint(odise_ckpt)
     weights = convert_state_dict(state, cfg, source=str(odise_ckpt))
     out.mkdir(parents=True, exist_ok=True)
     categories = load_builtin(TRAINING_VOCABULARY).to_categories()
-    metadata = {"source": str(Path(odise_ckpt).name), "format": "odise-pl converted reference checkpoint",
-                "recomputed_buffers": json.dumps(list(RECOMPUTED_BUFFERS))}
+    metadata = {
+        "source": str(Path(odise_ckpt).name),
+        "format": "odise-pl converted reference checkpoint",
+        "recomputed_buffers": json.dumps(list(RECOMPUTED_BUFFERS)),
+    }
     data = save(weights, metadata=metadata)
     atomic_write(out / WEIGHTS_FILE, lambda handle: handle.write(data))
     write_categories(out, categories, ignore_index=255)
@@ -104,5 +121,10 @@ def convert_reference(odise_ckpt: str | Path, cfg: DictConfig, out: str | Path) 
     return out
 
 
-__all__ = ["RECOMPUTED_BUFFERS", "TRAINING_VOCABULARY", "convert_reference", "convert_state_dict",
-           "read_released_checkpoint"]
+__all__ = [
+    "RECOMPUTED_BUFFERS",
+    "TRAINING_VOCABULARY",
+    "convert_reference",
+    "convert_state_dict",
+    "read_released_checkpoint",
+]

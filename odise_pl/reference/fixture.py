@@ -64,9 +64,11 @@ class Fixture:
     def check(self) -> "Fixture":
         missing = [p.name for p in (self.weights, self.tensors, self.index) if not p.is_file()]
         if missing:
-            raise FileNotFoundError(f"reference fixture '{self.folder}' lacks {', '.join(missing)}: give a folder "
-                                    f"laid out as shared/reference_fixture (or the project's "
-                                    f"tests/data/reference_fixture)")
+            raise FileNotFoundError(
+                f"reference fixture '{self.folder}' lacks {', '.join(missing)}: give a folder "
+                f"laid out as shared/reference_fixture (or the project's "
+                f"tests/data/reference_fixture)"
+            )
         return self
 
     def load_tensors(self) -> dict[str, torch.Tensor]:
@@ -95,8 +97,9 @@ def split_reference(state: dict[str, torch.Tensor]) -> tuple[dict, dict]:
     return released, rest
 
 
-def load_reference_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], *,
-                           source: str, with_frozen: bool = True) -> list[str]:
+def load_reference_weights(
+    model: torch.nn.Module, state: dict[str, torch.Tensor], *, source: str, with_frozen: bool = True
+) -> list[str]:
     """Load a reference state dict into an odise-pl model (strict on every key both sides).
 
     The released-format part goes through :func:`~odise_pl.reference.key_map.reference_to_ours`;
@@ -109,9 +112,13 @@ def load_reference_weights(model: torch.nn.Module, state: dict[str, torch.Tensor
     loaded = reference_to_ours(released, ours, source=source)
     if with_frozen:
         loaded.update(frozen_state_dict(state, model))
-    missing = [k for k in ours if k not in loaded and k not in NOT_IN_REFERENCE and not k.endswith("_extra_state")]
+    missing = [
+        k for k in ours if k not in loaded and k not in NOT_IN_REFERENCE and not k.endswith("_extra_state")
+    ]
     if with_frozen and missing:
-        raise ConfigError(f"{source}: {len(missing)} weight(s) of the model are not in it, e.g. {missing[:5]}")
+        raise ConfigError(
+            f"{source}: {len(missing)} weight(s) of the model are not in it, e.g. {missing[:5]}"
+        )
     model.load_state_dict(loaded, strict=False)
     if hasattr(model.backbone, "empty_text"):  # recompute TextEncoder("") from the loaded text encoder
         model.backbone.empty_text.copy_(model.backbone.embed_text([""]))
@@ -129,9 +136,11 @@ def check_recomputed(model: torch.nn.Module, state: dict[str, torch.Tensor], *, 
             continue
         a, b = state[ref_key].float(), ours[our_key].float().to(state[ref_key].device)
         if a.shape != b.shape or not torch.allclose(a, b, rtol=1e-5, atol=1e-6):
-            raise ConfigError(f"{source}: {ref_key} {tuple(a.shape)} differs from odise-pl's recomputed "
-                              f"{our_key} {tuple(b.shape)} (max |diff| "
-                              f"{(a - b).abs().max().item() if a.shape == b.shape else 'n/a'})")
+            raise ConfigError(
+                f"{source}: {ref_key} {tuple(a.shape)} differs from odise-pl's recomputed "
+                f"{our_key} {tuple(b.shape)} (max |diff| "
+                f"{(a - b).abs().max().item() if a.shape == b.shape else 'n/a'})"
+            )
         checked.append(ref_key)
     return checked
 
@@ -168,5 +177,12 @@ def refresh_text_embeddings(model, categories: list[dict]) -> None:
         sup.train_embeds.copy_(model.text_bank(names).embeds.to(sup.train_embeds.device))
 
 
-__all__ = ["DEFAULT_FIXTURE", "Fixture", "KINDS", "build_fixture_model", "fixture", "load_reference_weights",
-           "split_reference"]
+__all__ = [
+    "DEFAULT_FIXTURE",
+    "Fixture",
+    "KINDS",
+    "build_fixture_model",
+    "fixture",
+    "load_reference_weights",
+    "split_reference",
+]

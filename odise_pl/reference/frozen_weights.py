@@ -14,11 +14,17 @@ from typing import Mapping
 import torch
 
 LDM_PREFIX = "backbone.feature_extractor.ldm_extractor.ldm.ldm."
-CLIP_PREFIXES = ("backbone.feature_extractor.clip.clip.", "category_head.clip.clip.", "clip_head.clip.clip.",
-                 "word_head.clip.clip.")
+CLIP_PREFIXES = (
+    "backbone.feature_extractor.clip.clip.",
+    "category_head.clip.clip.",
+    "clip_head.clip.clip.",
+    "word_head.clip.clip.",
+)
 #: buffers odise-pl recomputes; compared with the reference's where a full dict has them
-RECOMPUTED = {"backbone.feature_extractor.ldm_extractor.ldm.uncond_inputs": "backbone.empty_text",
-              "backbone.feature_extractor.ldm_extractor.shared_noise": "backbone.noise"}
+RECOMPUTED = {
+    "backbone.feature_extractor.ldm_extractor.ldm.uncond_inputs": "backbone.empty_text",
+    "backbone.feature_extractor.ldm_extractor.shared_noise": "backbone.noise",
+}
 
 
 def split_ldm(state: Mapping[str, torch.Tensor], prefix: str = "") -> dict[str, dict[str, torch.Tensor]]:
@@ -31,18 +37,19 @@ def split_ldm(state: Mapping[str, torch.Tensor], prefix: str = "") -> dict[str, 
     for key, value in state.items():
         if not key.startswith(prefix):
             continue
-        name = key[len(prefix):]
+        name = key[len(prefix) :]
         if name.startswith("model.diffusion_model."):
             parts["unet"][name] = value
         elif name.startswith("first_stage_model."):
             parts["vae"][name] = value
         elif name.startswith("cond_stage_model.transformer."):
-            parts["text"][name[len("cond_stage_model.transformer."):]] = value
+            parts["text"][name[len("cond_stage_model.transformer.") :]] = value
     return parts
 
 
-def ldm_to_diffusers(parts: dict[str, dict[str, torch.Tensor]], unet_config: Mapping,
-                     vae_config: Mapping) -> dict[str, dict[str, torch.Tensor]]:
+def ldm_to_diffusers(
+    parts: dict[str, dict[str, torch.Tensor]], unet_config: Mapping, vae_config: Mapping
+) -> dict[str, dict[str, torch.Tensor]]:
     """LDM-layout UNet / VAE weights -> diffusers' names, with diffusers' single-file converters."""
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
 
@@ -52,7 +59,9 @@ def ldm_to_diffusers(parts: dict[str, dict[str, torch.Tensor]], unet_config: Map
     return {"unet": unet, "vae": vae, "text": text}
 
 
-def frozen_state_dict(reference: Mapping[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def frozen_state_dict(
+    reference: Mapping[str, torch.Tensor], model: torch.nn.Module
+) -> dict[str, torch.Tensor]:
     """The frozen SD and CLIP weights of a full reference dict, named as in ``model.state_dict()``.
 
     The reference's three CLIP copies must be identical (they are: one OpenAI checkpoint); odise-pl
@@ -68,12 +77,14 @@ def frozen_state_dict(reference: Mapping[str, torch.Tensor], model: torch.nn.Mod
         out.update({f"backbone.{module}.{k}": v for k, v in converted[part].items()})
     clip_prefix = clip_state_prefix(model)
     first = CLIP_PREFIXES[0]
-    clip = {k[len(first):]: v for k, v in reference.items() if k.startswith(first)}
+    clip = {k[len(first) :]: v for k, v in reference.items() if k.startswith(first)}
     for other in CLIP_PREFIXES[1:]:
-        copy = {k[len(other):]: v for k, v in reference.items() if k.startswith(other)}
+        copy = {k[len(other) :]: v for k, v in reference.items() if k.startswith(other)}
         for k, v in copy.items():
             if k not in clip or not torch.equal(clip[k], v):
-                raise ValueError(f"the reference's CLIP copies differ at {other}{k}: odise-pl shares one CLIP")
+                raise ValueError(
+                    f"the reference's CLIP copies differ at {other}{k}: odise-pl shares one CLIP"
+                )
     out.update({clip_prefix + k: v for k, v in clip.items() if not k.endswith("attn_mask")})
     return out
 

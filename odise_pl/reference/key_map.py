@@ -22,7 +22,7 @@ The Mask2Former names follow transformers' conversion of original Mask2Former ch
 self-attention ``in_proj_weight`` is split into ``q_proj`` / ``k_proj`` / ``v_proj``, the
 encoder's ``norm1/linear1/linear2/norm2`` are ``self_attn_layer_norm/fc1/fc2/final_layer_norm``,
 and so on. :func:`reference_to_ours` maps one reference state dict onto ours and refuses any
-key it cannot place; :func:`ours_to_reference` is its inverse (used to write test checkpoints).
+key it cannot place.
 """
 
 from __future__ import annotations
@@ -37,54 +37,101 @@ from odise_pl.errors import ConfigError
 #: (reference pattern, odise-pl replacement) for one-to-one renames; applied in order, first match wins.
 _RENAMES: list[tuple[str, str]] = [
     # backbone: tap projections (detectron2 BottleneckBlock with GroupNorm) and the implicit captioner
-    (r"backbone\.feature_projections\.(\d+)\.0\.(conv[123]|shortcut)\.weight",
-     r"backbone.fusion.projections.\1.\2.0.weight"),
-    (r"backbone\.feature_projections\.(\d+)\.0\.(conv[123]|shortcut)\.norm\.(weight|bias)",
-     r"backbone.fusion.projections.\1.\2.1.\3"),
-    (r"backbone\.feature_extractor\.(clip_project|time_embed_project)\.(linear\.weight|linear\.bias|"
-     r"positional_embedding)", r"backbone.captioner.\1.\2"),
+    (
+        r"backbone\.feature_projections\.(\d+)\.0\.(conv[123]|shortcut)\.weight",
+        r"backbone.fusion.projections.\1.\2.0.weight",
+    ),
+    (
+        r"backbone\.feature_projections\.(\d+)\.0\.(conv[123]|shortcut)\.norm\.(weight|bias)",
+        r"backbone.fusion.projections.\1.\2.1.\3",
+    ),
+    (
+        r"backbone\.feature_extractor\.(clip_project|time_embed_project)\.(linear\.weight|linear\.bias|"
+        r"positional_embedding)",
+        r"backbone.captioner.\1.\2",
+    ),
     (r"backbone\.feature_extractor\.(alpha_cond|alpha_cond_time_embed)", r"backbone.captioner.\1"),
     # pixel decoder (MSDeformAttnPixelDecoder -> transformers' Mask2FormerPixelDecoder)
-    (r"sem_seg_head\.pixel_decoder\.input_proj\.(\d+)\.([01])\.(weight|bias)",
-     r"mask_generator.pixel_decoder.input_projections.\1.\2.\3"),
+    (
+        r"sem_seg_head\.pixel_decoder\.input_proj\.(\d+)\.([01])\.(weight|bias)",
+        r"mask_generator.pixel_decoder.input_projections.\1.\2.\3",
+    ),
     (r"sem_seg_head\.pixel_decoder\.transformer\.level_embed", r"mask_generator.pixel_decoder.level_embed"),
-    (r"sem_seg_head\.pixel_decoder\.transformer\.encoder\.layers\.(\d+)\.self_attn\."
-     r"(sampling_offsets|attention_weights|value_proj|output_proj)\.(weight|bias)",
-     r"mask_generator.pixel_decoder.encoder.layers.\1.self_attn.\2.\3"),
-    (r"sem_seg_head\.pixel_decoder\.transformer\.encoder\.layers\.(\d+)\.norm1\.(weight|bias)",
-     r"mask_generator.pixel_decoder.encoder.layers.\1.self_attn_layer_norm.\2"),
-    (r"sem_seg_head\.pixel_decoder\.transformer\.encoder\.layers\.(\d+)\.norm2\.(weight|bias)",
-     r"mask_generator.pixel_decoder.encoder.layers.\1.final_layer_norm.\2"),
-    (r"sem_seg_head\.pixel_decoder\.transformer\.encoder\.layers\.(\d+)\.linear([12])\.(weight|bias)",
-     r"mask_generator.pixel_decoder.encoder.layers.\1.fc\2.\3"),
-    (r"sem_seg_head\.pixel_decoder\.mask_features\.(weight|bias)", r"mask_generator.pixel_decoder.mask_projection.\1"),
-    (r"sem_seg_head\.pixel_decoder\.(adapter|layer)_(\d+)\.weight", r"mask_generator.pixel_decoder.\1_\2.0.weight"),
-    (r"sem_seg_head\.pixel_decoder\.(adapter|layer)_(\d+)\.norm\.(weight|bias)",
-     r"mask_generator.pixel_decoder.\1_\2.1.\3"),
+    (
+        r"sem_seg_head\.pixel_decoder\.transformer\.encoder\.layers\.(\d+)\.self_attn\."
+        r"(sampling_offsets|attention_weights|value_proj|output_proj)\.(weight|bias)",
+        r"mask_generator.pixel_decoder.encoder.layers.\1.self_attn.\2.\3",
+    ),
+    (
+        r"sem_seg_head\.pixel_decoder\.transformer\.encoder\.layers\.(\d+)\.norm1\.(weight|bias)",
+        r"mask_generator.pixel_decoder.encoder.layers.\1.self_attn_layer_norm.\2",
+    ),
+    (
+        r"sem_seg_head\.pixel_decoder\.transformer\.encoder\.layers\.(\d+)\.norm2\.(weight|bias)",
+        r"mask_generator.pixel_decoder.encoder.layers.\1.final_layer_norm.\2",
+    ),
+    (
+        r"sem_seg_head\.pixel_decoder\.transformer\.encoder\.layers\.(\d+)\.linear([12])\.(weight|bias)",
+        r"mask_generator.pixel_decoder.encoder.layers.\1.fc\2.\3",
+    ),
+    (
+        r"sem_seg_head\.pixel_decoder\.mask_features\.(weight|bias)",
+        r"mask_generator.pixel_decoder.mask_projection.\1",
+    ),
+    (
+        r"sem_seg_head\.pixel_decoder\.(adapter|layer)_(\d+)\.weight",
+        r"mask_generator.pixel_decoder.\1_\2.0.weight",
+    ),
+    (
+        r"sem_seg_head\.pixel_decoder\.(adapter|layer)_(\d+)\.norm\.(weight|bias)",
+        r"mask_generator.pixel_decoder.\1_\2.1.\3",
+    ),
     # transformer decoder (MultiScaleMaskedTransformerDecoder -> Mask2FormerTransformerModule)
-    (r"sem_seg_head\.predictor\.transformer_cross_attention_layers\.(\d+)\.multihead_attn\.(.+)",
-     r"mask_generator.transformer.decoder.layers.\1.cross_attn.\2"),
-    (r"sem_seg_head\.predictor\.transformer_cross_attention_layers\.(\d+)\.norm\.(weight|bias)",
-     r"mask_generator.transformer.decoder.layers.\1.cross_attn_layer_norm.\2"),
-    (r"sem_seg_head\.predictor\.transformer_self_attention_layers\.(\d+)\.self_attn\.out_proj\.(weight|bias)",
-     r"mask_generator.transformer.decoder.layers.\1.self_attn.out_proj.\2"),
-    (r"sem_seg_head\.predictor\.transformer_self_attention_layers\.(\d+)\.norm\.(weight|bias)",
-     r"mask_generator.transformer.decoder.layers.\1.self_attn_layer_norm.\2"),
-    (r"sem_seg_head\.predictor\.transformer_ffn_layers\.(\d+)\.linear([12])\.(weight|bias)",
-     r"mask_generator.transformer.decoder.layers.\1.fc\2.\3"),
-    (r"sem_seg_head\.predictor\.transformer_ffn_layers\.(\d+)\.norm\.(weight|bias)",
-     r"mask_generator.transformer.decoder.layers.\1.final_layer_norm.\2"),
-    (r"sem_seg_head\.predictor\.decoder_norm\.(weight|bias)", r"mask_generator.transformer.decoder.layernorm.\1"),
-    (r"sem_seg_head\.predictor\.mask_embed\.layers\.(\d+)\.(weight|bias)",
-     r"mask_generator.transformer.decoder.mask_predictor.mask_embedder.\1.0.\2"),
+    (
+        r"sem_seg_head\.predictor\.transformer_cross_attention_layers\.(\d+)\.multihead_attn\.(.+)",
+        r"mask_generator.transformer.decoder.layers.\1.cross_attn.\2",
+    ),
+    (
+        r"sem_seg_head\.predictor\.transformer_cross_attention_layers\.(\d+)\.norm\.(weight|bias)",
+        r"mask_generator.transformer.decoder.layers.\1.cross_attn_layer_norm.\2",
+    ),
+    (
+        r"sem_seg_head\.predictor\.transformer_self_attention_layers\.(\d+)\.self_attn\.out_proj\.(weight|bias)",
+        r"mask_generator.transformer.decoder.layers.\1.self_attn.out_proj.\2",
+    ),
+    (
+        r"sem_seg_head\.predictor\.transformer_self_attention_layers\.(\d+)\.norm\.(weight|bias)",
+        r"mask_generator.transformer.decoder.layers.\1.self_attn_layer_norm.\2",
+    ),
+    (
+        r"sem_seg_head\.predictor\.transformer_ffn_layers\.(\d+)\.linear([12])\.(weight|bias)",
+        r"mask_generator.transformer.decoder.layers.\1.fc\2.\3",
+    ),
+    (
+        r"sem_seg_head\.predictor\.transformer_ffn_layers\.(\d+)\.norm\.(weight|bias)",
+        r"mask_generator.transformer.decoder.layers.\1.final_layer_norm.\2",
+    ),
+    (
+        r"sem_seg_head\.predictor\.decoder_norm\.(weight|bias)",
+        r"mask_generator.transformer.decoder.layernorm.\1",
+    ),
+    (
+        r"sem_seg_head\.predictor\.mask_embed\.layers\.(\d+)\.(weight|bias)",
+        r"mask_generator.transformer.decoder.mask_predictor.mask_embedder.\1.0.\2",
+    ),
     (r"sem_seg_head\.predictor\.query_embed\.weight", r"mask_generator.transformer.queries_embedder.weight"),
     (r"sem_seg_head\.predictor\.query_feat\.weight", r"mask_generator.transformer.queries_features.weight"),
     (r"sem_seg_head\.predictor\.level_embed\.weight", r"mask_generator.transformer.level_embed.weight"),
-    (r"sem_seg_head\.predictor\.input_proj\.(\d+)\.(weight|bias)",
-     r"mask_generator.transformer.input_projections.\1.\2"),
+    (
+        r"sem_seg_head\.predictor\.input_proj\.(\d+)\.(weight|bias)",
+        r"mask_generator.transformer.input_projections.\1.\2",
+    ),
     # ODISE's mask embedding head
-    (r"sem_seg_head\.predictor\.post_mask_embed\.(pool_proj\.[01]|mask_embed\.0|mask_embed\.1\.layers\.\d+)\."
-     r"(weight|bias)", r"mask_generator.mask_embed.\1.\2"),
+    (
+        r"sem_seg_head\.predictor\.post_mask_embed\.(pool_proj\.[01]|mask_embed\.0|mask_embed\.1\.layers\.\d+)\."
+        r"(weight|bias)",
+        r"mask_generator.mask_embed.\1.\2",
+    ),
     # supervision: category labels / captions
     (r"category_head\.text_proj\.(weight|bias)", r"supervision.classifier.text_proj.\1"),
     (r"sem_seg_head\.predictor\.class_embed\.(weight|bias)", r"supervision.object_head.\1"),
@@ -93,7 +140,8 @@ _RENAMES: list[tuple[str, str]] = [
 _COMPILED = [(re.compile(p + r"\Z"), r) for p, r in _RENAMES]
 
 _SELF_ATTN_IN_PROJ = re.compile(
-    r"sem_seg_head\.predictor\.transformer_self_attention_layers\.(\d+)\.self_attn\.in_proj_(weight|bias)\Z")
+    r"sem_seg_head\.predictor\.transformer_self_attention_layers\.(\d+)\.self_attn\.in_proj_(weight|bias)\Z"
+)
 #: the learnable temperature: one per model in the reference (post_mask_embed), owned by the supervision here
 LOGIT_SCALE = "sem_seg_head.predictor.post_mask_embed.logit_scale"
 #: buffers of the released format that odise-pl rebuilds itself; they must agree (checked, not loaded)
@@ -105,11 +153,15 @@ def logit_scale_key(ours: Iterable[str]) -> str:
     for key in ("supervision.classifier.logit_scale", "supervision.logit_scale"):
         if key in ours:
             return key
-    raise ConfigError("the model has no supervision logit scale to receive the reference's "
-                      f"{LOGIT_SCALE}: a category_label or caption_grounding supervision is needed")
+    raise ConfigError(
+        "the model has no supervision logit scale to receive the reference's "
+        f"{LOGIT_SCALE}: a category_label or caption_grounding supervision is needed"
+    )
 
 
-def rename(key: str, ours: Mapping[str, torch.Tensor]) -> list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]]:
+def rename(
+    key: str, ours: Mapping[str, torch.Tensor]
+) -> list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]]:
     """The odise-pl key(s) one reference key feeds, each with the transform of its value.
 
     Returns ``[]`` for a key this mapping does not know.
@@ -122,16 +174,22 @@ def rename(key: str, ours: Mapping[str, torch.Tensor]) -> list[tuple[str, Callab
     if match:  # nn.MultiheadAttention's packed q/k/v -> transformers' three projections
         layer, kind = match.groups()
         base = f"mask_generator.transformer.decoder.layers.{layer}.self_attn"
-        return [(f"{base}.{name}_proj.{kind}", (lambda v, i=i: v.chunk(3, dim=0)[i].clone()))
-                for i, name in enumerate(("q", "k", "v"))]
+        return [
+            (f"{base}.{name}_proj.{kind}", (lambda v, i=i: v.chunk(3, dim=0)[i].clone()))
+            for i, name in enumerate(("q", "k", "v"))
+        ]
     for pattern, replacement in _COMPILED:
         if pattern.match(key):
             return [(pattern.sub(replacement, key), lambda v: v)]
     return []
 
 
-def reference_to_ours(reference: Mapping[str, torch.Tensor], ours: Mapping[str, torch.Tensor], *,
-                      source: str = "the reference checkpoint") -> dict[str, torch.Tensor]:
+def reference_to_ours(
+    reference: Mapping[str, torch.Tensor],
+    ours: Mapping[str, torch.Tensor],
+    *,
+    source: str = "the reference checkpoint",
+) -> dict[str, torch.Tensor]:
     """Map the trainable weights of a released ODISE state dict onto an odise-pl state dict.
 
     Args:
@@ -164,101 +222,17 @@ def reference_to_ours(reference: Mapping[str, torch.Tensor], ours: Mapping[str, 
             else:
                 out[target] = tensor
     if unknown:
-        raise ConfigError(f"{source}: {len(unknown)} key(s) have no place in this model, e.g. "
-                          f"{'; '.join(unknown[:5])}. Is the experiment the checkpoint's (label vs caption, "
-                          f"decoder layers, tap count)?")
+        raise ConfigError(
+            f"{source}: {len(unknown)} key(s) have no place in this model, e.g. "
+            f"{'; '.join(unknown[:5])}. Is the experiment the checkpoint's (label vs caption, "
+            f"decoder layers, tap count)?"
+        )
     if mismatched:
-        raise ConfigError(f"{source}: {len(mismatched)} shape(s) differ from the model built from the config, "
-                          f"e.g. {'; '.join(mismatched[:5])}. Set the model sizes of the checkpoint's recipe.")
+        raise ConfigError(
+            f"{source}: {len(mismatched)} shape(s) differ from the model built from the config, "
+            f"e.g. {'; '.join(mismatched[:5])}. Set the model sizes of the checkpoint's recipe."
+        )
     return out
 
 
-def ours_to_reference(ours: Mapping[str, torch.Tensor], trainable: Iterable[str]) -> dict[str, torch.Tensor]:
-    """Inverse of :func:`reference_to_ours` for the ``trainable`` keys (writes released-format dicts)."""
-    wanted = set(trainable)
-    probe = {k: v for k, v in ours.items()}
-    out: dict[str, torch.Tensor] = {}
-    inverse: dict[str, tuple[str, int | None]] = {}
-    for ref_key in _reference_names(wanted, probe):
-        for i, (target, _) in enumerate(rename(ref_key, probe)):
-            inverse[target] = (ref_key, i if ref_key.endswith(("in_proj_weight", "in_proj_bias"))
-                               and "self_attention" in ref_key else None)
-    missing = sorted(wanted - set(inverse))
-    if missing:
-        raise KeyError(f"no reference name for {missing[:5]}")
-    packed: dict[str, list] = {}
-    for key in sorted(wanted):
-        ref_key, part = inverse[key]
-        value = ours[key]
-        if ref_key == "category_head.null_embed":
-            value = value.reshape(1, -1)
-        if part is None:
-            out[ref_key] = value
-        else:
-            packed.setdefault(ref_key, [None, None, None])[part] = value
-    for ref_key, parts in packed.items():
-        out[ref_key] = torch.cat(parts, dim=0)
-    return out
-
-
-def _reference_names(wanted: set[str], ours: Mapping[str, torch.Tensor]) -> list[str]:
-    """Candidate reference names for our keys, by running the renames backwards on the key text."""
-    names = set()
-    for key in wanted:
-        names.update(_candidates(key))
-    return sorted(n for n in names if any(t in wanted for t, _ in rename(n, ours)))
-
-
-def _candidates(key: str) -> list[str]:
-    """Reference names that could map to ``key`` (a small hand-written inverse of the rename table)."""
-    inverse = [
-        (r"backbone\.fusion\.projections\.(\d+)\.(conv[123]|shortcut)\.0\.weight",
-         r"backbone.feature_projections.\1.0.\2.weight"),
-        (r"backbone\.fusion\.projections\.(\d+)\.(conv[123]|shortcut)\.1\.(weight|bias)",
-         r"backbone.feature_projections.\1.0.\2.norm.\3"),
-        (r"backbone\.captioner\.(.+)", r"backbone.feature_extractor.\1"),
-        (r"mask_generator\.pixel_decoder\.input_projections\.(.+)", r"sem_seg_head.pixel_decoder.input_proj.\1"),
-        (r"mask_generator\.pixel_decoder\.level_embed", r"sem_seg_head.pixel_decoder.transformer.level_embed"),
-        (r"mask_generator\.pixel_decoder\.encoder\.layers\.(\d+)\.self_attn\.(.+)",
-         r"sem_seg_head.pixel_decoder.transformer.encoder.layers.\1.self_attn.\2"),
-        (r"mask_generator\.pixel_decoder\.encoder\.layers\.(\d+)\.self_attn_layer_norm\.(.+)",
-         r"sem_seg_head.pixel_decoder.transformer.encoder.layers.\1.norm1.\2"),
-        (r"mask_generator\.pixel_decoder\.encoder\.layers\.(\d+)\.final_layer_norm\.(.+)",
-         r"sem_seg_head.pixel_decoder.transformer.encoder.layers.\1.norm2.\2"),
-        (r"mask_generator\.pixel_decoder\.encoder\.layers\.(\d+)\.fc([12])\.(.+)",
-         r"sem_seg_head.pixel_decoder.transformer.encoder.layers.\1.linear\2.\3"),
-        (r"mask_generator\.pixel_decoder\.mask_projection\.(.+)", r"sem_seg_head.pixel_decoder.mask_features.\1"),
-        (r"mask_generator\.pixel_decoder\.(adapter|layer)_(\d+)\.0\.weight", r"sem_seg_head.pixel_decoder.\1_\2.weight"),
-        (r"mask_generator\.pixel_decoder\.(adapter|layer)_(\d+)\.1\.(.+)", r"sem_seg_head.pixel_decoder.\1_\2.norm.\3"),
-        (r"mask_generator\.transformer\.decoder\.layers\.(\d+)\.cross_attn\.(.+)",
-         r"sem_seg_head.predictor.transformer_cross_attention_layers.\1.multihead_attn.\2"),
-        (r"mask_generator\.transformer\.decoder\.layers\.(\d+)\.cross_attn_layer_norm\.(.+)",
-         r"sem_seg_head.predictor.transformer_cross_attention_layers.\1.norm.\2"),
-        (r"mask_generator\.transformer\.decoder\.layers\.(\d+)\.self_attn\.[qkv]_proj\.(weight|bias)",
-         r"sem_seg_head.predictor.transformer_self_attention_layers.\1.self_attn.in_proj_\2"),
-        (r"mask_generator\.transformer\.decoder\.layers\.(\d+)\.self_attn\.out_proj\.(.+)",
-         r"sem_seg_head.predictor.transformer_self_attention_layers.\1.self_attn.out_proj.\2"),
-        (r"mask_generator\.transformer\.decoder\.layers\.(\d+)\.self_attn_layer_norm\.(.+)",
-         r"sem_seg_head.predictor.transformer_self_attention_layers.\1.norm.\2"),
-        (r"mask_generator\.transformer\.decoder\.layers\.(\d+)\.fc([12])\.(.+)",
-         r"sem_seg_head.predictor.transformer_ffn_layers.\1.linear\2.\3"),
-        (r"mask_generator\.transformer\.decoder\.layers\.(\d+)\.final_layer_norm\.(.+)",
-         r"sem_seg_head.predictor.transformer_ffn_layers.\1.norm.\2"),
-        (r"mask_generator\.transformer\.decoder\.layernorm\.(.+)", r"sem_seg_head.predictor.decoder_norm.\1"),
-        (r"mask_generator\.transformer\.decoder\.mask_predictor\.mask_embedder\.(\d+)\.0\.(.+)",
-         r"sem_seg_head.predictor.mask_embed.layers.\1.\2"),
-        (r"mask_generator\.transformer\.queries_embedder\.weight", r"sem_seg_head.predictor.query_embed.weight"),
-        (r"mask_generator\.transformer\.queries_features\.weight", r"sem_seg_head.predictor.query_feat.weight"),
-        (r"mask_generator\.transformer\.level_embed\.weight", r"sem_seg_head.predictor.level_embed.weight"),
-        (r"mask_generator\.transformer\.input_projections\.(.+)", r"sem_seg_head.predictor.input_proj.\1"),
-        (r"mask_generator\.mask_embed\.(.+)", r"sem_seg_head.predictor.post_mask_embed.\1"),
-        (r"supervision\.classifier\.text_proj\.(.+)", r"category_head.text_proj.\1"),
-        (r"supervision\.classifier\.void_embed", r"category_head.null_embed"),
-        (r"supervision\.(classifier\.)?logit_scale", LOGIT_SCALE.replace(".", r"\.").replace(r"\.", ".")),
-        (r"supervision\.object_head\.(.+)", r"sem_seg_head.predictor.class_embed.\1"),
-        (r"supervision\.text_proj\.(.+)", r"word_head.text_proj.\1"),
-    ]
-    return [re.sub(p, r, key) for p, r in inverse if re.fullmatch(p, key)]
-
-
-__all__ = ["CHECKED_BUFFERS", "LOGIT_SCALE", "reference_to_ours", "ours_to_reference", "rename"]
+__all__ = ["CHECKED_BUFFERS", "LOGIT_SCALE", "reference_to_ours", "rename"]

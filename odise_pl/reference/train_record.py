@@ -31,8 +31,12 @@ from odise_pl.models.supervision.grounding_loss import reference_grounding_loss
 from odise_pl.reference.verify import REL_TOL, Check, rel_l2
 
 EXACT_TOL = 1e-6
-LOSS_NAMES = {"loss_cross_entropy": "loss_ce", "loss_mask": "loss_mask", "loss_dice": "loss_dice",
-              "loss_grounding": "loss_mask_word"}
+LOSS_NAMES = {
+    "loss_cross_entropy": "loss_ce",
+    "loss_mask": "loss_mask",
+    "loss_dice": "loss_dice",
+    "loss_grounding": "loss_mask_word",
+}
 GROUNDING_UNIT = {"img1_invalid": (True, False), "all_invalid": (False, False), "all_valid": (True, True)}
 
 
@@ -50,9 +54,13 @@ def training_batch(record: dict) -> tuple[torch.Tensor, list[dict]]:
     targets = []
     for name in ("inA", "inB"):
         masks = record[f"train/{name}/gt_masks"].bool()
-        masks = F.pad(masks, (0, w - masks.shape[-1], 0, h - masks.shape[-2]))  # to the padded image, as the reference
+        masks = F.pad(
+            masks, (0, w - masks.shape[-1], 0, h - masks.shape[-2])
+        )  # to the padded image, as the reference
         labels = record[f"train/{name}/gt_classes"].long()
-        targets.append({"masks": masks, "labels": labels, "iscrowd": torch.zeros(len(labels), dtype=torch.bool)})
+        targets.append(
+            {"masks": masks, "labels": labels, "iscrowd": torch.zeros(len(labels), dtype=torch.bool)}
+        )
     return batch, targets
 
 
@@ -118,8 +126,13 @@ def check_training_record(model, record: dict, index: dict) -> list[Check]:
             base, _, layer = ours.rpartition("_") if ours[-1].isdigit() else (ours, "", "")
             name = f"train/losses.{LOSS_NAMES[base]}" + (f"_{layer}" if layer else "")
             err = _rel(value, record[name])
-            checks.append(Check(name + " (training step, seeded)", err <= REL_TOL,
-                                f"{float(value):.6f} vs {float(record[name]):.6f} (rel {err:.1e})"))
+            checks.append(
+                Check(
+                    name + " (training step, seeded)",
+                    err <= REL_TOL,
+                    f"{float(value):.6f} vs {float(record[name]):.6f} (rel {err:.1e})",
+                )
+            )
     finally:
         model.train(was_training)
     return checks
@@ -130,14 +143,22 @@ def _grounding(record: dict, layers: int) -> list[Check]:
     words = record["train/grounding.word_embed"]
     for i in range(layers):
         layer = "final" if i == layers - 1 else f"aux{i}"
-        loss = reference_grounding_loss(record[f"train/grounding.{layer}.mask_embed"], words,
-                                        record[f"train/grounding.{layer}.logit_scale"], torch.tensor([True, True]))
+        loss = reference_grounding_loss(
+            record[f"train/grounding.{layer}.mask_embed"],
+            words,
+            record[f"train/grounding.{layer}.logit_scale"],
+            torch.tensor([True, True]),
+        )
         name = f"train/grounding.{layer}.loss_mask_word"
         err = _rel(loss, record[name])
         checks.append(Check(name, err <= EXACT_TOL, f"rel {err:.1e} on the recorded embeddings"))
     for case, valid in GROUNDING_UNIT.items():
-        loss = reference_grounding_loss(record["train/grounding.final.mask_embed"], words,
-                                        record["train/grounding.final.logit_scale"], torch.tensor(valid))
+        loss = reference_grounding_loss(
+            record["train/grounding.final.mask_embed"],
+            words,
+            record["train/grounding.final.logit_scale"],
+            torch.tensor(valid),
+        )
         name = f"train/grounding_unit.final.{case}.loss_mask_word"
         err = _rel(loss, record[name])
         checks.append(Check(name, err <= EXACT_TOL, f"rel {err:.1e}"))
@@ -154,18 +175,34 @@ def _final_layer_from_stored_points(model, record: dict, targets: list[dict]) ->
     checks = []
     with replayed_points(points, record["train/criterion.final.loss_point_coords"], loss):
         indices = loss.matcher(pred_masks, pred_logits, masks, labels)
-    same = all(torch.equal(torch.as_tensor(q).long(), record[f"train/criterion.final.indices.img{b}.query"]) and
-               torch.equal(torch.as_tensor(t).long(), record[f"train/criterion.final.indices.img{b}.target"])
-               for b, (q, t) in enumerate(indices))
-    checks.append(Check("train/criterion.final.indices (stored matcher points)", same,
-                        "identical" if same else f"{indices}"))
+    same = all(
+        torch.equal(torch.as_tensor(q).long(), record[f"train/criterion.final.indices.img{b}.query"])
+        and torch.equal(torch.as_tensor(t).long(), record[f"train/criterion.final.indices.img{b}.target"])
+        for b, (q, t) in enumerate(indices)
+    )
+    checks.append(
+        Check(
+            "train/criterion.final.indices (stored matcher points)",
+            same,
+            "identical" if same else f"{indices}",
+        )
+    )
     with replayed_points(points, record["train/criterion.final.loss_point_coords"], loss):
         raw = loss(pred_masks, pred_logits, masks, labels, auxiliary_predictions=None)
-    for ours, ref in (("loss_cross_entropy", "loss_ce"), ("loss_mask", "loss_mask"), ("loss_dice", "loss_dice")):
+    for ours, ref in (
+        ("loss_cross_entropy", "loss_ce"),
+        ("loss_mask", "loss_mask"),
+        ("loss_dice", "loss_dice"),
+    ):
         err = _rel(raw[ours], record[f"train/criterion.raw.{ref}"])
-        checks.append(Check(f"train/criterion.raw.{ref} (stored points)", err <= EXACT_TOL,
-                            f"{float(raw[ours]):.7f} vs {float(record[f'train/criterion.raw.{ref}']):.7f} "
-                            f"(rel {err:.1e})"))
+        checks.append(
+            Check(
+                f"train/criterion.raw.{ref} (stored points)",
+                err <= EXACT_TOL,
+                f"{float(raw[ours]):.7f} vs {float(record[f'train/criterion.raw.{ref}']):.7f} "
+                f"(rel {err:.1e})",
+            )
+        )
     return checks
 
 

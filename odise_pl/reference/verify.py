@@ -39,12 +39,14 @@ TIE_PROB = 1e-4
 #: recorded tensors with no counterpart in odise-pl (and why)
 NOT_COMPARED = {
     "predictor.pseudo_pred_logits": "the label model's PseudoClassEmbed placeholder (ones/zero), replaced "
-                                    "by the category head before use; odise-pl has no such module",
+    "by the category head before use; odise-pl has no such module",
 }
 #: recorded name -> how ours is compared (log-space tensors: compare log-softmax, invariant to the reference's
 #: unnormalised form)
 LOG_SOFTMAX = ("clip_head.pred_open_logits", "final.mask_cls")
-UNIT_NORM = ("clip_head.clip_text_embed_raw",)  # our CLIP-branch text bank stores unit vectors: compare directions
+UNIT_NORM = (
+    "clip_head.clip_text_embed_raw",
+)  # our CLIP-branch text bank stores unit vectors: compare directions
 
 
 @dataclass
@@ -68,14 +70,20 @@ def compare_input(model, tensors: dict, info: dict, prefix: str) -> list[Check]:
     image = tensors[f"{prefix}/image"]
     got = capture(model, image, info["height"], info["width"])
     checks: list[Check] = []
-    names = sorted(k[len(prefix) + 1:] for k in tensors if k.startswith(prefix + "/") and k != f"{prefix}/image")
+    names = sorted(
+        k[len(prefix) + 1 :] for k in tensors if k.startswith(prefix + "/") and k != f"{prefix}/image"
+    )
     for name in names:
         ref = tensors[f"{prefix}/{name}"]
         full = f"{prefix}/{name}"
         if name in NOT_COMPARED:
             checks.append(Check(full, True, f"not compared: {NOT_COMPARED[name]}"))
             continue
-        if name.startswith("final.instances") or name.startswith("final.panoptic_seg") or name.endswith("argmax"):
+        if (
+            name.startswith("final.instances")
+            or name.startswith("final.panoptic_seg")
+            or name.endswith("argmax")
+        ):
             continue  # discrete: below
         key = f"{name}.log_softmax" if name in LOG_SOFTMAX else name
         if key not in got:
@@ -93,15 +101,17 @@ def compare_input(model, tensors: dict, info: dict, prefix: str) -> list[Check]:
         if err <= REL_TOL:
             checks.append(Check(full, True, f"rel L2 {err:.1e}"))
             continue
-        checks.append(_retry_after_flip(model, got, tensors, prefix, name, err) if name.endswith(
-            ("mask_embed", "mask_pooled_features")) and name.startswith("predictor") else
-            Check(full, False, f"rel L2 {err:.1e} > {REL_TOL:g}"))
+        checks.append(
+            _retry_after_flip(model, got, tensors, prefix, name, err)
+            if name.endswith(("mask_embed", "mask_pooled_features")) and name.startswith("predictor")
+            else Check(full, False, f"rel L2 {err:.1e} > {REL_TOL:g}")
+        )
     checks += _discrete(model, got, tensors, info, prefix)
     return checks
 
 
 def _retry_after_flip(model, got, tensors, prefix, name, err) -> Check:
-    """A mask-embedding error caused by a mask logit on the other side of 0: re-pool with the reference's logits."""
+    """A mask-embedding error from a mask logit on the other side of 0: re-pool with the reference's logits."""
     full = f"{prefix}/{name}"
     layer = "predictor" if name.startswith("predictor.mask_pooled") else _layer(name)
     ref_masks = tensors.get(f"{prefix}/{layer}.pred_masks")
@@ -111,15 +121,22 @@ def _retry_after_flip(model, got, tensors, prefix, name, err) -> Check:
     flips = (ref_masks > 0) != (ours_masks > 0)
     worst = float(ref_masks[flips].abs().max()) if flips.any() else 0.0
     if not flips.any() or worst > FLIP_LOGIT:
-        return Check(full, False, f"rel L2 {err:.1e} > {REL_TOL:g} ({int(flips.sum())} mask flips, |logit| up to "
-                                  f"{worst:.1e})")
+        return Check(
+            full,
+            False,
+            f"rel L2 {err:.1e} > {REL_TOL:g} ({int(flips.sum())} mask flips, |logit| up to {worst:.1e})",
+        )
     head = model.mask_generator.mask_embed
     q, feats = got[f"{layer}.decoder_output"], got["pixel_decoder.mask_features"]
     fn = head.pooled if name.endswith("mask_pooled_features") else head
     again = rel_l2(fn(q, ref_masks, feats), tensors[f"{prefix}/{name}"])
-    return Check(full, again <= REL_TOL, f"rel L2 {err:.1e} from {int(flips.sum())} mask pixel(s) at |logit| <= "
-                                         f"{worst:.1e} on the other side of 0; with the reference's mask logits "
-                                         f"{again:.1e}")
+    return Check(
+        full,
+        again <= REL_TOL,
+        f"rel L2 {err:.1e} from {int(flips.sum())} mask pixel(s) at |logit| <= "
+        f"{worst:.1e} on the other side of 0; with the reference's mask logits "
+        f"{again:.1e}",
+    )
 
 
 def _near_tie(got: dict) -> torch.Tensor:
@@ -142,14 +159,27 @@ def _discrete(model, got, tensors, info, prefix) -> list[Check]:
             checks.append(Check(key, True, "exact"))
         else:
             ok = bool(tie[diff].all()) and name != "final.sem_seg_argmax"
-            checks.append(Check(key, ok, f"{n} pixel(s) differ" + (", all at a mask probability within "
-                                                                  f"{TIE_PROB:g} of 0.5" if ok else "")))
+            checks.append(
+                Check(
+                    key,
+                    ok,
+                    f"{n} pixel(s) differ"
+                    + (f", all at a mask probability within {TIE_PROB:g} of 0.5" if ok else ""),
+                )
+            )
     for suffix in ("", "_overlap0"):
-        want = [{"id": s["id"], "category_id": s["category_id"], "isthing": bool(s["isthing"])}
-                for s in info.get(f"segments_info{suffix}", [])]
+        want = [
+            {"id": s["id"], "category_id": s["category_id"], "isthing": bool(s["isthing"])}
+            for s in info.get(f"segments_info{suffix}", [])
+        ]
         ours = got[f"segments_info{suffix}"]
-        checks.append(Check(f"{prefix}/segments_info{suffix}", ours == want,
-                            "identical" if ours == want else f"{ours} vs {want}"))
+        checks.append(
+            Check(
+                f"{prefix}/segments_info{suffix}",
+                ours == want,
+                "identical" if ours == want else f"{ours} vs {want}",
+            )
+        )
     checks.append(_instances(got, tensors, prefix, tie))
     if f"{prefix}/final.mask_cls" in tensors and f"{prefix}/final.mask_pred" in tensors:
         checks += _postprocess_on_reference(model, tensors, info, prefix)
@@ -171,17 +201,26 @@ def _instances(got, tensors, prefix, tie: torch.Tensor | None = None) -> Check:
     key = f"{prefix}/final.instances"
     if f"{key}.scores" not in tensors:
         return Check(key, True, "not recorded")
-    ref = _instance_set(tensors[f"{key}.scores"], tensors[f"{key}.pred_classes"],
-                        tensors[f"{key}.pred_masks_packbits"].numpy())
-    ours = _instance_set(got["final.instances.scores"], got["final.instances.pred_classes"],
-                         got["final.instances.pred_masks_packbits"].numpy())
+    ref = _instance_set(
+        tensors[f"{key}.scores"],
+        tensors[f"{key}.pred_classes"],
+        tensors[f"{key}.pred_masks_packbits"].numpy(),
+    )
+    ours = _instance_set(
+        got["final.instances.scores"],
+        got["final.instances.pred_classes"],
+        got["final.instances.pred_masks_packbits"].numpy(),
+    )
     if len(ref) != len(ours):
         return Check(key, False, f"{len(ours)} instances vs the reference's {len(ref)}")
     same_masks = {(c, m) for _, c, m in ref} == {(c, m) for _, c, m in ours}
     if same_masks:
         err = rel_l2(torch.tensor(sorted(s for s, _, _ in ours)), torch.tensor(sorted(s for s, _, _ in ref)))
-        return Check(key, err <= REL_TOL, f"{len(ours)} instances, classes and masks identical (as a set), "
-                                         f"scores rel L2 {err:.1e}")
+        return Check(
+            key,
+            err <= REL_TOL,
+            f"{len(ours)} instances, classes and masks identical (as a set), scores rel L2 {err:.1e}",
+        )
     if tie is None:
         return Check(key, False, f"{len(ours)} instances, classes or masks differ (as a set)")
     return _instances_with_ties(key, ref, ours, tie)
@@ -192,7 +231,10 @@ def _instances_with_ties(key: str, ref: set, ours: set, tie: torch.Tensor) -> Ch
     tie_np = tie.cpu().numpy()
 
     def unpack(m: bytes) -> np.ndarray:
-        return np.unpackbits(np.frombuffer(m, dtype=np.uint8).reshape(tie_np.shape[0], -1), axis=-1)[:, :width] > 0
+        return (
+            np.unpackbits(np.frombuffer(m, dtype=np.uint8).reshape(tie_np.shape[0], -1), axis=-1)[:, :width]
+            > 0
+        )
 
     left = list(ours)
     flipped_total = 0
@@ -210,12 +252,19 @@ def _instances_with_ties(key: str, ref: set, ours: set, tie: torch.Tensor) -> Ch
                 best = (i, int(diff.sum()))
                 break
         if best is None:
-            return Check(key, False, f"no instance of class {cls} matches the reference's (score {score:.4f}) "
-                                     f"within the tie rule")
+            return Check(
+                key,
+                False,
+                f"no instance of class {cls} matches the reference's (score {score:.4f}) within the tie rule",
+            )
         flipped_total += best[1]
         left.pop(best[0])
-    return Check(key, True, f"{len(ref)} instances match as a set; masks differ only at {flipped_total} pixel(s) "
-                            f"with a mask probability within {TIE_PROB:g} of 0.5 (scores within the bound)")
+    return Check(
+        key,
+        True,
+        f"{len(ref)} instances match as a set; masks differ only at {flipped_total} pixel(s) "
+        f"with a mask probability within {TIE_PROB:g} of 0.5 (scores within the bound)",
+    )
 
 
 def _postprocess_on_reference(model, tensors, info, prefix) -> list[Check]:
@@ -224,19 +273,40 @@ def _postprocess_on_reference(model, tensors, info, prefix) -> list[Check]:
     masks = tensors[f"{prefix}/final.mask_pred"].float()
     cfg = model.inference_cfg
     checks = []
-    for name, overlap in (("final.panoptic_seg", cfg.overlap_threshold), ("final.panoptic_seg_overlap0", 0.0)):
-        ids, _ = panoptic_inference(probs, masks, model.eval_is_thing, object_mask_threshold=cfg.object_mask_threshold,
-                                    overlap_threshold=overlap)
+    for name, overlap in (
+        ("final.panoptic_seg", cfg.overlap_threshold),
+        ("final.panoptic_seg_overlap0", 0.0),
+    ):
+        ids, _ = panoptic_inference(
+            probs,
+            masks,
+            model.eval_is_thing,
+            object_mask_threshold=cfg.object_mask_threshold,
+            overlap_threshold=overlap,
+        )
         same = torch.equal(ids.int(), tensors[f"{prefix}/{name}"].int())
-        checks.append(Check(f"{prefix}/{name} (on the reference's mask_cls/mask_pred)", same,
-                            "exact" if same else "differs"))
+        checks.append(
+            Check(
+                f"{prefix}/{name} (on the reference's mask_cls/mask_pred)",
+                same,
+                "exact" if same else "differs",
+            )
+        )
     sem = semantic_inference(probs, masks).argmax(0).int()
     same = torch.equal(sem, tensors[f"{prefix}/final.sem_seg_argmax"].int())
-    checks.append(Check(f"{prefix}/final.sem_seg_argmax (on the reference's mask_cls/mask_pred)", same,
-                        "exact" if same else "differs"))
+    checks.append(
+        Check(
+            f"{prefix}/final.sem_seg_argmax (on the reference's mask_cls/mask_pred)",
+            same,
+            "exact" if same else "differs",
+        )
+    )
     inst = instance_inference(probs, masks, model.eval_is_thing, topk=cfg.instance_topk)
-    got = {"final.instances.scores": inst["scores"], "final.instances.pred_classes": inst["labels"],
-           "final.instances.pred_masks_packbits": torch.from_numpy(np.packbits(inst["masks"].numpy(), axis=-1))}
+    got = {
+        "final.instances.scores": inst["scores"],
+        "final.instances.pred_classes": inst["labels"],
+        "final.instances.pred_masks_packbits": torch.from_numpy(np.packbits(inst["masks"].numpy(), axis=-1)),
+    }
     check = _instances(got, tensors, prefix)
     checks.append(Check(check.name + " (on the reference's mask_cls/mask_pred)", check.ok, check.detail))
     return checks

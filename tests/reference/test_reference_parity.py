@@ -21,8 +21,11 @@ from odise_pl.reference.key_map import rename
 from odise_pl.reference.verify import verify_fixture
 
 REPO = Path(__file__).resolve().parents[2]
-LABEL_FILES = ("odise_label_tiny_ref.pth", "odise_label_tiny_tensors.safetensors",
-               "odise_label_tiny_tensors_index.json")
+LABEL_FILES = (
+    "odise_label_tiny_ref.pth",
+    "odise_label_tiny_tensors.safetensors",
+    "odise_label_tiny_tensors_index.json",
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +41,17 @@ def test_label_fixture_matches_the_reference(label_model):
     checks = verify_fixture(fixture(None, "label"), model=label_model)
     assert len(checks) >= 110 and not _failures(checks)
     names = {c.name for c in checks}
-    for name in ("inA/crop0/tap2.unet.output_blocks2", "inA/crop1/captioner.cond_inputs", "inB/backbone.out.s5",
-                 "inA/predictor.aux0.mask_embed", "inB/clip_head.mask_pred_open_logits", "inB/final.mask_cls",
-                 "inA/final.panoptic_seg", "inB/segments_info_overlap0", "inA/final.instances"):
+    for name in (
+        "inA/crop0/tap2.unet.output_blocks2",
+        "inA/crop1/captioner.cond_inputs",
+        "inB/backbone.out.s5",
+        "inA/predictor.aux0.mask_embed",
+        "inB/clip_head.mask_pred_open_logits",
+        "inB/final.mask_cls",
+        "inA/final.panoptic_seg",
+        "inB/segments_info_overlap0",
+        "inA/final.instances",
+    ):
         assert name in names, name
 
 
@@ -50,9 +61,13 @@ def test_caption_fixture_matches_the_reference():
     names = {c.name for c in checks}
     assert {"inA/predictor.pred_logits", "inB/predictor.aux2.pred_logits", "inA/pred_open_logits"} <= names
     # the training record: words, grounding, matching and losses of the official code's training forward
-    assert {"train/word_head.word_embed", "train/grounding_unit.final.all_invalid.loss_mask_word",
-            "train/criterion.final.indices (stored matcher points)", "train/criterion.raw.loss_dice (stored points)",
-            "train/losses.loss_mask_word_2 (training step, seeded)"} <= names
+    assert {
+        "train/word_head.word_embed",
+        "train/grounding_unit.final.all_invalid.loss_mask_word",
+        "train/criterion.final.indices (stored matcher points)",
+        "train/criterion.raw.loss_dice (stored points)",
+        "train/losses.loss_mask_word_2 (training step, seeded)",
+    } <= names
     exact = [c for c in checks if "(stored" in c.name or c.name.startswith("train/grounding")]
     assert len(exact) == 11 and all(c.ok for c in exact)  # <= 1e-6 relative on the reference's own inputs
 
@@ -122,7 +137,9 @@ def test_released_checkpoint_at_real_shapes_converts_into_the_real_model(kind, k
     assert not result.unexpected_keys
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     assert all(not p.is_meta for p in trainable.values())
-    assert sum(p.numel() for p in trainable.values()) == elements == sum(v.numel() for v in converted.values())
+    assert (
+        sum(p.numel() for p in trainable.values()) == elements == sum(v.numel() for v in converted.values())
+    )
     assert all(k in trainable for k in converted)
 
 
@@ -134,7 +151,9 @@ def test_a_wrong_key_or_shape_is_named(tmp_path):
     cfg = load_config(str(REPO / "experiments" / "reference" / "odise_label_fixture.yaml"), [])
     released, _ = split_reference(fixture(None, "label").load_state_dict())
     with pytest.raises(ConfigError, match="sem_seg_head.predictor.extra.weight"):
-        convert_state_dict({**released, "sem_seg_head.predictor.extra.weight": torch.zeros(1)}, cfg, source="x")
+        convert_state_dict(
+            {**released, "sem_seg_head.predictor.extra.weight": torch.zeros(1)}, cfg, source="x"
+        )
     wrong = dict(released)
     wrong["category_head.text_proj.weight"] = torch.zeros(3, 3)
     with pytest.raises(ConfigError, match=r"category_head.text_proj.weight \(3, 3\)"):
@@ -153,15 +172,34 @@ def test_converted_directory_predicts_without_training_data(tmp_path, capsys):
     exp = str(REPO / "experiments" / "reference" / "odise_label_fixture.yaml")
     assert main(["convert-reference", "--odise-ckpt", str(pth), "-c", exp, "--out", str(out)]) == 0
     assert {p.name for p in out.iterdir()} >= {"config.yaml", "categories.json", "weights.safetensors"}
-    assert main(["convert-reference", "--odise-ckpt", str(pth), "-c", exp, "--out", str(out)]) == 2  # never overwritten
+    assert (
+        main(["convert-reference", "--odise-ckpt", str(pth), "-c", exp, "--out", str(out)]) == 2
+    )  # never overwritten
     image = REPO / "notebooks" / "data"
     images = sorted(p for p in image.rglob("*.jpg"))[:1]
     assert images, "the notebooks' COCO photos are missing"
     pred = tmp_path / "pred"
-    assert main(["predict", "--ckpt", str(out), "--input", str(images[0]), "--out", str(pred),
-                 "--vocab", "person;dog;grass:stuff", "--no-default-vocab", "--device", "cpu",
-                 "data.eval_short_side=128", "data.eval_max_long_side=192"]) == 0, \
-        capsys.readouterr().err
+    assert (
+        main(
+            [
+                "predict",
+                "--ckpt",
+                str(out),
+                "--input",
+                str(images[0]),
+                "--out",
+                str(pred),
+                "--vocab",
+                "person;dog;grass:stuff",
+                "--no-default-vocab",
+                "--device",
+                "cpu",
+                "data.eval_short_side=128",
+                "data.eval_max_long_side=192",
+            ]
+        )
+        == 0
+    ), capsys.readouterr().err
     assert any(pred.iterdir())
     from odise_pl.predictor import Predictor
 
@@ -170,26 +208,44 @@ def test_converted_directory_predicts_without_training_data(tmp_path, capsys):
 
     # test: only an evaluation set on disk (generated scenes in the COCO panoptic layout, no train split)
     data = tmp_path / "eval_set"
-    assert main(["data", "synth", "--out", str(data), "--num-train", "1", "--num-val", "2", "--image-size", "64"]) == 0
+    assert (
+        main(
+            ["data", "synth", "--out", str(data), "--num-train", "1", "--num-val", "2", "--image-size", "64"]
+        )
+        == 0
+    )
     for part in ("train2017", "panoptic_train2017", "annotations/panoptic_train2017.json"):
         target = data / part
         shutil.rmtree(target) if target.is_dir() else target.unlink()
-    assert main(["test", "--ckpt", str(out), f"data.root={data}", "data.vocabulary=null", "data.num_workers=0",
-                 "data.eval_short_side=64", "data.eval_max_long_side=64", "trainer.enable_progress_bar=false"]) == 0, \
-        capsys.readouterr().err
+    assert (
+        main(
+            [
+                "test",
+                "--ckpt",
+                str(out),
+                f"data.root={data}",
+                "data.vocabulary=null",
+                "data.num_workers=0",
+                "data.eval_short_side=64",
+                "data.eval_max_long_side=64",
+                "trainer.enable_progress_bar=false",
+            ]
+        )
+        == 0
+    ), capsys.readouterr().err
     tested = json.loads(next(out.glob("eval_test_*.json")).read_text())["test"]
     assert {"PQ", "mIoU"} <= set(tested) and not (data / "train2017").exists()
 
 
 def test_stable_diffusion_from_the_original_single_file(tmp_path, label_model):
-    """model.backbone.pretrained = an LDM-layout .ckpt (sd-v1-3.ckpt's format), read by diffusers' converters."""
+    """pretrained = an LDM-layout .ckpt (sd-v1-3.ckpt's format), read by diffusers' single-file converters."""
     from odise_pl.config import load_config
     from odise_pl.models.builder import build_model
     from odise_pl.reference.frozen_weights import LDM_PREFIX
     from odise_pl.vocab import load_builtin
 
     fx = fixture(None, "label")
-    ldm = {k[len(LDM_PREFIX):]: v for k, v in fx.load_state_dict().items() if k.startswith(LDM_PREFIX)}
+    ldm = {k[len(LDM_PREFIX) :]: v for k, v in fx.load_state_dict().items() if k.startswith(LDM_PREFIX)}
     ckpt = tmp_path / "tiny-sd-v1.ckpt"
     torch.save({"state_dict": ldm, "global_step": 0}, ckpt)
     cfg = load_config(str(fx.experiment), [f"model.backbone.pretrained={ckpt}"])
@@ -197,9 +253,13 @@ def test_stable_diffusion_from_the_original_single_file(tmp_path, label_model):
     ours, want = model.backbone.state_dict(), label_model.backbone.state_dict()
     frozen = [k for k in want if k.startswith(("unet.", "vae.", "text_encoder."))]
     assert len(frozen) > 900 and all(torch.equal(ours[k], want[k]) for k in frozen)
-    assert torch.equal(model.backbone.empty_text, label_model.backbone.empty_text)  # TextEncoder("") recomputed
+    assert torch.equal(
+        model.backbone.empty_text, label_model.backbone.empty_text
+    )  # TextEncoder("") recomputed
     not_sd = tmp_path / "other.ckpt"
     torch.save({"state_dict": {"weight": torch.zeros(1)}}, not_sd)
     with pytest.raises(FileNotFoundError, match="LDM"):
-        build_model(load_config(str(fx.experiment), [f"model.backbone.pretrained={not_sd}"]),
-                    load_builtin("coco_panoptic_with_prompt_eng").to_categories())
+        build_model(
+            load_config(str(fx.experiment), [f"model.backbone.pretrained={not_sd}"]),
+            load_builtin("coco_panoptic_with_prompt_eng").to_categories(),
+        )

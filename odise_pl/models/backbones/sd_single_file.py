@@ -36,14 +36,21 @@ def read_ldm_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         data = torch.load(path, map_location="cpu", weights_only=True)
         state = data.get("state_dict", data) if isinstance(data, dict) else data
     if not isinstance(state, dict) or not any(k.startswith("model.diffusion_model.") for k in state):
-        raise FileNotFoundError(f"{path} is not a Stable Diffusion checkpoint in the original (LDM) layout: it has "
-                                f"no model.diffusion_model.* weights. Give sd-v1-3.ckpt (or v1-x), or a "
-                                f"diffusers-format directory.")
+        raise FileNotFoundError(
+            f"{path} is not a Stable Diffusion checkpoint in the original (LDM) layout: it has "
+            f"no model.diffusion_model.* weights. Give sd-v1-3.ckpt (or v1-x), or a "
+            f"diffusers-format directory."
+        )
     return state
 
 
-def load_single_file(path: str | Path, *, unet_config: Optional[Mapping] = None, vae_config: Optional[Mapping] = None,
-                     text_config: Optional[Mapping] = None) -> dict:
+def load_single_file(
+    path: str | Path,
+    *,
+    unet_config: Optional[Mapping] = None,
+    vae_config: Optional[Mapping] = None,
+    text_config: Optional[Mapping] = None,
+) -> dict:
     """``{"vae", "unet", "text_encoder", "tokenizer"}`` from one LDM-layout file (default: SD v1.x shapes)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -62,14 +69,19 @@ def load_single_file(path: str | Path, *, unet_config: Optional[Mapping] = None,
     text_keys = set(text_encoder.state_dict())
     if not any(k.startswith("text_model.") for k in text_keys):  # transformers >= 5 names CLIPTextModel flat
         parts["text"] = {k.removeprefix("text_model."): v for k, v in parts["text"].items()}
-    for name, module, weights in (("UNet", unet, parts["unet"]), ("VAE", vae, parts["vae"]),
-                                  ("text encoder", text_encoder, parts["text"])):
+    for name, module, weights in (
+        ("UNet", unet, parts["unet"]),
+        ("VAE", vae, parts["vae"]),
+        ("text encoder", text_encoder, parts["text"]),
+    ):
         result = module.load_state_dict(weights, strict=False)
         missing = [k for k in result.missing_keys if not k.endswith("position_ids")]
         if missing or result.unexpected_keys:
-            raise FileNotFoundError(f"{path}: its {name} does not fit the SD v1 architecture (missing "
-                                    f"{missing[:3]}, unexpected {result.unexpected_keys[:3]}); is it a v1.x "
-                                    f"checkpoint? (set model.backbone.tiny_unet / tiny_vae / tiny_text for other shapes)")
+            raise FileNotFoundError(
+                f"{path}: its {name} does not fit the SD v1 architecture (missing "
+                f"{missing[:3]}, unexpected {result.unexpected_keys[:3]}); is it a v1.x "
+                f"checkpoint? (set model.backbone.tiny_unet / tiny_vae / tiny_text for other shapes)"
+            )
     return {"vae": vae, "unet": unet, "text_encoder": text_encoder, "tokenizer": clip_bpe_tokenizer()}
 
 
