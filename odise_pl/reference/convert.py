@@ -41,7 +41,9 @@ def read_released_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors, truncated files
         raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {err})."
+            f"{path} is not a readable checkpoint of tensors ({type(err).__name__}; it is read with "
+            f"torch.load(weights_only=True), which a detectron2 .pth of the ODISE release passes). Is the "
+            f"download complete?"
         ) from None
     state = data.get("model", data) if isinstance(data, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -64,7 +64,7 @@ class Fixture:
     def check(self) -> "Fixture":
         missing = [p.name for p in (self.weights, self.tensors, self.index) if not p.is_file()]
         if missing:
-            raise FileNotFoundError(
+            raise ConfigError(
                 f"reference fixture '{self.folder}' lacks {', '.join(missing)}: give a folder "
                 f"laid out as shared/reference_fixture (or the project's "
                 f"tests/data/reference_fixture)"
