@@ -21,7 +21,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from odise_pl.reference.convert import convert_reference
 
     cfg = load_config(args.config, args.overrides)
-    out = convert_reference(args.odise_ckpt, cfg, args.out)
+    out = convert_reference(args.odise_ckpt, cfg, args.out, trust_pickle=args.trust_pickle)
     print(
         f"converted {args.odise_ckpt} -> {out} (config.yaml, categories.json, weights.safetensors)\n"
         f"  odise-pl predict --ckpt {out} --input IMAGES --vocab 'cat;dog' --out OUT\n"
@@ -56,6 +56,11 @@ def add_parser(sub) -> None:
         "-c", "--config", required=True, help="its experiment, e.g. experiments/odise_label_coco.yaml"
     )
     p.add_argument("--out", required=True, help="the run directory to write (must not exist yet)")
+    p.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow Python objects in the .pth (unpickling runs the file's code: trusted files only)",
+    )
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model.backbone.pretrained=DIR")
     p.set_defaults(func=cmd_convert)
 

@@ -15,6 +15,7 @@ directory is used.
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import torch
@@ -29,8 +30,13 @@ TRAINING_VOCABULARY = "coco_panoptic_with_prompt_eng"
 RECOMPUTED_BUFFERS = ("backbone.empty_text", "criterion.loss.empty_weight")
 
 
-def read_released_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """The ``"model"`` state dict of a released ODISE ``.pth`` (detectron2 format), read ``weights_only``."""
+def read_released_checkpoint(path: str | Path, *, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """The ``"model"`` state dict of a released ODISE ``.pth`` (detectron2 format).
+
+    Read with ``torch.load(weights_only=True)``; a file that also pickles Python objects (a
+    detectron2 trainer or scheduler state) needs ``trust_pickle=True`` (``--trust-pickle``), which
+    runs the file's pickle code: only for files from a source you trust.
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(
@@ -38,12 +44,18 @@ def read_released_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
             f"the NVlabs/ODISE v1.0.0 release)."
         )
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle errors, truncated files
+        data = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except pickle.UnpicklingError as err:
+        if trust_pickle:
+            raise CheckpointError(f"{path} is not a PyTorch checkpoint ({err}).") from None
         raise CheckpointError(
-            f"{path} is not a readable checkpoint of tensors ({type(err).__name__}; it is read with "
-            f"torch.load(weights_only=True), which a detectron2 .pth of the ODISE release passes). Is the "
-            f"download complete?"
+            f"{path} holds Python objects besides tensors (or is not a checkpoint at all), so it is not "
+            f"loaded with torch.load(weights_only=True). If the file is the authors' release (a source you "
+            f"trust: unpickling runs its code), run again with --trust-pickle."
+        ) from None
+    except Exception as err:  # truncated files, zip errors
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}). Is the download complete?"
         ) from None
     state = data.get("model", data) if isinstance(data, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -93,7 +105,9 @@ def convert_state_dict(
     return {k: v.contiguous() for k, v in converted.items()}
 
 
-def convert_reference(odise_ckpt: str | Path, cfg: DictConfig, out: str | Path) -> Path:
+def convert_reference(
+    odise_ckpt: str | Path, cfg: DictConfig, out: str | Path, *, trust_pickle: bool = False
+) -> Path:
     """Write the run directory ``out`` (refused if it already holds one) and return its path."""
     from safetensors.torch import save
 
@@ -106,7 +120,7 @@ def convert_reference(odise_ckpt: str | Path, cfg: DictConfig, out: str | Path) 
         raise CheckpointError(
             f"{out} already holds a run directory; choose another --out (nothing is overwritten)."
         )
-    state = read_released_checkpoint(odise_ckpt)
+    state = read_released_checkpoint(odise_ckpt, trust_pickle=trust_pickle)
     weights = convert_state_dict(state, cfg, source=str(odise_ckpt))
     out.mkdir(parents=True, exist_ok=True)
     categories = load_builtin(TRAINING_VOCABULARY).to_categories()

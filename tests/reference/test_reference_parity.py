@@ -263,3 +263,21 @@ def test_stable_diffusion_from_the_original_single_file(tmp_path, label_model):
             load_config(str(fx.experiment), [f"model.backbone.pretrained={not_sd}"]),
             load_builtin("coco_panoptic_with_prompt_eng").to_categories(),
         )
+
+
+class TrainerState:
+    """A pickled Python object, as a detectron2 trainer state in a checkpoint."""
+
+    milestones = (81944, 88773)
+
+
+def test_a_checkpoint_with_python_objects_needs_trust_pickle(tmp_path, capsys):
+    released, _ = split_reference(fixture(None, "label").load_state_dict())
+    pth = tmp_path / "with_trainer_state.pth"
+    torch.save({"model": released, "trainer": TrainerState()}, pth)  # not tensors only
+    exp = str(REPO / "experiments" / "reference" / "odise_label_fixture.yaml")
+    argv = ["convert-reference", "--odise-ckpt", str(pth), "-c", exp]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 2
+    assert "--trust-pickle" in capsys.readouterr().err and not (tmp_path / "a").exists()
+    assert main([*argv, "--out", str(tmp_path / "b"), "--trust-pickle"]) == 0
+    assert (tmp_path / "b" / "weights.safetensors").is_file()
