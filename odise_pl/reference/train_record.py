@@ -130,7 +130,7 @@ def check_training_record(model, record: dict, index: dict) -> list[Check]:
                 Check(
                     name + " (training step, seeded)",
                     err <= REL_TOL,
-                    f"{float(value):.6f} vs {float(record[name]):.6f} (rel {err:.1e})",
+                    f"{float(value.detach()):.6f} vs {float(record[name]):.6f} (rel {err:.1e})",
                 )
             )
     finally:
