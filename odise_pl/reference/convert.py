@@ -22,12 +22,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from odise_pl.errors import CheckpointError, ConfigError
+from odise_pl.models.odise_module import OdiseModule
 from odise_pl.reference.key_map import CHECKED_BUFFERS, reference_to_ours
 
 #: the reference's training vocabulary (``get_openseg_labels("coco_panoptic", prompt_engineered=True)``)
 TRAINING_VOCABULARY = "coco_panoptic_with_prompt_eng"
-#: buffers odise-pl recomputes when the model is built (not stored in a converted directory)
-RECOMPUTED_BUFFERS = ("backbone.empty_text", "criterion.loss.empty_weight")
 
 
 def read_released_checkpoint(path: str | Path, *, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
@@ -127,7 +126,7 @@ def convert_reference(
     metadata = {
         "source": str(Path(odise_ckpt).name),
         "format": "odise-pl converted reference checkpoint",
-        "recomputed_buffers": json.dumps(list(RECOMPUTED_BUFFERS)),
+        "recomputed_buffers": json.dumps(list(OdiseModule.RECOMPUTED_BUFFERS)),
     }
     data = save(weights, metadata=metadata)
     atomic_write(out / WEIGHTS_FILE, lambda handle: handle.write(data))
@@ -138,7 +137,6 @@ def convert_reference(
 
 
 __all__ = [
-    "RECOMPUTED_BUFFERS",
     "TRAINING_VOCABULARY",
     "convert_reference",
     "convert_state_dict",

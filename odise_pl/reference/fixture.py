@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from odise_pl.errors import ConfigError
+from odise_pl.models.odise_module import OdiseModule
 from odise_pl.reference.frozen_weights import CLIP_PREFIXES, LDM_PREFIX, RECOMPUTED, frozen_state_dict
 from odise_pl.reference.key_map import CHECKED_BUFFERS, reference_to_ours
 
@@ -30,8 +31,6 @@ DEFAULT_FIXTURE = PROJECT_ROOT / "tests" / "data" / "reference_fixture"
 EXPERIMENTS = PROJECT_ROOT / "experiments" / "reference"
 #: the training vocabulary of both fixtures (the reference's get_openseg_labels("coco_panoptic", True))
 FIXTURE_VOCABULARY = "coco_panoptic_with_prompt_eng"
-#: odise-pl state the reference has no weight for: recomputed (TextEncoder(""), the no-object weight)
-NOT_IN_REFERENCE = ("backbone.empty_text", "criterion.loss.empty_weight")
 
 
 @dataclass(frozen=True)
@@ -113,7 +112,9 @@ def load_reference_weights(
     if with_frozen:
         loaded.update(frozen_state_dict(state, model))
     missing = [
-        k for k in ours if k not in loaded and k not in NOT_IN_REFERENCE and not k.endswith("_extra_state")
+        k
+        for k in ours
+        if k not in loaded and k not in OdiseModule.RECOMPUTED_BUFFERS and not k.endswith("_extra_state")
     ]
     if with_frozen and missing:
         raise ConfigError(

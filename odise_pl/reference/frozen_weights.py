@@ -59,6 +59,14 @@ def ldm_to_diffusers(
     return {"unet": unet, "vae": vae, "text": text}
 
 
+def text_encoder_names(weights: Mapping[str, torch.Tensor], text_encoder: torch.nn.Module) -> dict:
+    """SD v1's ``CLIPTextModel`` weights (``text_model.*``) under the names of the installed transformers
+    (>= 5 names the model's parameters without the ``text_model.`` prefix)."""
+    if any(k.startswith("text_model.") for k in text_encoder.state_dict()):
+        return dict(weights)
+    return {k.removeprefix("text_model."): v for k, v in weights.items()}
+
+
 def frozen_state_dict(
     reference: Mapping[str, torch.Tensor], model: torch.nn.Module
 ) -> dict[str, torch.Tensor]:
@@ -70,9 +78,7 @@ def frozen_state_dict(
     backbone = model.backbone
     converted = ldm_to_diffusers(split_ldm(reference, LDM_PREFIX), backbone.unet.config, backbone.vae.config)
     out: dict[str, torch.Tensor] = {}
-    text_keys = set(backbone.text_encoder.state_dict())
-    if not any(k.startswith("text_model.") for k in text_keys):  # transformers >= 5 names CLIPTextModel flat
-        converted["text"] = {k.removeprefix("text_model."): v for k, v in converted["text"].items()}
+    converted["text"] = text_encoder_names(converted["text"], backbone.text_encoder)
     for part, module in (("unet", "unet"), ("vae", "vae"), ("text", "text_encoder")):
         out.update({f"backbone.{module}.{k}": v for k, v in converted[part].items()})
     clip_prefix = clip_state_prefix(model)
@@ -97,4 +103,12 @@ def clip_state_prefix(model: torch.nn.Module) -> str:
     raise ValueError("the model holds no shared CLIP")
 
 
-__all__ = ["CLIP_PREFIXES", "LDM_PREFIX", "RECOMPUTED", "frozen_state_dict", "ldm_to_diffusers", "split_ldm"]
+__all__ = [
+    "CLIP_PREFIXES",
+    "LDM_PREFIX",
+    "RECOMPUTED",
+    "frozen_state_dict",
+    "ldm_to_diffusers",
+    "split_ldm",
+    "text_encoder_names",
+]

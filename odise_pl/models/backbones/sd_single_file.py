@@ -57,7 +57,7 @@ def load_single_file(
 
     from odise_pl.models.backbones.diffusion_unet import clip_bpe_tokenizer
     from odise_pl.models.param_summary import sd15_text_encoder_config, sd15_unet_config, sd15_vae_config
-    from odise_pl.reference.frozen_weights import ldm_to_diffusers, split_ldm
+    from odise_pl.reference.frozen_weights import ldm_to_diffusers, split_ldm, text_encoder_names
 
     state = read_ldm_state_dict(path)
     unet_config = dict(unet_config or sd15_unet_config())
@@ -66,9 +66,7 @@ def load_single_file(
     unet, vae = UNet2DConditionModel(**unet_config), AutoencoderKL(**vae_config)
     text_encoder = CLIPTextModel(CLIPTextConfig(**text_config))
     parts = ldm_to_diffusers(split_ldm(state), unet.config, vae.config)
-    text_keys = set(text_encoder.state_dict())
-    if not any(k.startswith("text_model.") for k in text_keys):  # transformers >= 5 names CLIPTextModel flat
-        parts["text"] = {k.removeprefix("text_model."): v for k, v in parts["text"].items()}
+    parts["text"] = text_encoder_names(parts["text"], text_encoder)
     for name, module, weights in (
         ("UNet", unet, parts["unet"]),
         ("VAE", vae, parts["vae"]),
