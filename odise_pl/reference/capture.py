@@ -93,6 +93,7 @@ class _Windows:
 
 
 def _wrap_prefix(captioner, sink: list) -> Callable:
+    """``captioner.image_embedding`` that also appends each (B, E) CLIP prefix to ``sink``."""
     original = captioner.image_embedding
 
     def image_embedding(images):
@@ -100,7 +101,7 @@ def _wrap_prefix(captioner, sink: list) -> Callable:
         sink.append(value.detach().clone())
         return value
 
-    return original, image_embedding
+    return image_embedding
 
 
 @torch.no_grad()
@@ -118,8 +119,7 @@ def capture(model, image: torch.Tensor, height: int, width: int, *, overlap0: bo
     with ExitStack() as stack:
         windows = stack.enter_context(_Windows(backbone)) if hasattr(backbone, "vae") else None
         if getattr(backbone, "captioner", None) is not None:
-            original, wrapped = _wrap_prefix(backbone.captioner, prefixes)
-            backbone.captioner.image_embedding = wrapped
+            backbone.captioner.image_embedding = _wrap_prefix(backbone.captioner, prefixes)
             stack.callback(lambda: delattr(backbone.captioner, "image_embedding"))
         feats = backbone(images)
         gen = model.mask_generator(feats)
