@@ -97,8 +97,9 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from odise_pl.config import load_config
-    from odise_pl.run_directory import config_for
-    from odise_pl.runner import fit, format_table
+    from odise_pl.engine.run_files import config_for
+    from odise_pl.engine.fit import fit
+    from odise_pl.engine.results import format_table
 
     if args.config is None and args.init_from is None:
         raise ConfigError("odise-pl fit needs -c CONFIG (or --init-from RUN_DIR, whose config.yaml is then used).")
@@ -111,12 +112,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from odise_pl.run_directory import config_for
-    from odise_pl.runner import evaluate, format_table
+    from odise_pl.engine.run_files import config_for
+    from odise_pl.engine.evaluate import evaluate
+    from odise_pl.engine.results import format_table
 
     cfg = config_for(args.ckpt, args.config, args.overrides)
     if getattr(args, "sets", None):
-        from odise_pl.evaluation_sets import run
+        from odise_pl.engine.evaluate import run
 
         print(run(cfg, args.ckpt, args.sets))
         return 0
@@ -127,7 +129,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from odise_pl.config import load_config
-    from odise_pl.runner import fit, format_table
+    from odise_pl.engine.fit import fit
+    from odise_pl.engine.results import format_table
 
     out = Path(args.out)
     overrides = [f"run.root={out / 'runs'}", f"data.root={out / 'data'}", *args.overrides]

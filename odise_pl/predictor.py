@@ -115,7 +115,7 @@ class Predictor:
 
     Args:
         cfg: the validated experiment config (``odise_pl.config.load_config``; for a run directory
-            :func:`odise_pl.run_directory.config_for` gives the run's own).
+            :func:`odise_pl.engine.run_files.config_for` gives the run's own).
         ckpt: a run directory, ``.ckpt`` or ``.safetensors`` of that config. Its training categories
             travel with it, so no dataset is read (only a checkpoint older than that reads the data
             module's). None: the freshly built weights, with the data module's categories.
@@ -129,7 +129,8 @@ class Predictor:
     def __init__(self, cfg: DictConfig, ckpt: str | Path | None = None, *, device: str | torch.device | None = None,
                  vocabulary: Vocabulary | None = None, max_mask_elements: int = 2 ** 26,
                  max_semantic_elements: int = 2 ** 25, instances: bool | None = None) -> None:
-        from odise_pl.runner import build_all, build_trained, data_config
+        from odise_pl.engine.components import build_all, data_config
+        from odise_pl.engine.weights import build_trained
 
         self.cfg = cfg
         if ckpt is None:
@@ -155,7 +156,7 @@ class Predictor:
                          **kwargs) -> "Predictor":
         """``config`` None: the config of the run directory ``ckpt`` is (in), with ``overrides`` on top."""
         from odise_pl.config import load_config
-        from odise_pl.run_directory import config_for
+        from odise_pl.engine.run_files import config_for
 
         if config is None:
             if ckpt is None:

@@ -13,7 +13,7 @@ from torch import nn
 
 import odise_pl  # noqa: F401  (before lightning: the torchvision compatibility shim)
 import lightning as L  # noqa: E402
-from odise_pl.checkpoints import (AtomicCheckpointIO, check_config, config_differences, export_safetensors,
+from odise_pl.engine.checkpoints import (AtomicCheckpointIO, check_config, config_differences, export_safetensors,
                                   load_weights, read_checkpoint)
 from odise_pl.errors import CheckpointError
 from tests.tiny_lightning import TinyRegression, tiny_trainer
@@ -152,7 +152,7 @@ def test_safetensors_export_round_trip(tmp_path):
 
 
 def test_the_initialisation_rule_may_differ_when_evaluating(tmp_path):
-    from odise_pl.runner import load_checkpoint
+    from odise_pl.engine.weights import load_checkpoint
 
     model = nn.Linear(2, 2)
     model.hparams = {"config": {"model": {"mask_generator": {"init": "mask2former", "num_queries": 5}}}}

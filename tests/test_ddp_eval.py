@@ -36,7 +36,8 @@ SCRIPT = textwrap.dedent(
     import lightning as L
 
     from odise_pl.config import load_config
-    from odise_pl.runner import build_all, build_trainer
+    from odise_pl.engine.components import build_all
+    from odise_pl.engine.trainer import build_trainer
 
     config, overrides, weights, out = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
 
@@ -113,7 +114,7 @@ def _non_crowd_gt_segments(val_json: Path) -> tuple[set[int], int]:
 
 def test_two_process_ddp_evaluation_equals_single_process(tmp_path):
     from odise_pl.config import load_config
-    from odise_pl.runner import build_all
+    from odise_pl.engine.components import build_all
 
     overrides = _overrides(tmp_path)
     cfg = load_config(QUICKSTART, overrides)

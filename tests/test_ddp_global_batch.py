@@ -32,7 +32,8 @@ SCRIPT = textwrap.dedent(
     import lightning as L
 
     from odise_pl.config import load_config
-    from odise_pl.runner import build_all, build_trainer
+    from odise_pl.engine.components import build_all
+    from odise_pl.engine.trainer import build_trainer
 
     config, overrides, out = sys.argv[1], json.loads(sys.argv[2]), Path(sys.argv[3])
 
@@ -88,7 +89,7 @@ def _train(tmp_path: Path, name: str, overrides: list[str]) -> tuple[list[dict],
 @pytest.mark.slow  # two short trainings in new processes, one of them 2-process DDP (~40 s on 2 cores)
 def test_two_processes_of_batch_1_see_the_global_batch_of_one_process_of_batch_2(tmp_path):
     from odise_pl.config import load_config
-    from odise_pl.runner import build_datamodule
+    from odise_pl.engine.components import build_datamodule
 
     overrides = _overrides(tmp_path)
     build_datamodule(load_config(QUICKSTART, overrides)).prepare_data()  # the data, before any rank races on it

@@ -13,15 +13,15 @@ from PIL import Image
 from odise_pl.cli import main
 from odise_pl.data_modules.semantic import SEMANTIC_SETS
 from odise_pl.errors import ConfigError
-from odise_pl.evaluation_sets import format_sets_table, parse_set
+from odise_pl.engine.evaluate import format_sets_table, parse_set
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_sets_table_has_pq_only_for_panoptic_sets(tmp_path, capsys):
-    from odise_pl.checkpoints import export_safetensors
+    from odise_pl.engine.checkpoints import export_safetensors
     from odise_pl.config import load_config
-    from odise_pl.runner import build_all
+    from odise_pl.engine.components import build_all
 
     overrides = [f"data.root={tmp_path / 'synth'}", "data.num_train=2", "data.num_val=2",
                  "data.image_size=64", "data.crop_size=64", "data.eval_short_side=64",
@@ -68,14 +68,14 @@ def test_set_names_and_table_format():
                                     "pascal_voc_21"])
 def test_every_set_is_tested_at_the_experiments_test_size(preset):
     """The reference tests every set at short side 1024, long side <= 2560, batch 1 (pano_open_d2_eval.py)."""
-    from odise_pl import evaluation_sets
+    from odise_pl.engine import evaluate as evaluation_sets
     from odise_pl.config import load_config
 
     cfg = load_config(REPO / "experiments" / "odise_label_coco.yaml")
-    dm = evaluation_sets._datamodule(cfg, parse_set(preset)[1])
+    dm = evaluation_sets.set_datamodule(cfg, parse_set(preset)[1])
     assert (dm.eval_short_side, dm.eval_max_long_side, dm.eval_batch_size) == (1024, 2560, 1)
     assert dm.vocabulary.endswith("_with_prompt_eng")
     small = load_config(REPO / "experiments" / "odise_label_coco.yaml",
                         ["data.eval_short_side=64", "data.eval_max_long_side=96", "data.eval_batch_size=2"])
-    dm = evaluation_sets._datamodule(small, parse_set(preset)[1])
+    dm = evaluation_sets.set_datamodule(small, parse_set(preset)[1])
     assert (dm.eval_short_side, dm.eval_max_long_side, dm.eval_batch_size) == (64, 96, 2)

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(not REAL, reason=f"real COCO sample images not f
 def trained(tmp_path_factory):
     """Overrides pointing at a tiny synthetic set, and a checkpoint of the (perturbed) untrained model."""
     from odise_pl.config import load_config
-    from odise_pl.runner import build_all
+    from odise_pl.engine.components import build_all
 
     root = tmp_path_factory.mktemp("predict")
     # transformers' init: its near-silent untrained generator labels something, which the output checks need

@@ -97,7 +97,7 @@ def test_sigkill_then_same_command_ends_like_an_uninterrupted_run(tmp_path, monk
 def test_a_finished_run_is_not_resumed_again(tmp_path, monkeypatch, capsys):
     from odise_pl.config import load_config
     from odise_pl.errors import ConfigError
-    from odise_pl.runner import resume_point
+    from odise_pl.engine.run_dirs import resume_point
 
     run = tmp_path / "runs" / "quickstart" / "done"
     (run / "checkpoints").mkdir(parents=True)

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from odise_pl import runner
+from odise_pl.engine import run_dirs
 from odise_pl.errors import ConfigError
-from odise_pl.runner import RUN_DIR_ENV, run_dir_for
+from odise_pl.engine.run_dirs import RUN_DIR_ENV, run_dir_for
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_VARS = ("RANK", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_JOB_ID",
@@ -58,7 +58,7 @@ def test_independent_ranks_agree_through_the_job_id(tmp_path, env):
 
     env.setenv("SLURM_JOB_ID", "79")
     env.setenv("SLURM_PROCID", "1")
-    env.setattr(runner, "CLAIM_TIMEOUT_S", 0.3)
+    env.setattr(run_dirs, "CLAIM_TIMEOUT_S", 0.3)
     with pytest.raises(ConfigError, match=r"waited .* for rank 0 .*slurm-79\.0.*run.version=NAME"):
         run_dir_for(cfg(tmp_path))
 
@@ -88,7 +88,7 @@ def test_two_process_fit_with_null_version_writes_one_run_directory(tmp_path):
         "model.mask_generator.dec_layers=1", "model.mask_generator.enc_layers=1",
         "model.mask_generator.train_num_points=256"]
     from odise_pl.config import load_config
-    from odise_pl.runner import build_datamodule
+    from odise_pl.engine.components import build_datamodule
 
     build_datamodule(load_config(REPO / "experiments" / "quickstart.yaml", overrides)).prepare_data()
     env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS and not k.startswith(("MASTER_", "PL_"))}

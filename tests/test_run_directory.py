@@ -59,7 +59,7 @@ def run(tmp_path_factory):
 
 def _dm_categories(overrides):
     from odise_pl.config import load_config
-    from odise_pl.runner import build_datamodule
+    from odise_pl.engine.components import build_datamodule
 
     dm = build_datamodule(load_config(QUICKSTART, overrides))
     return dm.categories, dm.ignore_index
@@ -68,8 +68,8 @@ def _dm_categories(overrides):
 def test_fit_writes_the_categories_beside_the_config_and_into_every_checkpoint(run):
     from safetensors import safe_open
 
-    from odise_pl.checkpoints import read_checkpoint
-    from odise_pl.run_directory import SAFETENSORS_KEY, load_run_directory, read_categories
+    from odise_pl.engine.checkpoints import read_checkpoint
+    from odise_pl.engine.run_files import SAFETENSORS_KEY, load_run_directory, read_categories
 
     categories, ignore_index = _dm_categories(run["overrides"])
     run_dir = run["run_dir"]
@@ -87,7 +87,7 @@ def test_fit_writes_the_categories_beside_the_config_and_into_every_checkpoint(r
 
 
 def test_categories_json_round_trips(tmp_path):
-    from odise_pl.run_directory import read_categories, write_categories
+    from odise_pl.engine.run_files import read_categories, write_categories
 
     categories = [{"id": 7, "name": "café table", "synonyms": ["table", "desk"], "isthing": True, "color": [1, 2, 3]},
                   {"id": 3, "name": "sky", "synonyms": [], "isthing": False}]
@@ -180,7 +180,7 @@ def test_a_broken_run_directory_is_named(run, tmp_path, capsys):
 
 
 def test_fit_init_from_a_run_directory_fine_tunes_a_new_run(run, tmp_path, capsys):
-    from odise_pl.checkpoints import read_safetensors
+    from odise_pl.engine.checkpoints import read_safetensors
 
     source = run["run_dir"]
     overrides = [f"run.root={tmp_path / 'runs'}", "run.name=finetune", f"data.root={tmp_path / 'data'}",
@@ -201,11 +201,11 @@ def test_fit_init_from_a_run_directory_fine_tunes_a_new_run(run, tmp_path, capsy
 
 
 def test_init_weights_takes_the_parameters_when_the_new_data_has_other_categories(run, tmp_path):
-    from odise_pl.checkpoints import read_safetensors, trained_state_dict
+    from odise_pl.engine.checkpoints import read_safetensors, trained_state_dict
     from odise_pl.errors import CheckpointError
     from odise_pl.models.builder import build_model
-    from odise_pl.run_directory import load_run_directory, training_categories, write_run_directory
-    from odise_pl.runner import init_weights
+    from odise_pl.engine.run_files import load_run_directory, training_categories, write_run_directory
+    from odise_pl.engine.weights import init_weights
 
     cfg, categories, weights = load_run_directory(run["run_dir"])
     other = [{"id": 1, "name": "boat", "isthing": True}, {"id": 2, "name": "sea", "isthing": False}]

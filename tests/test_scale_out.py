@@ -8,7 +8,7 @@ import pytest
 
 from odise_pl.config import load_config
 from odise_pl.errors import ConfigError
-from odise_pl.scale_out import BatchPlan, plan_global_batch
+from odise_pl.engine.scale_out import BatchPlan, plan_global_batch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,14 +36,14 @@ def test_a_global_batch_that_does_not_divide_is_an_error_saying_what_fits():
 
 
 def _trainer(tmp_path, *overrides):
-    from odise_pl.runner import build_trainer
+    from odise_pl.engine.trainer import build_trainer
 
     cfg = load_config(REPO / "experiments" / "odise_label_tiny.yaml", [f"run.root={tmp_path}", *overrides])
     return cfg, build_trainer(cfg, tmp_path / "run")
 
 
 def test_the_trainer_adapts_batch_and_accumulation_and_says_so(tmp_path, capsys):
-    from odise_pl.scale_out import apply_global_batch
+    from odise_pl.engine.scale_out import apply_global_batch
 
     cfg, trainer = _trainer(tmp_path, "data.global_batch_size=6", "data.batch_size=4")
 
@@ -65,7 +65,7 @@ def test_the_trainer_adapts_batch_and_accumulation_and_says_so(tmp_path, capsys)
 def test_ddp_is_static_graph_without_unused_parameter_search_and_fsdp_keeps_orig_params(tmp_path):
     from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
 
-    from odise_pl.scale_out import build_strategy
+    from odise_pl.engine.scale_out import build_strategy
 
     cfg = load_config(REPO / "experiments" / "odise_label_coco.yaml")
     assert (cfg.trainer.strategy, cfg.trainer.precision) == ("ddp", "16-mixed")

@@ -47,7 +47,7 @@ def test_a_killed_sweep_run_again_skips_finished_runs_and_resumes_the_interrupte
     # The child SIGKILLs itself right after the second run's step-2 checkpoint is on disk (polling from
     # here raced with the step-3 and step-4 writes on a loaded machine).
     code = (f"import os, signal, sys, torch; torch.set_num_threads({torch.get_num_threads()})\n"
-            "from odise_pl.checkpoints import AtomicCheckpointIO\n"
+            "from odise_pl.engine.checkpoints import AtomicCheckpointIO\n"
             "save = AtomicCheckpointIO.save_checkpoint\n"
             "def save_then_die(self, checkpoint, path, storage_options=None):\n"
             "    save(self, checkpoint, path, storage_options)\n"

@@ -11,7 +11,7 @@ import odise_pl  # noqa: F401  (before lightning: the torchvision compatibility 
 import lightning as L  # noqa: E402
 from odise_pl.callbacks.checkpointing import ResumeCheckpoint, RngState
 from odise_pl.callbacks.nonfinite_loss import NonFiniteLoss
-from odise_pl.checkpoints import AtomicCheckpointIO
+from odise_pl.engine.checkpoints import AtomicCheckpointIO
 from odise_pl.data_modules.sampling import ResumableDataLoader, ResumableShuffleSampler
 
 

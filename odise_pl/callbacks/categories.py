@@ -1,6 +1,6 @@
 """Every checkpoint carries the training categories, so the model predicts without its training data.
 
-The payload (:func:`odise_pl.run_directory.categories_payload`: ``categories`` in contiguous class
+The payload (:func:`odise_pl.engine.run_files.categories_payload`: ``categories`` in contiguous class
 order, ``ignore_index``) goes under ``checkpoint["odise_pl"]``; it holds plain values only, so
 ``torch.load(weights_only=True)`` reads it.
 """
@@ -12,7 +12,7 @@ from typing import Sequence
 
 import lightning as L
 
-from odise_pl.run_directory import CHECKPOINT_KEY, categories_payload
+from odise_pl.engine.run_files import CHECKPOINT_KEY, categories_payload
 
 
 class CategoriesInCheckpoints(L.Callback):

@@ -2,7 +2,7 @@
 
 * :class:`ResumeCheckpoint` writes ``last.ckpt`` every N training steps (Lightning's
   ``ModelCheckpoint``), at the end of every validation inside ``fit``, and when training ends.
-  Together with :class:`~odise_pl.checkpoints.AtomicCheckpointIO` the file always holds a
+  Together with :class:`~odise_pl.engine.checkpoints.AtomicCheckpointIO` the file always holds a
   complete checkpoint: weights, optimizer, scheduler, loop progress (epoch, batch) and the
   training loader's position (:class:`~odise_pl.data_modules.sampling.ResumableDataLoader`).
 * :class:`RngState` adds the torch / CUDA / numpy / Python RNG states to checkpoints and puts

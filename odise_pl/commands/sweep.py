@@ -152,7 +152,7 @@ def write_summary(planned: list[PlannedRun]) -> Path | None:
 
 def run_sweep(planned: list[PlannedRun]) -> int:
     """Run every pending run in order (skipping finished ones); returns the number of failed runs."""
-    from odise_pl.runner import fit
+    from odise_pl.engine.fit import fit
 
     failed = 0
     for index, p in enumerate(planned, 1):

@@ -123,7 +123,7 @@ class TrainerConfig:
     accelerator: str = "auto"
     devices: Any = 1
     num_nodes: int = 1
-    strategy: str = "auto"           # auto | ddp | fsdp | ddp_spawn ... (odise_pl.scale_out)
+    strategy: str = "auto"           # auto | ddp | fsdp | ddp_spawn ... (odise_pl.engine.scale_out)
     ddp_static_graph: bool = True    # ddp: static graph, no unused-parameter search
     fsdp_sharding: str = field(default="FULL_SHARD", metadata={
         "choices": ("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD")})

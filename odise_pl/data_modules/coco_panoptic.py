@@ -305,7 +305,7 @@ class CocoPanopticConfig:
     val_captions_json: Optional[str] = None
     batch_size: int = 2                 # per process; the reference uses 64 in total (2 x 32 GPUs)
     # images per optimizer step over all processes; batch_size is then the largest per-device batch
-    # and the gradient accumulation adapts to the number of devices (odise_pl.scale_out)
+    # and the gradient accumulation adapts to the number of devices (odise_pl.engine.scale_out)
     global_batch_size: Optional[int] = None
     eval_batch_size: int = 1
     num_workers: int = 4

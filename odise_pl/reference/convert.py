@@ -110,8 +110,8 @@ def convert_reference(
     """Write the run directory ``out`` (refused if it already holds one) and return its path."""
     from safetensors.torch import save
 
-    from odise_pl.checkpoints import atomic_write
-    from odise_pl.run_directory import CONFIG_FILE, WEIGHTS_FILE, write_categories
+    from odise_pl.engine.atomic_files import atomic_write
+    from odise_pl.engine.run_files import CONFIG_FILE, WEIGHTS_FILE, write_categories
     from odise_pl.vocab import load_builtin
 
     out = Path(out).expanduser()
@@ -129,10 +129,9 @@ def convert_reference(
         "recomputed_buffers": json.dumps(list(OdiseModule.RECOMPUTED_BUFFERS)),
     }
     data = save(weights, metadata=metadata)
-    atomic_write(out / WEIGHTS_FILE, lambda handle: handle.write(data))
+    atomic_write(out / WEIGHTS_FILE, data)
     write_categories(out, categories, ignore_index=255)
-    text = OmegaConf.to_yaml(cfg, resolve=True)
-    atomic_write(out / CONFIG_FILE, lambda handle: handle.write(text.encode("utf-8")))
+    atomic_write(out / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
     return out
 
 

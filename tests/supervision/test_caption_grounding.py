@@ -236,7 +236,7 @@ def test_builds_from_config_and_trains_one_step_in_the_module(tiny_clip, tmp_pat
     # the sampling step is extra state: checkpointed, but not a weight of the safetensors export
     from safetensors.torch import load_file
 
-    from odise_pl.checkpoints import export_safetensors
+    from odise_pl.engine.checkpoints import export_safetensors
 
     assert sup.sample_step == 1 and model.state_dict()["supervision._extra_state"] == {"sample_step": 1}
     path = export_safetensors(model, tmp_path / "w.safetensors")

@@ -62,7 +62,7 @@ def probe_name():
 
 def test_a_strategy_defined_in_a_test_file_trains_through_the_runner(tmp_path, probe_name):
     from odise_pl.config import load_config
-    from odise_pl.runner import fit
+    from odise_pl.engine.fit import fit
 
     config = tmp_path / "probe.yaml"
     config.write_text(f"""\

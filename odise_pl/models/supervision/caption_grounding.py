@@ -417,7 +417,8 @@ def retrieval_accuracy(model, dataloader: Iterable[dict], *, max_batches: int | 
 def evaluate_retrieval(cfg, ckpt: str | None = None, *, device: str = "cpu",
                        max_batches: int | None = None) -> dict[str, float]:
     """Build the model of ``cfg`` (optionally from a checkpoint) and run :func:`retrieval_accuracy`."""
-    from odise_pl.runner import build_all, load_checkpoint
+    from odise_pl.engine.components import build_all
+    from odise_pl.engine.weights import load_checkpoint
 
     dm, model = build_all(cfg)
     if ckpt:

@@ -19,10 +19,10 @@ Example:
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from odise_pl.engine.atomic_files import write_json
 from odise_pl.errors import ConfigError
 
 FSDP_SHARDING = ("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD")
@@ -93,7 +93,7 @@ def apply_global_batch(cfg, trainer, datamodule, run_dir: Path | None = None) ->
         print(plan.describe(num_nodes), flush=True)
         if run_dir is not None:
             Path(run_dir).mkdir(parents=True, exist_ok=True)
-            (Path(run_dir) / "batch_plan.json").write_text(json.dumps({**asdict(plan), "num_nodes": num_nodes}))
+            write_json(Path(run_dir) / "batch_plan.json", {**asdict(plan), "num_nodes": num_nodes})
     return plan
 
 

@@ -1,7 +1,8 @@
 """Checkpoint files: atomic writes, safe reads, config checks, and safetensors export.
 
 * :class:`AtomicCheckpointIO` is the Lightning ``CheckpointIO`` of every run: a checkpoint is
-  written to a temporary file beside its target, flushed to disk, then renamed over it, so a
+  written through :func:`~odise_pl.engine.atomic_files.atomic_write` (a temporary file beside
+  its target, flushed to disk, then renamed over it), so a
   crash or a full disk leaves the previous file intact.  (Lightning's own writer stages the file
   in the system temporary folder, so its final move is a plain copy when the run directory is
   on another file system.)  Reads go through :func:`read_checkpoint`.
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -30,6 +30,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
+from odise_pl.engine.atomic_files import atomic_write
 from odise_pl.errors import CheckpointError
 
 #: keys that may change when a run is resumed (where it runs and how it reports, not what it learns)
@@ -49,36 +50,6 @@ TRAINING_ONLY_KEYS = tuple(f"model.mask_generator.{k}" for k in (
 
 
 # ----------------------------------------------------------------------------- writing
-def atomic_write(path: str | os.PathLike, write: Any) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it to ``path``.
-
-    On any failure the temporary file is removed and ``path`` is left as it was.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:  # pragma: no cover - some file systems cannot fsync a folder
-        pass
-
-
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoint IO: atomic local writes (:func:`atomic_write`), safe reads (:func:`read_checkpoint`)."""
 
@@ -200,7 +171,7 @@ def export_safetensors(model: torch.nn.Module, path: str | os.PathLike, metadata
             tensors[key] = value.clone()
         seen.setdefault(ident, key)
     data = save(tensors, metadata={k: str(v) for k, v in (metadata or {}).items()})
-    atomic_write(path, lambda handle: handle.write(data))
+    atomic_write(path, data)
     return Path(path)
 
 

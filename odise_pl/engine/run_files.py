@@ -5,7 +5,7 @@ Layout (``odise-pl fit`` writes it; ``odise-pl convert-reference`` writes the sa
     RUN/config.yaml          the resolved experiment config (resumed runs add config.1.yaml, ...: the
                              highest-numbered one is the run's config)
     RUN/categories.json      the training categories, in contiguous class order (write_categories)
-    RUN/weights.safetensors  the trained weights (odise_pl.checkpoints.export_safetensors)
+    RUN/weights.safetensors  the trained weights (odise_pl.engine.checkpoints.export_safetensors)
 
 ``categories.json`` is ``{"categories": [{"id", "name", "synonyms", "isthing", ...}, ...],
 "ignore_index": 255}``: the categories exactly as the data module gave them to
@@ -30,7 +30,8 @@ from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from odise_pl.checkpoints import atomic_write, read_checkpoint
+from odise_pl.engine.atomic_files import atomic_write, write_new
+from odise_pl.engine.checkpoints import read_checkpoint
 from odise_pl.errors import CheckpointError, ConfigError
 
 CONFIG_FILE = "config.yaml"
@@ -127,7 +128,7 @@ def parse_categories(payload: Any, source: str) -> TrainingCategories:
 
 def write_categories(run_dir: str | os.PathLike, categories: Sequence[dict], *,
                      ignore_index: int | None = None) -> Path:
-    """Write ``RUN/categories.json`` atomically (:func:`odise_pl.checkpoints.atomic_write`); returns its path.
+    """Write ``RUN/categories.json`` atomically (:func:`odise_pl.engine.atomic_files.atomic_write`); returns its path.
 
     Args:
         run_dir: the run directory (created if needed).
@@ -137,7 +138,7 @@ def write_categories(run_dir: str | os.PathLike, categories: Sequence[dict], *,
     """
     text = json.dumps(categories_payload(categories, ignore_index), indent=1, ensure_ascii=False) + "\n"
     path = Path(run_dir) / CATEGORIES_FILE
-    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+    atomic_write(path, text)
     return path
 
 
@@ -152,11 +153,17 @@ def read_categories(path: str | os.PathLike) -> TrainingCategories:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path} is not valid JSON ({err}); rewrite it with "
-                              "odise_pl.run_directory.write_categories.") from None
+                              "odise_pl.engine.run_files.write_categories.") from None
     return parse_categories(payload, str(path))
 
 
 # ----------------------------------------------------------------------------- run directories
+def save_config(cfg: DictConfig, run_dir: Path) -> Path:
+    """Write the resolved config as ``RUN/config.yaml``; a resumed run adds ``config.1.yaml``, ... (never
+    overwritten: :func:`~odise_pl.engine.atomic_files.write_new`). Returns the path written."""
+    return write_new(Path(run_dir) / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
+
+
 def write_run_directory(run_dir: str | os.PathLike, *, config: DictConfig, categories: Sequence[dict],
                         model: Any, ignore_index: int | None = None, metadata: dict | None = None) -> Path:
     """Write a complete run directory (``config.yaml``, ``categories.json``, ``weights.safetensors``).
@@ -168,11 +175,11 @@ def write_run_directory(run_dir: str | os.PathLike, *, config: DictConfig, categ
         run_dir: the directory (created).
         config: the validated experiment config of ``model`` (written resolved).
         categories: its training categories in class order (see :func:`write_categories`).
-        model: the module whose trained weights are exported (:func:`odise_pl.checkpoints.export_safetensors`).
+        model: the module whose trained weights are exported (:func:`odise_pl.engine.checkpoints.export_safetensors`).
         ignore_index: the training data's void label.
         metadata: extra safetensors metadata (values become text), e.g. ``{"source": URL}``.
     """
-    from odise_pl.checkpoints import export_safetensors
+    from odise_pl.engine.checkpoints import export_safetensors
 
     run_dir = Path(run_dir)
     taken = [name for name in (CONFIG_FILE, CATEGORIES_FILE, WEIGHTS_FILE) if (run_dir / name).exists()]
@@ -181,7 +188,7 @@ def write_run_directory(run_dir: str | os.PathLike, *, config: DictConfig, categ
                               "directory, or delete it first.")
     payload = categories_payload(categories, ignore_index)  # bad categories fail before anything is written
     text = OmegaConf.to_yaml(config, resolve=True)
-    atomic_write(run_dir / CONFIG_FILE, lambda handle: handle.write(text.encode("utf-8")))
+    atomic_write(run_dir / CONFIG_FILE, text)
     write_categories(run_dir, payload["categories"], ignore_index=ignore_index)
     export_safetensors(model, run_dir / WEIGHTS_FILE,
                        {**(metadata or {}), SAFETENSORS_KEY: json.dumps(payload, ensure_ascii=False)})
@@ -335,4 +342,4 @@ def training_categories(path: str | os.PathLike, ckpt: dict | None = None) -> Tr
 __all__ = ["CATEGORIES_FILE", "CHECKPOINT_KEY", "CONFIG_FILE", "PRODUCERS", "SAFETENSORS_KEY", "WEIGHTS_FILE",
            "TrainingCategories", "categories_payload", "check_categories", "config_file", "config_for",
            "load_run_directory", "output_dir_of", "parse_categories", "read_categories", "run_directory_of",
-           "saved_config", "training_categories", "weights_file", "write_categories", "write_run_directory"]
+           "save_config", "saved_config", "training_categories", "weights_file", "write_categories", "write_run_directory"]

@@ -1,4 +1,9 @@
-"""``odise-pl test [-c X.yaml] --ckpt C --sets ...``: one checkpoint on several evaluation sets, one table.
+"""Evaluating a checkpoint: ``odise-pl validate`` / ``test`` (:func:`evaluate`) and ``test --sets`` (:func:`run`).
+
+:func:`evaluate` evaluates a checkpoint on the data of a config; results go to
+``eval_<stage>_<n>.json`` in its run directory (never overwritten).
+
+``odise-pl test [-c X.yaml] --ckpt C --sets ...``: one checkpoint on several evaluation sets, one table.
 
 A set is ``config`` (the experiment's own ``data`` section), or a preset name, optionally with
 its dataset folder: ``ade20k_panoptic[=ROOT]``, ``ade20k_847[=ROOT]``, ``pascal_context_459``,
@@ -17,14 +22,16 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from dataclasses import replace
 from pathlib import Path
 
 from omegaconf import DictConfig
 
+from odise_pl.engine.atomic_files import next_free_path, write_new, write_text
 from odise_pl.errors import ConfigError
 
-__all__ = ["PRESETS", "COLUMNS", "parse_set", "evaluate_sets", "format_sets_table"]
+__all__ = ["PRESETS", "COLUMNS", "parse_set", "set_datamodule", "evaluate", "evaluate_sets", "format_sets_table", "run"]
 
 #: preset name -> data-module keyword arguments
 PRESETS: dict[str, dict] = {
@@ -59,8 +66,9 @@ def parse_set(text: str) -> tuple[str, dict | None]:
     return name, kwargs
 
 
-def _datamodule(cfg: DictConfig, kwargs: dict | None):
-    from odise_pl.runner import build_datamodule
+def set_datamodule(cfg: DictConfig, kwargs: dict | None):
+    """The data module of one set: the experiment's own (``kwargs`` None) or a preset's, with the experiment's loader settings."""
+    from odise_pl.engine.components import build_datamodule
     from odise_pl.registry import DATA_MODULES
 
     if kwargs is None:
@@ -76,8 +84,10 @@ def _datamodule(cfg: DictConfig, kwargs: dict | None):
 def evaluate_sets(cfg: DictConfig, ckpt: str, sets: list[str]) -> tuple[list[dict], Path]:
     """Test ``ckpt`` on every set; returns the rows and the folder the tables go to."""
     from odise_pl.models.builder import class_names
-    from odise_pl.run_directory import output_dir_of, weights_file
-    from odise_pl.runner import build_trained, build_trainer, merge_metrics
+    from odise_pl.engine.results import merge_metrics
+    from odise_pl.engine.run_files import output_dir_of, weights_file
+    from odise_pl.engine.trainer import build_trainer
+    from odise_pl.engine.weights import build_trained
 
     parsed = [parse_set(s) for s in sets]  # all errors before any work
     weights_file(ckpt)  # a missing checkpoint is named before anything is built
@@ -86,7 +96,7 @@ def evaluate_sets(cfg: DictConfig, ckpt: str, sets: list[str]) -> tuple[list[dic
     original = model.inference_cfg
     rows = []
     for label, kwargs in parsed:
-        dm = _datamodule(cfg, kwargs)
+        dm = set_datamodule(cfg, kwargs)
         categories = dm.categories
         panoptic = not (kwargs or {}).get("name") == "semantic_seg"
         model.inference_cfg = replace(original, panoptic_on=original.panoptic_on and panoptic,
@@ -126,9 +136,31 @@ def run(cfg: DictConfig, ckpt: str, sets: list[str]) -> str:
     """Evaluate, write ``test_sets_N.{md,csv}`` beside the checkpoint, return the Markdown table."""
     rows, out_dir = evaluate_sets(cfg, ckpt, sets)
     markdown, table_csv = format_sets_table(rows)
-    n = 0
-    while (out_dir / f"test_sets_{n}.md").exists() or (out_dir / f"test_sets_{n}.csv").exists():
-        n += 1
-    (out_dir / f"test_sets_{n}.md").write_text(markdown)
-    (out_dir / f"test_sets_{n}.csv").write_text(table_csv)
-    return markdown + f"\nwritten: {out_dir / f'test_sets_{n}.md'} and .csv\n"
+    first = next_free_path(out_dir / "test_sets_{n}.md", companions=(".csv",))
+    md_path = write_new(first, markdown, companions=(".csv",))
+    write_text(md_path.with_suffix(".csv"), table_csv)
+    return markdown + f"\nwritten: {md_path} and .csv\n"
+
+
+def evaluate(cfg: DictConfig, ckpt: str, *, stage: str = "validate") -> dict:
+    """Evaluate a checkpoint (run directory, ``.ckpt`` or ``.safetensors``) on the data of ``cfg``.
+
+    Only the evaluation split is read (the training categories travel with the checkpoint). Results
+    go to the run directory (else beside the file) as ``eval_<stage>_<n>.json`` (never overwritten).
+    """
+    from odise_pl.engine.components import build_datamodule
+    from odise_pl.engine.results import merge_metrics
+    from odise_pl.engine.run_files import output_dir_of, weights_file
+    from odise_pl.engine.trainer import build_trainer
+    from odise_pl.engine.weights import build_trained
+
+    weights_file(ckpt)  # a missing checkpoint is named before anything is built
+    dm = build_datamodule(cfg)
+    dm.categories  # noqa: B018 - bad evaluation data fails here, before a large checkpoint is read
+    model, _ = build_trained(cfg, ckpt, eval_datamodule=dm)
+    out_dir = output_dir_of(ckpt)
+    trainer = build_trainer(cfg, out_dir / f"eval_{stage}")
+    run = trainer.validate if stage == "validate" else trainer.test
+    results = {stage: merge_metrics(run(model, datamodule=dm, verbose=False)), "checkpoint": str(ckpt)}
+    write_new(out_dir / f"eval_{stage}_{{n}}.json", json.dumps(results, indent=2))
+    return results

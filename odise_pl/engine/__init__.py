@@ -1,0 +1,21 @@
+"""The engine: everything between a validated config and a finished run.
+
+One job per module:
+
+* :mod:`~odise_pl.engine.atomic_files`: the one writer of every file the project writes
+  (temporary file, fsync, rename) and the one "next free numbered path" rule;
+* :mod:`~odise_pl.engine.run_dirs`: where a run directory is chosen and claimed
+  (``ROOT/NAME/version_N``, one choice for every rank of a launch) and where a run resumes;
+* :mod:`~odise_pl.engine.run_files`: what a run directory holds (config, categories, weights)
+  and how it is read back;
+* :mod:`~odise_pl.engine.checkpoints`: checkpoint files (safe reads, config checks, safetensors);
+* :mod:`~odise_pl.engine.weights`: loading trained weights into a model (evaluate, fine-tune);
+* :mod:`~odise_pl.engine.components`: the data module and the model of a config;
+* :mod:`~odise_pl.engine.scale_out`: global batch and the multi-GPU strategy;
+* :mod:`~odise_pl.engine.trainer`: the Lightning Trainer and its callbacks;
+* :mod:`~odise_pl.engine.fit`: ``odise-pl fit``;
+* :mod:`~odise_pl.engine.evaluate`: ``odise-pl validate`` / ``test`` and ``test --sets``;
+* :mod:`~odise_pl.engine.results`: metric dicts, ``metrics.json`` / ``metrics.md`` tables.
+
+Nothing is imported here, so ``import odise_pl.engine.atomic_files`` stays light.
+"""
