@@ -10,13 +10,13 @@ directory (the sweep summary reads it).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
+from odise_pl.engine.atomic_files import write_json
 from odise_pl.models.param_summary import count_parameters
 
 #: metric columns of the hparams view (scalar tags logged by the module)
@@ -78,7 +78,7 @@ class HParamsTable(L.Callback):
         config = dict(pl_module.hparams.get("config") or {})
         row = run_hparams(pl_module, config)
         root = Path(trainer.default_root_dir)
-        (root / "hparams.json").write_text(json.dumps(row, indent=2))
+        write_json(root / "hparams.json", row)
         experiment = getattr(trainer.logger, "experiment", None)
         if experiment is not None and hasattr(experiment, "_get_file_writer"):
             write_hparams_session(experiment, row)

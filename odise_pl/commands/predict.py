@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from odise_pl.engine.atomic_files import create, first_free
+
 OUTPUT_SUFFIXES = ("_panoptic.png", ".json", "_overlay.png")
 
 
@@ -65,14 +67,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def output_paths(out_dir: Path, stem: str) -> tuple[Path, Path, Path]:
-    """The three output paths for ``stem``: the first numbered variant none of whose files exists."""
-    candidate, n = stem, 0
-    while True:
-        paths = tuple(out_dir / f"{candidate}{suffix}" for suffix in OUTPUT_SUFFIXES)
-        if not any(p.exists() for p in paths):
-            return paths  # type: ignore[return-value]
-        n += 1
-        candidate = f"{stem}.{n}"
+    """The three output paths for ``stem``: the first numbered variant (``stem.N``) none of whose files exists."""
+    def group(n: int) -> tuple[Path, Path, Path]:
+        name = stem if n == 0 else f"{stem}.{n}"
+        return tuple(out_dir / f"{name}{suffix}" for suffix in OUTPUT_SUFFIXES)  # type: ignore[return-value]
+
+    return group(first_free(group))
 
 
 def encode_panoptic_png(ids: np.ndarray) -> bytes:
@@ -97,20 +97,15 @@ def render_overlay(pred, names: list[str]) -> bytes:
     return buf.getvalue()
 
 
-def _write_new(path: Path, data: bytes) -> None:
-    with open(path, "xb") as f:  # "x": fail rather than overwrite, even in a race
-        f.write(data)
-
-
 def write_outputs(pred, image_path: Path, out_dir: Path, predictor) -> tuple[Path, Path, Path]:
     png_path, json_path, overlay_path = output_paths(out_dir, image_path.stem)
     h, w = pred.panoptic.shape
     record = {"file_name": str(image_path), "height": int(h), "width": int(w),
               "classifier": predictor.classifier, "vocabulary_size": len(predictor.vocabulary),
               "segments": pred.segments}
-    _write_new(png_path, encode_panoptic_png(pred.panoptic))
-    _write_new(json_path, (json.dumps(record, indent=1) + "\n").encode("utf-8"))
-    _write_new(overlay_path, render_overlay(pred, predictor.vocabulary.names))
+    create(png_path, encode_panoptic_png(pred.panoptic))
+    create(json_path, (json.dumps(record, indent=1) + "\n").encode("utf-8"))
+    create(overlay_path, render_overlay(pred, predictor.vocabulary.names))
     return png_path, json_path, overlay_path
 
 

@@ -57,6 +57,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from odise_pl.engine.atomic_files import write_text
 from odise_pl.errors import DatasetError
 
 __all__ = ["prepare_ade20k", "PreparedSplit", "ade20k_150_categories", "ade20k_instance_categories",
@@ -311,10 +312,9 @@ def _prepare_split(root: Path, split: str, mapping: dict[int, int], categories: 
         instances += instance_annotations(instance, mapping, stem, len(instances) + 1, inst_path)
     if not images:
         raise DatasetError(f"{image_dir} holds no .jpg image. {DOWNLOAD_HINT}")
-    out.panoptic_json.write_text(json.dumps({"images": images, "annotations": panoptic,
-                                             "categories": categories}))
-    out.instance_json.write_text(json.dumps({"images": images, "categories": instance_categories,
-                                             "annotations": instances}))
+    write_text(out.panoptic_json, json.dumps({"images": images, "annotations": panoptic, "categories": categories}))
+    write_text(out.instance_json, json.dumps({"images": images, "categories": instance_categories,
+                                              "annotations": instances}))
     write_semantic(root / "annotations" / folder, out.semantic_dir)
     return PreparedSplit(len(images), out.panoptic_json, out.panoptic_dir, out.instance_json,
                          out.semantic_dir)

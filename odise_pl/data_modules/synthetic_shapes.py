@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from odise_pl.data_modules.coco_panoptic import CocoPanopticConfig, CocoPanopticDataModule
+from odise_pl.engine.atomic_files import write_json, write_text
 from odise_pl.errors import DatasetError
 from odise_pl.registry import DATA_MODULES
 
@@ -280,9 +281,9 @@ def _write_split(out: Path, split: str, count: int, seed: int, size: int, qualit
     info = {"description": f"odise-pl synthetic shapes ({split})", "version": str(GENERATOR_VERSION)}
     panoptic = {"info": info, "licenses": [], "images": images, "annotations": annotations,
                 "categories": categories_json()}
-    (out / "annotations" / f"panoptic_{split}2017.json").write_text(json.dumps(panoptic))
+    write_text(out / "annotations" / f"panoptic_{split}2017.json", json.dumps(panoptic))
     caption_json = {"info": info, "licenses": [], "images": images, "annotations": captions}
-    (out / "annotations" / f"captions_{split}2017.json").write_text(json.dumps(caption_json))
+    write_text(out / "annotations" / f"captions_{split}2017.json", json.dumps(caption_json))
 
 
 def generate_synthetic_coco(out_dir: str | os.PathLike, num_train: int, num_val: int, seed: int,
@@ -319,7 +320,7 @@ def generate_synthetic_coco(out_dir: str | os.PathLike, num_train: int, num_val:
         _write_split(tmp, split, count, seed, image_size, jpeg_quality)
     manifest = {"generator_version": GENERATOR_VERSION, "num_train": num_train, "num_val": num_val,
                 "seed": seed, "image_size": image_size, "jpeg_quality": jpeg_quality}
-    (tmp / "synthetic_shapes.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_json(tmp / "synthetic_shapes.json", manifest)
     if overwrite and out.exists():
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)

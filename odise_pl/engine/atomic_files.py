@@ -8,6 +8,7 @@ Two ways to write:
 
 * :func:`atomic_write` / :func:`write_text` / :func:`write_json` replace ``path`` if it exists
   (derived files: a summary rebuilt from the runs, a cache entry);
+* :func:`create` writes a file that must not exist yet (FileExistsError otherwise);
 * :func:`write_new` never replaces anything: it writes the next free numbered name
   (:func:`next_free_path`) and claims it with a hard link, so two processes writing "the next
   ``metrics.N.json``" at the same time get two different files.
@@ -111,6 +112,14 @@ def numbered(path: str | os.PathLike, n: int) -> Path:
     return p.with_name(f"{p.stem}.{n}{p.suffix}")
 
 
+def first_free(group: Callable[[int], Iterable[Path]]) -> int:
+    """The smallest ``n >= 0`` for which no path of ``group(n)`` exists (files written together)."""
+    n = 0
+    while any(Path(p).exists() for p in group(n)):
+        n += 1
+    return n
+
+
 def next_free_path(path: str | os.PathLike, *, companions: Iterable[str] = ()) -> Path:
     """The first of ``numbered(path, 0), numbered(path, 1), ...`` that does not exist.
 
@@ -118,12 +127,32 @@ def next_free_path(path: str | os.PathLike, *, companions: Iterable[str] = ()) -
     with ``.md``: ``metrics.3.json`` only if ``metrics.3.md`` is free as well).
     """
     suffixes = tuple(companions)
-    n = 0
-    while True:
-        candidate = numbered(path, n)
-        if not candidate.exists() and not any(candidate.with_suffix(s).exists() for s in suffixes):
-            return candidate
-        n += 1
+    n = first_free(lambda k: [numbered(path, k), *(numbered(path, k).with_suffix(s) for s in suffixes)])
+    return numbered(path, n)
+
+
+def _claim(tmp: str, target: Path) -> None:
+    """Give the staged file ``tmp`` the name ``target``; FileExistsError if that name exists."""
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise
+    except OSError:  # pragma: no cover - a file system without hard links: a narrower race guard
+        if target.exists():
+            raise FileExistsError(target) from None
+        os.replace(tmp, target)
+
+
+def create(path: str | os.PathLike, data: str | bytes | Callable[[Any], Any]) -> Path:
+    """Write ``data`` to ``path``, which must not exist (FileExistsError, even in a race); atomic."""
+    target = Path(path)
+    tmp = _staged(target, _as_writer(data))
+    try:
+        _claim(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    _fsync_folder(target.parent)
+    return target
 
 
 def write_new(path: str | os.PathLike, data: str | bytes | Callable[[Any], Any], *,
@@ -140,13 +169,9 @@ def write_new(path: str | os.PathLike, data: str | bytes | Callable[[Any], Any],
         while True:
             target = next_free_path(first, companions=suffixes)
             try:
-                os.link(tmp, target)
+                _claim(tmp, target)
             except FileExistsError:
                 continue
-            except OSError:  # pragma: no cover - a file system without hard links: no race guard
-                if target.exists():
-                    continue
-                os.replace(tmp, target)
             break
     finally:
         Path(tmp).unlink(missing_ok=True)

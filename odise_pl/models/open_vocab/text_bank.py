@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -34,6 +33,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from odise_pl.engine.atomic_files import atomic_write
 from odise_pl.errors import ConfigError
 from odise_pl.models.supervision.base import TextEmbeddings
 from odise_pl.vocab import Vocabulary
@@ -189,18 +189,9 @@ class TextEmbeddingBank:
             return None
 
     def _save(self, path: Path, embeds: torch.Tensor) -> None:
-        """Write atomically (temp file + rename), so a reader never sees a half-written file."""
+        """Write atomically (:func:`~odise_pl.engine.atomic_files.atomic_write`): a reader never sees half a file."""
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    torch.save({"key": path.stem.split("-")[-1], "embeds": embeds}, f)
-                os.chmod(tmp, 0o644)  # mkstemp creates 0600; the cache may be shared
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            atomic_write(path, lambda f: torch.save({"key": path.stem.split("-")[-1], "embeds": embeds}, f))
         except OSError as err:
             warnings.warn(f"could not write the text-bank cache in {path.parent} ({err}); continuing "
                           f"without it. Set ODISE_PL_CACHE to a writable folder to enable caching.")
