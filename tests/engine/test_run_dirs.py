@@ -14,7 +14,7 @@ from odise_pl.engine import run_dirs
 from odise_pl.errors import ConfigError
 from odise_pl.engine.run_dirs import RUN_DIR_ENV, run_dir_for
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LAUNCH_VARS = ("RANK", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_JOB_ID",
                "SLURM_STEP_ID", "TORCHELASTIC_RUN_ID", RUN_DIR_ENV)
 

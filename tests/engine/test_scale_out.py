@@ -10,7 +10,7 @@ from odise_pl.config import load_config
 from odise_pl.errors import ConfigError
 from odise_pl.engine.scale_out import BatchPlan, plan_global_batch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("world, max_per_device, per_device, accumulation", [

@@ -25,7 +25,7 @@ from tests.tiny_lightning import TinyRegression, tiny_trainer
 
 import lightning as L  # noqa: E402,I001  (after odise_pl: the torchvision compatibility shim)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = str(REPO / "experiments" / "quickstart.yaml")
 MAX_STEPS = 6  # 8 training images in batches of 2: 4 steps per epoch, so the run crosses an epoch
 

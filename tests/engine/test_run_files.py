@@ -16,7 +16,7 @@ import pytest
 
 from odise_pl.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = str(REPO / "experiments" / "quickstart.yaml")
 #: seen (training) classes and unseen ones, so the ensemble's seen split matters
 VOCAB = "circle;square;triangle;sky:stuff;grass:stuff;ball;tree:stuff"

@@ -121,7 +121,7 @@ def test_fit_refuses_to_resume_a_checkpoint_of_another_experiment(tmp_path, caps
     from odise_pl.config import load_config
     from omegaconf import OmegaConf
 
-    quickstart = str(Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml")
+    quickstart = str(Path(__file__).resolve().parents[2] / "experiments" / "quickstart.yaml")
     base = [f"run.root={tmp_path / 'runs'}", "run.version=v", f"data.root={tmp_path / 'nodata'}"]
     old = OmegaConf.to_container(load_config(quickstart, [*base, "optim.lr=0.5"]), resolve=True)
     ckpt = tmp_path / "runs" / "quickstart" / "v" / "checkpoints" / "last.ckpt"

@@ -15,7 +15,7 @@ from odise_pl.data_modules.semantic import SEMANTIC_SETS
 from odise_pl.errors import ConfigError
 from odise_pl.engine.evaluate import format_sets_table, parse_set
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_sets_table_has_pq_only_for_panoptic_sets(tmp_path, capsys):
