@@ -15,6 +15,7 @@ from odise_pl.callbacks.nonfinite_loss import NonFiniteLoss
 from odise_pl.callbacks.param_summary import ParameterSummary
 from odise_pl.callbacks.visualization import PanopticVisualizer
 from odise_pl.engine.checkpoints import AtomicCheckpointIO
+from odise_pl.engine.quiet import quiet_framework_noise
 from odise_pl.engine.scale_out import apply_global_batch, build_strategy
 
 
@@ -22,6 +23,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, *, extra_callbacks: list | Non
                   datamodule=None) -> L.Trainer:
     """The Lightning Trainer of ``cfg``; with ``datamodule``, ``data.global_batch_size`` sets its
     per-device batch and the trainer's gradient accumulation (:func:`odise_pl.engine.scale_out.apply_global_batch`)."""
+    quiet_framework_noise()
     t = cfg.trainer
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="",
                                default_hp_metric=False) if cfg.logging.tensorboard else False
@@ -45,6 +47,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, *, extra_callbacks: list | Non
         log_every_n_steps=t.log_every_n_steps, accumulate_grad_batches=t.accumulate_grad_batches,
         enable_progress_bar=t.enable_progress_bar, deterministic=t.deterministic,
         num_sanity_val_steps=t.num_sanity_val_steps,
+        enable_model_summary=False,  # ParameterSummary prints the trainable / frozen table instead
         # no_grad rather than inference_mode: metric states reset under inference mode could not be
         # updated in place by the next validation inside fit (e.g. after an untrained evaluation)
         inference_mode=False,
