@@ -230,6 +230,9 @@ class LoggingConfig:
 
 @dataclass
 class ExperimentConfig:
+    # modules to import before validation (their parts register themselves): module names or .py files
+    # relative to the declaring YAML file; bases' lists add up (odise_pl.config.imports)
+    imports: list = field(default_factory=list)
     seed: int = 42
     run: RunConfig = field(default_factory=RunConfig)
     data: Any = field(default_factory=lambda: {"name": "coco_panoptic"})
