@@ -95,3 +95,15 @@ def test_a_sweep_checks_every_run_before_the_first_trains(constructor_calls, cap
     assert "run 'classifier=ensmble' (3/3)" in message, message
     assert "Did you mean 'ensemble'?" in message, message
     assert not (tmp_path / "runs").exists()
+
+
+def test_an_import_that_fails_exits_2_naming_the_yaml_and_the_module(constructor_calls, capsys, tmp_path):
+    (tmp_path / "broken_parts.py").write_text("import torch\n\nraise ImportError('needs a newer torch')\n")
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(f"_base_: {TINY}\nimports: [broken_parts.py]\n")
+    code = main(["fit", "-c", str(exp), f"run.root={tmp_path / 'runs'}"])
+    message = _error(capsys)
+    assert code == 2 and constructor_calls == []
+    assert "exp.yaml (line 2): importing '" in message and "broken_parts.py' failed: ImportError: needs a newer " \
+           "torch (raised at " in message, message
+    assert "Fix that module, or remove it from 'imports'." in message, message
