@@ -25,8 +25,7 @@ def constructor_calls(monkeypatch) -> list[str]:
     import open_clip
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    import odise_pl.models.builder as builder
-    import odise_pl.models.clip_model as clip_model
+    from odise_pl.models import builder, clip_model
 
     calls: list[str] = []
 

@@ -21,6 +21,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
+
 def choice(default: str, choices: Sequence[str]) -> Any:
     """A string field that takes one of ``choices`` (``field`` with ``metadata={"choices": ...}``).
 

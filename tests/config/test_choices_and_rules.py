@@ -16,7 +16,6 @@ from odise_pl.config import load_config
 from odise_pl.config.schema import InferenceConfig, TrainerConfig, choice, choices_of
 from odise_pl.errors import ConfigError
 
-
 # the throw-away parts of conftest.py, as overrides (for files that write their own 'model' section)
 PARTS = ["data={name: test_dummy_data}", "model.backbone={name: test_dummy_backbone}",
          "model.supervision={name: test_dummy_supervision}"]

@@ -58,7 +58,7 @@ def test_a_file_named_relative_to_the_yaml_registers_its_part_before_validation(
     cfg = load_config(path)
     assert cfg.model.supervision.name == name and cfg.model.supervision.weight == 0.5
     assert list(cfg.imports) == [str(module.resolve())]  # kept, absolute: a run's config.yaml imports it again
-    with pytest.raises(ConfigError, match=rf"'model.supervision.wieght'.*Did you mean 'model.supervision.weight'"):
+    with pytest.raises(ConfigError, match=r"'model.supervision.wieght'.*Did you mean 'model.supervision.weight'"):
         load_config(path, ["model.supervision.wieght=1"])  # the external part's keys are checked too
 
 
@@ -76,7 +76,7 @@ def test_imports_add_up_through_bases_each_relative_to_its_own_file(write, tmp_p
 
 
 def test_a_module_name_is_imported_from_the_python_path(write, tmp_path, monkeypatch):
-    module, name = _strategy_module(tmp_path / "site")
+    _, name = _strategy_module(tmp_path / "site")
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     path = write("exp.yaml", f"imports: [{name}]\n{PARTS}  supervision: {{name: {name}}}\n")
     assert load_config(path).imports == [name]
