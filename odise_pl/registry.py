@@ -1,5 +1,10 @@
 """Small registries for the pluggable parts, keyed by the names the YAML files use.
 
+A part registers itself when its module is imported: the built-in ones on first use of
+a registry; others through an experiment's ``imports:`` list (:mod:`odise_pl.config.imports`)
+or, for installed packages, the entry-point group ``odise_pl.plugins`` (:func:`load_plugins`),
+both before a config is validated.
+
 Example:
     >>> from odise_pl.registry import BACKBONES
     >>> @BACKBONES.register("my_backbone", config=MyBackboneConfig)
@@ -10,8 +15,11 @@ Example:
 from __future__ import annotations
 
 import difflib
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
+
+from odise_pl.errors import ConfigError
 
 
 class RegistryError(KeyError):
@@ -70,9 +78,14 @@ _BUILTIN_MODULES = (
 )
 _imported = False
 
+#: entry-point group of installed packages that register parts, e.g. in their pyproject.toml:
+#: ``[project.entry-points."odise_pl.plugins"] my_parts = "my_package.parts"``
+PLUGIN_GROUP = "odise_pl.plugins"
+_plugins_loaded: list[str] | None = None
+
 
 def _import_builtin_parts() -> None:
-    """Import the packages whose modules register the built-in parts (once)."""
+    """Import the packages whose modules register the built-in parts (once), then the plugins."""
     global _imported
     if _imported:
         return
@@ -81,3 +94,39 @@ def _import_builtin_parts() -> None:
 
     for module in _BUILTIN_MODULES:
         importlib.import_module(module)
+    load_plugins()
+
+
+def load_plugins() -> list[str]:
+    """Load every entry point of the group ``odise_pl.plugins`` (once per process).
+
+    An entry point names a module (``my_package.parts``: importing it registers its parts) or
+    a function in one (``my_package.parts:register``: called with no arguments).
+
+    Returns:
+        ``"DISTRIBUTION:ENTRY_POINT"`` of each plugin loaded.
+
+    Raises:
+        ConfigError: a plugin cannot be loaded; names its distribution and entry point.
+    """
+    global _plugins_loaded
+    if _plugins_loaded is not None:
+        return list(_plugins_loaded)
+    from importlib.metadata import entry_points
+
+    loaded = []
+    for point in sorted(entry_points(group=PLUGIN_GROUP), key=lambda p: p.name):
+        dist = getattr(getattr(point, "dist", None), "name", None) or "an unknown distribution"
+        try:
+            target = point.load()
+            if inspect.isfunction(target):
+                target()
+        except Exception as err:  # noqa: BLE001 - any failure of a plugin is reported the same way
+            first = str(err).splitlines()[0] if str(err) else ""
+            raise ConfigError(f"the installed plugin '{point.name} = {point.value}' (entry point group "
+                              f"'{PLUGIN_GROUP}' of the distribution '{dist}') cannot be loaded: "
+                              f"{type(err).__name__}: {first}. Fix or reinstall that package, or uninstall it "
+                              f"(pip uninstall {dist}).") from None
+        loaded.append(f"{dist}:{point.name}")
+    _plugins_loaded = loaded
+    return list(loaded)

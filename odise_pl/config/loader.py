@@ -15,6 +15,10 @@ in order after all files; those that change a dispatched section's ``name``
 apply first, so ``model.backbone.t=0 model.backbone.name=diffusion`` keeps
 ``t``.
 
+Before validation, the installed plugins (entry-point group ``odise_pl.plugins``) are
+loaded and the modules of the files' ``imports:`` lists imported
+(:mod:`odise_pl.config.imports`), so that the parts they register are known by name.
+
 Example:
     >>> cfg = load_config("experiments/odise_label_coco.yaml", ["trainer.max_steps=100"])
     >>> cfg.trainer.max_steps
@@ -32,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from odise_pl import registry
+from odise_pl.config.imports import IMPORTS_KEY, DeclaredImport, declared_imports, import_all, merged_imports
 from odise_pl.config.schema import DISPATCHED_SECTIONS
 from odise_pl.config.validation import default_section_name, validate
 from odise_pl.config.yaml_source import (
@@ -82,8 +87,21 @@ def _base_paths(data: dict, path: Path, lines: dict[str, int]) -> list[Path]:
     return resolved
 
 
-def _load_tree(path: Path, chain: tuple[Path, ...]) -> tuple[dict, Provenance]:
-    """Load ``path`` and its bases, recursively; ``chain`` holds the files including it."""
+def _own_imports(data: dict, path: Path, lines: dict[str, int]) -> list[DeclaredImport]:
+    """The ``imports`` entries of one file (removed from ``data``), paths resolved against its folder."""
+    if IMPORTS_KEY not in data:
+        return []
+    line = f" (line {lines[IMPORTS_KEY]})" if IMPORTS_KEY in lines else ""
+    return declared_imports(data.pop(IMPORTS_KEY), where=f"{display_path(path)}{line}", folder=path.parent)
+
+
+def _load_tree(path: Path, chain: tuple[Path, ...]) -> tuple[dict, Provenance, list[DeclaredImport]]:
+    """Load ``path`` and its bases, recursively; ``chain`` holds the files including it.
+
+    Returns:
+        The merged data (without ``imports``), the origin of every key, and the ``imports``
+        entries of the bases and the file, in that order.
+    """
     real = path.resolve()
     if real in chain:
         cycle = " -> ".join(display_path(p) for p in (*chain[chain.index(real):], real))
@@ -97,13 +115,17 @@ def _load_tree(path: Path, chain: tuple[Path, ...]) -> tuple[dict, Provenance]:
                           f"got a {type(data).__name__}.")
     merged: dict = {}
     provenance = Provenance()
+    imports: list[DeclaredImport] = []
+    own = _own_imports(data, path, lines)
     for base in _base_paths(data, path, lines):
-        base_data, base_prov = _load_tree(base, (*chain, real))
+        base_data, base_prov, base_imports = _load_tree(base, (*chain, real))
         merged = deep_merge(merged, base_data, replace_when=_replace_on_new_name)
         provenance.update(base_prov)
+        imports = merged_imports(imports, base_imports)
     merged = deep_merge(merged, data, replace_when=_replace_on_new_name)
-    provenance.update({key: Origin(shown, line) for key, line in lines.items() if key != BASE_KEY})
-    return merged, provenance
+    provenance.update({key: Origin(shown, line) for key, line in lines.items()
+                       if key != BASE_KEY and key.partition(".")[0] != IMPORTS_KEY})
+    return merged, provenance, merged_imports(imports, own)
 
 
 # -- overrides ----------------------------------------------------------------------------
@@ -152,6 +174,10 @@ def _apply_override(data: dict, provenance: Provenance, text: str) -> dict:
     return merged
 
 
+def _is_imports_override(text: Any) -> bool:
+    return isinstance(text, str) and text.partition("=")[0].strip() == IMPORTS_KEY
+
+
 def _ordered(overrides: Iterable[str]) -> list[str]:
     """Overrides with those that pick a dispatched section's part first (stable)."""
     items = list(overrides)
@@ -184,9 +210,18 @@ def load_config(path: PathLike, overrides: Sequence[str] = ()) -> DictConfig:
     """
     if isinstance(overrides, str):
         overrides = [overrides]
-    data, provenance = _load_tree(Path(path), ())
+    data, provenance, imports = _load_tree(Path(path), ())
     for text in _ordered(overrides):
+        if _is_imports_override(text):
+            value = _parse_override(text)[1]
+            imports = merged_imports(imports, declared_imports(value, where=f"override {text!r}", folder=Path.cwd()))
+            continue
         data = _apply_override(data, provenance, text)
+    registry.load_plugins()
+    import_all(imports)
+    if imports:
+        data[IMPORTS_KEY] = [entry.target for entry in imports]
+        provenance[IMPORTS_KEY] = Origin(imports[0].where)
     cfg = validate(data, provenance, display_path(Path(path)))
     OmegaConf.set_readonly(cfg, True)
     return cfg

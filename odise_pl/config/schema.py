@@ -4,12 +4,48 @@ Sections dispatched through a registry (``data``, ``model.backbone``,
 ``model.supervision``) hold ``name`` plus the fields of the dataclass registered
 with that name; the loader validates them against it.  Everything else is
 validated against the dataclasses below: an unknown or mistyped key is an error.
+
+Two declarations next to a field (or a section) are checked too, before anything loads:
+
+* ``choice(default, choices)``: the field takes one of ``choices`` (a typo gets
+  "Did you mean ...?"); code that needs the list reads it back with :func:`choices_of`.
+* a section's ``problems(self) -> list[tuple[str, str]]`` method: ``(key, message)`` for every
+  combination of its values that cannot work (e.g. ``frozen_weights`` without ``frozen_autocast``);
+  ``key`` is relative to the section, ``message`` says what is wrong and what to do.
+  Registered parts' config dataclasses may define both as well.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
+
+
+def choice(default: str, choices: Sequence[str]) -> Any:
+    """A string field that takes one of ``choices`` (``field`` with ``metadata={"choices": ...}``).
+
+    Example:
+        >>> @dataclass
+        ... class MyConfig:
+        ...     mode: str = choice("fast", ("fast", "exact"))
+    """
+    choices = tuple(choices)
+    if default not in choices:
+        raise ValueError(f"default {default!r} is not one of the choices {choices}")
+    return field(default=default, metadata={"choices": choices})
+
+
+def choices_of(cls: type, name: str) -> tuple:
+    """The choices declared for field ``name`` of dataclass ``cls`` (``()`` when it has none).
+
+    Example:
+        >>> choices_of(InferenceConfig, "classifier")
+        ('diffusion', 'clip', 'ensemble')
+    """
+    found = {f.name: f for f in dataclasses.fields(cls)}.get(name)
+    return tuple(found.metadata.get("choices", ())) if found is not None else ()
+
 
 # Sections whose keys depend on a registered part: dotted path -> registry attribute name
 DISPATCHED_SECTIONS = {
@@ -24,6 +60,14 @@ class RunConfig:
     root: str = "runs"             # every run writes into ROOT/NAME/VERSION
     name: str = "default"
     version: Optional[str] = None  # None: the next free version_N; an existing one resumes (last.ckpt)
+
+
+def is_prompt_template(template: Any) -> bool:
+    """True for a string with ``{}`` exactly once and no other braces (``"a photo of a {}."``)."""
+    if not isinstance(template, str) or template.count("{}") != 1:
+        return False
+    rest = template.replace("{}", "", 1)
+    return "{" not in rest and "}" not in rest
 
 
 @dataclass
@@ -59,7 +103,14 @@ class MaskGeneratorConfig:
     gradient_checkpointing: bool = False
     # mask2former: the original Mask2Former's initialisation (xavier / c2_xavier_fill / deformable grid;
     # odise_pl.models.mask_generator.init); transformers: transformers' own (mostly N(0, 0.02))
-    init: str = field(default="mask2former", metadata={"choices": ("mask2former", "transformers")})
+    init: str = choice("mask2former", ("mask2former", "transformers"))
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.mask_dim != self.hidden_dim:
+            return [("mask_dim", f"{self.mask_dim} must equal model.mask_generator.hidden_dim "
+                     f"({self.hidden_dim}): the pooled mask features are added to the queries. Set both "
+                     "to the same width.")]
+        return []
 
 
 @dataclass
@@ -71,14 +122,26 @@ class InferenceConfig:
     overlap_threshold: float = 0.8
     instance_topk: int = 100
     # classes in mIoU: either_present (detectron2 v0.6, the reference's) | gt_present (after f3c1bc19)
-    miou_average: str = "either_present"
-    classifier: str = "diffusion"   # diffusion | clip | ensemble (the paper's classifier ablation)
+    miou_average: str = choice("either_present", ("gt_present", "either_present"))
+    classifier: str = choice("diffusion", ("diffusion", "clip", "ensemble"))  # the paper's ablation
     alpha: float = 0.3              # ensemble weight of CLIP for classes seen in training
     beta: float = 0.7               # ... and for unseen classes
     clip_prompt_templates: list = field(default_factory=lambda: ["a photo of a {}."])
     # CLIP branch: "reference" (image cropped to its valid area, masks of the padded grid: the
     # reference's slight misalignment) | "cropped" (both cropped: the corrected variant)
-    clip_mask_alignment: str = field(default="reference", metadata={"choices": ("reference", "cropped")})
+    clip_mask_alignment: str = choice("reference", ("reference", "cropped"))
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = [(key, f"{getattr(self, key)} is outside [0, 1] (it is CLIP's weight in the ensemble).")
+                 for key in ("alpha", "beta") if not 0 <= getattr(self, key) <= 1]
+        templates = self.clip_prompt_templates
+        if not templates:
+            found.append(("clip_prompt_templates", "is empty: give at least one template, e.g. "
+                          "['a photo of a {}.'] (or ['{}'] for the bare names)."))
+        found += [("clip_prompt_templates", f"{t!r} must contain '{{}}' exactly once (where the class "
+                   "name goes) and no other braces, e.g. 'a photo of a {}.'.")
+                  for t in templates if not is_prompt_template(t)]
+        return found
 
 
 @dataclass
@@ -89,9 +152,15 @@ class SpeedConfig:
     frozen_autocast: bool = False   # run the frozen SD / CLIP parts under bf16 autocast
     frozen_weights: bool = False    # store the frozen SD / CLIP weights in bf16 (needs frozen_autocast)
     channels_last: bool = False     # NHWC convolutions in the VAE and UNet
-    attention: str = "sdpa"         # sdpa | classic (diffusers' attention processor)
+    attention: str = choice("sdpa", ("sdpa", "classic"))  # diffusers' attention processor
     compile_unet: bool = False      # regional torch.compile of the UNet blocks
     tf32: bool = False              # TF32 matmuls / convolutions (CUDA)
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.frozen_weights and not self.frozen_autocast:
+            return [("frozen_weights", "true stores the frozen weights in bf16, so they must also run "
+                     "under bf16: set model.speed.frozen_autocast: true as well (or frozen_weights: false).")]
+        return []
 
 
 @dataclass
@@ -120,14 +189,15 @@ class OptimConfig:
 
 @dataclass
 class TrainerConfig:
-    accelerator: str = "auto"
+    accelerator: str = choice("auto", ("auto", "cpu", "gpu", "cuda", "mps", "tpu"))
     devices: Any = 1
     num_nodes: int = 1
-    strategy: str = "auto"           # auto | ddp | fsdp | ddp_spawn ... (odise_pl.engine.scale_out)
+    # ddp and fsdp: configured by odise_pl.engine.scale_out; the others go to Lightning as they are
+    strategy: str = choice("auto", ("auto", "ddp", "fsdp", "ddp_spawn", "ddp_fork", "ddp_notebook",
+                                    "single_device"))
     ddp_static_graph: bool = True    # ddp: static graph, no unused-parameter search
-    fsdp_sharding: str = field(default="FULL_SHARD", metadata={
-        "choices": ("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD")})
-    precision: str = "32-true"       # 32-true | bf16-mixed | 16-mixed
+    fsdp_sharding: str = choice("FULL_SHARD", ("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD"))
+    precision: str = choice("32-true", ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true"))
     max_steps: int = 92000
     val_check_interval: Any = 5000   # steps (int) or fraction of an epoch (float)
     check_val_every_n_epoch: Optional[int] = None
@@ -139,7 +209,7 @@ class TrainerConfig:
     num_sanity_val_steps: int = 0
     # a NaN/inf loss: stop (naming the step and the loss terms; the last checkpoint stays good)
     # or skip that batch's update and count it, stopping after max_nonfinite_skips
-    on_nonfinite: str = field(default="stop", metadata={"choices": ("stop", "skip")})
+    on_nonfinite: str = choice("stop", ("stop", "skip"))
     max_nonfinite_skips: int = 100
 
 
@@ -161,6 +231,9 @@ class LoggingConfig:
 
 @dataclass
 class ExperimentConfig:
+    # modules to import before validation (their parts register themselves): module names or .py files
+    # relative to the declaring YAML file; bases' lists add up (odise_pl.config.imports)
+    imports: list = field(default_factory=list)
     seed: int = 42
     run: RunConfig = field(default_factory=RunConfig)
     data: Any = field(default_factory=lambda: {"name": "coco_panoptic"})

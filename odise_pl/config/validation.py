@@ -4,6 +4,10 @@ The schema (:class:`~odise_pl.config.schema.ExperimentConfig`) fixes every key
 except those of the dispatched sections (``data``, ``model.backbone``,
 ``model.supervision``): their ``name`` picks a registry entry whose ``config``
 dataclass lists the remaining keys.  All problems found are reported together.
+
+After the keys and types, the values are checked as a whole (before any model part is
+built): every field declared with ``choice(...)`` (:mod:`odise_pl.config.schema`), every
+section's ``problems()`` (combinations of keys that cannot work) and :data:`CROSS_SECTION_RULES`.
 """
 
 from __future__ import annotations
@@ -11,14 +15,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from omegaconf.nodes import ValueNode
 
 from odise_pl import registry as registry_module
-from odise_pl.config.schema import DISPATCHED_SECTIONS, ExperimentConfig
+from odise_pl.config.schema import DISPATCHED_SECTIONS, ExperimentConfig, choices_of
 from odise_pl.config.yaml_source import Provenance
 from odise_pl.errors import ConfigError
 from odise_pl.registry import RegistryError
@@ -87,12 +91,56 @@ def _given(value: Any) -> str:
 
 
 def _choices(section: DictConfig, key: str) -> tuple:
-    """The allowed values of a schema field (``field(metadata={"choices": (...)})``), or ()."""
+    """The allowed values of a schema field (declared with ``schema.choice``), or ()."""
     cls = section._metadata.object_type
-    if not dataclasses.is_dataclass(cls):
-        return ()
-    found = {f.name: f for f in dataclasses.fields(cls)}.get(key)
-    return tuple(found.metadata.get("choices", ())) if found is not None else ()
+    return choices_of(cls, key) if dataclasses.is_dataclass(cls) else ()
+
+
+def closest_choice(value: Any, choices: tuple) -> Optional[str]:
+    """The choice a mistyped ``value`` most likely meant (difflib, then a common prefix), or None."""
+    text = str(value)
+    close = difflib.get_close_matches(text, [str(c) for c in choices], n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    starting = [str(c) for c in choices if text and (str(c).startswith(text) or text.startswith(str(c)))]
+    return starting[0] if len(starting) == 1 else None
+
+
+def _is_interpolation(value: Any) -> bool:
+    return isinstance(value, str) and "${" in value
+
+
+def _typed_sections(node: DictConfig, prefix: str = "") -> list[tuple[str, type, DictConfig]]:
+    """``(dotted prefix ending in '.', dataclass, node)`` of every schema section below ``node``."""
+    found = []
+    for key in node.keys():
+        child = node._get_node(key)
+        if _is_section(child):
+            found.append((f"{prefix}{key}.", child._metadata.object_type, child))
+            found.extend(_typed_sections(child, f"{prefix}{key}."))
+    return found
+
+
+def _instance(cls: type, node: DictConfig) -> Any:
+    """The dataclass instance of a validated, resolved section (a dispatched one may hold ``name``)."""
+    values = OmegaConf.to_container(node, resolve=True)
+    if "name" not in {f.name for f in dataclasses.fields(cls)}:
+        values.pop("name", None)
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), values))
+
+
+def _global_batch_rule(cfg: DictConfig) -> list[tuple[str, str]]:
+    batch = cfg.data.get("global_batch_size")
+    accumulate = cfg.trainer.accumulate_grad_batches
+    if batch is not None and accumulate != 1:
+        return [("trainer.accumulate_grad_batches", f"{accumulate} contradicts data.global_batch_size={batch}, "
+                 "which derives the gradient accumulation. Leave trainer.accumulate_grad_batches at 1, "
+                 "or set data.global_batch_size: null.")]
+    return []
+
+
+#: rules over several sections: ``f(cfg) -> [(dotted key, message), ...]``
+CROSS_SECTION_RULES: list[Callable[[DictConfig], list[tuple[str, str]]]] = [_global_batch_rule]
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -134,6 +182,12 @@ class Validator:
     def unknown(self, dotted: str, siblings: list[str], context: str = "") -> None:
         self._problem(dotted, f"unknown key '{dotted}'", f"{context}." + self._suggest(dotted, siblings))
 
+    def not_a_choice(self, dotted: str, value: Any, choices: tuple) -> None:
+        close = closest_choice(value, choices)
+        hint = f" Did you mean '{close}'?" if close is not None else ""
+        self._problem(dotted, f"'{dotted}' must be one of {', '.join(map(str, choices))}",
+                      f", got {_given(value)}.{hint}")
+
     # -- the walk ------------------------------------------------------------------------
     def section(self, target: DictConfig, data: dict, prefix: str, skip: tuple = (),
                 extra: tuple = ()) -> None:
@@ -165,9 +219,8 @@ class Validator:
                               f": expected {_expected(node)}, got {_given(value)}.")
                 continue
             choices = _choices(target, key)
-            if choices and value not in choices:
-                self._problem(dotted, f"'{dotted}' must be one of {', '.join(choices)}",
-                              f", got {_given(value)}.")
+            if choices and not _is_interpolation(value) and target[key] not in choices:
+                self.not_a_choice(dotted, value, choices)
 
     def dispatched(self, data: dict, path: str, registry_attr: str) -> Any:
         """Validate the dispatched section at ``path``; return its full mapping, or None."""
@@ -206,6 +259,29 @@ class Validator:
         self.section(target, options, path + ".", extra=("name",))
         return {"name": name, **OmegaConf.to_container(target, resolve=False)}
 
+    def check_values(self, cfg: DictConfig, parts: dict[str, Optional[type]]) -> None:
+        """Choices, each section's ``problems()`` and the cross-section rules of a resolved config.
+
+        Args:
+            cfg: the validated, resolved config.
+            parts: dotted path of each dispatched section -> its registered config dataclass (or None).
+        """
+        sections = _typed_sections(cfg)
+        sections += [(f"{path}.", cls, OmegaConf.select(cfg, path)) for path, cls in parts.items() if cls]
+        for prefix, cls, node in sections:
+            for field in dataclasses.fields(cls):
+                choices = field.metadata.get("choices")
+                value = node.get(field.name) if choices else None
+                if choices and value is not None and value not in choices:
+                    self.not_a_choice(prefix + field.name, value, tuple(choices))
+            check = getattr(cls, "problems", None)
+            if callable(check):
+                for key, message in check(_instance(cls, node)):
+                    self._problem(prefix + key, f"'{prefix + key}'", f": {message}")
+        for rule in CROSS_SECTION_RULES:
+            for key, message in rule(cfg):
+                self._problem(key, f"'{key}'", f": {message}")
+
     def check_missing(self, cfg: DictConfig) -> None:
         for key in sorted(OmegaConf.missing_keys(cfg)):
             self._problem(key, f"no value for '{key}'", f" (it is '???'). Set it in the file "
@@ -240,12 +316,15 @@ def validate(data: dict, provenance: Provenance, source: str = "config") -> Dict
 
     Raises:
         ConfigError: listing every unknown key, wrong type, unknown part name,
-            missing value or broken interpolation.
+            missing value or broken interpolation; then every value outside its choices
+            and every combination a section's ``problems()`` or a cross-section rule refuses.
     """
     checker = Validator(provenance, source)
     cfg = OmegaConf.structured(ExperimentConfig)
     checker.section(cfg, data, "", skip=tuple(DISPATCHED_SECTIONS))
     sections = {path: checker.dispatched(data, path, attr) for path, attr in DISPATCHED_SECTIONS.items()}
+    parts = {path: part_config_class(attr, section) for (path, attr), section
+             in zip(DISPATCHED_SECTIONS.items(), sections.values())}
     checker.raise_if_any()
     for path, section in sections.items():
         if section is not None:
@@ -254,4 +333,13 @@ def validate(data: dict, provenance: Provenance, source: str = "config") -> Dict
     checker.raise_if_any()
     checker.check_missing(cfg)
     checker.raise_if_any()
+    checker.check_values(cfg, parts)
+    checker.raise_if_any()
     return cfg
+
+
+def part_config_class(registry_attr: str, section: Optional[dict]) -> Optional[type]:
+    """The config dataclass registered for a validated dispatched section (None if none)."""
+    if section is None:
+        return None
+    return getattr(registry_module, registry_attr).get(section["name"]).config

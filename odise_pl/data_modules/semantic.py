@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from odise_pl.config.schema import choice
 from odise_pl.data_modules.coco_panoptic import CocoPanopticConfig, CocoPanopticDataModule, read_rgb_image
 from odise_pl.data_modules.transforms import ResizeShortestEdge, image_to_tensor
 from odise_pl.errors import ConfigError, DatasetError
@@ -84,7 +85,7 @@ SEMANTIC_SETS = {
 class SemanticSegConfig(CocoPanopticConfig):
     """``data: {name: semantic_seg, dataset: ade20k_847}``; null paths take the set's defaults."""
 
-    dataset: str = "ade20k_847"
+    dataset: str = choice("ade20k_847", tuple(SEMANTIC_SETS))
     root: Optional[str] = None  # type: ignore[assignment]
     image_dir: Optional[str] = None
     label_dir: Optional[str] = None

@@ -38,10 +38,12 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from odise_pl.config.schema import InferenceConfig, choices_of
+
 __all__ = ["SemanticIoU", "confusion_matrix", "semantic_scores", "AVERAGES", "DEFAULT_AVERAGE",
            "AVERAGE_LABELS", "miou_footnote"]
 
-AVERAGES = ("gt_present", "either_present")
+AVERAGES = choices_of(InferenceConfig, "miou_average")  # gt_present, either_present
 #: the reference's convention (detectron2 v0.6)
 DEFAULT_AVERAGE = "either_present"
 #: each convention by detectron2 version, as printed beside mIoU

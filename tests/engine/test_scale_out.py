@@ -57,9 +57,9 @@ def test_the_trainer_adapts_batch_and_accumulation_and_says_so(tmp_path, capsys)
         in capsys.readouterr().out
     assert '"accumulation": 2' in (tmp_path / "run" / "batch_plan.json").read_text()
 
-    cfg, trainer = _trainer(tmp_path, "trainer.accumulate_grad_batches=2")  # contradicts data.global_batch_size
-    with pytest.raises(ConfigError, match="accumulate_grad_batches"):
-        apply_global_batch(cfg, trainer, dm)
+    # contradicts data.global_batch_size: refused when the config is loaded, before any trainer exists
+    with pytest.raises(ConfigError, match="'trainer.accumulate_grad_batches'.*: 2 contradicts data.global_batch_size"):
+        _trainer(tmp_path, "trainer.accumulate_grad_batches=2")
 
 
 def test_ddp_is_static_graph_without_unused_parameter_search_and_fsdp_keeps_orig_params(tmp_path):

@@ -209,7 +209,7 @@ def test_tiny_shapes_from_yaml_keys(clip):
         DiffusionUNetBackbone.from_config(DiffusionBackboneConfig(
             pretrained=None, tiny_vae={"block_out_channels": [8, 16], "down_block_types": ["DownEncoderBlock2D"]}),
             clip=clip)
-    with pytest.raises(ConfigError, match="tiny_unet shapes the random tiny model only"):
+    with pytest.raises(ConfigError, match="tiny_unet: shapes the random tiny model only"):
         DiffusionUNetBackbone.from_config(DiffusionBackboneConfig(pretrained="some/model",
                                                                   tiny_unet={"layers_per_block": 1}), clip=clip)
 

@@ -60,6 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from odise_pl.config.schema import choice
 from odise_pl.errors import ConfigError
 from odise_pl.models.backbones.base import Backbone, ShapeSpec
 from odise_pl.models.backbones.implicit_captioner import ImplicitCaptioner
@@ -75,6 +76,7 @@ DECODER_TAPS = (2, 5)
 ENCODER_LEVELS = (2, 3)        # the same places by level: the last resnet of these levels / blocks
 DECODER_LEVELS = (0, 1)
 CAPTION_MODES = ("implicit", "empty", "caption")
+NUM_TIMESTEPS = 1000           # SD's training schedule
 
 
 @dataclass
@@ -91,7 +93,7 @@ class DiffusionBackboneConfig:
     tiny_vae: Optional[Dict[str, Any]] = None
     timestep: int = 0
     noise_seed: int = 42
-    caption_mode: str = "implicit"         # implicit | empty | caption
+    caption_mode: str = choice("implicit", CAPTION_MODES)
     window_size: Optional[int] = 512       # null: the whole image in one pass
     window_stride: Optional[int] = 512
     resize_windows: bool = True            # every window resized to window_size (the reference)
@@ -99,6 +101,31 @@ class DiffusionBackboneConfig:
     projection_dim: int = 512
     bottleneck_width: int = 128
     activation_checkpointing: bool = False
+
+    def problems(self) -> list[tuple[str, str]]:
+        """Combinations that cannot work, checked when the config is loaded (before SD is built)."""
+        found = window_problems(self.window_size, self.window_stride)
+        if not 0 <= self.timestep < NUM_TIMESTEPS:
+            found.append(("timestep", f"{self.timestep} is outside [0, {NUM_TIMESTEPS - 1}]."))
+        random_weights = self.tiny or self.pretrained is None
+        if not random_weights and not is_single_file(self.pretrained):
+            found += [(key, f"shapes the random tiny model only; with pretrained weights ('{self.pretrained}') "
+                       "remove it or set model.backbone.pretrained: null.")
+                      for key in ("tiny_unet", "tiny_vae", "tiny_text") if getattr(self, key)]
+        return found
+
+
+def window_problems(window_size: Optional[int], window_stride: Optional[int]) -> list[tuple[str, str]]:
+    """``(key, message)`` for a sliding-window size / stride that cannot work."""
+    if window_size is None:
+        return []
+    if window_size <= 0 or window_size % 64:
+        return [("window_size", f"{window_size} must be a positive multiple of 64 (or null for whole-image "
+                 "features).")]
+    if window_stride is None or window_stride <= 0 or window_stride % 64 or window_stride > window_size:
+        return [("window_stride", f"{window_stride} must be a positive multiple of 64, at most window_size "
+                 f"({window_size}).")]
+    return []
 
 
 # ---------------------------------------------------------------------- loading
@@ -264,7 +291,7 @@ def _build(cls: type, kwargs: dict, key: str) -> nn.Module:
 
 
 def q_sample_scales(timestep: int, *, beta_start: float = 0.00085, beta_end: float = 0.012,
-                    num_steps: int = 1000) -> tuple[float, float]:
+                    num_steps: int = NUM_TIMESTEPS) -> tuple[float, float]:
     """``(sqrt(acp[t]), sqrt(1 - acp[t]))`` of the scaled-linear schedule (float64)."""
     if not 0 <= timestep < num_steps:
         raise ConfigError(f"model.backbone.timestep: {timestep} is outside [0, {num_steps - 1}]")
@@ -337,17 +364,14 @@ class DiffusionUNetBackbone(Backbone):
                     **context) -> "DiffusionUNetBackbone":
         """Build from the YAML section; ``clip`` is the model's shared CLIP (other context is ignored)."""
         _check_options(cfg.caption_mode, cfg.window_size, cfg.window_stride)
+        for key, message in cfg.problems():  # checked at load time already when cfg came from a file
+            raise ConfigError(f"model.backbone.{key}: {message}")
         if cfg.tiny or cfg.pretrained is None:
             parts = build_tiny_stable_diffusion(unet_overrides=cfg.tiny_unet, vae_overrides=cfg.tiny_vae,
                                                 text_overrides=cfg.tiny_text)
         elif is_single_file(cfg.pretrained):  # the original LDM-layout checkpoint, e.g. sd-v1-3.ckpt
             parts = single_file_parts(cfg)
         else:
-            for key in ("tiny_unet", "tiny_vae", "tiny_text"):
-                if getattr(cfg, key):
-                    raise ConfigError(f"model.backbone.{key} shapes the random tiny model only; with "
-                                      f"pretrained weights ('{cfg.pretrained}') remove it or set "
-                                      f"model.backbone.pretrained: null")
             parts = load_stable_diffusion(cfg.pretrained)
         return cls(vae=parts.vae, unet=parts.unet, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer,
                    clip=clip, pretrained=parts.pretrained, caption_mode=cfg.caption_mode, timestep=cfg.timestep,
@@ -448,13 +472,9 @@ class DiffusionUNetBackbone(Backbone):
 
 def _check_options(caption_mode: str, window_size: Optional[int], window_stride: Optional[int],
  ) -> None:
+    """The constructor's guard (a config file is checked at load time by the config's ``problems``)."""
     if caption_mode not in CAPTION_MODES:
         raise ConfigError(f"model.backbone.caption_mode: '{caption_mode}' is not one of "
                           f"{', '.join(CAPTION_MODES)}")
-    if window_size is not None:
-        if window_size <= 0 or window_size % 64:
-            raise ConfigError(f"model.backbone.window_size: {window_size} must be a positive multiple of 64 "
-                              f"(or null for whole-image features)")
-        if window_stride is None or window_stride <= 0 or window_stride % 64 or window_stride > window_size:
-            raise ConfigError(f"model.backbone.window_stride: {window_stride} must be a positive multiple of 64, "
-                              f"at most window_size ({window_size})")
+    for key, message in window_problems(window_size, window_stride):
+        raise ConfigError(f"model.backbone.{key}: {message}")

@@ -21,6 +21,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from odise_pl.config.schema import choice
 from odise_pl.errors import ConfigError
 from odise_pl.models.backbones.base import ViTBackbone
 from odise_pl.models.backbones.mae import IMAGENET_MEAN, IMAGENET_STD
@@ -48,7 +49,7 @@ class DinoBackboneConfig:
     """YAML keys of ``model.backbone`` with ``name: dino``."""
 
     pretrained: Optional[str] = "facebook/dinov2-large"  # hub id or local dir; null: tiny random weights
-    tiny_version: str = "v2"                             # v2 | v1: the tiny model when pretrained is null
+    tiny_version: str = choice("v2", tuple(TINY))        # the tiny model when pretrained is null
     out_channels: int = 256                              # channels of every pyramid level
 
 

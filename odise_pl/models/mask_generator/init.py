@@ -53,12 +53,13 @@ from transformers.models.mask2former.modeling_mask2former import (
     Mask2FormerTransformerModule,
 )
 
+from odise_pl.config.schema import MaskGeneratorConfig, choices_of
 from odise_pl.errors import ConfigError
 
 __all__ = ["INIT_MODES", "apply_init", "init_like_mask2former", "c2_xavier_fill", "deformable_offset_grid"]
 
 #: ``model.mask_generator.init``: the original Mask2Former's rules, or transformers' own (N(0, 0.02) mostly)
-INIT_MODES = ("mask2former", "transformers")
+INIT_MODES = choices_of(MaskGeneratorConfig, "init")  # mask2former, transformers
 
 _DEFAULT_INIT = (nn.Linear, nn.Conv2d, nn.LayerNorm, nn.GroupNorm, nn.Embedding)
 

@@ -23,9 +23,10 @@ from typing import Iterable, Sequence
 
 import torch
 
+from odise_pl.config.schema import InferenceConfig, choices_of
 from odise_pl.vocab import Vocabulary, normalize_name
 
-MODES = ("diffusion", "clip", "ensemble")
+MODES = choices_of(InferenceConfig, "classifier")  # diffusion, clip, ensemble
 REFERENCE_WEIGHTS = {"category_label": (0.3, 0.7), "caption_grounding": (0.35, 0.65)}
 
 

@@ -40,13 +40,14 @@ import argparse
 import json
 import math
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from odise_pl.config.schema import choice, is_prompt_template
 from odise_pl.distributed import rank as dist_rank
 from odise_pl.errors import ConfigError, DatasetError
 from odise_pl.models.supervision.base import SupervisionStrategy, TextEmbeddings, max_over_synonyms
@@ -57,6 +58,9 @@ from odise_pl.registry import SUPERVISIONS
 
 #: Key under which :meth:`CaptionGroundingSupervision.prepare_targets` keeps the original labels.
 CATEGORY_LABELS = "category_labels"
+
+
+GROUNDINGS = ("reference", "global")
 
 
 @dataclass
@@ -74,7 +78,15 @@ class CaptionGroundingConfig:
     seed: Optional[int] = None                  # caption/word sampling; null: torch.initial_seed()
     # reference: ODISE's MaskGroundingCriterion term for term (mean over all 8 words, an image without a
     # phrase embeds 8 empty words, per-rank means); global: the global-batch mean over valid captions only
-    grounding: str = field(default="reference", metadata={"choices": ("reference", "global")})
+    grounding: str = choice("reference", GROUNDINGS)
+
+    def problems(self) -> list[tuple[str, str]]:
+        """Values that cannot work, checked when the config is loaded (before CLIP is built)."""
+        found = [] if self.num_words >= 1 else [("num_words", f"must be >= 1, got {self.num_words}.")]
+        if not is_prompt_template(self.prompt_template):
+            found.append(("prompt_template", f"{self.prompt_template!r} must contain '{{}}' exactly once (where "
+                          "the word goes) and no other braces, e.g. 'a photo of a {}.'."))
+        return found
 
     @property
     def prompt_templates(self) -> list[str]:
@@ -83,8 +95,7 @@ class CaptionGroundingConfig:
 
 
 def _check_template(template: str) -> str:
-    rest = template.replace("{}", "", 1) if isinstance(template, str) else "{"
-    if not isinstance(template, str) or template.count("{}") != 1 or "{" in rest or "}" in rest:
+    if not is_prompt_template(template):
         raise ConfigError(f"model.supervision.prompt_template {template!r} must contain '{{}}' exactly "
                           f"once (where the word goes) and no other braces, e.g. 'a photo of a {{}}.'.")
     return template
@@ -136,8 +147,8 @@ class CaptionGroundingSupervision(SupervisionStrategy):
         self.seed = int(seed if seed is not None else torch.initial_seed()) % (2 ** 62)
         self.sample_step = 0  # advances once per training step; saved in checkpoints (extra state)
         self.train_vocabulary = train_names or []
-        if grounding not in ("reference", "global"):
-            raise ConfigError(f"model.supervision.grounding: {grounding!r} is not one of reference, global")
+        if grounding not in GROUNDINGS:
+            raise ConfigError(f"model.supervision.grounding: {grounding!r} is not one of {', '.join(GROUNDINGS)}")
         self.grounding = grounding
 
     @classmethod
