@@ -38,11 +38,8 @@ def constructor_calls(monkeypatch) -> list[str]:
     monkeypatch.setattr(open_clip, "create_model", recorder("open_clip.create_model"))
     monkeypatch.setattr(UNet2DConditionModel, "__init__", recorder("UNet2DConditionModel"))
     monkeypatch.setattr(AutoencoderKL, "__init__", recorder("AutoencoderKL"))
-    for module_name in ("odise_pl.runner", "odise_pl.engine.fit"):  # wherever fit lives, it holds build_model
-        try:
-            importlib.import_module(module_name)
-        except ImportError:
-            pass
+    for module_name in ("odise_pl.engine.components", "odise_pl.engine.weights"):  # the modules holding build_model
+        importlib.import_module(module_name)
     originals = {"build_model": builder.build_model, "load_clip": clip_model.load_clip}
     for name, original in originals.items():
         for module in [m for key, m in sys.modules.items() if key.startswith("odise_pl") and m is not None]:
