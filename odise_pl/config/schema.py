@@ -89,9 +89,13 @@ class SpeedConfig:
     frozen_autocast: bool = False   # run the frozen SD / CLIP parts under bf16 autocast
     frozen_weights: bool = False    # store the frozen SD / CLIP weights in bf16 (needs frozen_autocast)
     channels_last: bool = False     # NHWC convolutions in the VAE and UNet
-    attention: str = "sdpa"         # sdpa | classic (diffusers' attention processor)
+    attention: str = field(default="sdpa", metadata={"choices": ("sdpa", "classic")})  # diffusers' processor
     compile_unet: bool = False      # regional torch.compile of the UNet blocks
     tf32: bool = False              # TF32 matmuls / convolutions (CUDA)
+    fused_optimizer: bool = False   # AdamW(fused=True) on CUDA, foreach elsewhere (default: torch's choice)
+    batched_matching: bool = False  # Hungarian matching of all layers and images with one device-to-host copy
+    no_host_syncs: bool = False     # crowd filtering with one copy per step; no finite check per encoder layer
+    compile_decoder: bool = False   # regional torch.compile of the masked-attention decoder layers
 
 
 @dataclass
