@@ -235,7 +235,7 @@ def _set_attribute(handle: SpeedHandle, obj: object, name: str, value: object) -
     handle.add(lambda: setattr(obj, name, old) if had_own else delattr(obj, name))
 
 
-def _clamp_without_check(forward: Callable, layer: nn.Module) -> Callable:
+def clamp_without_check(forward: Callable, layer: nn.Module) -> Callable:
     """A pixel-decoder encoder layer without its per-layer host sync, with the same outputs.
 
     In training ``transformers`` runs ``if not torch.isfinite(h).all(): h = clamp(h, +-(max - 1000))``
@@ -274,7 +274,7 @@ def _apply_training_options(handle: SpeedHandle, model: nn.Module, opts: SpeedOp
         for layer in generator.modules():
             if isinstance(layer, Mask2FormerPixelDecoderEncoderLayer) and layer.dropout == 0 \
                     and layer.activation_dropout == 0:
-                _patch(handle, layer, "forward", functools.partial(_clamp_without_check, layer=layer))
+                _patch(handle, layer, "forward", functools.partial(clamp_without_check, layer=layer))
                 patched += 1
         handle.report["encoder_layers_without_sync"] = patched
     if opts.compile_decoder and generator is not None:
