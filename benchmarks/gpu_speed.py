@@ -10,7 +10,8 @@ What one run does (the label model of ``bench_model.py`` at real shapes, random 
    image tower), ``pixel_decoder_forward``, ``transformer_decoder_forward``, ``hungarian_matching``,
    ``point_sampled_losses`` (mask + class terms), ``backward`` and inside it ``generator_backward``
    (loss -> backbone features) and ``captioner_backward_through_unet`` (first UNet tap gradient -> the
-   captioner's conditioning), ``optimizer`` (clipping + AdamW), ``step_total``; the host syncs of one step
+   captioner's conditioning; these two are timed from gradient hooks, by events only, without a profiler
+   range), ``optimizer`` (clipping + AdamW), ``step_total``; the host syncs of one step
    (``HostSyncCounter``, and on CUDA ``torch.cuda.set_sync_debug_mode('warn')`` warnings), and the ten
    most expensive CUDA kernels.
 2. **Before/after**: training images/s (batch ``--train-batch``) and peak memory; inference images/s at
@@ -119,28 +120,34 @@ class PartTimer:
         self.open: dict[str, object] = {}
         self.active = False
 
-    def start(self, name: str) -> None:
+    def start(self, name: str, ranges: bool = True) -> None:
+        """Open ``name``; ``ranges=False`` (parts opened or closed in gradient hooks, which may run on the
+        autograd engine's thread): events only, no profiler / NVTX range (those are per thread)."""
         if not self.active or name in self.open:
             return
-        ranges = [torch.profiler.record_function(name)]
+        scope = torch.profiler.record_function(name) if ranges else None
         if self.device.type == "cuda":
-            torch.cuda.nvtx.range_push(name)
+            if ranges:
+                torch.cuda.nvtx.range_push(name)
             mark = torch.cuda.Event(enable_timing=True)
             mark.record()
         else:
             mark = time.perf_counter()
-        ranges[0].__enter__()
-        self.open[name] = (mark, ranges)
+        if scope is not None:
+            scope.__enter__()
+        self.open[name] = (mark, scope)
 
     def stop(self, name: str) -> None:
         if name not in self.open:
             return
-        mark, ranges = self.open.pop(name)
-        ranges[0].__exit__(None, None, None)
+        mark, scope = self.open.pop(name)
+        if scope is not None:
+            scope.__exit__(None, None, None)
         if self.device.type == "cuda":
             end = torch.cuda.Event(enable_timing=True)
             end.record()
-            torch.cuda.nvtx.range_pop()
+            if scope is not None:
+                torch.cuda.nvtx.range_pop()
             self.spans[name].append((mark, end))
         else:
             self.spans[name].append((mark, time.perf_counter()))
@@ -205,7 +212,7 @@ def instrument(module, timer: PartTimer) -> list:
     def on_taps(_mod, args):
         for t in args[0]:
             if torch.is_tensor(t) and t.requires_grad:
-                t.register_hook(lambda g: (timer.start("captioner_backward_through_unet"), g)[1])
+                t.register_hook(lambda g: (timer.start("captioner_backward_through_unet", ranges=False), g)[1])
 
     def on_conditioning(_mod, _inp, out):
         cond = out[0]
@@ -237,7 +244,7 @@ def make_train_step(module, images, targets, autocast, timer: PartTimer | None =
             with autocast():
                 loss = module.training_step(batch, 0)
             with timer.part("backward"):
-                timer.start("generator_backward")
+                timer.start("generator_backward", ranges=False)
                 loss.backward()
                 timer.stop("generator_backward")          # (closed by the features' hook normally)
                 timer.stop("captioner_backward_through_unet")
