@@ -66,7 +66,7 @@ def test_fit_with_speed_switches_and_resume_without_them(tmp_path):
 def test_bad_speed_settings_name_the_key():
     with pytest.raises(ConfigError, match="model.speed.frozen_weights.*frozen_autocast: true"):
         _build("model.speed.frozen_weights=true")
-    with pytest.raises(ConfigError, match="model.speed.attention: 'flash'"):
+    with pytest.raises(ConfigError, match="model.speed.attention' must be one of sdpa, classic, got 'flash'"):
         _build("model.speed.attention=flash")
     with pytest.raises(ConfigError, match="speed"):
         load_config(QUICK, ["model.speed.bf16=true"])
