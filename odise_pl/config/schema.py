@@ -155,6 +155,10 @@ class SpeedConfig:
     attention: str = choice("sdpa", ("sdpa", "classic"))  # diffusers' attention processor
     compile_unet: bool = False      # regional torch.compile of the UNet blocks
     tf32: bool = False              # TF32 matmuls / convolutions (CUDA)
+    fused_optimizer: bool = False   # AdamW(fused=True) on CUDA, foreach elsewhere (default: torch's choice)
+    batched_matching: bool = False  # Hungarian matching of all layers and images with one device-to-host copy
+    no_host_syncs: bool = False     # crowd filtering with one copy per step; no finite check per encoder layer
+    compile_decoder: bool = False   # regional torch.compile of the masked-attention decoder layers
 
     def problems(self) -> list[tuple[str, str]]:
         if self.frozen_weights and not self.frozen_autocast:

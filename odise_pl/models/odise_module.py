@@ -48,6 +48,9 @@ class OdiseModule(L.LightningModule):
             classifier (the shared CLIP + the supervision's templates); :meth:`set_vocabulary` needs it.
     """
 
+    #: ``model.speed.fused_optimizer`` (set by :func:`~odise_pl.models.speed.apply_speed_options`)
+    fused_optimizer: bool = False
+
     def __init__(self, *, backbone: nn.Module, mask_generator: nn.Module, supervision: SupervisionStrategy,
                  criterion: SetCriterion, eval_text: TextEmbeddings, eval_is_thing: torch.Tensor,
                  inference: InferenceConfig, optim: OptimConfig, max_steps: int,
@@ -244,7 +247,8 @@ class OdiseModule(L.LightningModule):
 
     # ------------------------------------------------------------------------------------ optimiser
     def configure_optimizers(self):
-        optimizer = build_optimizer(self.trainer.model if self._trainer is not None else self, self.optim_cfg)
+        optimizer = build_optimizer(self.trainer.model if self._trainer is not None else self, self.optim_cfg,
+                                    fused=self.fused_optimizer)
         scheduler = build_scheduler(optimizer, self.optim_cfg, self.max_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

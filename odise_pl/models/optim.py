@@ -46,11 +46,23 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: OptimConfig, *, fused: bool = False) -> torch.optim.Optimizer:
+    """AdamW over :func:`param_groups`.
+
+    Args:
+        fused: ``model.speed.fused_optimizer``: one fused kernel per parameter group (``fused=True``) when
+            every trainable parameter is on CUDA, else the multi-tensor ``foreach`` implementation. Off:
+            PyTorch's default (``foreach`` on CUDA, a per-parameter loop on the CPU). The three compute the
+            same update in another order (float32 rounding; ``tests/models/test_optim_fused.py``).
+    """
     groups = param_groups(model, cfg.weight_decay)
     if not groups:
         raise ValueError("the model has no trainable parameters")
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+    kwargs = {}
+    if fused:
+        on_cuda = all(p.is_cuda for g in groups for p in g["params"])
+        kwargs = {"fused": True} if on_cuda else {"foreach": True}
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), **kwargs)
 
 
 def decay_factor(step: int, cfg: OptimConfig, max_steps: int) -> float:

@@ -42,6 +42,38 @@ as the largest absolute difference):
   the CPU, where outputs stay bit-identical). On an Ampere+ GPU TF32 keeps 10 mantissa
   bits (not tested here: no GPU in the test suite).
 
+The frozen parts are the backbone's own list: ``Backbone.frozen_parts()`` (role -> module; cast by
+``frozen_weights``) and ``Backbone.frozen_entry_points()`` ((module, method) pairs run under
+``frozen_autocast``); the diffusion backbone's roles ``unet`` / ``vae`` also receive ``channels_last``,
+``attention`` and ``compile_unet``.
+
+Switches of the training step (the trainable parts; each checked on the CPU against the default path):
+
+* ``fused_optimizer``: AdamW with ``fused=True`` when every trainable parameter is on CUDA, ``foreach``
+  elsewhere (:func:`odise_pl.models.optim.build_optimizer`; off: PyTorch's default, ``foreach`` on CUDA and
+  a loop on the CPU). Same update, other float32 grouping: after 20 steps foreach equals the loop exactly
+  and the fused kernel differs by 1.2e-7 (one ulp); bound ``steps * 8 ulp * max|p|``
+  (``tests/models/test_optim_fused.py``).
+* ``batched_matching``: the Hungarian matching of every supervised layer and image with one
+  device-to-host copy of the cost matrices and one host-to-device copy of the indices per step
+  (:mod:`odise_pl.models.mask_generator.matching`; default: B x L copies, 20 at the reference's
+  settings), and the number of masks (an all-reduce under DDP) once per step instead of once per layer.
+  Identical indices to the per-layer matcher for the same random state; identical losses for the same
+  assignment (``tests/models/test_batched_matching.py``). The points are drawn in another order than
+  the default path's (all matching draws first), so a step's random draws differ, not their law.
+* ``no_host_syncs``: the crowd segments found with one copy of all ``iscrowd`` flags per step (default: a
+  boolean indexing, i.e. a sync, per image), and the pixel decoder's encoder layers without
+  ``transformers``' per-layer ``if not isfinite(h).all()`` check (training only), replaced by
+  :func:`clamp_without_check`: bit-identical outputs (``tests/models/test_speed_training.py``).
+* ``compile_decoder``: regional ``torch.compile`` of the masked-attention decoder layers' ``forward``:
+  <= 1e-4 relative L2 on mask logits / embeddings (measured 1.7e-7 on the CPU with inductor).
+
+bf16 through the UNet's backward (the captioner's gradient path) needs no switch of its own: under
+``frozen_autocast`` the UNet's forward runs in bf16 and autograd runs each backward op in its forward
+op's dtype. The decoder's self-attention (``transformers``' ``Mask2FormerAttention``) is a hand-written
+softmax(QK^T)V; an SDPA version is not implemented (its masked cross-attention is
+``nn.MultiheadAttention``).
+
 Example:
     >>> handle = apply_speed_options(module, SpeedOptions(frozen_autocast=True, frozen_weights=True))
     >>> ...
@@ -78,12 +110,16 @@ class SpeedHandle:
             self._undo.pop()()
 
 
-def _frozen_parts(backbone: nn.Module) -> list[nn.Module]:
-    parts = [getattr(backbone, n, None) for n in ("vae", "unet", "text_encoder")]
-    clip = getattr(backbone, "clip", None)
-    if clip is not None:
-        parts.append(clip.model)
-    return [p for p in parts if p is not None]
+def frozen_parts(backbone: nn.Module) -> dict[str, nn.Module]:
+    """The backbone's frozen sub-modules by role (its ``frozen_parts()``; none for a backbone without one)."""
+    method = getattr(backbone, "frozen_parts", None)
+    return dict(method()) if callable(method) else {}
+
+
+def frozen_entry_points(backbone: nn.Module) -> list[tuple[nn.Module, str]]:
+    """``(module, method name)`` pairs the backbone calls its frozen parts through (its ``frozen_entry_points()``)."""
+    method = getattr(backbone, "frozen_entry_points", None)
+    return list(method()) if callable(method) else []
 
 
 def _patch(handle: SpeedHandle, obj: object, name: str, wrapper: Callable) -> None:
@@ -163,7 +199,8 @@ def apply_speed_options(model: nn.Module, opts: SpeedOptions, *, restorable: boo
     """
     backbone = getattr(model, "backbone", model)
     handle = SpeedHandle()
-    unet, vae = getattr(backbone, "unet", None), getattr(backbone, "vae", None)
+    parts = frozen_parts(backbone)
+    unet, vae = parts.get("unet"), parts.get("vae")   # the diffusion backbone's roles (channels_last, attention)
 
     if opts.tf32:
         old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
@@ -183,21 +220,15 @@ def apply_speed_options(model: nn.Module, opts: SpeedOptions, *, restorable: boo
         handle.add(lambda: unet.set_attn_processor(original))
 
     if opts.frozen_weights:
-        for part in _frozen_parts(backbone):
+        for part in parts.values():
             if restorable:
                 _cast_restorably(handle, part, torch.bfloat16)
             else:  # for the whole run: no float32 copies, remove() leaves the part in bf16
                 part.to(torch.bfloat16)
 
     if opts.frozen_autocast:
-        if vae is not None:
-            _patch(handle, vae, "encode", _autocast_bf16)
-            _patch(handle, vae, "decode", _autocast_bf16)
-        if unet is not None:
-            _patch(handle, unet, "forward", _autocast_bf16)
-        clip = getattr(backbone, "clip", None)
-        if clip is not None:
-            _patch(handle, clip.model, "encode_image", _autocast_bf16)
+        for part, method in frozen_entry_points(backbone):
+            _patch(handle, part, method, _autocast_bf16)
         # the open-vocabulary CLIP mask classifier runs the (shared) CLIP image tower itself
         classifier = getattr(getattr(model, "open_vocab", None), "mask_classifier", None)
         if classifier is not None and hasattr(classifier, "_embed"):
@@ -226,7 +257,64 @@ def apply_speed_options(model: nn.Module, opts: SpeedOptions, *, restorable: boo
 
     if unet is not None:
         handle.report["attention_processors"] = attention_processor_names(unet)
+    _apply_training_options(handle, model, opts)
     return handle
 
 
-__all__ = ["SpeedOptions", "SpeedHandle", "apply_speed_options", "attention_processor_names"]
+def _set_attribute(handle: SpeedHandle, obj: object, name: str, value: object) -> None:
+    had_own, old = name in vars(obj), getattr(obj, name)
+    setattr(obj, name, value)
+    handle.add(lambda: setattr(obj, name, old) if had_own else delattr(obj, name))
+
+
+def clamp_without_check(forward: Callable, layer: nn.Module) -> Callable:
+    """A pixel-decoder encoder layer without its per-layer host sync, with the same outputs.
+
+    In training ``transformers`` runs ``if not torch.isfinite(h).all(): h = clamp(h, +-(max - 1000))``
+    (a wait for the device per layer). Clamping unconditionally gives the same values: ``max - 1000``
+    rounds to ``max`` in float32/bf16, so finite values pass unchanged and +-inf become +-max. The layer
+    runs in eval mode for that check only, which changes nothing else when its dropouts are 0.
+    """
+    @functools.wraps(forward)
+    def wrapped(*args, **kwargs):
+        if not layer.training:
+            return forward(*args, **kwargs)
+        layer.training = False
+        try:
+            outputs = forward(*args, **kwargs)
+        finally:
+            layer.training = True
+        big = torch.finfo(outputs[0].dtype).max - 1000
+        return (torch.clamp(outputs[0], min=-big, max=big), *outputs[1:])
+    return wrapped
+
+
+def _apply_training_options(handle: SpeedHandle, model: nn.Module, opts: SpeedOptions) -> None:
+    """The switches of the trainable parts: optimizer, matching, host syncs, the decoder's compilation."""
+    criterion = getattr(model, "criterion", None)
+    generator = getattr(model, "mask_generator", None)
+    if opts.fused_optimizer:
+        _set_attribute(handle, model, "fused_optimizer", True)
+    if opts.batched_matching and criterion is not None:
+        _set_attribute(handle, criterion, "batched_matching", True)
+    if opts.no_host_syncs and criterion is not None:
+        _set_attribute(handle, criterion, "no_host_syncs", True)
+    if opts.no_host_syncs and generator is not None:
+        from transformers.models.mask2former.modeling_mask2former import Mask2FormerPixelDecoderEncoderLayer
+
+        patched = 0
+        for layer in generator.modules():
+            if isinstance(layer, Mask2FormerPixelDecoderEncoderLayer) and layer.dropout == 0 \
+                    and layer.activation_dropout == 0:
+                _patch(handle, layer, "forward", functools.partial(clamp_without_check, layer=layer))
+                patched += 1
+        handle.report["encoder_layers_without_sync"] = patched
+    if opts.compile_decoder and generator is not None:
+        layers = generator.transformer.decoder.layers
+        for layer in layers:
+            _patch(handle, layer, "forward", torch.compile)
+        handle.report["compiled_decoder_layers"] = len(layers)
+
+
+__all__ = ["SpeedOptions", "SpeedHandle", "apply_speed_options", "attention_processor_names", "frozen_parts",
+           "frozen_entry_points", "clamp_without_check"]

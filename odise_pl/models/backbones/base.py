@@ -34,6 +34,15 @@ class Backbone(nn.Module):
     def output_shape(self) -> dict[str, ShapeSpec]:
         raise NotImplementedError
 
+    def frozen_parts(self) -> dict[str, nn.Module]:
+        """The frozen sub-modules by role (``model.speed.frozen_weights`` casts these); none by default."""
+        return {}
+
+    def frozen_entry_points(self) -> list[tuple[nn.Module, str]]:
+        """``(module, method name)`` through which the frozen parts are called (``model.speed.frozen_autocast``
+        runs these under bf16). By default every frozen part's ``forward``."""
+        return [(part, "forward") for part in self.frozen_parts().values()]
+
     def train(self, mode: bool = True) -> "Backbone":
         from odise_pl.models.frozen import keep_frozen_in_eval
 

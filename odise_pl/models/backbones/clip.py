@@ -122,6 +122,12 @@ class ClipBackbone(Backbone):
     def output_shape(self) -> dict[str, ShapeSpec]:
         return {k: ShapeSpec(self.out_channels, STRIDES[k]) for k in LEVELS}
 
+    def frozen_parts(self) -> dict[str, nn.Module]:
+        return {"clip": self.clip.model}
+
+    def frozen_entry_points(self) -> list[tuple[nn.Module, str]]:
+        return [(self.clip.model, "encode_image")]
+
     def forward(self, images: torch.Tensor, captions: list[str] | None = None) -> dict[str, torch.Tensor]:
         """(B,3,H,W) in [0,255] -> {"s2": (B,C,H/4,W/4), ..., "s5": (B,C,H/32,W/32)}."""
         h, w = images.shape[-2:]

@@ -403,6 +403,21 @@ class DiffusionUNetBackbone(Backbone):
     def output_shape(self) -> dict[str, ShapeSpec]:
         return self.fusion.output_shape()
 
+    def frozen_parts(self) -> dict[str, nn.Module]:
+        """The frozen SD VAE, UNet, text encoder and (implicit captions) the shared CLIP model."""
+        parts = {"vae": self.vae, "unet": self.unet, "text_encoder": self.text_encoder}
+        if self.clip is not None:
+            parts["clip"] = self.clip.model
+        return parts
+
+    def frozen_entry_points(self) -> list[tuple[nn.Module, str]]:
+        """VAE encode/decode, the UNet's forward and CLIP's ``encode_image`` (the text encoder runs once, at
+        build time, for the empty caption; ``caption`` mode embeds the captions in the weights' dtype)."""
+        points = [(self.vae, "encode"), (self.vae, "decode"), (self.unet, "forward")]
+        if self.clip is not None:
+            points.append((self.clip.model, "encode_image"))
+        return points
+
     # ------------------------------------------------------------------- forward
     @torch.no_grad()
     def embed_text(self, captions: list[str]) -> torch.Tensor:

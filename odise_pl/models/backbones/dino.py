@@ -151,6 +151,9 @@ class DinoBackbone(ViTBackbone):
             return cls(model=model_from_config(config), pretrained=cfg.pretrained is not None,
                        out_channels=cfg.out_channels)
 
+    def frozen_parts(self) -> dict[str, nn.Module]:
+        return {"vit": self.vit}
+
     def patch_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
         b, _, h, w = pixels.shape
         kwargs = {"interpolate_pos_encoding": True} if self.vit.config.model_type == "vit" else {}

@@ -116,6 +116,9 @@ class MaeBackbone(ViTBackbone):
             return cls(model=ViTMAEModel(config), pretrained=cfg.pretrained is not None,
                        out_channels=cfg.out_channels)
 
+    def frozen_parts(self) -> dict[str, nn.Module]:
+        return {"vit": self.vit}
+
     def patch_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
         b, _, h, w = pixels.shape
         gh, gw = h // self.patch_size, w // self.patch_size

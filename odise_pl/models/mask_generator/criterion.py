@@ -1,9 +1,19 @@
-"""Hungarian matching + Mask2Former losses (``transformers``' matcher and loss), weighted and DDP-aware."""
+"""Hungarian matching + Mask2Former losses (``transformers``' matcher and loss), weighted and DDP-aware.
+
+Two ``model.speed`` switches remove the loss's waits for the device (host syncs):
+
+* ``batched_matching``: every layer and image matched with one device-to-host copy
+  (:func:`~odise_pl.models.mask_generator.matching.batched_hungarian`), the losses indexed with device
+  indices, the number of masks (and its all-reduce) computed once per step instead of once per layer.
+* ``no_host_syncs``: the crowd segments found with one copy of all images' ``iscrowd`` flags per step
+  (instead of one boolean indexing per image), and no indexing at all when no segment is a crowd.
+"""
 
 from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from transformers import Mask2FormerConfig
@@ -37,6 +47,8 @@ class SetCriterion(torch.nn.Module):
                         "loss_dice": config.dice_weight}
         self.loss = _Loss(config, weight_dict=self.weights)
         self.deep_supervision = config.use_auxiliary_loss
+        self.batched_matching = False   # model.speed.batched_matching (set by apply_speed_options)
+        self.no_host_syncs = False      # model.speed.no_host_syncs
 
     def forward(self, pred_masks: list[torch.Tensor], class_logits: list[torch.Tensor],
                 targets: list[dict]) -> dict[str, torch.Tensor]:
@@ -52,17 +64,58 @@ class SetCriterion(torch.nn.Module):
             ``{"loss_cross_entropy": ..., "loss_mask": ..., "loss_dice": ..., "loss_cross_entropy_0": ...}``,
             already multiplied by their weights.
         """
-        masks, labels = [], []
-        for t in targets:
-            keep = ~t["iscrowd"]
-            masks.append(t["masks"][keep].to(pred_masks[-1].dtype))
-            labels.append(t["labels"][keep])
+        masks, labels = self.without_crowd(targets, pred_masks[-1].dtype)
+        if self.batched_matching:
+            return self.weighted(self.batched_losses(pred_masks, class_logits, masks, labels))
         aux = None
         if self.deep_supervision:
             aux = [{"masks_queries_logits": m, "class_queries_logits": c}
                    for m, c in zip(pred_masks[:-1], class_logits[:-1])]
-        raw = self.loss(pred_masks[-1], class_logits[-1], masks, labels, auxiliary_predictions=aux)
+        return self.weighted(self.loss(pred_masks[-1], class_logits[-1], masks, labels, auxiliary_predictions=aux))
+
+    def weighted(self, raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each term times its weight (``loss_dice_3`` takes the weight of ``loss_dice``)."""
         return {k: v * self.weights[k.rsplit("_", 1)[0] if k[-1].isdigit() else k] for k, v in raw.items()}
+
+    def without_crowd(self, targets: list[dict], dtype: torch.dtype) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per image the non-crowd masks (N_i, H, W) in ``dtype`` and their labels (N_i,).
+
+        Default: one boolean indexing per image (a host sync each). ``no_host_syncs``: the flags of all
+        images copied to the host at once; images without crowd segments are not indexed.
+        """
+        if not self.no_host_syncs:
+            return ([t["masks"][~t["iscrowd"]].to(dtype) for t in targets],
+                    [t["labels"][~t["iscrowd"]] for t in targets])
+        flags = torch.cat([t["iscrowd"].reshape(-1).bool() for t in targets]).cpu().numpy() if targets else None
+        masks, labels, start = [], [], 0
+        for t in targets:
+            crowd = flags[start:start + len(t["iscrowd"])]     # numpy, on the host
+            start += len(crowd)
+            if crowd.any():
+                keep = torch.from_numpy(np.flatnonzero(~crowd)).to(t["masks"].device, non_blocking=True)
+                masks.append(t["masks"].index_select(0, keep).to(dtype))
+                labels.append(t["labels"].index_select(0, keep))
+            else:
+                masks.append(t["masks"].to(dtype))
+                labels.append(t["labels"])
+        return masks, labels
+
+    def batched_losses(self, pred_masks: list[torch.Tensor], class_logits: list[torch.Tensor],
+                       masks: list[torch.Tensor], labels: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The unweighted terms of :meth:`forward` (same keys, same order) from one batched matching."""
+        from odise_pl.models.mask_generator.matching import batched_hungarian
+
+        layers = [len(pred_masks) - 1] + (list(range(len(pred_masks) - 1)) if self.deep_supervision else [])
+        indices = batched_hungarian(self.loss.matcher, [pred_masks[i] for i in layers],
+                                    [class_logits[i] for i in layers], masks, labels)
+        num_masks = self.loss.get_num_masks(labels, device=labels[0].device)   # once, not once per layer
+        raw: dict[str, torch.Tensor] = {}
+        for position, (layer, idx) in enumerate(zip(layers, indices)):
+            suffix = "" if position == 0 else f"_{layer}"
+            terms = {**self.loss.loss_masks(pred_masks[layer], masks, idx, num_masks),
+                     **self.loss.loss_labels(class_logits[layer], labels, idx)}
+            raw.update({k + suffix: v for k, v in terms.items()})
+        return raw
 
     def matched_indices(self, pred_masks: torch.Tensor, class_logits: torch.Tensor,
                         targets: list[dict]) -> list[tuple[torch.Tensor, torch.Tensor]]:
