@@ -6,7 +6,7 @@ Two figures (matplotlib, Agg backend, so no display is needed):
   the bar is the mean over the point's finished seeds, its error bar the 95% confidence interval
   of the mean (Student's t, n-1 degrees of freedom; none with one seed), and the dots the seeds.
 * ``validation_curves.png``: ``val/PQ`` and ``val/mIoU`` over training steps for every run (one
-  colour per point, so replicates share a colour), from the run's TensorBoard events.
+  colour per point, so replicates share a colour; dashed: not finished), from the run's TensorBoard events.
 
 A file that exists already is never overwritten: the next free name is taken
 (``final_metrics.1.png``, ...).
@@ -93,8 +93,9 @@ def plot_final_metrics(records: list[RunRecord], path: Path, metrics=FINAL_METRI
         ax.set_xticks(x, [p.point for p in points], rotation=35, ha="right", fontsize=7)
         ax.set_title(metric)
     level = f"{round(CONFIDENCE * 100)}%"
-    title = (f"final metrics per point: mean over seeds (dots), error bars {level} CI of the mean (Student's t)"
-             if seeded else "final metrics per run (one seed each: no error bars)")
+    title = (f"final metrics per point: bars the mean over its finished seeds (dots), error bars the {level} "
+             "confidence interval of the mean (Student's t)" if seeded
+             else "final metrics per run (no seeds: no error bars)")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     out = _save(fig, path)
@@ -122,7 +123,7 @@ def plot_validation_curves(records: list[RunRecord], path: Path, tags=CURVE_TAGS
             label = r.entry.point if (tag, r.entry.point) not in labelled else None
             labelled.add((tag, r.entry.point))
             ax.plot([s for s, _ in points], [v for _, v in points], marker=".", color=colours[r.entry.point],
-                    label=label, alpha=0.8)
+                    label=label, alpha=0.8, linestyle="-" if r.state == "done" else "--")
     for ax, tag in zip(axes[0], tags):
         ax.set_xlabel("step")
         ax.set_title(tag)

@@ -1,0 +1,39 @@
+"""The seeds on the command line (``--seeds``) and the hparams row that groups a point's replicates."""
+
+from __future__ import annotations
+
+import shlex
+
+import torch
+
+from odise_pl.callbacks.hparams_table import run_hparams
+from odise_pl.cli import main
+from tests.launchers.conftest import REPO
+
+SWEEP = str(REPO / "experiments" / "sweeps" / "backbones_tiny.yaml")
+
+
+def test_dry_run_with_seeds_replicates_every_backbone(tmp_path, capsys):
+    assert main(["sweep", "-c", SWEEP, "--dry-run", "--seeds", "0,1", f"run.root={tmp_path}"]) == 0
+    lines = [shlex.split(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert len(lines) == 12
+    names = [next(a for a in args if a.startswith("run.name=")) for args in lines]
+    assert names[:3] == ["run.name=backbone=clip/seed=0", "run.name=backbone=clip/seed=1",
+                         "run.name=backbone=clip_odise-tiny-vit/seed=0"]
+    assert "seed=1" in lines[1] and "seed=0" in lines[0]
+    assert not (tmp_path / "backbones_tiny").exists()
+
+
+def test_bad_seeds_on_the_command_line(capsys):
+    assert main(["sweep", "-c", SWEEP, "--dry-run", "--seeds", "0,zero"]) == 2
+    assert "--seeds '0,zero': 'zero' is not an integer" in capsys.readouterr().err
+    assert main(["sweep", "-c", SWEEP, "--dry-run", "--seeds", "0", "seed=3"]) == 2
+    assert "override 'seed=3' sets 'seed', which the sweep" in capsys.readouterr().err
+
+
+def test_the_hparams_row_names_the_point_and_the_seed():
+    config = {"seed": 2, "run": {"name": "backbone=mae/seed=2"}, "model": {"backbone": {"name": "mae"}}}
+    row = run_hparams(torch.nn.Module(), config)
+    assert (row["run"], row["point"], row["seed"], row["backbone"]) == ("backbone=mae/seed=2", "backbone=mae", 2, "mae")
+    row = run_hparams(torch.nn.Module(), {"seed": 42, "run": {"name": "backbone=mae"}})
+    assert (row["point"], row["seed"]) == ("backbone=mae", 42)
