@@ -198,12 +198,15 @@ def add_parser(sub) -> None:
                        "`sweep collect|plot -c S.yaml`: its summary / plots, from the run directories",
                        usage="odise-pl sweep [collect|plot] -c SWEEP [--dry-run] [--seeds 0,1,2] [--out DIR] "
                              "[key=value ...]")
-    p.add_argument("-c", "--config", required=True, help="sweep YAML file, e.g. experiments/sweeps/backbones.yaml "
-                   "(collect / plot: also a sweep directory, e.g. runs/sweeps/backbones_tiny)")
+    p.add_argument("-c", "--config", required=True,
+                   help="sweep YAML file, e.g. experiments/sweeps/backbones.yaml "
+                        "(collect / plot: also a sweep directory, e.g. runs/sweeps/backbones_tiny)")
     p.add_argument("--dry-run", action="store_true", help="print one `odise-pl fit` command per run, run nothing")
-    p.add_argument("--seeds", default=None, metavar="0,1,2", help="run every point once per seed (the runs get "
-                   "seed=N and the name suffix /seed=N); replaces the sweep file's seeds")
-    p.add_argument("--out", default=None, metavar="DIR", help="plot: where the PNGs go (default SWEEP_DIR/plots)")
+    p.add_argument("--seeds", default=None, metavar="0,1,2",
+                   help="run every point once per seed (the runs get seed=N and the name suffix /seed=N); "
+                        "replaces the sweep file's seeds")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="plot: where the PNGs go (default SWEEP_DIR/plots)")
     p.add_argument("overrides", nargs="*", help="key=value applied to every run, e.g. trainer.max_steps=100; "
                    "first `collect` or `plot` for those actions (then key=value before -c)")
     p.set_defaults(func=cmd_sweep)

@@ -162,7 +162,8 @@ def shown_value(value: Any) -> str:
 
 
 def _run_name(values: dict[str, Any], labels: dict[str, str]) -> str:
-    parts = [f"{labels[key]}={_UNSAFE.sub('_', shown_value(value)).strip('_')}" for key, value in values.items()]
+    parts = [f"{labels[key]}={_UNSAFE.sub('_', shown_value(value)).strip('_')}"
+             for key, value in values.items()]
     name = ",".join(parts).strip(".") or "run"
     if len(name) > _MAX_NAME:
         digest = hashlib.sha1(name.encode()).hexdigest()[:8]
@@ -191,7 +192,7 @@ def _value_lists(spec: Any, kind: str, shown: str, lines: dict[str, int]) -> dic
 
 
 def point_of(run_name: str) -> tuple[str, int | None]:
-    """``"backbone=mae/seed=0"`` -> ``("backbone=mae", 0)``; a name without a seed part -> ``(name, None)``."""
+    """``"backbone=mae/seed=0"`` -> ``("backbone=mae", 0)``; a name without a seed part: ``(name, None)``."""
     point, _, last = str(run_name).rpartition("/")
     key, _, value = last.partition("=")
     if point and key == SEED_KEY and value.lstrip("-").isdigit():
@@ -217,7 +218,8 @@ def check_seeds(seeds: Any, where: str) -> list[int]:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ConfigError(f"{where}: seed {seed!r} is not an integer; {example}.")
         if not low <= seed <= high:
-            raise ConfigError(f"{where}: seed {seed} is out of range; seeds are integers from {low} to {high}.")
+            raise ConfigError(f"{where}: seed {seed} is out of range; seeds are integers from {low} "
+                              f"to {high}.")
     repeated = sorted({s for s in seeds if seeds.count(s) > 1})
     if repeated:
         raise ConfigError(f"{where}: seed {repeated[0]} is listed more than once; each seed names one "
@@ -256,8 +258,8 @@ def _sweep_seeds(data: dict, shown: str, lines: dict[str, int], override: list[i
                           "('seeds' makes replicates of every point).")
     fixed = [o for o in common if o.split("=", 1)[0].strip() == SEED_KEY]
     if fixed:
-        raise ConfigError(f"{_where(shown, lines, 'overrides')} sets {fixed[0]!r}, but the sweep has 'seeds', "
-                          f"which set '{SEED_KEY}' per run; drop one of them.")
+        raise ConfigError(f"{_where(shown, lines, 'overrides')} sets {fixed[0]!r}, but the sweep has "
+                          f"'seeds', which set '{SEED_KEY}' per run; drop one of them.")
     return seeds
 
 
@@ -339,7 +341,8 @@ def expand_sweep(path: PathLike, *, validate: bool = True, seeds: list[int] | No
                 continue
             for seed in seeds:
                 runs.append(SweepRun(f"{name}/{SEED_KEY}={seed}", [*common, *varied, f"{SEED_KEY}={seed}"],
-                                     base_path, sweep_name, {**values, SEED_KEY: seed}, point=name, seed=seed))
+                                     base_path, sweep_name, {**values, SEED_KEY: seed},
+                                     point=name, seed=seed))
     if validate:
         _validate_runs(runs, shown)
     return runs

@@ -29,9 +29,10 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from odise_pl.config.sweep import SEED_KEY, labels_for, point_of, shown_value
 from odise_pl.errors import ConfigError
@@ -40,11 +41,13 @@ from odise_pl.metrics.replicates import CONFIDENCE, ReplicateStats, replicate_st
 METRICS = ("PQ", "SQ", "RQ", "PQ_th", "SQ_th", "RQ_th", "PQ_st", "SQ_st", "RQ_st", "mIoU")
 PARAMS = ("backbone", "backbone_weights", "params_trainable_M", "params_frozen_M", "backbone_frozen_M")
 STATES = ("pending", "running", "done", "failed")
-PLAN_FILE = "sweep.json"        # in the sweep directory: the planned runs
-FAILED_FILE = "failed.json"     # in a run's directory (SWEEP/NAME): the error of its last attempt
-HPARAMS_DIR = "hparams"         # in the sweep directory: the collected TensorBoard view
-WHAT_A_SWEEP_IS = ("a sweep is a YAML file with 'base' and 'grid'/'zip' (see experiments/sweeps/), or the "
-                   f"directory `odise-pl sweep` writes its runs into (it holds {PLAN_FILE}, e.g. runs/sweeps/NAME)")
+PLAN_FILE = "sweep.json"  # in the sweep directory: the planned runs
+FAILED_FILE = "failed.json"  # in a run's directory (SWEEP/NAME): the error of its last attempt
+HPARAMS_DIR = "hparams"  # in the sweep directory: the collected TensorBoard view
+WHAT_A_SWEEP_IS = (
+    "a sweep is a YAML file with 'base' and 'grid'/'zip' (see experiments/sweeps/), or the "
+    f"directory `odise-pl sweep` writes its runs into (it holds {PLAN_FILE}, e.g. runs/sweeps/NAME)"
+)
 _VERSION = re.compile(r"version_(\d+)$")
 
 
@@ -128,7 +131,11 @@ def clear_failed(run_parent: Path) -> None:
 
 
 def _versions(run_parent: Path) -> list[Path]:
-    found = [(int(m.group(1)), p) for p in run_parent.glob("version_*") if (m := _VERSION.match(p.name)) and p.is_dir()]
+    found = [
+        (int(m.group(1)), p)
+        for p in run_parent.glob("version_*")
+        if (m := _VERSION.match(p.name)) and p.is_dir()
+    ]
     return [p for _, p in sorted(found)]
 
 
@@ -160,8 +167,10 @@ def read_run(sweep_dir: Path, entry: PlannedEntry) -> RunRecord:
 # ----------------------------------------------------------------------------------------- the plan
 def write_plan(sweep_dir: Path, entries: list[PlannedEntry], source: str = "") -> Path:
     """``sweep.json``: the planned runs, so that the sweep directory alone can be collected."""
-    payload = {"source": source, "runs": [{"name": e.name, "point": e.point, "seed": e.seed, "values": e.values}
-                                          for e in entries]}
+    payload = {
+        "source": source,
+        "runs": [{"name": e.name, "point": e.point, "seed": e.seed, "values": e.values} for e in entries],
+    }
     return write_atomic(sweep_dir / PLAN_FILE, json.dumps(payload, indent=2, default=str))
 
 
@@ -173,27 +182,47 @@ def read_plan(sweep_dir: Path) -> list[PlannedEntry]:
     """
     plan = _read_json(sweep_dir / PLAN_FILE)
     if isinstance(plan.get("runs"), list):
-        return [PlannedEntry(str(r["name"]), str(r.get("point") or r["name"]), r.get("seed"), dict(r.get("values") or {}))
-                for r in plan["runs"] if isinstance(r, dict) and "name" in r]
+        return [
+            PlannedEntry(
+                str(r["name"]), str(r.get("point") or r["name"]), r.get("seed"), dict(r.get("values") or {})
+            )
+            for r in plan["runs"]
+            if isinstance(r, dict) and "name" in r
+        ]
     if _versions(sweep_dir):
-        raise ConfigError(f"{sweep_dir} is one run's directory (it holds version_*), not a sweep: {WHAT_A_SWEEP_IS}.")
-    names = sorted({str(v.parent.relative_to(sweep_dir)) for v in sweep_dir.glob("**/version_*")
-                    if v.is_dir() and _VERSION.match(v.name) and (v / "config.yaml").is_file()
-                    and v.parent != sweep_dir and HPARAMS_DIR not in v.relative_to(sweep_dir).parts[:1]})
+        raise ConfigError(
+            f"{sweep_dir} is one run's directory (it holds version_*), not a sweep: {WHAT_A_SWEEP_IS}."
+        )
+    names = sorted(
+        {
+            str(v.parent.relative_to(sweep_dir))
+            for v in sweep_dir.glob("**/version_*")
+            if v.is_dir()
+            and _VERSION.match(v.name)
+            and (v / "config.yaml").is_file()
+            and v.parent != sweep_dir
+            and HPARAMS_DIR not in v.relative_to(sweep_dir).parts[:1]
+        }
+    )
     if not names:
-        raise ConfigError(f"{sweep_dir} is not a sweep directory (no {PLAN_FILE} and no run directories "
-                          f"NAME/version_N in it): {WHAT_A_SWEEP_IS}.")
+        raise ConfigError(
+            f"{sweep_dir} is not a sweep directory (no {PLAN_FILE} and no run directories "
+            f"NAME/version_N in it): {WHAT_A_SWEEP_IS}."
+        )
     entries = []
     for name in names:
         point, seed = point_of(name)
         values = dict(part.split("=", 1) for part in point.split(",") if "=" in part)
-        entries.append(PlannedEntry(name, point, seed, {**values, **({SEED_KEY: seed} if seed is not None else {})}))
+        entries.append(
+            PlannedEntry(name, point, seed, {**values, **({SEED_KEY: seed} if seed is not None else {})})
+        )
     return entries
 
 
-def resolve_sweep(path: str | Path, overrides: list[str] | None = None,
-                  seeds: list[int] | None = None) -> tuple[Path, list[PlannedEntry]]:
-    """The sweep directory and planned runs of a sweep file (planned as ``odise-pl sweep`` would) or directory.
+def resolve_sweep(
+    path: str | Path, overrides: list[str] | None = None, seeds: list[int] | None = None
+) -> tuple[Path, list[PlannedEntry]]:
+    """The sweep directory and planned runs of a sweep file (as ``odise-pl sweep`` plans them) or directory.
 
     A sweep file run with ``--seeds`` is collected with the same seeds: given here, or read from the
     sweep directory's ``sweep.json`` when not.
@@ -253,19 +282,38 @@ def _metric(value: float | None) -> str:
     return "" if value is None or math.isnan(value) else f"{value:.2f}"
 
 
-def run_rows(records: list[RunRecord], notes: dict[str, str] | None = None) -> tuple[list[str], list[list[str]]]:
+def run_rows(
+    records: list[RunRecord], notes: dict[str, str] | None = None
+) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the per-run table: run, [point], varied values, parameters, metrics, state."""
     keys = list(records[0].entry.values) if records else []
     labels = labels_for(keys)
     seeded = any(r.entry.seed is not None for r in records)
     params = [k for k in PARAMS if k not in labels.values()]  # e.g. 'backbone' when the sweep varies it
-    header = ["run", *(["point"] if seeded else []), *labels.values(), *params, *METRICS, "state", "status", "run_dir"]
+    header = [
+        "run",
+        *(["point"] if seeded else []),
+        *labels.values(),
+        *params,
+        *METRICS,
+        "state",
+        "status",
+        "run_dir",
+    ]
     rows = []
     for r in records:
-        rows.append([r.entry.name, *([r.entry.point] if seeded else []),
-                     *(shown_value(r.entry.values[k]) if k in r.entry.values else "" for k in labels),
-                     *(str(r.hparams.get(k, "")) for k in params), *(_metric(r.final.get(m)) for m in METRICS),
-                     r.state, _status(r, notes), r.run_dir])
+        rows.append(
+            [
+                r.entry.name,
+                *([r.entry.point] if seeded else []),
+                *(shown_value(r.entry.values[k]) if k in r.entry.values else "" for k in labels),
+                *(str(r.hparams.get(k, "")) for k in params),
+                *(_metric(r.final.get(m)) for m in METRICS),
+                r.state,
+                _status(r, notes),
+                r.run_dir,
+            ]
+        )
     return header, rows
 
 
@@ -281,7 +329,12 @@ def point_rows(points: list[PointSummary], csv_form: bool) -> tuple[list[str], l
         header += list(METRICS)
     rows = []
     for p in points:
-        row = [p.point, *(shown_value(p.values[k]) if k in p.values else "" for k in labels), str(p.n), str(p.planned)]
+        row = [
+            p.point,
+            *(shown_value(p.values[k]) if k in p.values else "" for k in labels),
+            str(p.n),
+            str(p.planned),
+        ]
         for m in METRICS:
             s = p.stats[m]
             if csv_form:
@@ -312,7 +365,9 @@ def _csv(header: list[str], rows: list[list[str]]) -> str:
 def state_counts(records: list[RunRecord]) -> str:
     """``"6 runs: 4 done, 1 running, 1 pending, 0 failed"``."""
     counts = {s: sum(r.state == s for r in records) for s in STATES}
-    return f"{len(records)} runs: " + ", ".join(f"{counts[s]} {s}" for s in ("done", "running", "pending", "failed"))
+    return f"{len(records)} runs: " + ", ".join(
+        f"{counts[s]} {s}" for s in ("done", "running", "pending", "failed")
+    )
 
 
 def write_summary(sweep_dir: Path, records: list[RunRecord], notes: dict[str, str] | None = None) -> Path:
@@ -325,15 +380,20 @@ def write_summary(sweep_dir: Path, records: list[RunRecord], notes: dict[str, st
             the ``status`` column shows it instead of the state.
     """
     header, rows = run_rows(records, notes)
-    lines = [f"{state_counts(records)} ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
-             *_markdown(header, rows)]
+    lines = [
+        f"{state_counts(records)} ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})",
+        "",
+        *_markdown(header, rows),
+    ]
     write_atomic(sweep_dir / "summary.csv", _csv(header, rows))
     if any(r.entry.seed is not None for r in records):
         points = summarize_points(records)
         level = f"{round(CONFIDENCE * 100)}%"
-        lines += ["", f"Per point over its finished seeds (n): mean ± sample std [{level} confidence interval "
-                  "of the mean, Student's t with n-1 degrees of freedom]", "",
-                  *_markdown(*point_rows(points, csv_form=False))]
+        caption = (
+            f"Per point over its finished seeds (n): mean ± sample std [{level} confidence interval "
+            "of the mean, Student's t with n-1 degrees of freedom]"
+        )
+        lines += ["", caption, "", *_markdown(*point_rows(points, csv_form=False))]
         write_atomic(sweep_dir / "summary_points.csv", _csv(*point_rows(points, csv_form=True)))
     return write_atomic(sweep_dir / "summary.md", "\n".join(lines) + "\n")
 
@@ -369,10 +429,18 @@ def write_hparams_view(sweep_dir: Path, records: list[RunRecord]) -> Path:
 
     for r in records:
         values = {labels[k]: v for k, v in r.entry.values.items() if k in labels}
-        hparams = {"kind": "run", "run": r.entry.name, "point": r.entry.point, "seed": -1 if r.entry.seed is None
-                   else r.entry.seed, "state": r.state, **values,
-                   **{k: r.hparams[k] for k in PARAMS if k in r.hparams and k not in values}}
-        session(tmp / "runs" / r.entry.name, hparams, {f"val/{m}": v for m, v in r.final.items() if m in METRICS})
+        hparams = {
+            "kind": "run",
+            "run": r.entry.name,
+            "point": r.entry.point,
+            "seed": -1 if r.entry.seed is None else r.entry.seed,
+            "state": r.state,
+            **values,
+            **{k: r.hparams[k] for k in PARAMS if k in r.hparams and k not in values},
+        }
+        session(
+            tmp / "runs" / r.entry.name, hparams, {f"val/{m}": v for m, v in r.final.items() if m in METRICS}
+        )
     if any(r.entry.seed is not None for r in records):
         for p in summarize_points(records):
             metrics = {}
@@ -381,7 +449,9 @@ def write_hparams_view(sweep_dir: Path, records: list[RunRecord]) -> Path:
                     if not math.isnan(value):
                         metrics[f"{prefix}/{m}"] = value
             values = {labels[k]: v for k, v in p.values.items() if k in labels}
-            session(tmp / "points" / p.point, {"kind": "point", "point": p.point, "n": p.n, **values}, metrics)
+            session(
+                tmp / "points" / p.point, {"kind": "point", "point": p.point, "n": p.n, **values}, metrics
+            )
     old = sweep_dir / f".{HPARAMS_DIR}.old-{os.getpid()}"
     if target.exists():
         os.replace(target, old)
@@ -390,8 +460,13 @@ def write_hparams_view(sweep_dir: Path, records: list[RunRecord]) -> Path:
     return target
 
 
-def collect(path: str | Path, overrides: list[str] | None = None, seeds: list[int] | None = None, *,
-            hparams_view: bool = True) -> tuple[Path, list[RunRecord]]:
+def collect(
+    path: str | Path,
+    overrides: list[str] | None = None,
+    seeds: list[int] | None = None,
+    *,
+    hparams_view: bool = True,
+) -> tuple[Path, list[RunRecord]]:
     """Read every planned run of a sweep file or directory and write the summary files.
 
     Returns:

@@ -85,17 +85,27 @@ def plot_final_metrics(records: list[RunRecord], path: Path, metrics=FINAL_METRI
     for ax, metric in zip(axes[0], metrics):
         means = [p.stats[metric].mean for p in points]
         errors = [p.stats[metric].half_width for p in points]
-        ax.bar(x, np.nan_to_num(means), color="C0", alpha=0.7,
-               yerr=np.nan_to_num(errors) if seeded else None, capsize=4, ecolor="black")
+        ax.bar(
+            x,
+            np.nan_to_num(means),
+            color="C0",
+            alpha=0.7,
+            yerr=np.nan_to_num(errors) if seeded else None,
+            capsize=4,
+            ecolor="black",
+        )
         for i, p in enumerate(points):
             seeds = [r.final[metric] for r in records if r.entry.point == p.point and metric in r.final]
             ax.scatter([i] * len(seeds), seeds, color="black", s=10, zorder=3)
         ax.set_xticks(x, [p.point for p in points], rotation=35, ha="right", fontsize=7)
         ax.set_title(metric)
     level = f"{round(CONFIDENCE * 100)}%"
-    title = (f"final metrics per point: bars the mean over its finished seeds (dots), error bars the {level} "
-             "confidence interval of the mean (Student's t)" if seeded
-             else "final metrics per run (no seeds: no error bars)")
+    title = (
+        f"final metrics per point: bars the mean over its finished seeds (dots), error bars the {level} "
+        "confidence interval of the mean (Student's t)"
+        if seeded
+        else "final metrics per run (no seeds: no error bars)"
+    )
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     out = _save(fig, path)
@@ -122,8 +132,15 @@ def plot_validation_curves(records: list[RunRecord], path: Path, tags=CURVE_TAGS
                 continue
             label = r.entry.point if (tag, r.entry.point) not in labelled else None
             labelled.add((tag, r.entry.point))
-            ax.plot([s for s, _ in points], [v for _, v in points], marker=".", color=colours[r.entry.point],
-                    label=label, alpha=0.8, linestyle="-" if r.state == "done" else "--")
+            ax.plot(
+                [s for s, _ in points],
+                [v for _, v in points],
+                marker=".",
+                color=colours[r.entry.point],
+                label=label,
+                alpha=0.8,
+                linestyle="-" if r.state == "done" else "--",
+            )
     for ax, tag in zip(axes[0], tags):
         ax.set_xlabel("step")
         ax.set_title(tag)
@@ -136,8 +153,13 @@ def plot_validation_curves(records: list[RunRecord], path: Path, tags=CURVE_TAGS
     return out
 
 
-def plot_sweep(path: str | Path, overrides: list[str] | None = None, seeds: list[int] | None = None, *,
-               out: str | Path | None = None) -> list[Path]:
+def plot_sweep(
+    path: str | Path,
+    overrides: list[str] | None = None,
+    seeds: list[int] | None = None,
+    *,
+    out: str | Path | None = None,
+) -> list[Path]:
     """Collect a sweep (file or directory) and write its figures; returns the PNGs written.
 
     Args:
@@ -152,5 +174,7 @@ def plot_sweep(path: str | Path, overrides: list[str] | None = None, seeds: list
     sweep_dir, records = collect(path, overrides, seeds, hparams_view=False)
     folder = Path(out) if out is not None else sweep_dir / "plots"
     folder.mkdir(parents=True, exist_ok=True)
-    return [plot_final_metrics(records, folder / "final_metrics.png"),
-            plot_validation_curves(records, folder / "validation_curves.png")]
+    return [
+        plot_final_metrics(records, folder / "final_metrics.png"),
+        plot_validation_curves(records, folder / "validation_curves.png"),
+    ]

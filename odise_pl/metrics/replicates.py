@@ -16,8 +16,8 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 #: the confidence level of the intervals the sweep summary reports
 CONFIDENCE = 0.95

@@ -18,8 +18,11 @@ def test_dry_run_with_seeds_replicates_every_backbone(tmp_path, capsys):
     lines = [shlex.split(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert len(lines) == 12
     names = [next(a for a in args if a.startswith("run.name=")) for args in lines]
-    assert names[:3] == ["run.name=backbone=clip/seed=0", "run.name=backbone=clip/seed=1",
-                         "run.name=backbone=clip_odise-tiny-vit/seed=0"]
+    assert names[:3] == [
+        "run.name=backbone=clip/seed=0",
+        "run.name=backbone=clip/seed=1",
+        "run.name=backbone=clip_odise-tiny-vit/seed=0",
+    ]
     assert "seed=1" in lines[1] and "seed=0" in lines[0]
     assert not (tmp_path / "backbones_tiny").exists()
 
@@ -34,6 +37,11 @@ def test_bad_seeds_on_the_command_line(capsys):
 def test_the_hparams_row_names_the_point_and_the_seed():
     config = {"seed": 2, "run": {"name": "backbone=mae/seed=2"}, "model": {"backbone": {"name": "mae"}}}
     row = run_hparams(torch.nn.Module(), config)
-    assert (row["run"], row["point"], row["seed"], row["backbone"]) == ("backbone=mae/seed=2", "backbone=mae", 2, "mae")
+    assert (row["run"], row["point"], row["seed"], row["backbone"]) == (
+        "backbone=mae/seed=2",
+        "backbone=mae",
+        2,
+        "mae",
+    )
     row = run_hparams(torch.nn.Module(), {"seed": 42, "run": {"name": "backbone=mae"}})
     assert (row["point"], row["seed"]) == ("backbone=mae", 42)

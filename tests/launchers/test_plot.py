@@ -19,11 +19,19 @@ def _sweep(tmp_path: Path) -> Path:
     for backbone, pqs in (("mae", (20.0, 24.0, 28.0)), ("dino", (30.0, 31.0, None))):
         for seed, pq in enumerate(pqs):
             name = f"backbone={backbone}/seed={seed}"
-            entries.append(PlannedEntry(name, f"backbone={backbone}", seed, {"model.backbone": {"name": backbone},
-                                                                             "seed": seed}))
+            entries.append(
+                PlannedEntry(
+                    name, f"backbone={backbone}", seed, {"model.backbone": {"name": backbone}, "seed": seed}
+                )
+            )
             final = None if pq is None else {"PQ": pq, "SQ": 70.0, "RQ": 30.0, "mIoU": pq + 5}
-            fabricate_run(sweep_dir, name, final, backbone=backbone,
-                          curve=[(10, pq / 2 if pq else 1.0), (20, pq or 2.0)])
+            fabricate_run(
+                sweep_dir,
+                name,
+                final,
+                backbone=backbone,
+                curve=[(10, pq / 2 if pq else 1.0), (20, pq or 2.0)],
+            )
     write_plan(sweep_dir, entries)
     return sweep_dir
 
@@ -39,9 +47,13 @@ def test_plot_writes_pngs_and_never_overwrites(tmp_path, capsys):
 
     again = plot_sweep(sweep_dir, out=out)
     assert again == [out / "final_metrics.1.png", out / "validation_curves.1.png"]
-    assert {p: Path(p).read_bytes() for p in printed} == first        # the earlier plots are untouched
-    assert sorted(p.name for p in out.iterdir()) == ["final_metrics.1.png", "final_metrics.png",
-                                                     "validation_curves.1.png", "validation_curves.png"]
+    assert {p: Path(p).read_bytes() for p in printed} == first  # the earlier plots are untouched
+    assert sorted(p.name for p in out.iterdir()) == [
+        "final_metrics.1.png",
+        "final_metrics.png",
+        "validation_curves.1.png",
+        "validation_curves.png",
+    ]
     # default folder: SWEEP_DIR/plots
     assert plot_sweep(sweep_dir)[0] == sweep_dir / "plots" / "final_metrics.png"
 
