@@ -245,7 +245,8 @@ def resolve_sweep(
     sweep_dir = planned[0].sweep_dir
     if seeds is None and not data.get("seeds"):
         recorded = _read_json(sweep_dir / PLAN_FILE).get("runs") or []
-        recorded_seeds = sorted({r.get("seed") for r in recorded if isinstance(r, dict)} - {None})
+        recorded_seeds = [s for s in dict.fromkeys(r.get("seed") for r in recorded if isinstance(r, dict))
+                          if isinstance(s, int)]  # in the order they were given
         if recorded_seeds:  # the sweep ran with --seeds: collect those replicates
             planned = plan(path, list(overrides or []), seeds=recorded_seeds)
     return sweep_dir, entries_of(planned)

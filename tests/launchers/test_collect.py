@@ -173,3 +173,22 @@ def test_collect_writes_the_hparams_view_grouped_by_point(tmp_path):
     # collecting again replaces the view whole (one session per run, none left over)
     collect(sweep_dir)
     assert sorted(hparams_rows(sweep_dir / "hparams")) == sorted(rows)
+
+
+def test_a_sweep_run_with_command_line_seeds_is_collected_with_them(tmp_path, capsys):
+    sweep = tmp_path / "one.yaml"
+    sweep.write_text(
+        f"base: {REPO / 'experiments' / 'quickstart.yaml'}\noverrides: [run.root={tmp_path / 'runs'}]\n"
+        "grid: {optim.lr: [0.001]}\n"
+    )
+    from odise_pl.commands.sweep import plan
+    from odise_pl.launchers.collect import entries_of, write_plan
+
+    planned = plan(sweep, [], seeds=[4, 2])  # what `odise-pl sweep -c one.yaml --seeds 4,2` records
+    write_plan(planned[0].sweep_dir, entries_of(planned))
+    fabricate_run(tmp_path / "runs" / "one", "lr=0.001/seed=2", {"PQ": 1.0})
+    _, records = collect(sweep, hparams_view=False)
+    assert [(r.entry.name, r.state) for r in records] == [
+        ("lr=0.001/seed=4", "pending"),
+        ("lr=0.001/seed=2", "done"),
+    ]
