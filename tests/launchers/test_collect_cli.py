@@ -45,3 +45,43 @@ def test_the_hparams_row_names_the_point_and_the_seed():
     )
     row = run_hparams(torch.nn.Module(), {"seed": 42, "run": {"name": "backbone=mae"}})
     assert (row["point"], row["seed"]) == ("backbone=mae", 42)
+
+
+def test_a_failed_run_is_recorded_for_collect_and_cleared_when_retried(tmp_path, monkeypatch):
+    import json
+
+    from odise_pl import runner
+    from odise_pl.commands.sweep import plan, run_sweep, write_summary
+    from odise_pl.launchers.collect import collect
+
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(
+        f"base: {REPO / 'experiments' / 'quickstart.yaml'}\noverrides: [run.root={tmp_path}]\n"
+        "grid: {optim.lr: [0.001, 0.002]}\n"
+    )
+    broken = {"lr=0.002"}
+
+    def fake_fit(cfg, ckpt_path=None):  # stands in for training: a finished run directory, or an error
+        if cfg.run.name in broken:
+            raise RuntimeError("out of memory")
+        run_dir = tmp_path / "s" / cfg.run.name / "version_0"
+        run_dir.mkdir(parents=True)
+        results = {"run_dir": str(run_dir), "final": {"PQ": 3.0}}
+        (run_dir / "metrics.json").write_text(json.dumps(results))
+        return results
+
+    monkeypatch.setattr(runner, "fit", fake_fit)
+    planned = plan(sweep, [])
+    assert run_sweep(planned) == 1
+    _, records = collect(sweep, hparams_view=False)
+    assert [(r.entry.name, r.state, r.detail) for r in records] == [
+        ("lr=0.001", "done", ""),
+        ("lr=0.002", "failed", "RuntimeError: out of memory"),
+    ]
+    broken.clear()
+    planned = plan(sweep, [])
+    assert run_sweep(planned) == 0
+    write_summary(planned)
+    assert not (tmp_path / "s" / "lr=0.002" / "failed.json").exists()
+    _, records = collect(sweep, hparams_view=False)
+    assert [r.state for r in records] == ["done", "done"]
