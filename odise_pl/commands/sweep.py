@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import importlib
 import shlex
 import sys
 import traceback
@@ -148,9 +149,11 @@ def run_sweep(planned: list[PlannedRun]) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
-    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     if overrides and overrides[0] in ACTIONS:  # odise-pl sweep collect|plot -c ...
-        return ACTIONS[overrides[0]](args, overrides[1:], seeds)
+        module, function = ACTIONS[overrides[0]].split(":")
+        args.overrides = overrides[1:]
+        return int(getattr(importlib.import_module(module), function)(args) or 0)
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     if args.out is not None:
         raise ConfigError("--out is for `odise-pl sweep plot` (where the PNGs go).")
     planned = plan(args.config, overrides, seeds=seeds)
@@ -171,26 +174,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_collect(args: argparse.Namespace, overrides: list[str], seeds: list[int] | None) -> int:
-    """``odise-pl sweep collect``: the summary files, rebuilt from the run directories."""
-    sweep_dir, records = collect.collect(args.config, overrides, seeds)
-    print((sweep_dir / "summary.md").read_text())
-    print(f"sweep directory: {sweep_dir}  ({collect.state_counts(records)}; HPARAMS view: "
-          f"tensorboard --logdir {sweep_dir / collect.HPARAMS_DIR})")
-    return 0
-
-
-def cmd_plot(args: argparse.Namespace, overrides: list[str], seeds: list[int] | None) -> int:
-    """``odise-pl sweep plot``: PNGs of the final metrics and validation curves."""
-    from odise_pl.launchers.plot import plot_sweep
-
-    for path in plot_sweep(args.config, overrides, seeds, out=args.out):
-        print(path)
-    return 0
-
-
-#: ``odise-pl sweep ACTION -c ...``: the first positional word picks the action
-ACTIONS = {"collect": cmd_collect, "plot": cmd_plot}
+#: ``odise-pl sweep ACTION -c ...``: the first positional word picks the action; each takes the parsed
+#: arguments (``config``, ``overrides`` after the word, ``seeds``, ``out``) and returns the exit code
+ACTIONS = {"collect": "odise_pl.launchers.collect:collect_command",
+           "plot": "odise_pl.launchers.plot:plot_command"}
 
 
 def add_parser(sub) -> None:

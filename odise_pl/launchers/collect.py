@@ -483,3 +483,23 @@ def collect(
     if hparams_view:
         write_hparams_view(sweep_dir, records)
     return sweep_dir, records
+
+
+# ------------------------------------------------------------------------------------ command line
+def add_arguments(parser) -> None:
+    """The options of ``odise-pl sweep collect`` (besides ``-c`` and ``key=value``)."""
+    parser.add_argument("--seeds", default=None, metavar="0,1,2",
+                        help="the seeds the sweep ran with (default: the sweep file's, or those it recorded)")
+
+
+def collect_command(args) -> int:
+    """``odise-pl sweep collect -c SWEEP.yaml|SWEEP_DIR [--seeds ...]``: ``args.config``, ``args.overrides``,
+    ``args.seeds`` (text or None).  Prints the summary; returns the exit code."""
+    from odise_pl.config.sweep import parse_seeds
+
+    seeds = parse_seeds(args.seeds) if getattr(args, "seeds", None) is not None else None
+    sweep_dir, records = collect(args.config, list(getattr(args, "overrides", []) or []), seeds)
+    print((sweep_dir / "summary.md").read_text())
+    print(f"sweep directory: {sweep_dir}  ({state_counts(records)}; HPARAMS view: "
+          f"tensorboard --logdir {sweep_dir / HPARAMS_DIR})")
+    return 0

@@ -178,3 +178,22 @@ def plot_sweep(
         plot_final_metrics(records, folder / "final_metrics.png"),
         plot_validation_curves(records, folder / "validation_curves.png"),
     ]
+
+
+def add_arguments(parser) -> None:
+    """The options of ``odise-pl sweep plot`` (besides ``-c`` and ``key=value``)."""
+    parser.add_argument("--seeds", default=None, metavar="0,1,2",
+                        help="the seeds the sweep ran with (default: the sweep file's, or those it recorded)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="where the PNGs go (default SWEEP_DIR/plots)")
+
+
+def plot_command(args) -> int:
+    """``odise-pl sweep plot -c SWEEP.yaml|SWEEP_DIR [--out DIR] [--seeds ...]``: prints the PNGs written."""
+    from odise_pl.config.sweep import parse_seeds
+
+    seeds = parse_seeds(args.seeds) if getattr(args, "seeds", None) is not None else None
+    for path in plot_sweep(args.config, list(getattr(args, "overrides", []) or []), seeds,
+                           out=getattr(args, "out", None)):
+        print(path)
+    return 0

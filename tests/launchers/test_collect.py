@@ -11,7 +11,7 @@ import pytest
 
 from odise_pl.cli import main
 from odise_pl.launchers.collect import collect, mark_failed
-from tests.launchers.conftest import REPO, fabricate_run
+from tests.launchers.fabricated_sweeps import REPO, fabricate_run, make_sweep_file
 
 T_975_2 = 4.302653  # Student's t, 97.5% quantile, 2 degrees of freedom (a printed table's value)
 T_975_1 = 12.706205  # ... 1 degree of freedom
@@ -25,7 +25,8 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
     }
 
 
-def test_seeded_summary_has_mean_std_and_ci_per_point(sweep_file, tmp_path, capsys):
+def test_seeded_summary_has_mean_std_and_ci_per_point(tmp_path, capsys):
+    sweep_file = make_sweep_file(tmp_path)
     sweep_dir = tmp_path / "runs" / "lrs"
     for seed, pq in zip((0, 1, 2), (50.0, 70.0, 90.0)):
         fabricate_run(sweep_dir, f"lr=0.001/seed={seed}", {"PQ": pq, "SQ": 80.0, "mIoU": 60.0 + seed})

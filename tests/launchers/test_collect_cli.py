@@ -8,7 +8,7 @@ import torch
 
 from odise_pl.callbacks.hparams_table import run_hparams
 from odise_pl.cli import main
-from tests.launchers.conftest import REPO
+from tests.launchers.fabricated_sweeps import REPO
 
 SWEEP = str(REPO / "experiments" / "sweeps" / "backbones_tiny.yaml")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from odise_pl.cli import main
 from odise_pl.launchers.collect import PlannedEntry, write_plan
 from odise_pl.launchers.plot import next_free_path, plot_sweep, validation_curves
-from tests.launchers.conftest import fabricate_run
+from tests.launchers.fabricated_sweeps import fabricate_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

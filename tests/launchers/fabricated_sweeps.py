@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -50,8 +48,7 @@ def fabricate_run(
     return run_dir
 
 
-@pytest.fixture
-def sweep_file(tmp_path: Path) -> Path:
+def make_sweep_file(tmp_path: Path) -> Path:
     """A sweep file over two learning rates with three seeds each, its runs under tmp_path/runs/lrs."""
     path = tmp_path / "lrs.yaml"
     path.write_text(
