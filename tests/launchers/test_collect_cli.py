@@ -85,3 +85,16 @@ def test_a_failed_run_is_recorded_for_collect_and_cleared_when_retried(tmp_path,
     assert not (tmp_path / "s" / "lr=0.002" / "failed.json").exists()
     _, records = collect(sweep, hparams_view=False)
     assert [r.state for r in records] == ["done", "done"]
+
+
+def test_the_quick_backbone_sweep_expands_to_every_tiny_backbone():
+    from odise_pl.config import expand_sweep, load_config
+
+    quick = expand_sweep(REPO / "experiments" / "sweeps" / "backbones_quick.yaml")
+    tiny = expand_sweep(SWEEP, validate=False)
+    assert [r.name for r in quick] == [r.name for r in tiny]
+    cfg = load_config(quick[0].base, quick[0].overrides)
+    assert (cfg.trainer.max_steps, cfg.trainer.val_check_interval, cfg.optim.lr) == (300, 100, 2.0e-3)
+    assert [r.name for r in expand_sweep(REPO / "experiments" / "sweeps" / "backbones_quick.yaml",
+                                         validate=False, seeds=[0, 1, 2])][:3] == \
+        ["backbone=clip/seed=0", "backbone=clip/seed=1", "backbone=clip/seed=2"]
