@@ -62,8 +62,10 @@ def test_open_vocab_demo_notebook(tmp_path, monkeypatch):
     assert "['animal', 'person', 'plant', 'ground', 'sky'] ->" in out
 
 
-@pytest.mark.slow  # ~50 s: a kernel and three runs of the tiny backbone sweep, 2 steps each
+@pytest.mark.slow  # ~60 s: a kernel and four runs of the tiny backbone sweep (2 backbones x 2 seeds), 2 steps each
 def test_compare_backbones_notebook(tmp_path, monkeypatch):
     out = "\n".join(_execute("compare_backbones.ipynb", tmp_path, monkeypatch))
-    assert "3 of 3 runs have final metrics" in out and "highest PQ: backbone=" in out
+    assert "4 of 4 runs have final metrics" in out and "highest PQ: backbone=" in out
     assert (tmp_path / "sweeps" / "backbones_tiny" / "summary.csv").is_file()
+    assert (tmp_path / "sweeps" / "backbones_tiny" / "summary_points.csv").is_file()   # two seeds per backbone
+    assert (tmp_path / "plots" / "final_metrics.png").is_file() and (tmp_path / "plots" / "validation_curves.png").is_file()

@@ -1,7 +1,8 @@
 """One row per run in TensorBoard's HPARAMS view: backbone, parameter counts, final PQ/SQ/RQ/mIoU.
 
-When training starts, the run's TensorBoard events get an hparams session (the run's name,
-the backbone and its weights, trainable / frozen parameters in millions).  Its metric columns
+When training starts, the run's TensorBoard events get an hparams session (the run's name; its
+``point``, the name without a ``/seed=N`` suffix, which a sweep point's replicates share, and its
+``seed``; the backbone and its weights, trainable / frozen parameters in millions).  Its metric columns
 are the validation scalars the module logs (``val/PQ``, ...); TensorBoard shows their last
 value, i.e. the final evaluation.  Point ``tensorboard --logdir`` at a sweep directory to see
 every run of the sweep side by side.  The same row is written as ``hparams.json`` in the run
@@ -16,6 +17,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
+from odise_pl.config.sweep import point_of
 from odise_pl.engine.atomic_files import write_json
 from odise_pl.models.param_summary import count_parameters
 
@@ -48,8 +50,11 @@ def run_hparams(pl_module: torch.nn.Module, config: dict) -> dict:
     rows = count_parameters(parts)
     backbone_rows = [r for r in rows if r.part == "backbone" or r.part.startswith("backbone.")]
     m = 1e6
+    run_name = str(config.get("run", {}).get("name", ""))
     return {
-        "run": str(config.get("run", {}).get("name", "")),
+        "run": run_name,
+        "point": point_of(run_name)[0],   # the replicates of a sweep point (backbone=mae/seed=N) share it
+        "seed": int(config.get("seed", 0) or 0),
         "backbone": str(config.get("model", {}).get("backbone", {}).get("name", "")),
         "backbone_weights": backbone_weights(config),
         "params_trainable_M": round(sum(r.trainable for r in rows) / m, 3),

@@ -1,4 +1,8 @@
-"""``odise-pl sweep -c SWEEP.yaml [--dry-run] [key=value ...]``: every run of a sweep file, one after another.
+"""``odise-pl sweep -c SWEEP.yaml [--dry-run] [--seeds 0,1,2] [key=value ...]``: every run of a sweep file.
+
+``odise-pl sweep collect -c SWEEP.yaml|SWEEP_DIR`` rebuilds the summary from the run directories at any
+time; ``odise-pl sweep plot -c SWEEP.yaml|SWEEP_DIR [--out DIR]`` draws it (:mod:`odise_pl.launchers.collect`,
+:mod:`odise_pl.launchers.plot`).
 
 The sweep file (:mod:`odise_pl.config.sweep`) names a base experiment and the dotted keys
 to vary (``grid``: every combination, ``zip``: lists taken together).  Run ``NAME`` (made
@@ -6,7 +10,8 @@ from the values it varies, e.g. ``backbone=mae``) trains in ``ROOT/SWEEP/NAME/ve
 where ``ROOT`` is the experiment's ``run.root``; so ``tensorboard --logdir ROOT/SWEEP`` shows
 the runs by name, with one row each in the HPARAMS view.  After every run the sweep
 directory gets ``summary.md`` and ``summary.csv``: the varied values, parameter counts and
-final metrics of every run.
+final metrics of every run.  With seeds (``seeds:`` in the file, or ``--seeds``) every point runs
+once per seed (``backbone=mae/seed=0``) and the summary adds mean, std and 95% CI per point.
 
 Re-running a sweep skips its finished runs (a ``metrics*.json`` with final metrics); an
 unfinished run with a ``last.ckpt`` resumes from it; a failed run is reported and the sweep
@@ -21,9 +26,7 @@ Example:
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
+import importlib
 import shlex
 import sys
 import traceback
@@ -33,11 +36,10 @@ from pathlib import Path
 from omegaconf import OmegaConf, read_write
 
 from odise_pl.config import load_config
-from odise_pl.config.sweep import SweepRun, _labels, _shown, expand_sweep, format_value
+from odise_pl.config.sweep import SweepRun, expand_sweep, format_value, parse_seeds
 from odise_pl.errors import ConfigError
-
-METRICS = ("PQ", "SQ", "RQ", "PQ_th", "SQ_th", "RQ_th", "PQ_st", "SQ_st", "RQ_st", "mIoU")
-PARAMS = ("backbone", "backbone_weights", "params_trainable_M", "params_frozen_M", "backbone_frozen_M")
+from odise_pl.launchers import collect
+from odise_pl.launchers.collect import METRICS, PARAMS, finished_results  # noqa: F401 (public here too)
 
 
 @dataclass
@@ -61,13 +63,15 @@ def _key(override: str) -> str:
     return override.split("=", 1)[0].strip()
 
 
-def plan(path: str | Path, cli_overrides: list[str]) -> list[PlannedRun]:
+def plan(path: str | Path, cli_overrides: list[str], *, seeds: list[int] | None = None) -> list[PlannedRun]:
     """Expand the sweep and resolve every run's config (``run.root``/``run.name`` set per run).
+
+    ``seeds`` (``--seeds``) replicates every point once per seed, replacing the file's ``seeds``.
 
     Raises:
         ConfigError: a malformed sweep, an invalid run, or a command-line override of a varied key.
     """
-    runs = expand_sweep(path, validate=False)  # each run's config is loaded (validated) below
+    runs = expand_sweep(path, validate=False, seeds=seeds)  # each run's config is loaded (validated) below
     planned = []
     for index, run in enumerate(runs, 1):
         varied_keys = set(run.values)
@@ -97,57 +101,21 @@ def fit_command(p: PlannedRun) -> str:
     return " ".join(["odise-pl", "fit", "-c", shlex.quote(str(p.run.base)), *map(shlex.quote, p.overrides)])
 
 
-def finished_results(run_parent: Path) -> tuple[str, dict] | None:
-    """``(run_dir, results)`` of a finished version of a run (its metrics file has final metrics), or None."""
-    for metrics in sorted(run_parent.glob("version_*/metrics*.json")):
-        try:
-            results = json.loads(metrics.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(results, dict) and isinstance(results.get("final"), dict):
-            return str(metrics.parent), results
-    return None
-
-
 def resume_checkpoint(run_parent: Path) -> Path | None:
     """The newest ``last.ckpt`` of an unfinished version of a run (None: start afresh)."""
     found = sorted(run_parent.glob("version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
     return found[-1] if found else None
 
 
-def summary_rows(planned: list[PlannedRun]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the sweep summary: run, varied values, parameters, final metrics, status."""
-    labels = _labels(list(planned[0].run.values)) if planned else {}
-    params = [k for k in PARAMS if k not in labels.values()]  # e.g. 'backbone' when the sweep varies it
-    header = ["run", *labels.values(), *params, *METRICS, "status", "run_dir"]
-    rows = []
-    for p in planned:
-        hparams = {}
-        if p.run_dir and (Path(p.run_dir) / "hparams.json").is_file():
-            hparams = json.loads((Path(p.run_dir) / "hparams.json").read_text())
-        final = p.results.get("final", {})
-        rows.append([p.run.name, *(_shown(p.run.values[k]) for k in labels),
-                     *(str(hparams.get(k, "")) for k in params),
-                     *(f"{final[m]:.2f}" if m in final else "" for m in METRICS), p.status, p.run_dir])
-    return header, rows
-
-
 def write_summary(planned: list[PlannedRun]) -> Path | None:
-    """``summary.md`` and ``summary.csv`` in the sweep directory; returns the Markdown file."""
+    """``summary.md`` and ``summary.csv`` in the sweep directory, read from the run directories
+    (:func:`odise_pl.launchers.collect.write_summary`); returns the Markdown file."""
     if not planned:
         return None
-    header, rows = summary_rows(planned)
-    out = planned[0].sweep_dir
-    out.mkdir(parents=True, exist_ok=True)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(header)
-    writer.writerows(rows)
-    (out / "summary.csv").write_text(buffer.getvalue())
-    return out / "summary.md"
+    sweep_dir = planned[0].sweep_dir
+    records = [collect.read_run(sweep_dir, entry) for entry in collect.entries_of(planned)]
+    notes = {p.run.name: p.status for p in planned if p.status != "pending"}
+    return collect.write_summary(sweep_dir, records, notes)
 
 
 def run_sweep(planned: list[PlannedRun]) -> int:
@@ -163,6 +131,7 @@ def run_sweep(planned: list[PlannedRun]) -> int:
             print(f"[{index}/{len(planned)}] {p.run.name}: finished before ({p.run_dir}), skipped")
             continue
         ckpt = resume_checkpoint(p.run_parent)
+        collect.clear_failed(p.run_parent)
         print(f"[{index}/{len(planned)}] {p.run.name}" + (f": resuming from {ckpt}" if ckpt else ""), flush=True)
         try:
             p.results = fit(p.cfg, ckpt_path=str(ckpt) if ckpt else None)
@@ -171,6 +140,7 @@ def run_sweep(planned: list[PlannedRun]) -> int:
             failed += 1
             p.status = f"failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
             traceback.print_exc(file=sys.stderr)
+            collect.mark_failed(p.run_parent, p.status.removeprefix("failed: "))
             print(f"run {p.run.name} failed; the sweep goes on. Re-run the sweep to retry it.", file=sys.stderr)
         finally:
             write_summary(planned)
@@ -178,11 +148,21 @@ def run_sweep(planned: list[PlannedRun]) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    planned = plan(args.config, list(args.overrides))
+    overrides = list(args.overrides)
+    if overrides and overrides[0] in ACTIONS:  # odise-pl sweep collect|plot -c ...
+        module, function = ACTIONS[overrides[0]].split(":")
+        args.overrides = overrides[1:]
+        return int(getattr(importlib.import_module(module), function)(args) or 0)
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+    if args.out is not None:
+        raise ConfigError("--out is for `odise-pl sweep plot` (where the PNGs go).")
+    planned = plan(args.config, overrides, seeds=seeds)
     if args.dry_run:
         for p in planned:
             print(fit_command(p))
         return 0
+    if planned:
+        collect.write_plan(planned[0].sweep_dir, collect.entries_of(planned), str(args.config))
     failed = run_sweep(planned)
     table = write_summary(planned)
     if table is not None:
@@ -194,9 +174,26 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``odise-pl sweep ACTION -c ...``: the first positional word picks the action; each takes the parsed
+#: arguments (``config``, ``overrides`` after the word, ``seeds``, ``out``) and returns the exit code
+ACTIONS = {"collect": "odise_pl.launchers.collect:collect_command",
+           "plot": "odise_pl.launchers.plot:plot_command"}
+
+
 def add_parser(sub) -> None:
-    p = sub.add_parser("sweep", help="run every run of a sweep file, one after another")
-    p.add_argument("-c", "--config", required=True, help="sweep YAML file, e.g. experiments/sweeps/backbones.yaml")
+    p = sub.add_parser("sweep", help="run every run of a sweep file, one after another; "
+                       "`sweep collect|plot -c S.yaml`: its summary / plots, from the run directories",
+                       usage="odise-pl sweep [collect|plot] -c SWEEP [--dry-run] [--seeds 0,1,2] [--out DIR] "
+                             "[key=value ...]")
+    p.add_argument("-c", "--config", required=True,
+                   help="sweep YAML file, e.g. experiments/sweeps/backbones.yaml "
+                        "(collect / plot: also a sweep directory, e.g. runs/sweeps/backbones_tiny)")
     p.add_argument("--dry-run", action="store_true", help="print one `odise-pl fit` command per run, run nothing")
-    p.add_argument("overrides", nargs="*", help="key=value applied to every run, e.g. trainer.max_steps=100")
+    p.add_argument("--seeds", default=None, metavar="0,1,2",
+                   help="run every point once per seed (the runs get seed=N and the name suffix /seed=N); "
+                        "replaces the sweep file's seeds")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="plot: where the PNGs go (default SWEEP_DIR/plots)")
+    p.add_argument("overrides", nargs="*", help="key=value applied to every run, e.g. trainer.max_steps=100; "
+                   "first `collect` or `plot` for those actions (then key=value before -c)")
     p.set_defaults(func=cmd_sweep)

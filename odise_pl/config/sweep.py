@@ -10,6 +10,7 @@ A sweep file is YAML::
     zip:                                  # optional; equal-length lists, taken together
       model.inference.alpha: [0.2, 0.3]
       model.inference.beta: [0.6, 0.7]
+    seeds: [0, 1, 2]                      # optional; every point once per seed (top-level ``seed``)
 
 Runs are every combination of the grid values with every row of the zip
 values (the grid's first key varies slowest, the zip rows fastest).  A value
@@ -17,6 +18,10 @@ may be a whole section, e.g. ``model.backbone: [{name: mae}, {name: dino}]``
 (a section whose ``name`` changes starts afresh); run names show its string
 values (``backbone=mae``).  A run's overrides are the sweep's ``overrides`` followed by its varied values, so the
 varied values win.
+
+With ``seeds``, every point (a combination of grid and zip values) runs once per seed: run
+``backbone=mae/seed=0`` gets ``seed=0`` and trains in ``SWEEP/backbone=mae/seed=0/version_N``; its
+``point`` is ``backbone=mae`` (the name without the seed), which the summary groups replicates by.
 
 Example:
     >>> runs = expand_sweep("experiments/sweeps/classifier_ablation.yaml")
@@ -42,7 +47,11 @@ from odise_pl.config.loader import PathLike, load_config
 from odise_pl.config.yaml_source import display_path, parse_yaml, read_yaml, yaml_loader_class
 from odise_pl.errors import ConfigError
 
-SWEEP_KEYS = ("name", "base", "overrides", "grid", "zip")
+SWEEP_KEYS = ("name", "base", "overrides", "grid", "zip", "seeds")
+#: the experiment key that ``seeds`` sets (:class:`odise_pl.config.schema.ExperimentConfig.seed`)
+SEED_KEY = "seed"
+#: seeds that Lightning's ``seed_everything`` accepts
+SEED_RANGE = (0, 2**32 - 1)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+@-]+")
 _MAX_NAME = 120
 _NOT_PRINTABLE = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff\ud800-\udfff]")
@@ -58,7 +67,11 @@ class SweepRun:
         overrides: ``key=value`` strings to apply to ``base``.
         base: the experiment file.
         sweep: the sweep's name.
-        values: the varied dotted keys and their values for this run.
+        values: the varied dotted keys and their values for this run (``seed`` included when the
+            sweep has ``seeds``).
+        point: the name without the seed (``"backbone=mae"``): the replicates of one point share it.
+            Without ``seeds``, the name itself.
+        seed: the run's seed when the sweep has ``seeds``, else None.
     """
 
     name: str
@@ -66,6 +79,12 @@ class SweepRun:
     base: Path
     sweep: str = ""
     values: dict[str, Any] = field(default_factory=dict)
+    point: str = ""
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.point:
+            object.__setattr__(self, "point", self.name)
 
 
 class _OverrideDumper(yaml.SafeDumper):
@@ -111,7 +130,7 @@ def format_value(value: Any) -> str:
                       "use plain strings, numbers, lists and mappings.")
 
 
-def _labels(keys: list[str]) -> dict[str, str]:
+def labels_for(keys: list[str]) -> dict[str, str]:
     """Short unique labels for dotted keys: the last part, or the section for ``.name``."""
     def parts_of(key: str) -> list[str]:
         parts = key.split(".")
@@ -128,7 +147,7 @@ def _labels(keys: list[str]) -> dict[str, str]:
             depth[key] += 1
 
 
-def _shown(value: Any) -> str:
+def shown_value(value: Any) -> str:
     """A varied value as it appears in a run name: list items joined by '_'; a mapping (a whole
     section) by its string values only, which name things (``{name: dino, pretrained: null,
     tiny_version: v1, out_channels: 32}`` shows as ``dino_v1``); sizes and switches are left out.
@@ -136,14 +155,15 @@ def _shown(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, list):
-        return "_".join(_shown(v) for v in value)
+        return "_".join(shown_value(v) for v in value)
     if isinstance(value, dict):
-        return "_".join(_shown(v) for v in value.values() if isinstance(v, str)) or "section"
+        return "_".join(shown_value(v) for v in value.values() if isinstance(v, str)) or "section"
     return format_value(value)
 
 
 def _run_name(values: dict[str, Any], labels: dict[str, str]) -> str:
-    parts = [f"{labels[key]}={_UNSAFE.sub('_', _shown(value)).strip('_')}" for key, value in values.items()]
+    parts = [f"{labels[key]}={_UNSAFE.sub('_', shown_value(value)).strip('_')}"
+             for key, value in values.items()]
     name = ",".join(parts).strip(".") or "run"
     if len(name) > _MAX_NAME:
         digest = hashlib.sha1(name.encode()).hexdigest()[:8]
@@ -171,6 +191,78 @@ def _value_lists(spec: Any, kind: str, shown: str, lines: dict[str, int]) -> dic
     return out
 
 
+def point_of(run_name: str) -> tuple[str, int | None]:
+    """``"backbone=mae/seed=0"`` -> ``("backbone=mae", 0)``; a name without a seed part: ``(name, None)``."""
+    point, _, last = str(run_name).rpartition("/")
+    key, _, value = last.partition("=")
+    if point and key == SEED_KEY and value.lstrip("-").isdigit():
+        return point, int(value)
+    return str(run_name), None
+
+
+def check_seeds(seeds: Any, where: str) -> list[int]:
+    """Validate a list of seeds: a non-empty list of distinct integers in ``SEED_RANGE``.
+
+    Args:
+        seeds: the value read from a sweep file's ``seeds`` or from ``--seeds``.
+        where: how the message names its source, e.g. ``"experiments/sweeps/s.yaml: 'seeds' (line 4)"``.
+
+    Raises:
+        ConfigError: naming ``where``, the offending value and what to write instead.
+    """
+    example = "e.g. 'seeds: [0, 1, 2]' (or --seeds 0,1,2)"
+    if not isinstance(seeds, list) or not seeds:
+        raise ConfigError(f"{where} must be a non-empty list of integer seeds, {example}; got {seeds!r}.")
+    low, high = SEED_RANGE
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ConfigError(f"{where}: seed {seed!r} is not an integer; {example}.")
+        if not low <= seed <= high:
+            raise ConfigError(f"{where}: seed {seed} is out of range; seeds are integers from {low} "
+                              f"to {high}.")
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise ConfigError(f"{where}: seed {repeated[0]} is listed more than once; each seed names one "
+                          "replicate, list it once.")
+    return list(seeds)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds 0,1,2`` -> ``[0, 1, 2]``.
+
+    Raises:
+        ConfigError: a part that is not an integer, or a repeated seed (the message names ``--seeds``).
+    """
+    parts = [part.strip() for part in str(text).split(",")]
+    values: list[Any] = []
+    for part in parts:
+        try:
+            values.append(int(part))
+        except ValueError:
+            raise ConfigError(f"--seeds {text!r}: {part!r} is not an integer; give comma-separated "
+                              "integers, e.g. --seeds 0,1,2.") from None
+    return check_seeds(values, f"--seeds {text!r}")
+
+
+def _sweep_seeds(data: dict, shown: str, lines: dict[str, int], override: list[int] | None,
+                 varied: list[str], common: list[str]) -> list[int] | None:
+    """The sweep's seeds (``override``, from the command line, replaces the file's), checked against
+    the keys the sweep sets otherwise."""
+    seeds = override
+    if seeds is None and data.get("seeds") is not None:
+        seeds = check_seeds(data["seeds"], _where(shown, lines, "seeds"))
+    if seeds is None:
+        return None
+    if SEED_KEY in varied:
+        raise ConfigError(f"{shown}: '{SEED_KEY}' is varied by 'grid'/'zip' and by 'seeds'; keep it in one "
+                          "('seeds' makes replicates of every point).")
+    fixed = [o for o in common if o.split("=", 1)[0].strip() == SEED_KEY]
+    if fixed:
+        raise ConfigError(f"{_where(shown, lines, 'overrides')} sets {fixed[0]!r}, but the sweep has "
+                          f"'seeds', which set '{SEED_KEY}' per run; drop one of them.")
+    return seeds
+
+
 def _read_sweep(path: Path) -> tuple[dict, dict[str, int], str]:
     shown = display_path(path)
     data, lines = read_yaml(path)
@@ -187,15 +279,16 @@ def _read_sweep(path: Path) -> tuple[dict, dict[str, int], str]:
     return data, lines, shown
 
 
-def expand_sweep(path: PathLike, *, validate: bool = True) -> list[SweepRun]:
+def expand_sweep(path: PathLike, *, validate: bool = True, seeds: list[int] | None = None) -> list[SweepRun]:
     """Read a sweep file and list its runs.
 
     Args:
         path: the sweep YAML file.
         validate: load every run's configuration to check it (recommended).
+        seeds: replicate every point once per seed (``--seeds``); replaces the file's ``seeds``.
 
     Returns:
-        The runs, in grid order.
+        The runs, in grid order; with seeds, each point's replicates one after another.
 
     Raises:
         ConfigError: the sweep file is malformed (unknown key, ``zip`` lists of
@@ -226,9 +319,12 @@ def expand_sweep(path: PathLike, *, validate: bool = True) -> list[SweepRun]:
     both = sorted(set(grid) & set(zipped))
     if both:
         raise ConfigError(f"{shown}: '{both[0]}' is in both 'grid' and 'zip'; keep it in one.")
+    if seeds is not None:
+        seeds = check_seeds(seeds, "--seeds")
+    seeds = _sweep_seeds(data, shown, lines, seeds, [*grid, *zipped], common)
 
     zip_rows = [dict(zip(zipped, row)) for row in zip(*zipped.values())] or [{}]
-    labels = _labels([*grid, *zipped])
+    labels = labels_for([*grid, *zipped])
     runs: list[SweepRun] = []
     seen: dict[str, int] = {}
     for combo in itertools.product(*grid.values()):
@@ -240,7 +336,13 @@ def expand_sweep(path: PathLike, *, validate: bool = True) -> list[SweepRun]:
                 name = f"{name}-{seen[name]}"
             seen.setdefault(name, 1)
             varied = [f"{key}={format_value(value)}" for key, value in values.items()]
-            runs.append(SweepRun(name, [*common, *varied], base_path, sweep_name, values))
+            if seeds is None:
+                runs.append(SweepRun(name, [*common, *varied], base_path, sweep_name, values))
+                continue
+            for seed in seeds:
+                runs.append(SweepRun(f"{name}/{SEED_KEY}={seed}", [*common, *varied, f"{SEED_KEY}={seed}"],
+                                     base_path, sweep_name, {**values, SEED_KEY: seed},
+                                     point=name, seed=seed))
     if validate:
         _validate_runs(runs, shown)
     return runs
