@@ -40,7 +40,7 @@ RESUME_MAY_DIFFER = ("run", "logging", "checkpoint", "trainer.max_steps", "train
                      "trainer.log_every_n_steps", "trainer.val_check_interval", "trainer.limit_val_batches",
                      "trainer.on_nonfinite", "trainer.max_nonfinite_skips", "data.root", "data.num_workers",
                      "data.pin_memory", "data.eval_batch_size", "data.skip_bad_samples", "model.inference",
-                     "model.speed")
+                     "model.speed", "imports")  # imports: absolute paths, may move with the project
 #: keys that may differ when a checkpoint is only evaluated: anything but the trained architecture
 EVALUATE_MUST_MATCH = ("model.clip", "model.backbone", "model.mask_generator", "model.supervision")
 #: training-only keys of the trained parts: they may differ when a checkpoint is evaluated or fine-tuned
