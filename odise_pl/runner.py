@@ -142,7 +142,7 @@ def build_datamodule(cfg: DictConfig):
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, *, extra_callbacks: list | None = None,
-                  datamodule=None) -> L.Trainer:
+                  datamodule=None, extra_plugins: list | None = None) -> L.Trainer:
     """The Lightning Trainer of ``cfg``; with ``datamodule``, ``data.global_batch_size`` sets its
     per-device batch and the trainer's gradient accumulation (:func:`odise_pl.scale_out.apply_global_batch`)."""
     t = cfg.trainer
@@ -161,7 +161,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, *, extra_callbacks: list | Non
     callbacks += extra_callbacks or []
     clip = float(cfg.optim.clip_grad_norm)
     trainer = L.Trainer(
-        default_root_dir=str(run_dir), logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
+        default_root_dir=str(run_dir), logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO(), *(extra_plugins or [])],
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=build_strategy(t),
         precision=t.precision, max_steps=t.max_steps, val_check_interval=t.val_check_interval,
         check_val_every_n_epoch=t.check_val_every_n_epoch, limit_val_batches=t.limit_val_batches,
@@ -230,11 +230,12 @@ def resume_point(cfg: DictConfig, resume: str | None = None) -> tuple[Path, Path
 
 
 def fit(cfg: DictConfig, *, evaluate_untrained: bool = False, ckpt_path: str | None = None,
-        init_from: str | None = None) -> dict:
+        init_from: str | None = None, callbacks: list | None = None, plugins: list | None = None) -> dict:
     """Train ``cfg`` (resuming where :func:`resume_point` says), then evaluate; returns the final metrics.
 
     ``init_from``: a run directory, ``.ckpt`` or ``.safetensors`` whose weights a new run starts from
     (fine-tuning, :func:`init_weights`); a run that resumes takes its weights from its checkpoint instead.
+    ``callbacks`` / ``plugins``: added to the Trainer's (a launcher's preemption handling, e.g.).
     The run directory gets ``config.yaml`` and ``categories.json`` when training starts, and every
     checkpoint and ``weights.safetensors`` carry the categories too (:mod:`odise_pl.run_directory`).
     """
@@ -260,7 +261,8 @@ def fit(cfg: DictConfig, *, evaluate_untrained: bool = False, ckpt_path: str | N
     if _launch_rank() == 0:
         save_config(cfg, run_dir)
         write_categories(run_dir, **categories)
-    trainer = build_trainer(cfg, run_dir, datamodule=dm, extra_callbacks=[CategoriesInCheckpoints(**categories)])
+    trainer = build_trainer(cfg, run_dir, datamodule=dm, extra_plugins=plugins,
+                            extra_callbacks=[CategoriesInCheckpoints(**categories), *(callbacks or [])])
     if evaluate_untrained and resume is None:
         results["untrained"] = merge_metrics(trainer.validate(model, datamodule=dm, verbose=False))
     trainer.fit(model, datamodule=dm, ckpt_path=str(resume) if resume is not None else None)

@@ -42,7 +42,7 @@ from odise_pl.config.loader import PathLike, load_config
 from odise_pl.config.yaml_source import display_path, parse_yaml, read_yaml, yaml_loader_class
 from odise_pl.errors import ConfigError
 
-SWEEP_KEYS = ("name", "base", "overrides", "grid", "zip")
+SWEEP_KEYS = ("name", "base", "overrides", "grid", "zip", "launcher")  # launcher: odise_pl.launchers
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+@-]+")
 _MAX_NAME = 120
 _NOT_PRINTABLE = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff\ud800-\udfff]")
