@@ -231,10 +231,12 @@ class OptionalSubcommand(argparse.Action):
     (``odise-pl sweep -c S.yaml key=value``), so the overrides still come after the options."""
 
     def __init__(self, option_strings, dest, *, parsers: dict, **kwargs) -> None:
-        super().__init__(option_strings, dest, nargs=argparse.PARSER, **kwargs)
+        super().__init__(option_strings, dest, nargs=argparse.REMAINDER, **kwargs)
         self.parsers = parsers
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
+        if not values:  # `odise-pl sweep -c S.yaml [options]`
+            return
         name, rest = (values[0], values[1:]) if values[0] in self.parsers else (RUN, values)
         setattr(namespace, self.dest, name)
         sub_args, extra = self.parsers[name].parse_known_args(rest, None)
