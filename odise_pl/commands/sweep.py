@@ -172,7 +172,7 @@ def check_sweep_file(path: str) -> None:
     from odise_pl.config.yaml_source import read_yaml
 
     data, _ = read_yaml(Path(path))  # a missing file or a folder is named here
-    if not isinstance(data, dict) or "base" not in data or not ({"grid", "zip"} & set(data)):
+    if not isinstance(data, dict) or "base" not in data:
         raise ConfigError(f"{path} is not a sweep file: a sweep file names its experiment ('base: ../X.yaml') and "
                           "the keys it varies ('grid:' and/or 'zip:'); see experiments/sweeps/.")
 

@@ -140,9 +140,11 @@ def executor_for(sweep_dir: Path, settings: "LauncherSettings") -> submitit.Slur
 
 def sbatch_message(err: Exception) -> str:
     """SLURM's own words from a failed submission (sbatch's ``error:`` lines), else the error's text."""
-    text = str(err)
+    text = str(err).strip()
+    if not text:
+        return type(err).__name__
     lines = [line.strip() for line in text.splitlines() if "error" in line.lower() and "sbatch" in line.lower()]
-    return "\n".join(dict.fromkeys(lines)) or text.strip().splitlines()[-1] if text.strip() else type(err).__name__
+    return "\n".join(dict.fromkeys(lines)) or text.splitlines()[-1]
 
 
 def submit_runs(planned: list["PlannedRun"], settings: "LauncherSettings") -> list[dict]:
