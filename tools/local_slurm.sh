@@ -15,6 +15,7 @@ set -euo pipefail
 STATE_DIR="${LOCAL_SLURM_DIR:-/var/lib/odise-local-slurm}"
 CONF=/etc/slurm/slurm.conf
 MARKER="# written by odise-pl tools/local_slurm.sh"
+CONF_CHANGED=0
 
 die() { echo "local_slurm.sh: $*" >&2; exit 1; }
 
@@ -42,6 +43,8 @@ SlurmctldHost=$host
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+# a requeued job may start again after the credential lifetime: 120 s by default, 20 s here
+AuthInfo=cred_expire=20
 CredType=cred/munge
 StateSaveLocation=$STATE_DIR/ctld
 SlurmdSpoolDir=$STATE_DIR/d
@@ -70,7 +73,13 @@ $node State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 EOF
     sync "$CONF.tmp" 2>/dev/null || true
-    mv -f "$CONF.tmp" "$CONF"
+    if cmp -s "$CONF.tmp" "$CONF"; then
+        rm -f "$CONF.tmp"
+        CONF_CHANGED=0
+    else
+        mv -f "$CONF.tmp" "$CONF"
+        CONF_CHANGED=1
+    fi
 }
 
 start_munge() {
@@ -100,6 +109,9 @@ start() {
     need_tools
     write_conf
     start_munge
+    if running slurmctld && running slurmd && [ "$CONF_CHANGED" = 1 ]; then
+        scontrol reconfigure  # a cluster started with an older configuration takes the new one
+    fi
     running slurmctld || slurmctld
     running slurmd || slurmd
     local state=""
