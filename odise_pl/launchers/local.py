@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from odise_pl.launchers.settings import LauncherSettings
 
 POLL_S = 0.2
+#: the last line the launcher appends to a run's log when its process has ended
+ENDED = "odise-pl local launcher: the run's process ended with exit code "
 
 
 def visible_gpus() -> list[str]:
@@ -121,6 +123,7 @@ def run_local(planned: list["PlannedRun"], settings: "LauncherSettings") -> int:
         for slot, (p, proc, log, handle) in list(running.items()):
             if proc.poll() is None:
                 continue
+            handle.write(f"\n{ENDED}{proc.returncode}\n")
             handle.close()
             del running[slot]
             free.append(slot)

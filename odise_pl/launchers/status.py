@@ -16,7 +16,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from odise_pl.launchers.local import log_tail
+from odise_pl.launchers.local import ENDED, log_tail
 from odise_pl.launchers.records import latest_launches
 
 #: SLURM job states that mean "waiting to start" and "started" (others: the job has ended)
@@ -124,14 +124,15 @@ def run_states(planned: list) -> list[RunState]:
                                        log_tail(entry.get("stderr")) + "\n" + log_tail(log)))
         elif entry.get("launcher") == "local":
             here = entry.get("host") == socket.gethostname()
-            alive = here and pid_alive(entry.get("launcher_pid"))
+            ended = ENDED in log_tail(log, lines=2)
+            alive = here and pid_alive(entry.get("launcher_pid")) and not ended
             if alive and Path(log).exists():
                 states.append(RunState(name, "running", "local process", "", log))
             elif alive:
                 states.append(RunState(name, "pending", "waiting for a free slot", "", log))
             elif Path(log).exists():
-                states.append(RunState(name, "failed", "its process ended without final metrics", "", log,
-                                       log_tail(log)))
+                why = log_tail(log, lines=1).replace(ENDED, "exit code ") if ended else "its process ended"
+                states.append(RunState(name, "failed", f"{why}, no final metrics", "", log, log_tail(log)))
             else:
                 states.append(RunState(name, "pending", "not started", "", log))
         else:
