@@ -1,8 +1,8 @@
-"""``odise-pl sweep -c SWEEP.yaml [--dry-run] [--seeds 0,1,2] [key=value ...]``: every run of a sweep file.
-
-``odise-pl sweep collect -c SWEEP.yaml|SWEEP_DIR`` rebuilds the summary from the run directories at any
-time; ``odise-pl sweep plot -c SWEEP.yaml|SWEEP_DIR [--out DIR]`` draws it (:mod:`odise_pl.launchers.collect`,
-:mod:`odise_pl.launchers.plot`).
+"""``odise-pl sweep -c SWEEP.yaml [--dry-run] [--seeds 0,1,2] [--launcher inline|local|slurm] [key=value ...]``:
+every run of a sweep file; ``odise-pl sweep status -c SWEEP.yaml``: where each run stands;
+``odise-pl sweep collect -c SWEEP.yaml|SWEEP_DIR``: the summary rebuilt from the run directories at any
+time; ``odise-pl sweep plot -c SWEEP.yaml|SWEEP_DIR [--out DIR]``: its figures
+(:mod:`odise_pl.launchers.collect`, :mod:`odise_pl.launchers.plot`).
 
 The sweep file (:mod:`odise_pl.config.sweep`) names a base experiment and the dotted keys
 to vary (``grid``: every combination, ``zip``: lists taken together).  Run ``NAME`` (made
@@ -18,6 +18,11 @@ unfinished run with a ``last.ckpt`` resumes from it; a failed run is reported an
 goes on with the next one.  ``key=value`` arguments apply to every run (after the sweep's
 own ``overrides``, before the varied values, which they may not set).
 
+Where the runs execute is the launcher's business (:mod:`odise_pl.launchers`): ``inline`` (default, one
+after another in this process), ``local`` (``--max-parallel K`` processes on disjoint GPUs) or ``slurm``
+(one job per run through submitit); set it with ``--launcher`` or the sweep file's ``launcher`` section.
+Further sub-commands (``status``, ...) are one line each in :data:`SUBCOMMANDS`.
+
 Example:
     $ odise-pl sweep -c experiments/sweeps/backbones_tiny.yaml --dry-run
     odise-pl fit -c experiments/quickstart.yaml ... 'model.backbone={name: mae, pretrained: null}' ...
@@ -29,7 +34,6 @@ import argparse
 import importlib
 import shlex
 import sys
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,53 +123,49 @@ def write_summary(planned: list[PlannedRun]) -> Path | None:
 
 
 def run_sweep(planned: list[PlannedRun]) -> int:
-    """Run every pending run in order (skipping finished ones); returns the number of failed runs."""
-    from odise_pl.engine.fit import fit
+    """Run every pending run in order, in this process (the ``inline`` launcher); returns the number failed."""
+    from odise_pl.launchers.inline import run_inline
 
-    failed = 0
-    for index, p in enumerate(planned, 1):
-        done = finished_results(p.run_parent)
-        if done is not None:
-            p.run_dir, p.results = done
-            p.status = "skipped (finished before)"
-            print(f"[{index}/{len(planned)}] {p.run.name}: finished before ({p.run_dir}), skipped")
-            continue
-        ckpt = resume_checkpoint(p.run_parent)
-        collect.clear_failed(p.run_parent)
-        print(f"[{index}/{len(planned)}] {p.run.name}" + (f": resuming from {ckpt}" if ckpt else ""), flush=True)
-        try:
-            p.results = fit(p.cfg, ckpt_path=str(ckpt) if ckpt else None)
-            p.run_dir, p.status = str(p.results["run_dir"]), "done"
-        except Exception as err:  # noqa: BLE001 - one failed run must not stop the sweep
-            failed += 1
-            p.status = f"failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-            traceback.print_exc(file=sys.stderr)
-            collect.mark_failed(p.run_parent, p.status.removeprefix("failed: "))
-            print(f"run {p.run.name} failed; the sweep goes on. Re-run the sweep to retry it.", file=sys.stderr)
-        finally:
-            write_summary(planned)
-    return failed
+    return run_inline(planned)
+
+
+def check_sweep_file(path: str) -> None:
+    """Refuse a folder, or an experiment file given where a sweep file is expected (before anything else).
+
+    Raises:
+        ConfigError: ``path`` is not a sweep file (names it and says what one looks like).
+    """
+    from odise_pl.config.yaml_source import read_yaml
+
+    data, _ = read_yaml(Path(path))  # a missing file or a folder is named here
+    if not isinstance(data, dict) or "base" not in data:
+        raise ConfigError(f"{path} is not a sweep file: a sweep file names its experiment ('base: ../X.yaml') and "
+                          "the keys it varies ('grid:' and/or 'zip:'); see experiments/sweeps/.")
+
+
+def launcher_flags(args: argparse.Namespace) -> dict:
+    """The launcher settings given on the command line (None: not given)."""
+    return {"name": args.launcher, "max_parallel": args.max_parallel, "partition": args.partition,
+            "account": args.account, "qos": args.qos, "nodes": args.nodes, "gpus_per_node": args.gpus_per_node,
+            "cpus_per_task": args.cpus_per_task, "mem": args.mem, "time": args.time, "wait": args.wait or None}
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    overrides = list(args.overrides)
-    if overrides and overrides[0] in ACTIONS:  # odise-pl sweep collect|plot -c ...
-        module, function = ACTIONS[overrides[0]].split(":")
-        args.overrides = overrides[1:]
-        return int(getattr(importlib.import_module(module), function)(args) or 0)
-    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
-    if args.out is not None:
-        raise ConfigError("--out is for `odise-pl sweep plot` (where the PNGs go).")
-    planned = plan(args.config, overrides, seeds=seeds)
+    from odise_pl.launchers import launch, launcher_settings
+
+    check_sweep_file(args.config)
+    settings = launcher_settings(args.config, launcher_flags(args))
+    seeds = parse_seeds(args.seeds) if getattr(args, "seeds", None) is not None else None
+    planned = plan(args.config, [*args.overrides, *settings.trainer_overrides()], seeds=seeds)
     if args.dry_run:
         for p in planned:
             print(fit_command(p))
         return 0
-    if planned:
+    if planned:  # what `collect` reads: the planned runs, before any of them starts
         collect.write_plan(planned[0].sweep_dir, collect.entries_of(planned), str(args.config))
-    failed = run_sweep(planned)
+    failed = launch(planned, settings)
     table = write_summary(planned)
-    if table is not None:
+    if table is not None and not (settings.name == "slurm" and not settings.wait):
         print("\n" + table.read_text())
         print(f"sweep directory: {planned[0].sweep_dir}  (tensorboard --logdir {planned[0].sweep_dir})")
     if failed:
@@ -174,26 +174,113 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-#: ``odise-pl sweep ACTION -c ...``: the first positional word picks the action; each takes the parsed
-#: arguments (``config``, ``overrides`` after the word, ``seeds``, ``out``) and returns the exit code
-ACTIONS = {"collect": "odise_pl.launchers.collect:collect_command",
-           "plot": "odise_pl.launchers.plot:plot_command"}
+def cmd_status(args: argparse.Namespace) -> int:
+    from odise_pl.launchers.status import format_states, run_states
+
+    check_sweep_file(args.config)
+    planned = plan(args.config, list(args.overrides))
+    print(f"sweep {planned[0].run.sweep if planned else args.config}: {planned[0].sweep_dir if planned else ''}")
+    print(format_states(run_states(planned)))
+    return 0
+
+
+#: ``odise-pl sweep NAME -c SWEEP.yaml [key=value ...]``: NAME -> (help, "module:function"). The function
+#: takes the parsed arguments (``config``, ``overrides`` and what ``module.add_arguments(parser)``, if the
+#: module has it, adds) and returns the exit code. Adding a sub-command is one line here.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "status": ("each run's state: pending, running, done, failed (with its log's tail)",
+               "odise_pl.commands.sweep:cmd_status"),
+    "collect": ("the summary (summary.md / .csv, mean, std and 95% CI over seeds, HPARAMS view) rebuilt from the "
+                "run directories; -c takes the sweep file or its directory", "odise_pl.launchers.collect:collect_command"),
+    "plot": ("PNGs of the final metrics (seed error bars) and the validation curves; --out DIR",
+             "odise_pl.launchers.plot:plot_command"),
+}
+
+RUN = "run"  # the hidden sub-command of `odise-pl sweep -c S.yaml [key=value ...]`
+
+
+class OptionalSubcommand(argparse.Action):
+    """Sub-commands that may be left out: a first positional that names none starts the ``run`` form
+    (``odise-pl sweep -c S.yaml key=value``), so the overrides still come after the options."""
+
+    def __init__(self, option_strings, dest, *, parsers: dict, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=argparse.REMAINDER, **kwargs)
+        self.parsers = parsers
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        if not values:  # `odise-pl sweep -c S.yaml [options]`
+            return
+        name, rest = (values[0], values[1:]) if values[0] in self.parsers else (RUN, values)
+        setattr(namespace, self.dest, name)
+        sub_args, extra = self.parsers[name].parse_known_args(rest, None)
+        for key, value in vars(sub_args).items():
+            setattr(namespace, key, value)
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+
+
+def add_run_arguments(p: argparse.ArgumentParser, *, suppress: bool = False) -> None:
+    """The options of the run form; ``suppress``: on its hidden sub-parser (keeps what came before)."""
+    default = {"default": argparse.SUPPRESS} if suppress else {}
+    from odise_pl.launchers import LAUNCHER_NAMES
+
+    p.add_argument("--dry-run", action="store_true", **default,
+                   help="print one `odise-pl fit` command per run, run nothing")
+    p.add_argument("--seeds", metavar="0,1,2", **default,
+                   help="run every point once per seed (the runs get seed=N and the name suffix /seed=N); "
+                        "replaces the sweep file's seeds")
+    group = p.add_argument_group("launcher (default: the sweep file's 'launcher' section, else inline)")
+    group.add_argument("--launcher", choices=LAUNCHER_NAMES, **default,
+                       help="inline: one run after another here; local: --max-parallel runs at once on this "
+                            "machine, on disjoint GPUs; slurm: one SLURM job per run (submitit)")
+    group.add_argument("--max-parallel", type=int, metavar="K", **default, help="local: runs at once")
+    group.add_argument("--wait", action="store_true", **default, help="slurm: wait until every job has ended")
+    for flag, kind, text in (("--partition", str, "SLURM partition"), ("--account", str, "SLURM account"),
+                             ("--qos", str, "SLURM quality of service"),
+                             ("--nodes", int, "nodes per job (-> trainer.num_nodes)"),
+                             ("--gpus-per-node", int, "GPUs per node, one task each (-> trainer.devices)"),
+                             ("--cpus-per-task", int, "CPUs per task"), ("--mem", str, "memory per node, e.g. 64G"),
+                             ("--time", int, "time limit per job, minutes")):
+        group.add_argument(flag, type=kind, **default, help=text)
+
+
+def add_common_arguments(p: argparse.ArgumentParser, *, suppress: bool = False) -> None:
+    default = {"default": argparse.SUPPRESS} if suppress else {}
+    p.add_argument("-c", "--config", **default,
+                   help="sweep YAML file, e.g. experiments/sweeps/backbones.yaml")
+    p.add_argument("overrides", nargs="*", help="key=value applied to every run, e.g. trainer.max_steps=100")
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    name = getattr(args, "sweep_command", None) or RUN
+    if getattr(args, "config", None) is None:
+        raise ConfigError(f"odise-pl sweep{'' if name == RUN else ' ' + name} needs -c SWEEP.yaml, e.g. "
+                          "-c experiments/sweeps/backbones_tiny.yaml.")
+    if name == RUN:
+        return cmd_sweep(args)
+    module, function = SUBCOMMANDS[name][1].split(":")
+    return int(getattr(importlib.import_module(module), function)(args) or 0)
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("sweep", help="run every run of a sweep file, one after another; "
-                       "`sweep collect|plot -c S.yaml`: its summary / plots, from the run directories",
-                       usage="odise-pl sweep [collect|plot] -c SWEEP [--dry-run] [--seeds 0,1,2] [--out DIR] "
-                             "[key=value ...]")
-    p.add_argument("-c", "--config", required=True,
-                   help="sweep YAML file, e.g. experiments/sweeps/backbones.yaml "
-                        "(collect / plot: also a sweep directory, e.g. runs/sweeps/backbones_tiny)")
-    p.add_argument("--dry-run", action="store_true", help="print one `odise-pl fit` command per run, run nothing")
-    p.add_argument("--seeds", default=None, metavar="0,1,2",
-                   help="run every point once per seed (the runs get seed=N and the name suffix /seed=N); "
-                        "replaces the sweep file's seeds")
-    p.add_argument("--out", default=None, metavar="DIR",
-                   help="plot: where the PNGs go (default SWEEP_DIR/plots)")
-    p.add_argument("overrides", nargs="*", help="key=value applied to every run, e.g. trainer.max_steps=100; "
-                   "first `collect` or `plot` for those actions (then key=value before -c)")
-    p.set_defaults(func=cmd_sweep)
+    p = sub.add_parser("sweep", help="run every run of a sweep file (inline, local or slurm); sweep status|...",
+                       description="odise-pl sweep -c S.yaml [options] [key=value ...] runs the sweep; "
+                       f"odise-pl sweep {{{','.join(SUBCOMMANDS)}}} -c S.yaml [key=value ...] "
+                       + "; ".join(f"{name}: {text}" for name, (text, _) in SUBCOMMANDS.items()))
+    p.add_argument("-c", "--config", default=None, help="sweep YAML file, e.g. experiments/sweeps/backbones.yaml")
+    add_run_arguments(p)
+    parsers = {}
+    run = argparse.ArgumentParser(prog="odise-pl sweep", add_help=False)
+    add_common_arguments(run, suppress=True)
+    add_run_arguments(run, suppress=True)
+    parsers[RUN] = run
+    for name, (text, target) in SUBCOMMANDS.items():
+        sp = argparse.ArgumentParser(prog=f"odise-pl sweep {name}", description=text)
+        add_common_arguments(sp, suppress=True)
+        module = importlib.import_module(target.split(":")[0])
+        if hasattr(module, "add_arguments"):
+            module.add_arguments(sp)
+        parsers[name] = sp
+    p.add_argument("sweep_command", action=OptionalSubcommand, parsers=parsers, metavar="[status|key=value ...]",
+                   help="a sub-command (" + ", ".join(SUBCOMMANDS) + "), or the overrides of every run")
+    p.set_defaults(func=dispatch, overrides=[])

@@ -47,7 +47,7 @@ from odise_pl.config.loader import PathLike, load_config
 from odise_pl.config.yaml_source import display_path, parse_yaml, read_yaml, yaml_loader_class
 from odise_pl.errors import ConfigError
 
-SWEEP_KEYS = ("name", "base", "overrides", "grid", "zip", "seeds")
+SWEEP_KEYS = ("name", "base", "overrides", "grid", "zip", "seeds", "launcher")  # launcher: odise_pl.launchers
 #: the experiment key that ``seeds`` sets (:class:`odise_pl.config.schema.ExperimentConfig.seed`)
 SEED_KEY = "seed"
 #: seeds that Lightning's ``seed_everything`` accepts

@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-#: the placeholder a name may hold for its number (``eval_validate_{n}.json``)
-NUMBER = "{n}"
+#: the placeholder a name may hold for its number, with an optional format (``eval_{n}.json``, ``launch_{n:03d}.json``)
+NUMBER = re.compile(r"\{n(?::([^{}]*))?\}")
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -97,16 +98,17 @@ def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> 
 
 
 def numbered(path: str | os.PathLike, n: int) -> Path:
-    """The ``n``-th name of ``path``: ``{n}`` in its name replaced; else ``stem.N.suffix`` (0: ``path`` itself).
+    """The ``n``-th name of ``path``: ``{n}`` (or ``{n:03d}``) in its name replaced; else ``stem.N.suffix``
+    (0: ``path`` itself).
 
     >>> numbered("run/metrics.json", 0).as_posix(), numbered("run/metrics.json", 2).as_posix()
     ('run/metrics.json', 'run/metrics.2.json')
-    >>> numbered("run/eval_{n}.json", 3).as_posix()
-    'run/eval_3.json'
+    >>> numbered("run/eval_{n}.json", 3).name, numbered("launches/launch_{n:03d}.json", 7).name
+    ('eval_3.json', 'launch_007.json')
     """
     p = Path(path)
-    if NUMBER in p.name:
-        return p.with_name(p.name.replace(NUMBER, str(n)))
+    if NUMBER.search(p.name):
+        return p.with_name(NUMBER.sub(lambda m: format(n, m.group(1) or ""), p.name))
     if n == 0:
         return p
     return p.with_name(f"{p.stem}.{n}{p.suffix}")

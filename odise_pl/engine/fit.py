@@ -20,11 +20,12 @@ from odise_pl.errors import ConfigError
 
 
 def fit(cfg: DictConfig, *, evaluate_untrained: bool = False, ckpt_path: str | None = None,
-        init_from: str | None = None) -> dict:
+        init_from: str | None = None, callbacks: list | None = None, plugins: list | None = None) -> dict:
     """Train ``cfg`` (resuming where :func:`resume_point` says), then evaluate; returns the final metrics.
 
     ``init_from``: a run directory, ``.ckpt`` or ``.safetensors`` whose weights a new run starts from
     (fine-tuning, :func:`init_weights`); a run that resumes takes its weights from its checkpoint instead.
+    ``callbacks`` / ``plugins``: added to the Trainer's (a launcher's preemption handling, e.g.).
     The run directory gets ``config.yaml`` and ``categories.json`` when training starts, and every
     checkpoint and ``weights.safetensors`` carry the categories too (:mod:`odise_pl.engine.run_files`).
     """
@@ -50,7 +51,8 @@ def fit(cfg: DictConfig, *, evaluate_untrained: bool = False, ckpt_path: str | N
     if launch_rank() == 0:
         save_config(cfg, run_dir)
         write_categories(run_dir, **categories)
-    trainer = build_trainer(cfg, run_dir, datamodule=dm, extra_callbacks=[CategoriesInCheckpoints(**categories)])
+    trainer = build_trainer(cfg, run_dir, datamodule=dm, extra_plugins=plugins,
+                            extra_callbacks=[CategoriesInCheckpoints(**categories), *(callbacks or [])])
     if evaluate_untrained and resume is None:
         results["untrained"] = merge_metrics(trainer.validate(model, datamodule=dm, verbose=False))
     trainer.fit(model, datamodule=dm, ckpt_path=str(resume) if resume is not None else None)

@@ -20,7 +20,7 @@ from odise_pl.engine.scale_out import apply_global_batch, build_strategy
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, *, extra_callbacks: list | None = None,
-                  datamodule=None) -> L.Trainer:
+                  datamodule=None, extra_plugins: list | None = None) -> L.Trainer:
     """The Lightning Trainer of ``cfg``; with ``datamodule``, ``data.global_batch_size`` sets its
     per-device batch and the trainer's gradient accumulation (:func:`odise_pl.engine.scale_out.apply_global_batch`)."""
     quiet_framework_noise()
@@ -40,7 +40,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, *, extra_callbacks: list | Non
     callbacks += extra_callbacks or []
     clip = float(cfg.optim.clip_grad_norm)
     trainer = L.Trainer(
-        default_root_dir=str(run_dir), logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
+        default_root_dir=str(run_dir), logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO(), *(extra_plugins or [])],
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=build_strategy(t),
         precision=t.precision, max_steps=t.max_steps, val_check_interval=t.val_check_interval,
         check_val_every_n_epoch=t.check_val_every_n_epoch, limit_val_batches=t.limit_val_batches,
