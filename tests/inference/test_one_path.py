@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
 from odise_pl.callbacks.visualization import PanopticVisualizer
 from odise_pl.data_modules.transforms import image_to_tensor, resize_image
@@ -38,14 +39,12 @@ class Writer:
 
     def __init__(self) -> None:
         self.images: dict[str, tuple[np.ndarray, int]] = {}
-        self.scalars: dict[str, tuple[float, int]] = {}
+        self.logged: list[tuple[str, int]] = []
 
     def add_image(self, tag, image, step, dataformats="CHW") -> None:
         assert dataformats == "HWC"
         self.images[tag] = (np.asarray(image), step)
-
-    def add_scalar(self, tag, value, step) -> None:
-        self.scalars[tag] = (float(value), step)
+        self.logged.append((tag, step))
 
 
 def fake_trainer(writer: Writer, step: int = 0):
@@ -70,23 +69,37 @@ def predictor(tmp_path_factory):
     return pred
 
 
-def test_evaluation_pictures_and_predictor_give_identical_segments(predictor):
-    model = predictor.model
+def blocks_image(h0: int = 50, w0: int = 70) -> np.ndarray:
+    """(h0, w0, 3) uint8 blocks of random colours."""
     rng = np.random.default_rng(0)
-    h0, w0 = 50, 70   # resized to 128 x 179, padded to a multiple of the backbone's size divisibility
-    image = np.kron(rng.integers(0, 256, (5, 7, 3)), np.ones((10, 10, 1))).astype(np.uint8)
-    pred = predictor.predict(image)
+    return np.kron(rng.integers(0, 256, (h0 // 10, w0 // 10, 3)), np.ones((10, 10, 1))).astype(np.uint8)
 
-    # the batch evaluation sees: the same resize and padding as the Predictor's
+
+def padded_batch(predictor, image: np.ndarray, gt_category: int = 0):
+    """The batch evaluation would see (the Predictor's resize and padding); ground truth: one stuff segment."""
+    h0, w0 = image.shape[:2]
     h, w = predictor.resize.output_size(h0, w0)
     d = predictor.size_divisibility
     H, W = -(-h // d) * d, -(-w // d) * d
     assert (h, w) != (H, W), "the test needs an image with padding"
+    assert h * w > 0
     images = torch.zeros((1, 3, H, W), dtype=torch.uint8)
     images[0, :, :h, :w] = image_to_tensor(resize_image(image, h, w))
-    gt = torch.zeros((h0, w0), dtype=torch.int64)
-    batch = {"images": images, "image_sizes": torch.tensor([[h, w]]),
-             "targets": [{"orig_size": (h0, w0), "gt_panoptic": gt, "gt_segments": [], "gt_semantic": gt}]}
+    segments = [{"id": 1, "category": gt_category, "isthing": False, "iscrowd": False, "area": h0 * w0}]
+    target = {"orig_size": (h0, w0), "gt_panoptic": torch.ones((h0, w0), dtype=torch.int64),
+              "gt_segments": segments, "gt_semantic": torch.full((h0, w0), gt_category, dtype=torch.int64),
+              "masks": torch.ones((1, H, W), dtype=torch.bool), "labels": torch.tensor([gt_category]),
+              "is_thing": torch.tensor([False])}
+    return {"images": images, "image_sizes": torch.tensor([[h, w]]), "targets": [target]}
+
+
+def test_evaluation_pictures_and_predictor_give_identical_segments(predictor):
+    model = predictor.model
+    image = blocks_image()  # resized to 128 x 179, padded to a multiple of the size divisibility
+    h0, w0 = image.shape[:2]
+    pred = predictor.predict(image)
+    batch = padded_batch(predictor, image)
+    images, (h, w) = batch["images"], batch["image_sizes"][0].tolist()
 
     # the ensemble's CLIP classifier reads the valid area: without the sizes the classes would differ
     with torch.no_grad():
@@ -116,3 +129,58 @@ def test_evaluation_pictures_and_predictor_give_identical_segments(predictor):
     img = F.interpolate(images[:, :, :h, :w].float(), size=(h0, w0), mode="bilinear", align_corners=False)[0]
     img = img.clamp(0, 255).byte().permute(1, 2, 0).numpy()
     np.testing.assert_array_equal(panel[:, 2 * w0:], overlay(img, colorize_panoptic(ids, segments)))
+
+
+def test_training_pictures_every_n_steps(predictor):
+    model = predictor.model.train()
+    batch = padded_batch(predictor, blocks_image(), gt_category=3)
+    writer = Writer()
+    callback = PanopticVisualizer(num_images=1, every_n_steps=3)
+    for step in [0, 1, 2, 3, 3, 4, 5, 6, 7]:  # step 3 twice: two micro-batches of one accumulated step
+        callback.on_train_batch_end(fake_trainer(writer, step), model, None, batch, 0)
+    assert writer.logged == [("train/panoptic_0", 3), ("train/panoptic_0", 6)]
+    assert model.training, "the model is back in training mode"
+    h, w = batch["image_sizes"][0].tolist()
+    panel, _ = writer.images["train/panoptic_0"]
+    assert panel.shape == (h, 3 * w, 3)  # image | ground truth | prediction at the valid size
+
+    # no explicit interval: logging.vis_every_n_steps of the module's config
+    model.hparams.config["logging"]["vis_every_n_steps"] = 4
+    assert PanopticVisualizer(num_images=1).training_interval(model) == 4
+    assert PanopticVisualizer(num_images=1, every_n_steps=0).training_interval(model) == 0
+
+
+def test_log_per_class_writes_per_class_scores_to_tensorboard(predictor, tmp_path):
+    import lightning as L
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    model = predictor.model
+    predictor.set_vocabulary(VOCAB)  # fresh metrics
+    batch = padded_batch(predictor, blocks_image(), gt_category=3)
+    model.hparams.config["logging"]["log_per_class"] = True
+    try:
+        trainer = L.Trainer(accelerator="cpu", logger=TensorBoardLogger(str(tmp_path), name="tb", version=""),
+                            enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+        expected = {}
+        pq, sem = model.val_pq, model.val_sem
+        original = model.per_class_metrics
+
+        def spy(stage, pq_, sem_):
+            expected.update(original(stage, pq_, sem_))
+            return expected
+
+        model.per_class_metrics = spy
+        trainer.validate(model, dataloaders=DataLoader([batch], batch_size=None), verbose=False)
+    finally:
+        model.hparams.config["logging"]["log_per_class"] = False
+        del model.per_class_metrics
+    assert pq is model.val_pq and sem is model.val_sem
+    events = EventAccumulator(str(tmp_path / "tb")).Reload()
+    tags = set(events.Tags()["scalars"])
+    # the ground-truth class 3 is seen by both metrics; only seen classes appear
+    assert {"val_per_class/PQ/3", "val_per_class/SQ/3", "val_per_class/RQ/3", "val_per_class/IoU/3"} <= tags
+    assert set(expected) == {t for t in tags if "_per_class/" in t}
+    for tag, value in expected.items():
+        assert events.Scalars(tag)[-1].value == pytest.approx(value, abs=1e-4)
+        assert 0.0 <= value <= 100.0
