@@ -1,10 +1,19 @@
 """Small registries for the pluggable parts, keyed by the names the YAML files use.
 
+A new part registers under a name and its YAML ``name:`` picks it (a registry of its own here, so
+the example adds nothing to the built-in ``BACKBONES``):
+
 Example:
-    >>> from odise_pl.registry import BACKBONES
-    >>> @BACKBONES.register("my_backbone", config=MyBackboneConfig)
-    ... class MyBackbone(nn.Module): ...
-    >>> BACKBONES.get("my_backbone").cls
+    >>> from dataclasses import dataclass
+    >>> PARTS = Registry("backbone")
+    >>> @dataclass
+    ... class MyBackboneConfig:
+    ...     width: int = 64
+    >>> @PARTS.register("my_backbone", config=MyBackboneConfig)
+    ... class MyBackbone:
+    ...     pass
+    >>> PARTS.get("my_backbone").cls is MyBackbone, PARTS.get("my_backbone").config().width
+    (True, 64)
 """
 
 from __future__ import annotations

@@ -18,10 +18,10 @@ may be a whole section, e.g. ``model.backbone: [{name: mae}, {name: dino}]``
 values (``backbone=mae``).  A run's overrides are the sweep's ``overrides`` followed by its varied values, so the
 varied values win.
 
-Example:
-    >>> runs = expand_sweep("experiments/sweeps/classifier_ablation.yaml")
+Example (paths relative to the project root):
+    >>> runs = expand_sweep("experiments/sweeps/classifiers_tiny.yaml")
     >>> [r.name for r in runs]
-    ['classifier=diffusion,alpha=0.2,beta=0.6', ...]
+    ['classifier=diffusion', 'classifier=clip', 'classifier=ensemble']
 """
 
 from __future__ import annotations

@@ -42,10 +42,11 @@ as the largest absolute difference):
   the CPU, where outputs stay bit-identical). On an Ampere+ GPU TF32 keeps 10 mantissa
   bits (not tested here: no GPU in the test suite).
 
-Example:
-    >>> handle = apply_speed_options(module, SpeedOptions(frozen_autocast=True, frozen_weights=True))
-    >>> ...
-    >>> handle.remove()
+Example (needs a built OdiseModule, so not a doctest)::
+
+    handle = apply_speed_options(module, SpeedOptions(frozen_autocast=True, frozen_weights=True))
+    ...
+    handle.remove()
 """
 
 from __future__ import annotations
