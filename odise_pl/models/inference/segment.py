@@ -9,7 +9,7 @@ cut to the image's valid area and brought to the requested output size, where th
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
