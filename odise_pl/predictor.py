@@ -17,12 +17,17 @@ vocabulary (:mod:`odise_pl.vocab`), and predicts one image at a time:
    the vocabulary size K: the default vocabulary has ~1,300 classes); on a GPU it always
    runs at the original size.
 
-Example:
-    >>> pred = Predictor.from_config_file(None, "runs/quickstart/version_0")  # the run's config
-    >>> pred = Predictor.from_config_file("experiments/quickstart.yaml", "last.ckpt")
-    >>> pred.set_vocabulary(parse_vocabulary("cat,kitten;dog;grass:stuff"))
-    >>> out = pred.predict_file("photo.jpg")
-    >>> out.panoptic.shape, out.segments[0]["category_name"]
+The model and the post-processing are :meth:`OdiseModule.segment
+<odise_pl.models.odise_module.OdiseModule.segment>`, the path evaluation and the TensorBoard
+pictures use too.
+
+Example (needs a trained run and a photo, so not a doctest)::
+
+    pred = Predictor.from_config_file(None, "runs/quickstart/version_0")  # the run's config
+    pred = Predictor.from_config_file("experiments/quickstart.yaml", "last.ckpt")
+    pred.set_vocabulary(parse_vocabulary("cat,kitten;dog;grass:stuff"))
+    out = pred.predict_file("photo.jpg")
+    out.panoptic.shape, out.segments[0]["category_name"]
 """
 
 from __future__ import annotations
@@ -34,14 +39,11 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from odise_pl.data_modules.coco_panoptic import read_rgb_image
 from odise_pl.data_modules.transforms import ResizeShortestEdge, image_to_tensor, resize_image, resize_nearest
 from odise_pl.errors import VocabularyError
-from odise_pl.models.inference.instance import instance_inference
-from odise_pl.models.inference.panoptic import panoptic_inference
 from odise_pl.vocab import (
     Vocabulary, VocabClass, build_vocabulary, builtin_names, default_vocabulary, load_builtin, parse_vocabulary,
 )
@@ -198,27 +200,15 @@ class Predictor:
         batch = torch.zeros((1, 3, H, W), dtype=torch.uint8)
         batch[0, :, :h, :w] = image_to_tensor(resize_image(image, h, w))
         batch = batch.to(self.device)
-        sizes = torch.tensor([[h, w]], device=self.device)
         model = self.model
-        probs, masks = model.predict_probs(batch, model(batch, None), sizes)
-        probs, masks = probs[0].float(), masks[0].float()
-
-        # masks -> padded input size -> valid area -> output size (the original, within budget)
-        oh, ow = _output_size(h0, w0, masks.shape[0], self.max_mask_elements)
-        m_valid = F.interpolate(masks[None], size=(H, W), mode="bilinear", align_corners=False)[0, :, :h, :w]
-        m = F.interpolate(m_valid[None], size=(oh, ow), mode="bilinear", align_corners=False)[0]
-        cfg = model.inference_cfg
-        is_thing = model.eval_is_thing.to(m.device)
-        ids, raw_segments = panoptic_inference(probs, m, is_thing, object_mask_threshold=cfg.object_mask_threshold,
-                                               overlap_threshold=cfg.overlap_threshold)
-        sh, sw = (oh, ow) if m.is_cuda else _output_size(oh, ow, probs.shape[-1] - 1, self.max_semantic_elements)
-        ms = m if (sh, sw) == (oh, ow) else F.interpolate(m_valid[None], size=(sh, sw), mode="bilinear",
-                                                           align_corners=False)[0]
-        semantic = _semantic_argmax(probs, ms)
-        instances = None
-        if self.instances:
-            inst = instance_inference(probs, m, is_thing, topk=cfg.instance_topk)
-            instances = {k: v.cpu() for k, v in inst.items()}
+        # the post-processing runs at the original size, shrunk to the budgets (see the module docstring)
+        oh, ow = _output_size(h0, w0, model.num_queries, self.max_mask_elements)
+        sh, sw = (oh, ow) if self.device.type == "cuda" else \
+            _output_size(oh, ow, model.eval_text.num_classes, self.max_semantic_elements)
+        tasks = ("panoptic", "semantic", "instances") if self.instances else ("panoptic", "semantic")
+        res = model.segment(batch, [(h, w)], [(oh, ow)], tasks=tasks, semantic_sizes=[(sh, sw)])[0]
+        probs, (ids, raw_segments), semantic = res["probs"], res["panoptic"], res["semantic"]
+        instances = {k: v.cpu() for k, v in res["instances"].items()} if self.instances else None
         ids, semantic = ids.cpu().numpy(), semantic.cpu().numpy()
         if semantic.shape != (h0, w0):
             semantic = resize_nearest(semantic, h0, w0)
@@ -268,17 +258,6 @@ def _output_size(h: int, w: int, num_queries: int, budget: int) -> tuple[int, in
         return h, w
     scale = math.sqrt(budget / (num_queries * h * w))
     return max(1, int(h * scale)), max(1, int(w * scale))
-
-
-def _semantic_argmax(probs: torch.Tensor, mask_logits: torch.Tensor, chunk: int = 1 << 16) -> torch.Tensor:
-    """argmax_k sum_q p_qk sigmoid(m_q) without the (K,H,W) score volume (pixels in chunks)."""
-    q, h, w = mask_logits.shape
-    cls = probs[:, :-1].to(mask_logits.dtype)  # (Q,K)
-    flat = mask_logits.reshape(q, -1)
-    out = torch.empty(h * w, dtype=torch.int64, device=mask_logits.device)
-    for start in range(0, h * w, chunk):
-        out[start:start + chunk] = (flat[:, start:start + chunk].sigmoid().t() @ cls).argmax(-1)
-    return out.view(h, w)
 
 
 __all__ = ["Prediction", "Predictor", "list_images", "resolve_vocabulary", "vocabulary_from_categories",

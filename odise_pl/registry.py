@@ -5,11 +5,20 @@ a registry; others through an experiment's ``imports:`` list (:mod:`odise_pl.con
 or, for installed packages, the entry-point group ``odise_pl.plugins`` (:func:`load_plugins`),
 both before a config is validated.
 
+A new part registers under a name and its YAML ``name:`` picks it (a registry of its own here, so
+the example adds nothing to the built-in ``BACKBONES``):
+
 Example:
-    >>> from odise_pl.registry import BACKBONES
-    >>> @BACKBONES.register("my_backbone", config=MyBackboneConfig)
-    ... class MyBackbone(nn.Module): ...
-    >>> BACKBONES.get("my_backbone").cls
+    >>> from dataclasses import dataclass
+    >>> PARTS = Registry("backbone")
+    >>> @dataclass
+    ... class MyBackboneConfig:
+    ...     width: int = 64
+    >>> @PARTS.register("my_backbone", config=MyBackboneConfig)
+    ... class MyBackbone:
+    ...     pass
+    >>> PARTS.get("my_backbone").cls is MyBackbone, PARTS.get("my_backbone").config().width
+    (True, 64)
 """
 
 from __future__ import annotations

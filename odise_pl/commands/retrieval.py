@@ -2,7 +2,7 @@
 
 Scores every validation image against every validation caption with the grounding
 score of the caption strategy (see
-:func:`odise_pl.models.supervision.caption_grounding.retrieval_accuracy`) and prints
+:func:`odise_pl.metrics.retrieval.retrieval_accuracy`) and prints
 recall@1 and @5 both ways (every caption of every image, the COCO protocol)
 beside chance.  Without ``--ckpt`` the untrained model is
 measured (the baseline).
@@ -27,9 +27,24 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def evaluate_retrieval(cfg, ckpt: str | None = None, *, device: str = "cpu",
+                       max_batches: int | None = None) -> dict[str, float]:
+    """Build the model of ``cfg`` (optionally from a checkpoint) and run
+    :func:`~odise_pl.metrics.retrieval.retrieval_accuracy` on its validation split."""
+    from odise_pl.metrics.retrieval import retrieval_accuracy
+    from odise_pl.engine.components import build_all
+    from odise_pl.engine.weights import load_checkpoint
+
+    dm, model = build_all(cfg)
+    if ckpt:
+        load_checkpoint(model, ckpt)
+    model.to(device)
+    dm.setup("validate")
+    return retrieval_accuracy(model, dm.val_dataloader(), max_batches=max_batches)
+
+
 def run(args: argparse.Namespace) -> int:
     from odise_pl.config import load_config
-    from odise_pl.models.supervision.caption_grounding import evaluate_retrieval
 
     cfg = load_config(args.config, args.overrides)
     result = evaluate_retrieval(cfg, args.ckpt, device=args.device, max_batches=args.max_batches)

@@ -270,7 +270,10 @@ def instantiate_section(section: Any, dataclass_type: type[T]) -> T:
     such a field.
 
     Example:
-        >>> opts = instantiate_section(cfg.model.backbone, BACKBONES.get("clip").config)
+        >>> from odise_pl.registry import BACKBONES
+        >>> section = OmegaConf.create({"name": "clip", "out_channels": 64})
+        >>> instantiate_section(section, BACKBONES.get("clip").config).out_channels
+        64
     """
     values = OmegaConf.to_container(section, resolve=True) if OmegaConf.is_config(section) else dict(section)
     fields = getattr(dataclass_type, "__dataclass_fields__", {})

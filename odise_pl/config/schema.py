@@ -228,9 +228,9 @@ class CheckpointConfig:
 @dataclass
 class LoggingConfig:
     tensorboard: bool = True
-    vis_every_n_steps: int = 500     # training pictures in TensorBoard
+    vis_every_n_steps: int = 500     # training pictures in TensorBoard every N steps (0: none)
     num_vis_images: int = 4
-    log_per_class: bool = False
+    log_per_class: bool = False      # per-class PQ/SQ/RQ/IoU to TensorBoard after each evaluation
 
 
 @dataclass

@@ -23,10 +23,10 @@ With ``seeds``, every point (a combination of grid and zip values) runs once per
 ``backbone=mae/seed=0`` gets ``seed=0`` and trains in ``SWEEP/backbone=mae/seed=0/version_N``; its
 ``point`` is ``backbone=mae`` (the name without the seed), which the summary groups replicates by.
 
-Example:
-    >>> runs = expand_sweep("experiments/sweeps/classifier_ablation.yaml")
+Example (paths relative to the project root):
+    >>> runs = expand_sweep("experiments/sweeps/classifiers_tiny.yaml")
     >>> [r.name for r in runs]
-    ['classifier=diffusion,alpha=0.2,beta=0.6', ...]
+    ['classifier=diffusion', 'classifier=clip', 'classifier=ensemble']
 """
 
 from __future__ import annotations

@@ -5,9 +5,13 @@ The caption model needs, for each panoptic training image, the image's captions
 read with pycocotools' :class:`~pycocotools.coco.COCO` API.
 
 Example:
-    >>> captions = load_captions("coco/annotations/captions_train2017.json", panoptic_ids)
-    >>> captions[139]  # doctest: +SKIP
-    ['A woman stands in the dining area at the table.', ...]
+    >>> import json, tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "captions_train2017.json"
+    >>> _ = path.write_text(json.dumps({"images": [{"id": 139}], "annotations": [
+    ...     {"id": 1, "image_id": 139, "caption": " A woman stands in the dining area. "},
+    ...     {"id": 2, "image_id": 139, "caption": "A kitchen."}]}))
+    >>> load_captions(path, [139])
+    {139: ['A woman stands in the dining area.', 'A kitchen.']}
 """
 
 from __future__ import annotations

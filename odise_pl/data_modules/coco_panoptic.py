@@ -6,10 +6,11 @@ file_name of the PNG, ``segments_info``: id, category_id, area, bbox, iscrowd) a
 ``R + 256 G + 256^2 B`` (0 = VOID).  Captions come from an optional COCO captions JSON,
 joined by image id.  Class indices are contiguous in the JSON's category order.
 
-Example:
-    >>> dm = CocoPanopticDataModule(root="datasets/coco", batch_size=2)
-    >>> dm.setup("fit")
-    >>> batch = next(iter(dm.train_dataloader()))   # see docs/architecture.md
+Example (needs the COCO panoptic files, so not a doctest)::
+
+    dm = CocoPanopticDataModule(root="datasets/coco", batch_size=2)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))   # see docs/architecture.md
 """
 
 from __future__ import annotations

@@ -14,8 +14,9 @@ Layout written under ``DIR`` (the COCO layout, so :mod:`coco_panoptic` reads it)
     DIR/annotations/captions_{train,val}2017.json  3-5 captions per image
     DIR/synthetic_shapes.json                      the generation parameters
 
-Example:
-    >>> generate_synthetic_coco("data/shapes", num_train=1000, num_val=100, seed=0)
+Example (writes files and takes seconds per image on a CPU, so not a doctest)::
+
+    generate_synthetic_coco("data/shapes", num_train=1000, num_val=100, seed=0)
 """
 
 from __future__ import annotations

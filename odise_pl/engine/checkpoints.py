@@ -14,9 +14,10 @@
 * :func:`export_safetensors` / :func:`load_weights`: the trained weights as a ``.safetensors``
   file, and loading either format into a model.
 
-Example:
-    >>> ckpt = read_checkpoint("runs/quickstart/version_0/checkpoints/last.ckpt")
-    >>> check_config(ckpt, cfg, "last.ckpt", ignore=RESUME_MAY_DIFFER)
+Example (needs a trained run, so not a doctest)::
+
+    ckpt = read_checkpoint("runs/quickstart/version_0/checkpoints/last.ckpt")
+    check_config(ckpt, cfg, "last.ckpt", ignore=RESUME_MAY_DIFFER)
 """
 
 from __future__ import annotations

@@ -14,9 +14,10 @@ Every Lightning checkpoint of ``fit`` carries the same payload under ``checkpoin
 ``weights.safetensors`` export under the metadata key ``odise_pl.categories``, so each of the three
 (directory, ``.ckpt``, ``.safetensors``) predicts on its own.
 
-Example:
-    >>> cfg, categories, weights = load_run_directory("runs/quickstart/version_0")
-    >>> write_run_directory("runs/converted", config=cfg, categories=categories, model=model, ignore_index=255)
+Example (needs a trained run, so not a doctest)::
+
+    cfg, categories, weights = load_run_directory("runs/quickstart/version_0")
+    write_run_directory("runs/converted", config=cfg, categories=categories, model=model, ignore_index=255)
 """
 
 from __future__ import annotations

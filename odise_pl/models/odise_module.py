@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import inspect
 import warnings
+from typing import Sequence
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from odise_pl.config.schema import InferenceConfig, OptimConfig
@@ -19,9 +19,7 @@ from odise_pl.metrics.mask_ap import mask_ap_metric, panoptic_to_instances, summ
 from odise_pl.metrics.panoptic_quality import PanopticQuality
 from odise_pl.metrics.semantic_iou import AVERAGES, SemanticIoU
 from odise_pl.models.frozen import is_frozen, keep_frozen_in_eval, pretrained_frozen_prefixes
-from odise_pl.models.inference.instance import instance_inference
-from odise_pl.models.inference.panoptic import panoptic_inference
-from odise_pl.models.inference.semantic import semantic_inference
+from odise_pl.models.inference.segment import TASKS, check_tasks, masks_to_output, postprocess_image
 from odise_pl.models.mask_generator.criterion import SetCriterion
 from odise_pl.models.optim import build_optimizer, build_scheduler
 from odise_pl.models.supervision.base import SupervisionStrategy, TextEmbeddings
@@ -110,13 +108,26 @@ class OdiseModule(L.LightningModule):
         feats = self.backbone(images.float(), captions)
         return self.mask_generator(feats)
 
+    @property
+    def num_queries(self) -> int:
+        """Q, the mask generator's queries (masks per image)."""
+        return int(self.mask_generator.config.num_queries)
+
     def train(self, mode: bool = True) -> "OdiseModule":
         super().train(mode)
         keep_frozen_in_eval(self)
         return self
 
     @staticmethod
-    def _captions(batch: dict) -> list[str] | None:
+    def batch_captions(batch: dict) -> list[str] | None:
+        """The first caption of each image of ``batch`` (``""`` where it has none), or None without captions.
+
+        Example:
+            >>> OdiseModule.batch_captions({"captions": [["a dog", "a pet"], [], "a cat"]})
+            ['a dog', '', 'a cat']
+            >>> OdiseModule.batch_captions({"images": None}) is None
+            True
+        """
         caps = batch.get("captions")
         if not caps:
             return None
@@ -131,7 +142,7 @@ class OdiseModule(L.LightningModule):
 
     # ------------------------------------------------------------------------------------- training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        out = self(batch["images"], self._captions(batch))
+        out = self(batch["images"], self.batch_captions(batch))
         batch = {**batch, "targets": self.supervision.prepare_targets(batch["targets"])}
         logits = [self.supervision.training_logits(e, batch, **self._query_kwargs(q))
                   for e, q in zip(out["mask_embeds"], out["queries"])]
@@ -159,39 +170,61 @@ class OdiseModule(L.LightningModule):
             probs = logits.float().softmax(-1)
         return probs, masks
 
-    @staticmethod
-    def masks_to_output(masks: torch.Tensor, image_size: tuple[int, int], orig_size: tuple[int, int],
-                        padded: tuple[int, int]) -> torch.Tensor:
-        """(Q,h,w) mask logits -> (Q,*orig_size): bilinear to the padded input, crop the valid area, bilinear
-        to the output size (the reference's upsampling + ``sem_seg_postprocess``)."""
-        m = F.interpolate(masks[None].float(), size=padded, mode="bilinear", align_corners=False)[0]
-        m = m[:, : image_size[0], : image_size[1]]
-        return F.interpolate(m[None], size=orig_size, mode="bilinear", align_corners=False)[0]
+    masks_to_output = staticmethod(masks_to_output)
 
-    def postprocess(self, probs: torch.Tensor, masks: torch.Tensor, image_size: tuple[int, int],
-                    orig_size: tuple[int, int], padded: tuple[int, int]) -> dict:
-        """One image: masks to the original size, then panoptic and semantic outputs."""
-        m = self.masks_to_output(masks, image_size, orig_size, padded)
-        result: dict = {}
+    def inference_tasks(self) -> tuple[str, ...]:
+        """The post-processing outputs ``model.inference`` turns on (``panoptic_on``, ``semantic_on``, ``instance_on``)."""
         cfg = self.inference_cfg
-        if cfg.panoptic_on:
-            result["panoptic"] = panoptic_inference(
-                probs, m, self.eval_is_thing, object_mask_threshold=cfg.object_mask_threshold,
-                overlap_threshold=cfg.overlap_threshold)
-        if cfg.semantic_on:
-            result["semantic"] = semantic_inference(probs, m).argmax(0)
-        if cfg.instance_on:
-            result["instances"] = instance_inference(probs, m, self.eval_is_thing, topk=cfg.instance_topk)
-        return result
+        on = (cfg.panoptic_on, cfg.semantic_on, getattr(cfg, "instance_on", False))
+        return tuple(task for task, enabled in zip(TASKS, on) if enabled)
+
+    @torch.no_grad()
+    def segment(self, images: torch.Tensor, image_sizes: torch.Tensor | Sequence[Sequence[int]],
+                output_sizes: Sequence[Sequence[int]] | None = None, *, captions: list[str] | None = None,
+                tasks: Sequence[str] | None = None,
+                semantic_sizes: Sequence[Sequence[int]] | None = None) -> list[dict]:
+        """Segment a padded batch: the one path of evaluation, the TensorBoard pictures and the Predictor.
+
+        The classifier (trained, ``clip`` or ``ensemble``) sees each image's valid area only; the
+        masks are cut to it and brought to the output size, where the post-processing runs
+        (:func:`~odise_pl.models.inference.segment.postprocess_image`).
+
+        Args:
+            images: (B, 3, H_pad, W_pad) in [0, 255], each image at the top-left of its padding.
+            image_sizes: (B, 2) valid (H, W) of each image.
+            output_sizes: (H_out, W_out) per image (default: its valid size).
+            captions: one caption per image, read only by ``diffusion_unet`` with ``caption_mode: caption``.
+            tasks: a subset of ``("panoptic", "semantic", "instances")`` (default: :meth:`inference_tasks`).
+            semantic_sizes: the semantic map's size per image (default: its output size).
+
+        Returns:
+            One dict per image: ``probs`` (Q, K+1) and the ``tasks``' outputs (``panoptic``:
+            ``(ids, segments)``, ``semantic``: (H, W) int64, ``instances``: ``masks``/``scores``/``labels``).
+        """
+        tasks = check_tasks(self.inference_tasks() if tasks is None else tasks)
+        sizes = [tuple(int(v) for v in s) for s in image_sizes]
+        if len(sizes) != images.shape[0]:
+            raise ValueError(f"{images.shape[0]} images but {len(sizes)} image sizes")
+        outputs = sizes if output_sizes is None else [tuple(int(v) for v in s) for s in output_sizes]
+        sizes_t = torch.tensor(sizes, device=images.device)
+        probs, masks = self.predict_probs(images, self(images, captions), sizes_t)
+        cfg = self.inference_cfg
+        padded = tuple(images.shape[-2:])
+        results = []
+        for i, (size, output) in enumerate(zip(sizes, outputs)):
+            res = postprocess_image(
+                probs[i], masks[i], image_size=size, output_size=output, padded=padded,
+                is_thing=self.eval_is_thing, tasks=tasks, object_mask_threshold=cfg.object_mask_threshold,
+                overlap_threshold=cfg.overlap_threshold, instance_topk=getattr(cfg, "instance_topk", 100),
+                semantic_size=None if semantic_sizes is None else semantic_sizes[i])
+            results.append({"probs": probs[i].float(), **res})
+        return results
 
     def _eval_step(self, batch: dict, pq, sem, ap=None) -> None:
-        images = batch["images"]
-        out = self(images, self._captions(batch))  # read only by diffusion_unet with caption_mode=caption
-        probs, masks = self.predict_probs(images, out, batch.get("image_sizes"))
-        padded = tuple(images.shape[-2:])
-        for i, target in enumerate(batch["targets"]):
-            size = tuple(int(s) for s in batch["image_sizes"][i])
-            res = self.postprocess(probs[i], masks[i], size, tuple(target["orig_size"]), padded)
+        targets = batch["targets"]
+        results = self.segment(batch["images"], batch["image_sizes"], [t["orig_size"] for t in targets],
+                               captions=self.batch_captions(batch))
+        for res, target in zip(results, targets):
             if "panoptic" in res and "gt_panoptic" in target:  # semantic-only sets have no panoptic GT
                 ids, segs = res["panoptic"]
                 pq.update(ids, segs, target["gt_panoptic"].to(ids.device), target["gt_segments"])
@@ -234,7 +267,38 @@ class OdiseModule(L.LightningModule):
         sem.reset()
         return metrics
 
+    def per_class_metrics(self, stage: str, pq, sem) -> dict[str, float]:
+        """Per-class scores as ``{stage_per_class/PQ/<k>: value}`` (percent; also SQ, RQ, IoU).
+
+        Only classes the metric has seen appear (PQ: TP + FP + FN > 0; IoU: in target or
+        prediction). Reads the metric states synchronised over ranks (a collective: every rank calls
+        it); does not reset them. ``<k>`` is the class index in the evaluation vocabulary.
+        """
+        out: dict[str, float] = {}
+        if self.inference_cfg.panoptic_on:
+            with pq.sync_context():
+                per = pq.per_class()
+            for k in torch.nonzero(per["valid"]).flatten().tolist():
+                out.update({f"{stage}_per_class/{name}/{k}": float(per[name][k]) for name in ("PQ", "SQ", "RQ")})
+        if self.inference_cfg.semantic_on:
+            iou = sem.compute()["IoU"]
+            out.update({f"{stage}_per_class/IoU/{k}": float(iou[k])
+                        for k in torch.nonzero(~torch.isnan(iou)).flatten().tolist()})
+        return out
+
+    @property
+    def log_per_class(self) -> bool:
+        """``logging.log_per_class`` of the config: per-class PQ/SQ/RQ/IoU to TensorBoard after each evaluation."""
+        logging_cfg = (self.hparams.get("config") or {}).get("logging") or {}
+        return bool(logging_cfg.get("log_per_class", False))
+
     def _log_eval(self, stage: str, pq, sem, ap=None) -> None:
+        if self.log_per_class:
+            per_class = self.per_class_metrics(stage, pq, sem)
+            experiment = getattr(self.logger, "experiment", None) if self._trainer is not None else None
+            if self.trainer.is_global_zero and hasattr(experiment, "add_scalar"):
+                for tag, value in per_class.items():
+                    experiment.add_scalar(tag, value, self.global_step)
         metrics = self.eval_metrics(stage, pq, sem, ap)
         self.log_dict({k: torch.as_tensor(v, dtype=torch.float32) for k, v in metrics.items()},
                       sync_dist=False)

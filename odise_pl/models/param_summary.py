@@ -6,11 +6,14 @@ published ``config.json`` files) and ``open_clip``'s ViT-L-14-336 can be built
 without memory or weights.
 
 Example:
-    >>> rows = count_parameters(model.backbone)
-    >>> print(format_summary(rows))
-    part                   trainable          frozen
-    vae                            0      83,653,863
-    ...
+    >>> model = nn.ModuleDict({"encoder": nn.Linear(4, 3), "head": nn.Linear(3, 2)})
+    >>> _ = model.encoder.requires_grad_(False)
+    >>> print(format_summary(count_parameters(model)))
+    part         trainable           frozen   total (M)
+    encoder              0               15        0.00
+    head                 8                0        0.00
+    ---------------------------------------------------
+    total                8               15        0.00
 """
 
 from __future__ import annotations

@@ -74,10 +74,11 @@ op's dtype. The decoder's self-attention (``transformers``' ``Mask2FormerAttenti
 softmax(QK^T)V; an SDPA version is not implemented (its masked cross-attention is
 ``nn.MultiheadAttention``).
 
-Example:
-    >>> handle = apply_speed_options(module, SpeedOptions(frozen_autocast=True, frozen_weights=True))
-    >>> ...
-    >>> handle.remove()
+Example (needs a built OdiseModule, so not a doctest)::
+
+    handle = apply_speed_options(module, SpeedOptions(frozen_autocast=True, frozen_weights=True))
+    ...
+    handle.remove()
 """
 
 from __future__ import annotations

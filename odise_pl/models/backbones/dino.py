@@ -23,9 +23,7 @@ from torch import nn
 
 from odise_pl.config.schema import choice
 from odise_pl.errors import ConfigError
-from odise_pl.models.backbones.base import ViTBackbone
-from odise_pl.models.backbones.mae import IMAGENET_MEAN, IMAGENET_STD
-from odise_pl.models.frozen import freeze
+from odise_pl.models.backbones.vit import PretrainedViTBackbone
 from odise_pl.registry import BACKBONES
 
 #: published models: (version, hidden_size, layers, heads, patch_size, image_size, swiglu), for the
@@ -113,7 +111,7 @@ def load_dino(pretrained: Optional[str], tiny_version: str = "v2") -> tuple[nn.M
 
 
 @BACKBONES.register("dino", config=DinoBackboneConfig)
-class DinoBackbone(ViTBackbone):
+class DinoBackbone(PretrainedViTBackbone):
     """Frozen DINOv2 / DINO ViT + simple feature pyramid.
 
     Args:
@@ -122,34 +120,27 @@ class DinoBackbone(ViTBackbone):
         out_channels: channels of every output level.
     """
 
-    size_divisibility = 32
-
     def __init__(self, *, model: nn.Module, pretrained: bool, out_channels: int = 256) -> None:
-        cfg = model.config
-        super().__init__(width=cfg.hidden_size, patch_size=cfg.patch_size, pixel_mean=IMAGENET_MEAN,
-                         pixel_std=IMAGENET_STD, out_channels=out_channels)
-        self.num_prefix_tokens = 1 + int(getattr(cfg, "num_register_tokens", 0) or 0)  # CLS (+ registers)
-        self.vit = freeze(model, pretrained=pretrained)
+        super().__init__(model=model, pretrained=pretrained, out_channels=out_channels)
+        self.num_prefix_tokens = 1 + int(getattr(model.config, "num_register_tokens", 0) or 0)  # CLS (+ registers)
 
     @classmethod
-    def from_config(cls, cfg: DinoBackboneConfig, **_: object) -> "DinoBackbone":
-        model, pretrained = load_dino(cfg.pretrained, cfg.tiny_version)
-        return cls(model=model, pretrained=pretrained, out_channels=cfg.out_channels)
+    def load_model(cls, cfg: DinoBackboneConfig) -> tuple[nn.Module, bool]:
+        return load_dino(cfg.pretrained, cfg.tiny_version)
 
     @classmethod
-    def build_on_meta(cls, cfg: DinoBackboneConfig, **_: object) -> "DinoBackbone":
-        """The real architecture on the meta device (``odise-pl summary``): a known hub id, or a local config."""
+    def architecture(cls, cfg: DinoBackboneConfig):
         from transformers import AutoConfig
 
         if cfg.pretrained is None:
-            config = dino_config(*TINY[_tiny_version(cfg.tiny_version)])
-        elif cfg.pretrained in KNOWN_ARCHITECTURES:
-            config = dino_config(*KNOWN_ARCHITECTURES[cfg.pretrained])
-        else:
-            config = AutoConfig.from_pretrained(cfg.pretrained)
-        with torch.device("meta"):
-            return cls(model=model_from_config(config), pretrained=cfg.pretrained is not None,
-                       out_channels=cfg.out_channels)
+            return dino_config(*TINY[_tiny_version(cfg.tiny_version)])
+        if cfg.pretrained in KNOWN_ARCHITECTURES:
+            return dino_config(*KNOWN_ARCHITECTURES[cfg.pretrained])
+        return AutoConfig.from_pretrained(cfg.pretrained)
+
+    @classmethod
+    def model_from_config(cls, config) -> nn.Module:
+        return model_from_config(config)
 
     def frozen_parts(self) -> dict[str, nn.Module]:
         return {"vit": self.vit}

@@ -59,9 +59,10 @@ class ImplicitCaptioner(nn.Module):
         time_embed_dim: width T of the UNet timestep embedding (1280 for SD); ``None``
             disables the time term.
 
-    Example:
-        >>> captioner = ImplicitCaptioner(clip=clip, text_shape=(77, 768), time_embed_dim=1280)
-        >>> cond, time_term = captioner(images, empty_text)  # (B, 77, 768), (B, 1280)
+    Example (needs a loaded CLIP, so not a doctest)::
+
+        captioner = ImplicitCaptioner(clip=clip, text_shape=(77, 768), time_embed_dim=1280)
+        cond, time_term = captioner(images, empty_text)  # (B, 77, 768), (B, 1280)
     """
 
     def __init__(self, *, clip: SharedClip, text_shape: tuple[int, int], time_embed_dim: int | None) -> None:

@@ -24,12 +24,8 @@ import torch
 from torch import nn
 
 from odise_pl.errors import ConfigError
-from odise_pl.models.backbones.base import ViTBackbone
-from odise_pl.models.frozen import freeze
+from odise_pl.models.backbones.vit import PretrainedViTBackbone
 from odise_pl.registry import BACKBONES
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 #: published ViTMAE encoders: (hidden_size, layers, heads, intermediate_size, patch_size), for the
 #: meta-device summary without a download (facts of the hub ``config.json`` files)
@@ -78,7 +74,7 @@ def load_vit_mae(pretrained: Optional[str]) -> tuple[nn.Module, bool]:
 
 
 @BACKBONES.register("mae", config=MaeBackboneConfig)
-class MaeBackbone(ViTBackbone):
+class MaeBackbone(PretrainedViTBackbone):
     """Frozen ViTMAE encoder (no masking, raster patch order) + simple feature pyramid.
 
     Args:
@@ -87,34 +83,29 @@ class MaeBackbone(ViTBackbone):
         out_channels: channels of every output level.
     """
 
-    size_divisibility = 32
-
     def __init__(self, *, model: nn.Module, pretrained: bool, out_channels: int = 256) -> None:
-        cfg = model.config
-        super().__init__(width=cfg.hidden_size, patch_size=cfg.patch_size, pixel_mean=IMAGENET_MEAN,
-                         pixel_std=IMAGENET_STD, out_channels=out_channels)
-        cfg.mask_ratio = 0.0
-        self.vit = freeze(model, pretrained=pretrained)
+        model.config.mask_ratio = 0.0
+        super().__init__(model=model, pretrained=pretrained, out_channels=out_channels)
 
     @classmethod
-    def from_config(cls, cfg: MaeBackboneConfig, **_: object) -> "MaeBackbone":
-        model, pretrained = load_vit_mae(cfg.pretrained)
-        return cls(model=model, pretrained=pretrained, out_channels=cfg.out_channels)
+    def load_model(cls, cfg: MaeBackboneConfig) -> tuple[nn.Module, bool]:
+        return load_vit_mae(cfg.pretrained)
 
     @classmethod
-    def build_on_meta(cls, cfg: MaeBackboneConfig, **_: object) -> "MaeBackbone":
-        """The real architecture on the meta device (``odise-pl summary``): a known hub id, or a local config."""
-        from transformers import ViTMAEConfig, ViTMAEModel
+    def architecture(cls, cfg: MaeBackboneConfig):
+        from transformers import ViTMAEConfig
 
         if cfg.pretrained is None:
-            config = vit_mae_config(*TINY, image_size=64)
-        elif cfg.pretrained in KNOWN_ARCHITECTURES:
-            config = vit_mae_config(*KNOWN_ARCHITECTURES[cfg.pretrained])
-        else:
-            config = ViTMAEConfig.from_pretrained(cfg.pretrained, mask_ratio=0.0)
-        with torch.device("meta"):
-            return cls(model=ViTMAEModel(config), pretrained=cfg.pretrained is not None,
-                       out_channels=cfg.out_channels)
+            return vit_mae_config(*TINY, image_size=64)
+        if cfg.pretrained in KNOWN_ARCHITECTURES:
+            return vit_mae_config(*KNOWN_ARCHITECTURES[cfg.pretrained])
+        return ViTMAEConfig.from_pretrained(cfg.pretrained, mask_ratio=0.0)
+
+    @classmethod
+    def model_from_config(cls, config) -> nn.Module:
+        from transformers import ViTMAEModel
+
+        return ViTMAEModel(config)
 
     def frozen_parts(self) -> dict[str, nn.Module]:
         return {"vit": self.vit}

@@ -186,10 +186,13 @@ class TapRecorder:
     argument). With ``stop=True`` the forward ends right after the last tap (an
     exception raised by the hook and swallowed on exit), skipping the unused rest.
 
-    Example:
-        >>> with TapRecorder([unet.up_blocks[0].resnets[-1]], stop=True) as taps:
-        ...     unet(latent, t, encoder_hidden_states=text)
-        >>> taps.values[0].shape  # (B, 2560, h/8, w/8) for SD: [h, skip] entering the block
+    Example (for SD: ``TapRecorder([unet.up_blocks[0].resnets[-1]], stop=True)`` records the
+    (B, 2560, h/8, w/8) ``[h, skip]`` entering that block):
+        >>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+        >>> with TapRecorder([net[1]], stop=True) as taps:   # net[2] never runs
+        ...     _ = net(torch.zeros(5, 4))
+        >>> tuple(taps.values[0].shape)
+        (5, 3)
     """
 
     def __init__(self, modules: list[nn.Module], *, stop: bool) -> None:

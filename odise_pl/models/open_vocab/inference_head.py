@@ -17,11 +17,12 @@ The head holds no weights of its own: the shared CLIP is kept out of the module 
 (it belongs to the backbone / captioner), so adding, removing or switching the head
 never changes a checkpoint's keys - the same checkpoint evaluates in every mode.
 
-Example:
-    >>> head = OpenVocabHead(clip, mode="ensemble", alpha=0.3, beta=0.7,
-    ...                      train_names=[["cat"], ["dog"]])
-    >>> head.set_vocabulary([["cat", "kitten"], ["zebra"]])  # seen: cat; unseen: zebra
-    >>> probs = head(images, mask_logits, diffusion_logits)   # (B,Q,3)
+Example (needs a loaded CLIP, so not a doctest)::
+
+    head = OpenVocabHead(clip, mode="ensemble", alpha=0.3, beta=0.7,
+                         train_names=[["cat"], ["dog"]])
+    head.set_vocabulary([["cat", "kitten"], ["zebra"]])  # seen: cat; unseen: zebra
+    probs = head(images, mask_logits, diffusion_logits)   # (B,Q,3)
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ At test time :meth:`CaptionGroundingSupervision.classify` scores any vocabulary:
 column from the binary head, chosen so that ``softmax`` over the K+1 logits factorises as
 ``p(k) = p(object) * softmax_k(class logits)`` and ``p(void) = p(no-object)``.
 
-:func:`retrieval_accuracy` measures image-caption retrieval with the grounding score
-on a validation split (a training-free check that grounding was learned).
+:func:`odise_pl.metrics.retrieval.retrieval_accuracy` (``odise-pl retrieval``) measures image-caption
+retrieval with the grounding score on a validation split (a training-free check that grounding was learned).
 
 Example (YAML)::
 
@@ -36,12 +36,10 @@ Example (YAML)::
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -51,8 +49,7 @@ from odise_pl.config.schema import choice, is_prompt_template
 from odise_pl.distributed import rank as dist_rank
 from odise_pl.errors import ConfigError, DatasetError
 from odise_pl.models.supervision.base import SupervisionStrategy, TextEmbeddings, max_over_synonyms
-from odise_pl.models.supervision.grounding_loss import (grounding_loss, image_caption_scores,
-                                                        reference_grounding_loss)
+from odise_pl.models.supervision.grounding_loss import grounding_loss, reference_grounding_loss
 from odise_pl.models.supervision.nouns import EMPTY_WORD, NounExtractor, sample_words, valid_word_mask
 from odise_pl.registry import SUPERVISIONS
 
@@ -323,137 +320,3 @@ class CaptionGroundingSupervision(SupervisionStrategy):
     def extra_repr(self) -> str:
         return (f"num_words={self.num_words}, prompt_template={self.prompt_template!r}, "
                 f"loss_weight={self.loss_weight}, aux_loss={self.aux_loss}")
-
-
-# --------------------------------------------------------------------------------- retrieval
-def _all_captions(caps) -> list[str]:
-    if isinstance(caps, str):
-        caps = [caps]
-    return [str(c).strip() for c in caps or [] if c and str(c).strip()]
-
-
-@torch.no_grad()
-def retrieval_accuracy(model, dataloader: Iterable[dict], *, max_batches: int | None = None,
-                       ks: Sequence[int] = (1, 5), block_elements: int = 1 << 24) -> dict[str, float]:
-    """Image <-> caption retrieval with the grounding score ``g`` (the COCO protocol).
-
-    Every caption of every image takes part; a caption's words are *all* its noun
-    phrases (deterministic, unlike training's 8 random draws).  ``g(image i, caption j)``
-    is :func:`~odise_pl.models.supervision.grounding_loss.image_caption_scores` of the
-    final decoder layer's mask embeddings with the projected words.  Image -> caption
-    recall@k: one of the image's own captions is among the k best of all captions;
-    caption -> image recall@k: its image is among the k best of all images.  Captions
-    without a noun phrase are left out.  Single process.
-
-    Args:
-        model: an :class:`~odise_pl.models.odise_module.OdiseModule` whose ``supervision`` is a
-            :class:`CaptionGroundingSupervision`.
-        dataloader: evaluation batches with ``captions`` (set ``data.val_captions_json``).
-        max_batches: stop after this many batches (default: all).
-        ks: the recall levels.
-        block_elements: memory bound of one block of the score matrix (elements).
-
-    Returns:
-        In percent: ``i2t_r{k}``, ``t2i_r{k}`` and their chance levels ``i2t_chance_r{k}``
-        (mean over images of the probability that k random captions include one of its own)
-        and ``t2i_chance_r{k}`` (k / N); also ``num_images`` N and ``num_captions`` M.
-        ``i2t_top1`` / ``t2i_top1`` / ``chance`` repeat the recall@1 figures.
-    """
-    sup = model.supervision
-    if not isinstance(sup, CaptionGroundingSupervision):
-        raise ConfigError(f"retrieval_accuracy needs the caption_grounding supervision, the model has "
-                          f"{type(sup).__name__}.")
-    was_training = model.training
-    model.eval()
-    device = next(p for p in model.parameters()).device
-    embeds, captions, owner, num_images = [], [], [], 0
-    try:
-        for b, batch in enumerate(dataloader):
-            if max_batches is not None and b >= max_batches:
-                break
-            if batch.get("captions") is None:
-                raise DatasetError("retrieval_accuracy needs captions in the evaluation batches: set "
-                                   "data.val_captions_json (e.g. annotations/captions_val2017.json).")
-            out = model(batch["images"].to(device), None)
-            for caps in batch["captions"]:
-                kept = _all_captions(caps)
-                captions += kept
-                owner += [num_images] * len(kept)
-                num_images += 1
-            embeds.append(F.normalize(out["mask_embeds"][-1].float(), dim=-1))
-        if not embeds:
-            raise DatasetError("retrieval_accuracy got no evaluation batch.")
-        z = torch.cat(embeds)  # (N, Q, D)
-        nouns = sup.extractor.extract_batch(captions) if captions else []
-        keep = [j for j, n in enumerate(nouns) if n]
-        if not keep:
-            raise DatasetError("no validation caption has a noun phrase; retrieval cannot be measured.")
-        nouns = [nouns[j] for j in keep]
-        owner_t = torch.tensor([owner[j] for j in keep], device=device)
-        longest = max(len(n) for n in nouns)
-        words = [list(n) + [EMPTY_WORD] * (longest - len(n)) for n in nouns]
-        mask = valid_word_mask(words).to(device)
-        w = F.normalize(sup.word_embeddings(words, device).float(), dim=-1)  # (M, K, D)
-        scale = sup.scale().float()
-        n, q = z.shape[:2]
-        rows = max(1, block_elements // max(1, len(words) * q * longest))
-        scores = torch.cat([image_caption_scores(z[i:i + rows], w, scale, mask) for i in range(0, n, rows)])
-    finally:
-        model.train(was_training)
-    m = scores.shape[1]
-    per_image = torch.bincount(owner_t, minlength=n)  # captions of each image
-    has_caption = per_image > 0
-    own = owner_t[None, :] == torch.arange(n, device=owner_t.device)[:, None]  # (N, M)
-    result: dict[str, float] = {"num_images": float(has_caption.sum()), "num_captions": float(m)}
-    for k in ks:
-        k_img, k_cap = min(k, n), min(k, m)
-        best_caps = scores.topk(k_cap, dim=1).indices  # (N, k)
-        i2t = own.gather(1, best_caps).any(dim=1)[has_caption].float().mean().item()
-        best_imgs = scores.topk(k_img, dim=0).indices  # (k, M)
-        t2i = (best_imgs == owner_t[None, :]).any(dim=0).float().mean().item()
-        # chance: P(k captions drawn without replacement miss all c own ones) = C(M-c, k) / C(M, k)
-        c = per_image[has_caption].double()
-        miss = torch.ones_like(c)
-        for i in range(k_cap):
-            miss = miss * ((m - c - i).clamp(min=0) / (m - i))
-        result.update({f"i2t_r{k}": 100.0 * i2t, f"t2i_r{k}": 100.0 * t2i,
-                       f"i2t_chance_r{k}": 100.0 * float((1 - miss).mean()),
-                       f"t2i_chance_r{k}": 100.0 * k_img / float(has_caption.sum())})
-    if 1 in ks:
-        result.update({"i2t_top1": result["i2t_r1"], "t2i_top1": result["t2i_r1"],
-                       "chance": result["t2i_chance_r1"]})
-    return result
-
-
-def evaluate_retrieval(cfg, ckpt: str | None = None, *, device: str = "cpu",
-                       max_batches: int | None = None) -> dict[str, float]:
-    """Build the model of ``cfg`` (optionally from a checkpoint) and run :func:`retrieval_accuracy`."""
-    from odise_pl.engine.components import build_all
-    from odise_pl.engine.weights import load_checkpoint
-
-    dm, model = build_all(cfg)
-    if ckpt:
-        load_checkpoint(model, ckpt)
-    model.to(device)
-    dm.setup("validate")
-    return retrieval_accuracy(model, dm.val_dataloader(), max_batches=max_batches)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m odise_pl.models.supervision.caption_grounding -c EXP.yaml [--ckpt C] [k=v ...]``."""
-    from odise_pl.config import load_config
-
-    p = argparse.ArgumentParser(description="image-caption retrieval accuracy of a caption model")
-    p.add_argument("-c", "--config", required=True)
-    p.add_argument("--ckpt", default=None, help="checkpoint (default: the untrained model)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--max-batches", type=int, default=None)
-    p.add_argument("overrides", nargs="*")
-    args = p.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    print(json.dumps(evaluate_retrieval(cfg, args.ckpt, device=args.device, max_batches=args.max_batches)))
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

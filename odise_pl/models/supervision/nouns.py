@@ -27,10 +27,12 @@ Differences from the reference, on purpose:
   so that the grounding loss leaves that caption out as a target (as the
   reference does).
 
-Example:
-    >>> extractor = NounExtractor()
-    >>> extractor.extract("A man riding a wave on top of a surfboard.")  # doctest: +SKIP
-    ['man', 'wave', 'top', 'surfboard', 'wave on top']
+Example (loading spaCy's pipeline takes seconds, so not a doctest; tests/supervision/test_nouns.py
+checks it)::
+
+    extractor = NounExtractor()
+    extractor.extract("A man riding a wave on top of a surfboard.")
+    # ['man', 'wave', 'top', 'surfboard', 'wave on top']
 """
 
 from __future__ import annotations
