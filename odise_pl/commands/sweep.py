@@ -29,12 +29,12 @@ import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from omegaconf import OmegaConf, read_write
-
-from odise_pl.config import load_config
-from odise_pl.config.sweep import SweepRun, _labels, _shown, expand_sweep, format_value
 from odise_pl.errors import ConfigError
+
+if TYPE_CHECKING:  # imported when the command runs (the CLI starts light)
+    from odise_pl.config.sweep import SweepRun
 
 METRICS = ("PQ", "SQ", "RQ", "PQ_th", "SQ_th", "RQ_th", "PQ_st", "SQ_st", "RQ_st", "mIoU")
 PARAMS = ("backbone", "backbone_weights", "params_trainable_M", "params_frozen_M", "backbone_frozen_M")
@@ -67,6 +67,11 @@ def plan(path: str | Path, cli_overrides: list[str]) -> list[PlannedRun]:
     Raises:
         ConfigError: a malformed sweep, an invalid run, or a command-line override of a varied key.
     """
+    from omegaconf import OmegaConf, read_write
+
+    from odise_pl.config import load_config
+    from odise_pl.config.sweep import expand_sweep, format_value
+
     runs = expand_sweep(path, validate=False)  # each run's config is loaded (validated) below
     planned = []
     for index, run in enumerate(runs, 1):
@@ -117,6 +122,8 @@ def resume_checkpoint(run_parent: Path) -> Path | None:
 
 def summary_rows(planned: list[PlannedRun]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the sweep summary: run, varied values, parameters, final metrics, status."""
+    from odise_pl.config.sweep import _labels, _shown
+
     labels = _labels(list(planned[0].run.values)) if planned else {}
     params = [k for k in PARAMS if k not in labels.values()]  # e.g. 'backbone' when the sweep varies it
     header = ["run", *labels.values(), *params, *METRICS, "status", "run_dir"]

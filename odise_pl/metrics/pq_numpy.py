@@ -39,7 +39,8 @@ from PIL import Image
 
 from odise_pl.errors import DatasetError
 
-__all__ = ["SegmentTable", "IdLookup", "Scratch", "process_scratch", "decode_panoptic_png", "pq_stats_numpy"]
+__all__ = ["SegmentTable", "IdLookup", "Scratch", "process_scratch", "decode_panoptic_png", "pq_stats_numpy",
+           "per_class_pq_numpy", "summarize_pq_numpy"]
 
 _ID_BITS = 24  # COCO panoptic PNG ids are R + 256 G + 65536 B < 2**24
 _MAX_SLOTS = np.iinfo(np.uint16).max  # slot + 1 is stored in uint16
@@ -331,3 +332,52 @@ def pq_stats_numpy(gt_ids: np.ndarray, gt: SegmentTable, pred_ids: np.ndarray, p
     fp_mask[0] = False
     fp = np.bincount(pred.category[fp_mask], minlength=num_classes)
     return iou_sum, tp.astype(np.int64), fp.astype(np.int64), fn.astype(np.int64)
+
+
+def per_class_pq_numpy(iou_sum: np.ndarray, tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> dict:
+    """Per-category scores from the sums, as fractions (0 where undefined, like the API).
+
+    The numpy twin of :func:`odise_pl.metrics.panoptic_quality.per_class_pq` (same arithmetic), so
+    that ``odise-pl eval panoptic`` does not import torch.
+
+    Args:
+        iou_sum, tp, fp, fn: (K,) sums.
+
+    Returns:
+        ``{"PQ", "SQ", "RQ"}`` (K,) float64 and ``"valid"`` (K,) bool (TP+FP+FN > 0).
+    """
+    tp_f = tp.astype(np.float64)
+    denom = tp_f + 0.5 * fp.astype(np.float64) + 0.5 * fn.astype(np.float64)
+    valid = (tp + fp + fn) > 0
+    safe = np.where(valid, denom, 1.0)
+    pq = np.where(valid, iou_sum / safe, 0.0)
+    sq = np.where(tp > 0, iou_sum / np.maximum(tp_f, 1.0), 0.0)
+    rq = np.where(valid, tp_f / safe, 0.0)
+    return {"PQ": pq, "SQ": sq, "RQ": rq, "valid": valid}
+
+
+def summarize_pq_numpy(iou_sum: np.ndarray, tp: np.ndarray, fp: np.ndarray, fn: np.ndarray,
+                       is_thing: np.ndarray) -> dict:
+    """All / Things / Stuff averages in percent, like the API's printed table.
+
+    The numpy twin of :func:`odise_pl.metrics.panoptic_quality.summarize_pq`.
+
+    Args:
+        iou_sum, tp, fp, fn: (K,) sums.
+        is_thing: (K,) bool.
+
+    Returns:
+        ``PQ, SQ, RQ, PQ_th, SQ_th, RQ_th, PQ_st, SQ_st, RQ_st`` (Python floats, 0-100) and
+        ``n, n_th, n_st`` (Python ints): the number of categories averaged. An empty average reads 0.
+    """
+    scores = per_class_pq_numpy(iou_sum, tp, fp, fn)
+    is_thing = np.asarray(is_thing, dtype=bool)
+    out: dict = {}
+    for suffix, group in (("", np.ones_like(is_thing)), ("_th", is_thing), ("_st", ~is_thing)):
+        used = scores["valid"] & group
+        n = int(used.sum())
+        for key in ("PQ", "SQ", "RQ"):
+            total = float(scores[key][used].sum())
+            out[key + suffix] = 100 * total / n if n > 0 else 0.0
+        out["n" + suffix] = n
+    return out
