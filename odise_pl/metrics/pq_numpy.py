@@ -10,14 +10,16 @@ per-image cost cut down to what the PNG decoder leaves:
    extra copy);
 2. :class:`IdLookup` maps ids to compact slots with one gather from a table
    reused across images (no sort, no ``np.unique``); unlisted ids get slot 0;
-3. one ``np.bincount`` over ``gt_slot * (n_pred + 1) + pred_slot`` gives every
-   (GT segment, predicted segment) overlap (in chunks of 256K pixels, so the
-   temporary memory is bounded for 2560-pixel maps);
+3. the maps are cut into runs of pixels where neither changes (panoptic maps are
+   piecewise constant: a few percent of the pixels start a run), and one weighted
+   ``np.bincount`` of the runs' lengths over ``gt_slot * (n_pred + 1) + pred_slot``
+   gives every (GT segment, predicted segment) overlap (in chunks of 256K pixels,
+   so the temporary memory is bounded for 2560-pixel maps);
 4. matching, FN and FP are array operations over the overlapping pairs.
 
 Memory: the decoded maps (4 bytes/pixel each), one reused ``uint16`` id table
-of at most 2**24 entries (32 MiB, sized by the largest listed id), and
-O(segments^2 + num_classes).
+of at most 2**24 entries (32 MiB, sized by the largest listed id), two 256K
+bool buffers, per-chunk run arrays and O(segments^2 + num_classes).
 
 Example:
     >>> import numpy as np
@@ -188,15 +190,13 @@ class Scratch:
 
     def __init__(self) -> None:
         self.gt_lookup, self.pred_lookup = IdLookup(), IdLookup()
-        self.index = self.code = np.empty(0, dtype=np.intp)
-        self.slot = np.empty(0, dtype=np.uint16)
+        self.new_run = self.pred_change = np.empty(0, dtype=bool)
 
-    def buffers(self, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(index, code, slot) work buffers of length ``m`` (grown on demand, then kept)."""
-        if self.code.size < m:
-            self.index, self.code = np.empty(m, dtype=np.intp), np.empty(m, dtype=np.intp)
-            self.slot = np.empty(m, dtype=np.uint16)
-        return self.index[:m], self.code[:m], self.slot[:m]
+    def run_buffers(self, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """Two (m,) bool work buffers (run starts, prediction changes; grown on demand, then kept)."""
+        if self.new_run.size < m:
+            self.new_run, self.pred_change = np.empty(m, dtype=bool), np.empty(m, dtype=bool)
+        return self.new_run[:m], self.pred_change[:m]
 
 
 _PROCESS_SCRATCH: Scratch | None = None
@@ -214,10 +214,12 @@ def _pair_counts(gt_ids: np.ndarray, gt_lut: np.ndarray, pred_ids: np.ndarray, p
                  n_gt: int, n_pred: int, scratch: Scratch):
     """Overlap (pixel count) of every occurring (GT slot, pred slot) pair.
 
-    Walks the flat maps in cache-sized chunks: id -> slot + 1 gathers, then one
-    bincount of ``(gt_slot + 1) * (n_pred + 1) + pred_slot + 1`` per chunk (or,
-    when there are more possible pairs than pixels in a chunk, a count of the
-    occurring codes). Row / column 0 collects the unlisted ids.
+    Walks the flat maps in cache-sized chunks. Panoptic maps are piecewise constant, so each
+    chunk is first cut into runs of pixels where neither map changes (two comparisons with the
+    next pixel); only the first pixel of each run is looked up (id -> slot + 1 gathers) and the
+    runs' lengths are counted into ``(gt_slot + 1) * (n_pred + 1) + pred_slot + 1`` with one
+    weighted bincount (or, when there are more possible pairs than pixels in a chunk, a count of
+    the occurring codes). Row / column 0 collects the unlisted ids.
 
     Returns:
         ``(g, p, count)``: (M,) int64 each over the M pairs with count > 0;
@@ -227,27 +229,34 @@ def _pair_counts(gt_ids: np.ndarray, gt_lut: np.ndarray, pred_ids: np.ndarray, p
     cols = n_pred + 1
     size = (n_gt + 1) * cols
     dense = size <= max(_CHUNK, 1 << 16)
-    acc = np.zeros(size, dtype=np.int64) if dense else None
+    acc = np.zeros(size, dtype=np.float64) if dense else None  # run lengths: exact below 2**53
     parts: list[tuple[np.ndarray, np.ndarray]] = []
-    for start in range(0, max(n, 1), _CHUNK):
+    for start in range(0, n, _CHUNK):
         m = min(_CHUNK, n - start)
-        index, code, slot = scratch.buffers(m)
-        np.copyto(index, gt_ids[start:start + m], casting="safe")
-        np.take(gt_lut, index, mode="clip", out=slot)
-        np.multiply(slot, cols, out=code, dtype=np.intp)  # dtype: not uint16 arithmetic (overflow)
-        np.copyto(index, pred_ids[start:start + m], casting="safe")
-        np.take(pred_lut, index, mode="clip", out=slot)
-        np.add(code, slot, out=code, dtype=np.intp)
+        gt_chunk, pred_chunk = gt_ids[start:start + m], pred_ids[start:start + m]
+        new_run, pred_change = scratch.run_buffers(m)
+        new_run[0] = True
+        np.not_equal(gt_chunk[1:], gt_chunk[:-1], out=new_run[1:])
+        np.not_equal(pred_chunk[1:], pred_chunk[:-1], out=pred_change[1:])
+        np.logical_or(new_run[1:], pred_change[1:], out=new_run[1:])
+        first = np.flatnonzero(new_run)
+        length = np.diff(first, append=m)
+        code = np.take(gt_lut, gt_chunk[first], mode="clip").astype(np.intp)
+        code *= cols
+        code += np.take(pred_lut, pred_chunk[first], mode="clip")
         if dense:
-            acc += np.bincount(code, minlength=size)
+            acc += np.bincount(code, weights=length, minlength=size)
         else:
-            parts.append(np.unique(code, return_counts=True))
+            keys, inverse = np.unique(code, return_inverse=True)
+            parts.append((keys, np.bincount(inverse, weights=length)))
     if dense:
         code = np.flatnonzero(acc)
-        count = acc[code]
-    else:
+        count = acc[code].astype(np.int64)
+    elif parts:
         code, inverse = np.unique(np.concatenate([k for k, _ in parts]), return_inverse=True)
         count = np.bincount(inverse, weights=np.concatenate([c for _, c in parts])).astype(np.int64)
+    else:
+        code = count = np.zeros(0, dtype=np.int64)
     return code // cols, code % cols, count
 
 
