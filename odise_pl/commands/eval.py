@@ -112,7 +112,7 @@ def run_panoptic(args: argparse.Namespace) -> int:
     print(f"Time elapsed: {seconds:0.2f} seconds")
     results["per_class"] = {str(k): v for k, v in results["per_class"].items()}  # JSON keys are strings
     results.update(gt_json=str(args.gt_json), gt_folder=str(gt_folder), pred_json=str(args.pred_json),
-                   pred_folder=str(pred_folder))
+                   pred_folder=str(pred_folder), seconds=seconds)
     _write_json(args.out, results)
     return 0
 
