@@ -29,6 +29,7 @@ import importlib.util
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -47,19 +48,27 @@ def load_pq_data():
     return module
 
 
-def run_once(argv: list[str]) -> tuple[float, str]:
-    """(wall seconds, stdout) of one fresh process; exits when it fails."""
+def run_once(argv: list[str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds: user + system, its child processes included) of one fresh process.
+
+    Exits when the process fails. CPU seconds move less than wall seconds when the machine is shared.
+    """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     out = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, env=env, check=False)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed ({out.returncode}):\n{out.stderr[-3000:]}")
-    return seconds, out.stdout
+    return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def summary(times: list[float]) -> dict:
-    return {"median_s": statistics.median(times), "min_s": min(times), "runs_s": times}
+def summary(times: list[float], cpu: list[float] | None = None) -> dict:
+    out = {"median_s": statistics.median(times), "min_s": min(times), "runs_s": times}
+    if cpu is not None:
+        out.update(median_cpu_s=statistics.median(cpu), runs_cpu_s=cpu)
+    return out
 
 
 def eval_argv(root: Path, workers: int | None) -> list[str]:
@@ -76,13 +85,18 @@ def measure_startup(runs: int, tiny_set: Path) -> dict:
         "eval_panoptic_one_image": eval_argv(tiny_set, 1),
     }
     times: dict[str, list[float]] = {name: [] for name in commands}
+    cpu: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(runs):
         for name, argv in commands.items():
-            times[name].append(run_once(argv)[0])
-    out = {name: summary(t) for name, t in times.items()}
-    torch_s = out["import_torch"]["median_s"]
+            wall, cpu_s = run_once(argv)
+            times[name].append(wall)
+            cpu[name].append(cpu_s)
+    out = {name: summary(times[name], cpu[name]) for name in commands}
+    torch_s, torch_cpu = out["import_torch"]["median_s"], out["import_torch"]["median_cpu_s"]
     out["ratios_to_import_torch"] = {name: out[name]["median_s"] / torch_s for name in commands
                                      if name != "import_torch"}
+    out["cpu_ratios_to_import_torch"] = {name: out[name]["median_cpu_s"] / torch_cpu for name in commands
+                                         if name != "import_torch"}
     return out
 
 
@@ -156,6 +170,8 @@ def main() -> None:
     }
     print(f"start-up, median of {args.runs} (s): " + ", ".join(
         f"{k} {v['median_s']:.3f}" for k, v in startup.items() if "median_s" in v))
+    print("CPU-time ratio to import torch: " + ", ".join(
+        f"{k} {v:.2f}" for k, v in startup["cpu_ratios_to_import_torch"].items()))
     print("ratio to import torch: " + ", ".join(f"{k} {v:.2f}" for k, v in startup["ratios_to_import_torch"].items()))
     for n in args.workers:
         row = scaling[f"workers_{n}"]

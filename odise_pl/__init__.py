@@ -6,17 +6,18 @@ Importing the package is light (no torch): the torchvision workaround of
 import hook installed here.
 """
 
-import importlib.abc
 import sys
 
 __version__ = "0.1.0"
 
 
-class TorchvisionCompatHook(importlib.abc.MetaPathFinder):
+class TorchvisionCompatHook:
     """Runs :mod:`odise_pl._torchvision_compat` just before the first ``import torchvision``.
 
-    It finds nothing itself (the normal finders import torchvision); it only makes sure the
-    workaround ran first, then removes itself from ``sys.meta_path``.
+    A ``sys.meta_path`` finder (duck-typed: subclassing ``importlib.abc.MetaPathFinder`` would
+    import ``importlib.resources``, a fifth of the start-up). It finds nothing itself (the normal
+    finders import torchvision); it only makes sure the workaround ran first, then removes itself
+    from ``sys.meta_path``.
     """
 
     def find_spec(self, fullname, path=None, target=None):
