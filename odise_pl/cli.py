@@ -1,11 +1,18 @@
-"""The ``odise-pl`` command line."""
+"""The ``odise-pl`` command line.
+
+Start-up stays light: building the parser imports only argparse-level modules (no
+torch, lightning, transformers...); each command imports its implementation when
+it runs (``tests/core/test_cli_imports.py`` checks the import graph).
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
+from odise_pl.commands.lazy_parser import LazyArgumentParser
 from odise_pl.errors import ConfigError, OdiseError
 
 
@@ -56,25 +63,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=cmd_demo)
 
-    data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
-    from odise_pl.data_modules import synthetic_shapes
+    data = sub.add_parser("data", help="dataset tools").add_subparsers(
+        dest="data_command", required=True, parser_class=LazyArgumentParser)
+    # their arguments come from modules that import lightning: added only when the command is used
+    data.add_parser("synth", help="generate procedural scenes in COCO panoptic format",
+                    populate=synth_arguments)
+    data.add_parser("prepare-ade20k", help="write ADE20K-150's semantic, panoptic and instance ground "
+                    "truth as the reference's scripts do", populate=prepare_ade20k_arguments)
 
-    p = data.add_parser("synth", help="generate procedural scenes in COCO panoptic format")
-    synthetic_shapes.add_synth_arguments(p)
-    p.set_defaults(func=synthetic_shapes.run_synth)
-    from odise_pl.data_modules import ade20k_prepare
-
-    p = data.add_parser("prepare-ade20k", help="write ADE20K-150's semantic, panoptic and instance ground "
-                        "truth as the reference's scripts do")
-    ade20k_prepare.add_prepare_arguments(p)
-    p.set_defaults(func=ade20k_prepare.run_prepare)
-
-    # further commands live in odise_pl/commands/<name>.py, each with add_parser(subparsers)
-    import importlib
-
+    # further commands live in odise_pl/commands/<name>.py, each with add_parser(subparsers); those
+    # modules import only light modules at the top (their handlers import the implementation)
     for name in COMMAND_MODULES:
         importlib.import_module(f"odise_pl.commands.{name}").add_parser(sub)
     return parser
+
+
+def synth_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments and handler of ``odise-pl data synth``."""
+    from odise_pl.data_modules import synthetic_shapes
+
+    synthetic_shapes.add_synth_arguments(p)
+    p.set_defaults(func=synthetic_shapes.run_synth)
+
+
+def prepare_ade20k_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments and handler of ``odise-pl data prepare-ade20k``."""
+    from odise_pl.data_modules import ade20k_prepare
+
+    ade20k_prepare.add_prepare_arguments(p)
+    p.set_defaults(func=ade20k_prepare.run_prepare)
 
 
 #: modules of odise_pl/commands/ that add a sub-command (one line each)

@@ -2,8 +2,9 @@
 
 ``odise-pl eval panoptic --gt-json J --gt-folder D --pred-json J --pred-folder D``
 reproduces the COCO panoptic API's ``pq_compute`` (same numbers to 1e-6, same
-printed table) in numpy on one core (``--workers`` spreads images over
-processes). Folders default, as in the API, to the JSON path without ``.json``.
+printed table) in numpy, on every usable core like the API (``--workers N``:
+N processes; the numbers are the same for every N). Folders default, as in the
+API, to the JSON path without ``.json``.
 
 ``odise-pl eval semantic --gt-folder D --pred-folder D --num-classes K
 --ignore-label L`` scores label images (PNG, 16-bit PNG, uint16 TIFF) matched by
@@ -23,17 +24,17 @@ import json
 import time
 from pathlib import Path
 
+from odise_pl.commands.lazy_parser import LazyArgumentParser
 from odise_pl.errors import DatasetError
-from odise_pl.metrics.semantic_iou import AVERAGE_LABELS, AVERAGES, DEFAULT_AVERAGE
 
-__all__ = ["add_parser", "run_panoptic", "run_semantic", "format_semantic_table"]
+__all__ = ["add_parser", "semantic_arguments", "run_panoptic", "run_semantic", "format_semantic_table"]
 
 
 def add_parser(sub) -> None:
     """Register ``eval`` with its ``panoptic`` and ``semantic`` sub-commands."""
     p = sub.add_parser("eval", help="score prediction folders against ground truth (PQ, mIoU)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    kinds = p.add_subparsers(dest="eval_command", required=True)
+    kinds = p.add_subparsers(dest="eval_command", required=True, parser_class=LazyArgumentParser)
 
     pan = kinds.add_parser("panoptic", help="PQ/SQ/RQ of COCO panoptic folders, as the COCO panoptic API")
     pan.add_argument("--gt-json", required=True,
@@ -45,11 +46,20 @@ def add_parser(sub) -> None:
                      help="prediction PNG folder (default: prediction JSON minus .json)")
     pan.add_argument("--per-class", action="store_true",
                      help="also print PQ/SQ/RQ/TP/FP/FN of every category")
-    pan.add_argument("--workers", type=int, default=1, help="processes to spread the images over (default 1)")
+    pan.add_argument("--workers", type=int, default=None,
+                     help="processes that decode and score the images (default: one per usable CPU core, "
+                          "at most one per 16 images; the results do not depend on it)")
     pan.add_argument("--out", default=None, help="write the results (per class included) to this JSON file")
     pan.set_defaults(func=run_panoptic)
 
-    sem = kinds.add_parser("semantic", help="mIoU/fwIoU/pACC/mACC of label-image folders")
+    # its choices come from odise_pl.metrics.semantic_iou (torch): added when the command is used
+    kinds.add_parser("semantic", help="mIoU/fwIoU/pACC/mACC of label-image folders", populate=semantic_arguments)
+
+
+def semantic_arguments(sem: argparse.ArgumentParser) -> None:
+    """The arguments and handler of ``odise-pl eval semantic``."""
+    from odise_pl.metrics.semantic_iou import AVERAGES, DEFAULT_AVERAGE
+
     sem.add_argument("--gt-folder", required=True, help="ground-truth label images (.png, .tif, .tiff)")
     sem.add_argument("--pred-folder", required=True,
                      help="predicted class indices, one file per GT file stem")
@@ -92,7 +102,7 @@ def run_panoptic(args: argparse.Namespace) -> int:
 
     gt_folder = _folder(args.gt_folder, args.gt_json, "--gt-folder")
     pred_folder = _folder(args.pred_folder, args.pred_json, "--pred-folder")
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         raise DatasetError(f"--workers must be >= 1, got {args.workers}.")
     start = time.perf_counter()
     results = evaluate_panoptic_folders(args.gt_json, gt_folder, args.pred_json, pred_folder,
@@ -102,7 +112,7 @@ def run_panoptic(args: argparse.Namespace) -> int:
     print(f"Time elapsed: {seconds:0.2f} seconds")
     results["per_class"] = {str(k): v for k, v in results["per_class"].items()}  # JSON keys are strings
     results.update(gt_json=str(args.gt_json), gt_folder=str(gt_folder), pred_json=str(args.pred_json),
-                   pred_folder=str(pred_folder))
+                   pred_folder=str(pred_folder), seconds=seconds)
     _write_json(args.out, results)
     return 0
 
@@ -115,6 +125,8 @@ def format_semantic_table(results: dict, per_class: bool = False, names: list[st
         per_class: also list each class with a defined IoU.
         names: class names (default: the class index).
     """
+    from odise_pl.metrics.semantic_iou import AVERAGE_LABELS
+
     header = ("mIoU", "fwIoU", "pACC", "mACC", "N", "mIoU over")
     lines = ["{:>6s}  {:>6s}  {:>6s}  {:>6s}  {:>5s}  {}".format(*header),
              "-" * 60]

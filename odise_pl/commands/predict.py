@@ -35,8 +35,10 @@ import io
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # imported when the command runs (the CLI starts light)
+    import numpy as np
 
 from odise_pl.engine.atomic_files import create, first_free
 
@@ -77,6 +79,7 @@ def output_paths(out_dir: Path, stem: str) -> tuple[Path, Path, Path]:
 
 def encode_panoptic_png(ids: np.ndarray) -> bytes:
     """(H,W) int ids -> PNG bytes with COCO's RGB encoding (id = R + 256 G + 256^2 B)."""
+    import numpy as np
     from PIL import Image
 
     ids = ids.astype(np.int64)

@@ -7,18 +7,24 @@ encoder, CLIP ViT-L/14-336, ...) are instantiated on ``torch.device("meta")``.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-import torch
-from omegaconf import DictConfig
+if TYPE_CHECKING:  # the command's modules are imported when it runs (the CLI starts light)
+    import torch
+    from omegaconf import DictConfig
 
-from odise_pl.models.param_summary import ParamRow, count_parameters, format_summary
+    from odise_pl.models.param_summary import ParamRow
 
 
 def build_on_meta(cfg: DictConfig) -> torch.nn.Module:
     """The model of ``cfg`` with real shapes on the meta device (no weights loaded, no data read)."""
     import open_clip
+    import torch
 
-    from odise_pl.models.backbones.diffusion_unet import DiffusionUNetBackbone, clip_bpe_tokenizer
+    from odise_pl.models.backbones.diffusion_unet import (
+        DiffusionUNetBackbone,
+        clip_bpe_tokenizer,
+    )
     from odise_pl.models.builder import section_to_dataclass
     from odise_pl.models.clip_model import ClipSpec, SharedClip
     from odise_pl.models.mask_generator.mask2former import Mask2FormerMaskGenerator
@@ -62,6 +68,8 @@ def _mg(m):
 
 
 def summarize(cfg: DictConfig) -> tuple[list[ParamRow], str]:
+    from odise_pl.models.param_summary import count_parameters, format_summary
+
     rows = count_parameters(build_on_meta(cfg))
     return rows, format_summary(rows)
 

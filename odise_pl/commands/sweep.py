@@ -36,14 +36,12 @@ import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from omegaconf import OmegaConf, read_write
-
-from odise_pl.config import load_config
-from odise_pl.config.sweep import SweepRun, expand_sweep, format_value, parse_seeds
 from odise_pl.errors import ConfigError
-from odise_pl.launchers import collect
-from odise_pl.launchers.collect import METRICS, PARAMS, finished_results  # noqa: F401 (public here too)
+
+if TYPE_CHECKING:  # imported when the command runs (the CLI starts light: tests/core/test_cli_imports.py)
+    from odise_pl.config.sweep import SweepRun
 
 
 @dataclass
@@ -75,6 +73,11 @@ def plan(path: str | Path, cli_overrides: list[str], *, seeds: list[int] | None 
     Raises:
         ConfigError: a malformed sweep, an invalid run, or a command-line override of a varied key.
     """
+    from omegaconf import OmegaConf, read_write
+
+    from odise_pl.config import load_config
+    from odise_pl.config.sweep import expand_sweep, format_value
+
     runs = expand_sweep(path, validate=False, seeds=seeds)  # each run's config is loaded (validated) below
     planned = []
     for index, run in enumerate(runs, 1):
@@ -105,6 +108,13 @@ def fit_command(p: PlannedRun) -> str:
     return " ".join(["odise-pl", "fit", "-c", shlex.quote(str(p.run.base)), *map(shlex.quote, p.overrides)])
 
 
+def finished_results(run_parent: Path) -> tuple[str, dict] | None:
+    """``(run_dir, results)`` of a finished version of a run, or None (:func:`odise_pl.launchers.collect.finished_results`)."""
+    from odise_pl.launchers.collect import finished_results as finished
+
+    return finished(run_parent)
+
+
 def resume_checkpoint(run_parent: Path) -> Path | None:
     """The newest ``last.ckpt`` of an unfinished version of a run (None: start afresh)."""
     found = sorted(run_parent.glob("version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
@@ -114,6 +124,8 @@ def resume_checkpoint(run_parent: Path) -> Path | None:
 def write_summary(planned: list[PlannedRun]) -> Path | None:
     """``summary.md`` and ``summary.csv`` in the sweep directory, read from the run directories
     (:func:`odise_pl.launchers.collect.write_summary`); returns the Markdown file."""
+    from odise_pl.launchers import collect
+
     if not planned:
         return None
     sweep_dir = planned[0].sweep_dir
@@ -154,6 +166,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from odise_pl.launchers import launch, launcher_settings
 
     check_sweep_file(args.config)
+    from odise_pl.config.sweep import parse_seeds
+    from odise_pl.launchers import collect
+
     settings = launcher_settings(args.config, launcher_flags(args))
     seeds = parse_seeds(args.seeds) if getattr(args, "seeds", None) is not None else None
     planned = plan(args.config, [*args.overrides, *settings.trainer_overrides()], seeds=seeds)
@@ -184,16 +199,29 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-#: ``odise-pl sweep NAME -c SWEEP.yaml [key=value ...]``: NAME -> (help, "module:function"). The function
-#: takes the parsed arguments (``config``, ``overrides`` and what ``module.add_arguments(parser)``, if the
-#: module has it, adds) and returns the exit code. Adding a sub-command is one line here.
-SUBCOMMANDS: dict[str, tuple[str, str]] = {
+def seeds_argument(p: argparse.ArgumentParser) -> None:
+    """``--seeds`` of ``collect`` / ``plot``: the seeds the sweep ran with."""
+    p.add_argument("--seeds", default=None, metavar="0,1,2",
+                   help="the seeds the sweep ran with (default: the sweep file's, or those it recorded)")
+
+
+def plot_arguments(p: argparse.ArgumentParser) -> None:
+    seeds_argument(p)
+    p.add_argument("--out", default=None, metavar="DIR", help="where the PNGs go (default SWEEP_DIR/plots)")
+
+
+#: ``odise-pl sweep NAME -c SWEEP.yaml [key=value ...]``: NAME -> (help, "module:function", its extra
+#: arguments or None). The function takes the parsed arguments (``config``, ``overrides`` and the extra
+#: ones) and returns the exit code; its module is imported only when it runs (the CLI starts light).
+#: Adding a sub-command is one line here.
+SUBCOMMANDS: dict[str, tuple] = {
     "status": ("each run's state: pending, running, done, failed (with its log's tail)",
-               "odise_pl.commands.sweep:cmd_status"),
+               "odise_pl.commands.sweep:cmd_status", None),
     "collect": ("the summary (summary.md / .csv, mean, std and 95% CI over seeds, HPARAMS view) rebuilt from the "
-                "run directories; -c takes the sweep file or its directory", "odise_pl.launchers.collect:collect_command"),
+                "run directories; -c takes the sweep file or its directory",
+                "odise_pl.launchers.collect:collect_command", seeds_argument),
     "plot": ("PNGs of the final metrics (seed error bars) and the validation curves; --out DIR",
-             "odise_pl.launchers.plot:plot_command"),
+             "odise_pl.launchers.plot:plot_command", plot_arguments),
 }
 
 RUN = "run"  # the hidden sub-command of `odise-pl sweep -c S.yaml [key=value ...]`
@@ -266,7 +294,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("sweep", help="run every run of a sweep file (inline, local or slurm); sweep status|...",
                        description="odise-pl sweep -c S.yaml [options] [key=value ...] runs the sweep; "
                        f"odise-pl sweep {{{','.join(SUBCOMMANDS)}}} -c S.yaml [key=value ...] "
-                       + "; ".join(f"{name}: {text}" for name, (text, _) in SUBCOMMANDS.items()))
+                       + "; ".join(f"{name}: {text}" for name, (text, _, _) in SUBCOMMANDS.items()))
     p.add_argument("-c", "--config", default=None, help="sweep YAML file, e.g. experiments/sweeps/backbones.yaml")
     add_run_arguments(p)
     parsers = {}
@@ -274,12 +302,11 @@ def add_parser(sub) -> None:
     add_common_arguments(run, suppress=True)
     add_run_arguments(run, suppress=True)
     parsers[RUN] = run
-    for name, (text, target) in SUBCOMMANDS.items():
+    for name, (text, _, extra) in SUBCOMMANDS.items():
         sp = argparse.ArgumentParser(prog=f"odise-pl sweep {name}", description=text)
         add_common_arguments(sp, suppress=True)
-        module = importlib.import_module(target.split(":")[0])
-        if hasattr(module, "add_arguments"):
-            module.add_arguments(sp)
+        if extra is not None:
+            extra(sp)
         parsers[name] = sp
     p.add_argument("sweep_command", action=OptionalSubcommand, parsers=parsers, metavar="[status|key=value ...]",
                    help="a sub-command (" + ", ".join(SUBCOMMANDS) + "), or the overrides of every run")

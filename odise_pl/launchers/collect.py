@@ -475,12 +475,6 @@ def collect(
 
 
 # ------------------------------------------------------------------------------------ command line
-def add_arguments(parser) -> None:
-    """The options of ``odise-pl sweep collect`` (besides ``-c`` and ``key=value``)."""
-    parser.add_argument("--seeds", default=None, metavar="0,1,2",
-                        help="the seeds the sweep ran with (default: the sweep file's, or those it recorded)")
-
-
 def collect_command(args) -> int:
     """``odise-pl sweep collect -c SWEEP.yaml|SWEEP_DIR [--seeds ...]``: ``args.config``, ``args.overrides``,
     ``args.seeds`` (text or None).  Prints the summary; returns the exit code."""

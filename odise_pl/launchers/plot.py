@@ -159,14 +159,6 @@ def plot_sweep(
     ]
 
 
-def add_arguments(parser) -> None:
-    """The options of ``odise-pl sweep plot`` (besides ``-c`` and ``key=value``)."""
-    parser.add_argument("--seeds", default=None, metavar="0,1,2",
-                        help="the seeds the sweep ran with (default: the sweep file's, or those it recorded)")
-    parser.add_argument("--out", default=None, metavar="DIR",
-                        help="where the PNGs go (default SWEEP_DIR/plots)")
-
-
 def plot_command(args) -> int:
     """``odise-pl sweep plot -c SWEEP.yaml|SWEEP_DIR [--out DIR] [--seeds ...]``: prints the PNGs written."""
     from odise_pl.config.sweep import parse_seeds

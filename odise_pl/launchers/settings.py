@@ -33,7 +33,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from odise_pl.config.yaml_source import display_path, read_yaml
 from odise_pl.errors import ConfigError
 
 LAUNCHER_NAMES = ("inline", "local", "slurm")
@@ -108,6 +107,8 @@ def read_launcher_section(path: str | Path) -> dict:
     Raises:
         ConfigError: an unknown key or a wrong value (names the file, key and line).
     """
+    from odise_pl.config.yaml_source import display_path, read_yaml  # omegaconf: only when a sweep is read
+
     data, lines = read_yaml(Path(path))
     section = data.get("launcher") if isinstance(data, dict) else None
     if section is None:

@@ -9,28 +9,39 @@ of the GT JSON's ``categories`` list.
 :func:`evaluate_panoptic_folders` and :func:`format_pq_table` reproduce the
 COCO panoptic API's ``pq_compute`` and its printed table (per image: the numpy
 core of :mod:`odise_pl.metrics.pq_numpy`, same semantics as
-:func:`~odise_pl.metrics.panoptic_quality.pq_stats`, one process by default);
-:func:`evaluate_semantic_folders` scores label images (PNG or uint16 TIFF)
-matched by file stem.
+:func:`~odise_pl.metrics.panoptic_quality.pq_stats`, on ``workers`` processes
+with results that do not depend on their number); it needs numpy and PIL only
+(torch is imported by the torch-facing readers and the semantic scorer, when
+called). :func:`evaluate_semantic_folders` scores label images (PNG or uint16
+TIFF) matched by file stem.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
 from odise_pl.errors import DatasetError
-from odise_pl.metrics.panoptic_quality import per_class_pq, summarize_pq
-from odise_pl.metrics.pq_numpy import SegmentTable, decode_panoptic_png, pq_stats_numpy, process_scratch
-from odise_pl.metrics.semantic_iou import DEFAULT_AVERAGE, SemanticIoU
+from odise_pl.metrics.pq_numpy import (
+    SegmentTable,
+    decode_panoptic_png,
+    per_class_pq_numpy,
+    pq_stats_numpy,
+    process_scratch,
+    summarize_pq_numpy,
+)
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "PanopticCategories",
@@ -39,11 +50,16 @@ __all__ = [
     "load_panoptic_json",
     "segments_from_json",
     "evaluate_panoptic_folders",
+    "default_workers",
     "evaluate_semantic_folders",
     "format_pq_table",
 ]
 
 LABEL_SUFFIXES = (".png", ".tif", ".tiff")
+#: images per worker process below which fewer processes are started (a process costs ~10-50 ms)
+IMAGES_PER_WORKER = 16
+#: chunks per worker: contiguous runs of images handed out in order, small enough to balance the load
+CHUNKS_PER_WORKER = 4
 
 
 @dataclass(frozen=True)
@@ -74,17 +90,20 @@ class PanopticCategories:
         return {cat_id: i for i, cat_id in enumerate(self.ids)}
 
 
-def read_panoptic_png(path: str | Path, dtype: torch.dtype = torch.int64) -> torch.Tensor:
+def read_panoptic_png(path: str | Path, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Decode a COCO panoptic PNG.
 
     Args:
         path: RGB(A) PNG, id = R + 256 G + 256^2 B.
-        dtype: integer dtype of the result (ids are < 2**24, so int32 is enough).
+        dtype: integer dtype of the result (default ``torch.int64``; ids are < 2**24, so int32 is enough).
 
     Returns:
         (H, W) segment ids (0 = VOID / no segment).
     """
-    return torch.from_numpy(decode_panoptic_png(path).view(np.int32)).to(dtype)
+    import torch
+
+    ids = torch.from_numpy(decode_panoptic_png(path).view(np.int32))
+    return ids.to(torch.int64 if dtype is None else dtype)
 
 
 def read_label_image(path: str | Path) -> torch.Tensor:
@@ -102,6 +121,8 @@ def read_label_image(path: str | Path) -> torch.Tensor:
                 f"Label image {path} has mode {img.mode}; expected a single-channel label map."
             )
         labels = np.asarray(img)
+    import torch
+
     return torch.from_numpy(labels.astype(np.int64))
 
 
@@ -164,32 +185,67 @@ def _segment_table(segments_info: list[dict], index_of: dict[int, int], where: s
         raise DatasetError(f"{where}: {exc}.") from None
 
 
-def _image_stats(job: tuple) -> tuple[np.ndarray, ...]:
-    """(iou_sum, tp, fp, fn) summed over a list of (gt_ann, pred_ann) pairs, numpy on one core."""
+def _chunk_stats(job: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """PQ sums of a contiguous run of images (in one process).
+
+    Args:
+        job: ``(pairs, gt_folder, pred_folder, index_of, num_classes)``; ``pairs`` lists
+            ``(gt_ann, pred_ann)``.
+
+    Returns:
+        ``(iou_rows, counts)``: (len(pairs), K) float64, each image's IoU sums (added up by the
+        caller in image order, so the float total does not depend on how images were split), and
+        (3, K) int64, the TP / FP / FN summed over the run (integers: exact in any order).
+    """
     pairs, gt_folder, pred_folder, index_of, num_classes = job
     scratch = process_scratch()
-    total = [np.zeros(num_classes, dtype=np.float64)]
-    total += [np.zeros(num_classes, dtype=np.int64) for _ in range(3)]
-    for gt_ann, pred_ann in pairs:
+    iou_rows = np.zeros((len(pairs), num_classes), dtype=np.float64)
+    counts = np.zeros((3, num_classes), dtype=np.int64)
+    for row, (gt_ann, pred_ann) in enumerate(pairs):
         gt_path, pred_path = Path(gt_folder) / gt_ann["file_name"], Path(pred_folder) / pred_ann["file_name"]
         where = f"image id {gt_ann['image_id']}"
         gt = _segment_table(gt_ann["segments_info"], index_of, f"GT {where} ({gt_path})", json_areas=True)
         pred = _segment_table(pred_ann["segments_info"], index_of, f"prediction {where} ({pred_path})")
         try:
-            stats = pq_stats_numpy(decode_panoptic_png(gt_path), gt, decode_panoptic_png(pred_path), pred,
-                                   num_classes, scratch)
+            iou_sum, tp, fp, fn = pq_stats_numpy(decode_panoptic_png(gt_path), gt, decode_panoptic_png(pred_path),
+                                                 pred, num_classes, scratch)
         except DatasetError:
             raise
         except ValueError as exc:
             raise DatasetError(f"{where}: {exc} (GT {gt_path}, prediction {pred_path}). Each PNG and its "
                                "segments_info entry must list the same segment ids.") from exc
-        for acc, value in zip(total, stats):
-            acc += value
-    return tuple(total)
+        iou_rows[row] = iou_sum
+        counts[0] += tp
+        counts[1] += fp
+        counts[2] += fn
+    return iou_rows, counts
+
+
+def default_workers(num_images: int) -> int:
+    """Processes ``workers=None`` uses: one per usable CPU core, at most one per 16 images.
+
+    (The COCO API's ``pq_compute`` uses every core; small sets stay in one process, where
+    starting workers would cost more than it saves.)
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, num_images // IMAGES_PER_WORKER))
+
+
+def _run_chunks(jobs: list[tuple], workers: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`_chunk_stats` of every job, in job order, on ``workers`` processes (1: this one)."""
+    if workers == 1 or len(jobs) == 1:
+        return [_chunk_stats(job) for job in jobs]
+    # fork (as DataLoader workers do) starts fast; the workers run numpy / PIL only.
+    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    with ProcessPoolExecutor(workers, mp_context=get_context(method)) as pool:
+        return list(pool.map(_chunk_stats, jobs))  # in order; the first failing chunk's error is raised
 
 
 def evaluate_panoptic_folders(gt_json: str | Path, gt_folder: str | Path, pred_json: str | Path,
-                              pred_folder: str | Path, workers: int = 1) -> dict:
+                              pred_folder: str | Path, workers: int | None = 1) -> dict:
     """Score a folder of panoptic predictions like the COCO API's ``pq_compute``.
 
     Every GT image must have a prediction (matched by ``image_id``); extra
@@ -201,7 +257,10 @@ def evaluate_panoptic_folders(gt_json: str | Path, gt_folder: str | Path, pred_j
     Args:
         gt_json, gt_folder: the GT JSON and its PNG folder.
         pred_json, pred_folder: the predictions, same format (``categories`` optional).
-        workers: processes to spread the images over (1 = in this process).
+        workers: processes to decode and score on (1 = in this process; None =
+            :func:`default_workers`). The images go out in contiguous chunks, in order, and the
+            per-image sums are added up in image order, so the results are bit-identical for
+            every ``workers``.
 
     Returns:
         The keys of :meth:`PanopticQuality.compute` as Python numbers (percent)
@@ -223,19 +282,19 @@ def evaluate_panoptic_folders(gt_json: str | Path, gt_folder: str | Path, pred_j
         pairs.append((gt_ann, predictions[gt_ann["image_id"]]))
 
     k = len(categories.ids)
-    chunks = [pairs[i::workers] for i in range(max(1, min(workers, len(pairs))))]
-    jobs = [(chunk, str(gt_folder), str(pred_folder), categories.index_of(), k) for chunk in chunks]
-    if len(jobs) == 1:
-        partial = [_image_stats(jobs[0])]
-    else:
-        # fork (as DataLoader workers do) starts fast; the workers run CPU ops only.
-        method = "fork" if sys.platform.startswith("linux") else "spawn"
-        with ProcessPoolExecutor(len(jobs), mp_context=get_context(method)) as pool:
-            partial = list(pool.map(_image_stats, jobs))
-    iou_sum, tp, fp, fn = (torch.from_numpy(sum(part[i] for part in partial)) for i in range(4))
-    results: dict = {key: value.item() for key, value in
-                     summarize_pq(iou_sum, tp, fp, fn, torch.tensor(categories.is_thing)).items()}
-    scores = per_class_pq(iou_sum, tp, fp, fn)
+    workers = default_workers(len(pairs)) if workers is None else max(1, min(int(workers), len(pairs)))
+    step = max(1, -(-len(pairs) // (workers * CHUNKS_PER_WORKER))) if workers > 1 else max(1, len(pairs))
+    jobs = [(pairs[i:i + step], str(gt_folder), str(pred_folder), categories.index_of(), k)
+            for i in range(0, max(1, len(pairs)), step)]
+    partial = _run_chunks(jobs, workers)
+    iou_sum = np.zeros(k, dtype=np.float64)
+    for iou_rows, _ in partial:
+        for row in iou_rows:  # image order, one image at a time: the same float sum for any split
+            iou_sum += row
+    tp, fp, fn = sum(counts for _, counts in partial) if partial else np.zeros((3, k), dtype=np.int64)
+    is_thing = np.asarray(categories.is_thing, dtype=bool)
+    results: dict = summarize_pq_numpy(iou_sum, tp, fp, fn, is_thing)
+    scores = per_class_pq_numpy(iou_sum, tp, fp, fn)
     results["per_class"] = {
         cat_id: {"name": categories.names[i], "isthing": categories.is_thing[i],
                  **{key: 100 * scores[key][i].item() for key in ("PQ", "SQ", "RQ")},
@@ -287,7 +346,7 @@ def _labels_by_stem(folder: Path) -> dict[str, Path]:
 
 
 def evaluate_semantic_folders(gt_folder: str | Path, pred_folder: str | Path, num_classes: int,
-                              ignore_label: int | None, average: str = DEFAULT_AVERAGE) -> dict:
+                              ignore_label: int | None, average: str | None = None) -> dict:
     """Score prediction label maps against GT label maps matched by file stem.
 
     Args:
@@ -295,13 +354,18 @@ def evaluate_semantic_folders(gt_folder: str | Path, pred_folder: str | Path, nu
         pred_folder: predicted class indices, one file per GT stem (extra files are ignored).
         num_classes: K.
         ignore_label: GT value to drop (255 or 65535), or None.
-        average: ``"either_present"`` (detectron2 v0.6) or ``"gt_present"`` (see :mod:`.semantic_iou`).
+        average: ``"either_present"`` (detectron2 v0.6; None: this default of
+            :data:`odise_pl.metrics.semantic_iou.DEFAULT_AVERAGE`) or ``"gt_present"`` (see
+            :mod:`.semantic_iou`).
 
     Returns:
         ``mIoU, fwIoU, pACC, mACC`` (percent) and ``n`` (classes in the mIoU) as Python
         numbers, ``IoU`` and ``ACC`` (lists of K floats, NaN where undefined),
         ``average`` (the mIoU convention used) and ``num_images``.
     """
+    from odise_pl.metrics.semantic_iou import DEFAULT_AVERAGE, SemanticIoU
+
+    average = DEFAULT_AVERAGE if average is None else average
     gt_files, pred_files = _labels_by_stem(Path(gt_folder)), _labels_by_stem(Path(pred_folder))
     if not gt_files:
         raise DatasetError(f"No label files ({', '.join(LABEL_SUFFIXES)}) in {gt_folder}.")

@@ -10,14 +10,16 @@ per-image cost cut down to what the PNG decoder leaves:
    extra copy);
 2. :class:`IdLookup` maps ids to compact slots with one gather from a table
    reused across images (no sort, no ``np.unique``); unlisted ids get slot 0;
-3. one ``np.bincount`` over ``gt_slot * (n_pred + 1) + pred_slot`` gives every
-   (GT segment, predicted segment) overlap (in chunks of 256K pixels, so the
-   temporary memory is bounded for 2560-pixel maps);
+3. the maps are cut into runs of pixels where neither changes (panoptic maps are
+   piecewise constant: a few percent of the pixels start a run), and one weighted
+   ``np.bincount`` of the runs' lengths over ``gt_slot * (n_pred + 1) + pred_slot``
+   gives every (GT segment, predicted segment) overlap (in chunks of 256K pixels,
+   so the temporary memory is bounded for 2560-pixel maps);
 4. matching, FN and FP are array operations over the overlapping pairs.
 
 Memory: the decoded maps (4 bytes/pixel each), one reused ``uint16`` id table
-of at most 2**24 entries (32 MiB, sized by the largest listed id), and
-O(segments^2 + num_classes).
+of at most 2**24 entries (32 MiB, sized by the largest listed id), two 256K
+bool buffers, per-chunk run arrays and O(segments^2 + num_classes).
 
 Example:
     >>> import numpy as np
@@ -39,7 +41,8 @@ from PIL import Image
 
 from odise_pl.errors import DatasetError
 
-__all__ = ["SegmentTable", "IdLookup", "Scratch", "process_scratch", "decode_panoptic_png", "pq_stats_numpy"]
+__all__ = ["SegmentTable", "IdLookup", "Scratch", "process_scratch", "decode_panoptic_png", "pq_stats_numpy",
+           "per_class_pq_numpy", "summarize_pq_numpy"]
 
 _ID_BITS = 24  # COCO panoptic PNG ids are R + 256 G + 65536 B < 2**24
 _MAX_SLOTS = np.iinfo(np.uint16).max  # slot + 1 is stored in uint16
@@ -187,15 +190,13 @@ class Scratch:
 
     def __init__(self) -> None:
         self.gt_lookup, self.pred_lookup = IdLookup(), IdLookup()
-        self.index = self.code = np.empty(0, dtype=np.intp)
-        self.slot = np.empty(0, dtype=np.uint16)
+        self.new_run = self.pred_change = np.empty(0, dtype=bool)
 
-    def buffers(self, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(index, code, slot) work buffers of length ``m`` (grown on demand, then kept)."""
-        if self.code.size < m:
-            self.index, self.code = np.empty(m, dtype=np.intp), np.empty(m, dtype=np.intp)
-            self.slot = np.empty(m, dtype=np.uint16)
-        return self.index[:m], self.code[:m], self.slot[:m]
+    def run_buffers(self, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """Two (m,) bool work buffers (run starts, prediction changes; grown on demand, then kept)."""
+        if self.new_run.size < m:
+            self.new_run, self.pred_change = np.empty(m, dtype=bool), np.empty(m, dtype=bool)
+        return self.new_run[:m], self.pred_change[:m]
 
 
 _PROCESS_SCRATCH: Scratch | None = None
@@ -213,10 +214,12 @@ def _pair_counts(gt_ids: np.ndarray, gt_lut: np.ndarray, pred_ids: np.ndarray, p
                  n_gt: int, n_pred: int, scratch: Scratch):
     """Overlap (pixel count) of every occurring (GT slot, pred slot) pair.
 
-    Walks the flat maps in cache-sized chunks: id -> slot + 1 gathers, then one
-    bincount of ``(gt_slot + 1) * (n_pred + 1) + pred_slot + 1`` per chunk (or,
-    when there are more possible pairs than pixels in a chunk, a count of the
-    occurring codes). Row / column 0 collects the unlisted ids.
+    Walks the flat maps in cache-sized chunks. Panoptic maps are piecewise constant, so each
+    chunk is first cut into runs of pixels where neither map changes (two comparisons with the
+    next pixel); only the first pixel of each run is looked up (id -> slot + 1 gathers) and the
+    runs' lengths are counted into ``(gt_slot + 1) * (n_pred + 1) + pred_slot + 1`` with one
+    weighted bincount (or, when there are more possible pairs than pixels in a chunk, a count of
+    the occurring codes). Row / column 0 collects the unlisted ids.
 
     Returns:
         ``(g, p, count)``: (M,) int64 each over the M pairs with count > 0;
@@ -226,27 +229,34 @@ def _pair_counts(gt_ids: np.ndarray, gt_lut: np.ndarray, pred_ids: np.ndarray, p
     cols = n_pred + 1
     size = (n_gt + 1) * cols
     dense = size <= max(_CHUNK, 1 << 16)
-    acc = np.zeros(size, dtype=np.int64) if dense else None
+    acc = np.zeros(size, dtype=np.float64) if dense else None  # run lengths: exact below 2**53
     parts: list[tuple[np.ndarray, np.ndarray]] = []
-    for start in range(0, max(n, 1), _CHUNK):
+    for start in range(0, n, _CHUNK):
         m = min(_CHUNK, n - start)
-        index, code, slot = scratch.buffers(m)
-        np.copyto(index, gt_ids[start:start + m], casting="safe")
-        np.take(gt_lut, index, mode="clip", out=slot)
-        np.multiply(slot, cols, out=code, dtype=np.intp)  # dtype: not uint16 arithmetic (overflow)
-        np.copyto(index, pred_ids[start:start + m], casting="safe")
-        np.take(pred_lut, index, mode="clip", out=slot)
-        np.add(code, slot, out=code, dtype=np.intp)
+        gt_chunk, pred_chunk = gt_ids[start:start + m], pred_ids[start:start + m]
+        new_run, pred_change = scratch.run_buffers(m)
+        new_run[0] = True
+        np.not_equal(gt_chunk[1:], gt_chunk[:-1], out=new_run[1:])
+        np.not_equal(pred_chunk[1:], pred_chunk[:-1], out=pred_change[1:])
+        np.logical_or(new_run[1:], pred_change[1:], out=new_run[1:])
+        first = np.flatnonzero(new_run)
+        length = np.diff(first, append=m)
+        code = np.take(gt_lut, gt_chunk[first], mode="clip").astype(np.intp)
+        code *= cols
+        code += np.take(pred_lut, pred_chunk[first], mode="clip")
         if dense:
-            acc += np.bincount(code, minlength=size)
+            acc += np.bincount(code, weights=length, minlength=size)
         else:
-            parts.append(np.unique(code, return_counts=True))
+            keys, inverse = np.unique(code, return_inverse=True)
+            parts.append((keys, np.bincount(inverse, weights=length)))
     if dense:
         code = np.flatnonzero(acc)
-        count = acc[code]
-    else:
+        count = acc[code].astype(np.int64)
+    elif parts:
         code, inverse = np.unique(np.concatenate([k for k, _ in parts]), return_inverse=True)
         count = np.bincount(inverse, weights=np.concatenate([c for _, c in parts])).astype(np.int64)
+    else:
+        code = count = np.zeros(0, dtype=np.int64)
     return code // cols, code % cols, count
 
 
@@ -331,3 +341,52 @@ def pq_stats_numpy(gt_ids: np.ndarray, gt: SegmentTable, pred_ids: np.ndarray, p
     fp_mask[0] = False
     fp = np.bincount(pred.category[fp_mask], minlength=num_classes)
     return iou_sum, tp.astype(np.int64), fp.astype(np.int64), fn.astype(np.int64)
+
+
+def per_class_pq_numpy(iou_sum: np.ndarray, tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> dict:
+    """Per-category scores from the sums, as fractions (0 where undefined, like the API).
+
+    The numpy twin of :func:`odise_pl.metrics.panoptic_quality.per_class_pq` (same arithmetic), so
+    that ``odise-pl eval panoptic`` does not import torch.
+
+    Args:
+        iou_sum, tp, fp, fn: (K,) sums.
+
+    Returns:
+        ``{"PQ", "SQ", "RQ"}`` (K,) float64 and ``"valid"`` (K,) bool (TP+FP+FN > 0).
+    """
+    tp_f = tp.astype(np.float64)
+    denom = tp_f + 0.5 * fp.astype(np.float64) + 0.5 * fn.astype(np.float64)
+    valid = (tp + fp + fn) > 0
+    safe = np.where(valid, denom, 1.0)
+    pq = np.where(valid, iou_sum / safe, 0.0)
+    sq = np.where(tp > 0, iou_sum / np.maximum(tp_f, 1.0), 0.0)
+    rq = np.where(valid, tp_f / safe, 0.0)
+    return {"PQ": pq, "SQ": sq, "RQ": rq, "valid": valid}
+
+
+def summarize_pq_numpy(iou_sum: np.ndarray, tp: np.ndarray, fp: np.ndarray, fn: np.ndarray,
+                       is_thing: np.ndarray) -> dict:
+    """All / Things / Stuff averages in percent, like the API's printed table.
+
+    The numpy twin of :func:`odise_pl.metrics.panoptic_quality.summarize_pq`.
+
+    Args:
+        iou_sum, tp, fp, fn: (K,) sums.
+        is_thing: (K,) bool.
+
+    Returns:
+        ``PQ, SQ, RQ, PQ_th, SQ_th, RQ_th, PQ_st, SQ_st, RQ_st`` (Python floats, 0-100) and
+        ``n, n_th, n_st`` (Python ints): the number of categories averaged. An empty average reads 0.
+    """
+    scores = per_class_pq_numpy(iou_sum, tp, fp, fn)
+    is_thing = np.asarray(is_thing, dtype=bool)
+    out: dict = {}
+    for suffix, group in (("", np.ones_like(is_thing)), ("_th", is_thing), ("_st", ~is_thing)):
+        used = scores["valid"] & group
+        n = int(used.sum())
+        for key in ("PQ", "SQ", "RQ"):
+            total = float(scores[key][used].sum())
+            out[key + suffix] = 100 * total / n if n > 0 else 0.0
+        out["n" + suffix] = n
+    return out

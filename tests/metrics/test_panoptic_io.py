@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from odise_pl.errors import DatasetError
+from odise_pl.metrics import panoptic_io
 from odise_pl.metrics.panoptic_io import (
     PanopticCategories,
     evaluate_panoptic_folders,
@@ -99,19 +100,29 @@ def test_parity_with_the_api_on_perturbed_real_predictions(tmp_path):
     assert imperfect >= 4  # the perturbations do change the score
 
 
-def test_workers_give_the_same_result(tmp_path):
+def test_workers_give_bit_identical_results(tmp_path, monkeypatch):
     rng = np.random.default_rng(5)
     gts, preds = [], []
-    for image_id in range(1, 7):
+    for image_id in range(1, 10):
         ids, segs = random_panoptic(rng)
         gts.append((image_id, ids, segs))
         preds.append((image_id, *perturb(rng, ids, segs)))
     gt_json, gt_folder = write_panoptic(tmp_path, "gt", gts)
     pred_json, pred_folder = write_panoptic(tmp_path, "pred", preds)
     one = evaluate_panoptic_folders(gt_json, gt_folder, pred_json, pred_folder, workers=1)
-    two = evaluate_panoptic_folders(gt_json, gt_folder, pred_json, pred_folder, workers=2)
-    assert one["per_class"] == two["per_class"]
-    assert one["PQ"] == pytest.approx(two["PQ"], abs=1e-12)
+    assert 0 < one["PQ"] < 100
+    for workers in (2, 3):  # 9 images: chunks of 2 and 1 images on 2 and 3 processes
+        assert evaluate_panoptic_folders(gt_json, gt_folder, pred_json, pred_folder, workers=workers) == one
+    monkeypatch.setattr(panoptic_io, "IMAGES_PER_WORKER", 4)  # workers=None: 2 processes for 9 images
+    monkeypatch.setattr(panoptic_io.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert panoptic_io.default_workers(9) == 2 and panoptic_io.default_workers(3) == 1
+    assert evaluate_panoptic_folders(gt_json, gt_folder, pred_json, pred_folder, workers=None) == one
+
+    # an error in a worker's image reaches the caller naming the image, as with one process
+    (pred_folder / "000000000008.png").write_bytes(b"not a png")
+    for workers in (1, 2):
+        with pytest.raises(DatasetError, match="Cannot decode the panoptic PNG .*000000000008.png"):
+            evaluate_panoptic_folders(gt_json, gt_folder, pred_json, pred_folder, workers=workers)
     table = format_pq_table(one, per_class=True)
     assert "cat1 [th]" in table and "cat30 [st]" in table
 

@@ -145,3 +145,25 @@ def test_2560_px_with_847_classes_is_exact_in_bounded_memory():
     assert iou.sum() == pytest.approx(2560 * 7 / 9)
     # 6.5M pixels, 6.5M possible pairs: the work stays in 256K-pixel chunks (maps are 26 MB each)
     assert peak < 40 * 2**20, peak / 2**20
+
+
+def test_numpy_summary_equals_the_torch_summary():
+    from odise_pl.metrics.panoptic_quality import per_class_pq, summarize_pq
+
+    rng = np.random.default_rng(3)
+    k = 40
+    tp, fp, fn = (rng.integers(0, 4, k) for _ in range(3))
+    tp[:5] = fp[:5] = fn[:5] = 0  # undefined classes
+    iou_sum = tp * rng.uniform(0.5, 1.0, k)
+    is_thing = rng.random(k) < 0.5
+    ours = pq_numpy.summarize_pq_numpy(iou_sum, tp, fp, fn, is_thing)
+    ref = summarize_pq(*(torch.from_numpy(a) for a in (iou_sum, tp, fp, fn)), torch.from_numpy(is_thing))
+    assert set(ours) == set(ref)
+    for key, value in ref.items():
+        assert ours[key] == pytest.approx(value.item(), rel=1e-14, abs=1e-12), key
+    assert isinstance(ours["n"], int) and ours["n"] == k - 5
+    ours_pc = pq_numpy.per_class_pq_numpy(iou_sum, tp, fp, fn)
+    for key, value in per_class_pq(*(torch.from_numpy(a) for a in (iou_sum, tp, fp, fn))).items():
+        assert np.array_equal(ours_pc[key], value.numpy()), key  # elementwise: the same arithmetic
+    empty = pq_numpy.summarize_pq_numpy(np.zeros(3), *(np.zeros(3, np.int64),) * 3, np.ones(3, bool))
+    assert empty["PQ_st"] == 0.0 and empty["n_st"] == 0 and empty["n"] == 0
