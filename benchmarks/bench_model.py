@@ -86,7 +86,10 @@ def build_module(args: argparse.Namespace, device: torch.device):
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from odise_pl.models.backbones.diffusion_unet import (
-        DiffusionUNetBackbone, build_tiny_stable_diffusion, clip_bpe_tokenizer)
+        DiffusionUNetBackbone,
+        build_tiny_stable_diffusion,
+        clip_bpe_tokenizer,
+    )
     from odise_pl.models.clip_model import ClipSpec, load_clip
     from odise_pl.models.mask_generator.criterion import SetCriterion
     from odise_pl.models.mask_generator.mask2former import Mask2FormerMaskGenerator

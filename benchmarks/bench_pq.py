@@ -46,9 +46,11 @@ import odise_pl  # noqa: E402,F401  (torchvision workaround before torchmetrics)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pq_data import CATEGORIES, NUM_CATEGORIES, random_pair, write_dataset  # noqa: E402,F401
+
 from odise_pl.metrics.panoptic_io import evaluate_panoptic_folders  # noqa: E402
 from odise_pl.metrics.panoptic_quality import PanopticQuality, summarize_pq  # noqa: E402
 from odise_pl.metrics.pq_numpy import Scratch, SegmentTable, decode_panoptic_png, pq_stats_numpy  # noqa: E402
+
 
 class _DecodedImages:
     """Stands in for ``PIL.Image`` inside the API: ``open(path)`` returns a decoded array."""

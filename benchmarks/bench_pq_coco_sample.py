@@ -27,8 +27,12 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from odise_pl.metrics.panoptic_io import (PanopticCategories, evaluate_panoptic_folders,  # noqa: E402
-                                          read_panoptic_png, segments_from_json)
+from odise_pl.metrics.panoptic_io import (  # noqa: E402
+    PanopticCategories,
+    evaluate_panoptic_folders,
+    read_panoptic_png,
+    segments_from_json,
+)
 from tests.metrics.synthetic_panoptic import perturb, write_panoptic  # noqa: E402
 
 SAMPLE = REPO.parent / "shared" / "data" / "coco_panoptic_sample"

@@ -114,9 +114,9 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from odise_pl.config import load_config
-    from odise_pl.engine.run_files import config_for
     from odise_pl.engine.fit import fit
     from odise_pl.engine.results import format_table
+    from odise_pl.engine.run_files import config_for
 
     if args.config is None and args.init_from is None:
         raise ConfigError("odise-pl fit needs -c CONFIG (or --init-from RUN_DIR, whose config.yaml is then used).")
@@ -129,9 +129,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from odise_pl.engine.run_files import config_for
     from odise_pl.engine.evaluate import evaluate
     from odise_pl.engine.results import format_table
+    from odise_pl.engine.run_files import config_for
 
     cfg = config_for(args.ckpt, args.config, args.overrides)
     if getattr(args, "sets", None):

@@ -52,7 +52,7 @@ def test_tiny_variants_keep_the_recipe_but_not_the_size(name):
     tiny = load_config(EXPERIMENTS / f"{name.replace('_coco', '_tiny')}.yaml")
     for key in ("model.supervision", "model.inference", "model.backbone.name", "model.backbone.caption_mode",
                 "model.backbone.timestep", "optim.weight_decay", "optim.milestones", "optim.gamma"):
-        get = lambda cfg: yaml.safe_dump(_select(cfg, key))  # noqa: E731
+        get = lambda cfg, key=key: yaml.safe_dump(_select(cfg, key))  # noqa: E731
         assert get(tiny) == get(ref), key
     assert tiny.model.backbone.pretrained is None and tiny.model.clip.pretrained is None
     assert tiny.trainer.accelerator == "cpu" and tiny.trainer.max_steps <= 20

@@ -100,8 +100,8 @@ def test_fit_twice_then_validate_through_the_cli(tmp_path, capsys):
 
 def test_pretrained_frozen_parts_stay_out_of_checkpoints(tmp_path):
     from odise_pl.config import load_config
-    from odise_pl.models import frozen
     from odise_pl.engine.components import build_all
+    from odise_pl.models import frozen
 
     cfg = load_config(QUICKSTART, [f"data.root={tmp_path / 'data'}", "data.num_train=2", "data.num_val=1",
                                    "data.num_workers=0"])

@@ -9,7 +9,6 @@ second from that checkpoint in the same run directory, and write the summary tab
 from __future__ import annotations
 
 import csv
-import os
 import signal
 import subprocess
 import sys

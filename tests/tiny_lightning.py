@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L  # noqa: E402
 import torch
 from torch import nn
 
 import odise_pl  # noqa: F401  (before lightning: the torchvision compatibility shim)
-import lightning as L  # noqa: E402
 from odise_pl.callbacks.checkpointing import ResumeCheckpoint, RngState
 from odise_pl.callbacks.nonfinite_loss import NonFiniteLoss
-from odise_pl.engine.checkpoints import AtomicCheckpointIO
 from odise_pl.data_modules.sampling import ResumableDataLoader, ResumableShuffleSampler
+from odise_pl.engine.checkpoints import AtomicCheckpointIO
 
 
 class TinyRegression(L.LightningModule):

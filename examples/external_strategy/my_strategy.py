@@ -66,7 +66,7 @@ class FixedScaleLabelSupervision(SupervisionStrategy):
     @classmethod
     def from_config(cls, cfg: FixedScaleLabelConfig, *, train_text: TextEmbeddings,
                     void_text_embed: torch.Tensor, embed_dim: int, train_names: list[list[str]],
-                    **_: object) -> "FixedScaleLabelSupervision":
+                    **_: object) -> FixedScaleLabelSupervision:
         return cls(train_text=train_text, void_text_embed=void_text_embed, embed_dim=embed_dim,
                    train_names=train_names, scale=cfg.scale)
 

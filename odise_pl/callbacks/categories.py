@@ -8,7 +8,7 @@ order, ``ignore_index``) goes under ``checkpoint["odise_pl"]``; it holds plain v
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from collections.abc import Sequence
 
 import lightning as L
 

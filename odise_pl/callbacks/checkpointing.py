@@ -33,15 +33,15 @@ class ResumeCheckpoint(ModelCheckpoint):
                          every_n_train_steps=int(every_n_steps) if every_n_steps > 0 else None,
                          every_n_epochs=None if every_n_steps > 0 else 0, enable_version_counter=False)
 
-    def _save_last_now(self, trainer: "L.Trainer") -> None:
+    def _save_last_now(self, trainer: L.Trainer) -> None:
         if not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
-    def on_validation_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
         self._save_last_now(trainer)
 
-    def on_train_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._save_last_now(trainer)
 
 

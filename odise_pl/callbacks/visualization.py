@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from odise_pl.visualization import colorize_panoptic, overlay
+from odise_pl.callbacks.drawing import colorize_panoptic, overlay
 
 
 def segments_from_masks(masks: torch.Tensor, labels: torch.Tensor, is_thing: torch.Tensor | None = None

@@ -91,7 +91,7 @@ def encode_panoptic_png(ids: np.ndarray) -> bytes:
 
 def render_overlay(pred, names: list[str]) -> bytes:
     """PNG bytes of the image with coloured segments and class names."""
-    from odise_pl.visualization import colorize_panoptic, draw_labels, overlay
+    from odise_pl.callbacks.drawing import colorize_panoptic, draw_labels, overlay
 
     segs = [{"id": s["id"], "category": s["category_id"], "isthing": s["is_thing"]} for s in pred.segments]
     blended = overlay(pred.image, colorize_panoptic(pred.panoptic, segs))
@@ -115,8 +115,8 @@ def write_outputs(pred, image_path: Path, out_dir: Path, predictor) -> tuple[Pat
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from odise_pl.engine.predictor import Predictor, list_images, resolve_vocabulary
     from odise_pl.errors import DatasetError
-    from odise_pl.predictor import Predictor, list_images, resolve_vocabulary
 
     vocabulary = resolve_vocabulary(args.vocab, args.vocab_file, include_default=not args.no_default_vocab)
     images = list_images(args.input)

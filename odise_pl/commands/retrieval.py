@@ -31,9 +31,9 @@ def evaluate_retrieval(cfg, ckpt: str | None = None, *, device: str = "cpu",
                        max_batches: int | None = None) -> dict[str, float]:
     """Build the model of ``cfg`` (optionally from a checkpoint) and run
     :func:`~odise_pl.metrics.retrieval.retrieval_accuracy` on its validation split."""
-    from odise_pl.metrics.retrieval import retrieval_accuracy
     from odise_pl.engine.components import build_all
     from odise_pl.engine.weights import load_checkpoint
+    from odise_pl.metrics.retrieval import retrieval_accuracy
 
     dm, model = build_all(cfg)
     if ckpt:

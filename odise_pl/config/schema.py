@@ -18,8 +18,9 @@ Two declarations next to a field (or a section) are checked too, before anything
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any
 
 
 def choice(default: str, choices: Sequence[str]) -> Any:
@@ -59,7 +60,7 @@ DISPATCHED_SECTIONS = {
 class RunConfig:
     root: str = "runs"             # every run writes into ROOT/NAME/VERSION
     name: str = "default"
-    version: Optional[str] = None  # None: the next free version_N; an existing one resumes (last.ckpt)
+    version: str | None = None  # None: the next free version_N; an existing one resumes (last.ckpt)
 
 
 def is_prompt_template(template: Any) -> bool:
@@ -75,7 +76,7 @@ class ClipConfig:
     """The one CLIP shared by the captioner, the text classifier and the mask classifier."""
 
     model_name: str = "ViT-L-14-336"
-    pretrained: Optional[str] = "openai"  # open_clip tag, hf-hub:ORG/NAME, a local file, or null (random)
+    pretrained: str | None = "openai"  # open_clip tag, hf-hub:ORG/NAME, a local file, or null (random)
 
 
 @dataclass
@@ -204,7 +205,7 @@ class TrainerConfig:
     precision: str = choice("32-true", ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true"))
     max_steps: int = 92000
     val_check_interval: Any = 5000   # steps (int) or fraction of an epoch (float)
-    check_val_every_n_epoch: Optional[int] = None
+    check_val_every_n_epoch: int | None = None
     limit_val_batches: Any = 1.0
     log_every_n_steps: int = 20
     accumulate_grad_batches: int = 1  # derived instead when data.global_batch_size is set

@@ -15,7 +15,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -40,8 +41,8 @@ def get_path(data: Any, dotted: str) -> Any:
     return node
 
 
-@functools.lru_cache(maxsize=None)
-def default_section_name(path: str) -> Optional[str]:
+@functools.cache
+def default_section_name(path: str) -> str | None:
     """The ``name`` the schema gives a dispatched section by default (None if none)."""
     default = OmegaConf.select(OmegaConf.structured(ExperimentConfig), path)
     return default.get("name") if isinstance(default, DictConfig) else None
@@ -96,7 +97,7 @@ def _choices(section: DictConfig, key: str) -> tuple:
     return choices_of(cls, key) if dataclasses.is_dataclass(cls) else ()
 
 
-def closest_choice(value: Any, choices: tuple) -> Optional[str]:
+def closest_choice(value: Any, choices: tuple) -> str | None:
     """The choice a mistyped ``value`` most likely meant (difflib, then a common prefix), or None."""
     text = str(value)
     close = difflib.get_close_matches(text, [str(c) for c in choices], n=1, cutoff=0.6)
@@ -259,7 +260,7 @@ class Validator:
         self.section(target, options, path + ".", extra=("name",))
         return {"name": name, **OmegaConf.to_container(target, resolve=False)}
 
-    def check_values(self, cfg: DictConfig, parts: dict[str, Optional[type]]) -> None:
+    def check_values(self, cfg: DictConfig, parts: dict[str, type | None]) -> None:
         """Choices, each section's ``problems()`` and the cross-section rules of a resolved config.
 
         Args:
@@ -338,7 +339,7 @@ def validate(data: dict, provenance: Provenance, source: str = "config") -> Dict
     return cfg
 
 
-def part_config_class(registry_attr: str, section: Optional[dict]) -> Optional[type]:
+def part_config_class(registry_attr: str, section: dict | None) -> type | None:
     """The config dataclass registered for a validated dispatched section (None if none)."""
     if section is None:
         return None

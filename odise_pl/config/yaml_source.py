@@ -10,7 +10,7 @@ import copy
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 from omegaconf import OmegaConf
@@ -29,7 +29,7 @@ class Origin:
     """
 
     where: str
-    line: Optional[int] = None
+    line: int | None = None
 
     def suffix(self) -> str:
         """`` (line N)`` when the line is known, else the empty string."""
@@ -39,7 +39,7 @@ class Origin:
 class Provenance(dict):
     """Dotted key -> :class:`Origin`; looks up the longest known prefix of a key."""
 
-    def origin(self, key: str) -> Optional[Origin]:
+    def origin(self, key: str) -> Origin | None:
         """Origin of ``key``, or of its closest enclosing section that has one."""
         parts = key.split(".")
         for n in range(len(parts), 0, -1):

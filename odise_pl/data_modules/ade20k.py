@@ -21,10 +21,14 @@ so they hold the same masks and classes (checked by the tests).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Optional
 
-from odise_pl.data_modules.ade20k_prepare import (DEFAULT_ROOT, DOWNLOAD_HINT, ade20k_150_categories,
-                                                  prepare_ade20k, read_catid_mapping)
+from odise_pl.data_modules.ade20k_prepare import (
+    DEFAULT_ROOT,
+    DOWNLOAD_HINT,
+    ade20k_150_categories,
+    prepare_ade20k,
+    read_catid_mapping,
+)
 from odise_pl.data_modules.coco_panoptic import CocoPanopticConfig, CocoPanopticDataModule
 from odise_pl.registry import DATA_MODULES
 
@@ -46,11 +50,11 @@ class ADE20KPanopticConfig(CocoPanopticConfig):
     train_json: str = "ade20k_panoptic_train.json"
     train_image_dir: str = "images/training"
     train_panoptic_dir: str = "ade20k_panoptic_train"
-    train_semantic_dir: Optional[str] = "annotations_detectron2/training"
+    train_semantic_dir: str | None = "annotations_detectron2/training"
     val_json: str = "ade20k_panoptic_val.json"
     val_image_dir: str = "images/validation"
     val_panoptic_dir: str = "ade20k_panoptic_val"
-    val_semantic_dir: Optional[str] = "annotations_detectron2/validation"
+    val_semantic_dir: str | None = "annotations_detectron2/validation"
     crop_size: int = 640
     eval_short_side: int = 1024
     eval_max_long_side: int = 2560

@@ -20,8 +20,9 @@ import contextlib
 import io
 import json
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Literal
 
 from odise_pl.errors import DatasetError
 

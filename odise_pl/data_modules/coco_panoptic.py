@@ -20,7 +20,6 @@ import warnings
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import Optional
 
 import lightning as L
 import numpy as np
@@ -30,10 +29,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from odise_pl.data_modules.coco_captions import load_captions
 from odise_pl.data_modules.collate import PanopticCollate
-from odise_pl.data_modules.sampling import (InferenceShardSampler, ResumableDataLoader,
-                                           ResumableShuffleSampler, current_world, seed_worker)
-from odise_pl.data_modules.transforms import (LargeScaleJitter, ResizeShortestEdge, build_targets,
-                                              image_to_tensor)
+from odise_pl.data_modules.sampling import (
+    InferenceShardSampler,
+    ResumableDataLoader,
+    ResumableShuffleSampler,
+    current_world,
+    seed_worker,
+)
+from odise_pl.data_modules.transforms import LargeScaleJitter, ResizeShortestEdge, build_targets, image_to_tensor
 from odise_pl.errors import ConfigError, DatasetError
 from odise_pl.registry import DATA_MODULES
 
@@ -100,7 +103,7 @@ class PanopticRecord:
     image_path: Path
     panoptic_path: Path
     segments: list
-    captions: Optional[list] = None
+    captions: list | None = None
 
 
 def image_key(value) -> int | str:
@@ -300,14 +303,14 @@ class CocoPanopticConfig:
     val_image_dir: str = "val2017"
     val_panoptic_dir: str = "panoptic_val2017"
     # semantic ground truth of mIoU, label PNGs named like the images (null: from the panoptic PNG)
-    train_semantic_dir: Optional[str] = None
-    val_semantic_dir: Optional[str] = None
-    train_captions_json: Optional[str] = None  # e.g. annotations/captions_train2017.json
-    val_captions_json: Optional[str] = None
+    train_semantic_dir: str | None = None
+    val_semantic_dir: str | None = None
+    train_captions_json: str | None = None  # e.g. annotations/captions_train2017.json
+    val_captions_json: str | None = None
     batch_size: int = 2                 # per process; the reference uses 64 in total (2 x 32 GPUs)
     # images per optimizer step over all processes; batch_size is then the largest per-device batch
     # and the gradient accumulation adapts to the number of devices (odise_pl.engine.scale_out)
-    global_batch_size: Optional[int] = None
+    global_batch_size: int | None = None
     eval_batch_size: int = 1
     num_workers: int = 4
     crop_size: int = 1024
@@ -317,7 +320,7 @@ class CocoPanopticConfig:
     eval_short_side: int = 1024
     eval_max_long_side: int = 2560
     size_divisibility: int = 32         # the model may raise it to its backbone's
-    vocabulary: Optional[str] = None    # null: JSON names; else an odise_pl.vocab builtin or a file (the
+    vocabulary: str | None = None    # null: JSON names; else an odise_pl.vocab builtin or a file (the
                                         # reference recipe: coco_panoptic_with_prompt_eng)
     ignore_index: int = 255
     skip_bad_samples: bool = False
@@ -366,7 +369,7 @@ class CocoPanopticDataModule(L.LightningDataModule):
         self._categories: list[dict] | None = None
 
     @classmethod
-    def from_config(cls, cfg: CocoPanopticConfig, **context) -> "CocoPanopticDataModule":
+    def from_config(cls, cfg: CocoPanopticConfig, **context) -> CocoPanopticDataModule:
         return cls(**asdict(cfg))
 
     # ------------------------------------------------------------------ paths and layout

@@ -10,7 +10,7 @@ Lightning keeps it instead of wrapping it in a padded one.
 from __future__ import annotations
 
 import random
-from typing import Iterator, Sized
+from collections.abc import Iterator, Sized
 
 import numpy as np
 import torch

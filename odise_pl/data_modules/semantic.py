@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -86,11 +85,11 @@ class SemanticSegConfig(CocoPanopticConfig):
     """``data: {name: semantic_seg, dataset: ade20k_847}``; null paths take the set's defaults."""
 
     dataset: str = choice("ade20k_847", tuple(SEMANTIC_SETS))
-    root: Optional[str] = None  # type: ignore[assignment]
-    image_dir: Optional[str] = None
-    label_dir: Optional[str] = None
-    vocabulary: Optional[str] = None
-    ignore_index: Optional[int] = None  # type: ignore[assignment]
+    root: str | None = None  # type: ignore[assignment]
+    image_dir: str | None = None
+    label_dir: str | None = None
+    vocabulary: str | None = None
+    ignore_index: int | None = None  # type: ignore[assignment]
     eval_short_side: int = 1024     # every set as the reference (pano_open_d2_eval.py): 1024 / 2560, batch 1
     eval_max_long_side: int = 2560
 

@@ -28,7 +28,6 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -327,12 +326,12 @@ def generate_synthetic_coco(out_dir: str | os.PathLike, num_train: int, num_val:
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         tmp.rename(out)  # atomic; fails if another process filled `out` meanwhile
-    except OSError:
+    except OSError as err:
         theirs = out / "synthetic_shapes.json"
         same = theirs.is_file() and json.loads(theirs.read_text()) == manifest
         shutil.rmtree(tmp, ignore_errors=True)
         if not same:
-            raise DatasetError(f"{out} was filled by someone else while generating; nothing was written.")
+            raise DatasetError(f"{out} was filled by someone else while generating; nothing was written.") from err
     return out
 
 
@@ -368,8 +367,8 @@ class SyntheticShapesConfig(CocoPanopticConfig):
     num_val: int = 100
     seed: int = 0
     image_size: int = 128
-    train_captions_json: Optional[str] = "annotations/captions_train2017.json"
-    val_captions_json: Optional[str] = "annotations/captions_val2017.json"
+    train_captions_json: str | None = "annotations/captions_train2017.json"
+    val_captions_json: str | None = "annotations/captions_val2017.json"
     batch_size: int = 8
     eval_batch_size: int = 8
     num_workers: int = 2

@@ -28,8 +28,9 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 #: the placeholder a name may hold for its number, with an optional format (``eval_{n}.json``, ``launch_{n:03d}.json``)
 NUMBER = re.compile(r"\{n(?::([^{}]*))?\}")

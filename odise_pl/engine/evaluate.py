@@ -83,11 +83,11 @@ def set_datamodule(cfg: DictConfig, kwargs: dict | None):
 
 def evaluate_sets(cfg: DictConfig, ckpt: str, sets: list[str]) -> tuple[list[dict], Path]:
     """Test ``ckpt`` on every set; returns the rows and the folder the tables go to."""
-    from odise_pl.models.builder import class_names
     from odise_pl.engine.results import merge_metrics
     from odise_pl.engine.run_files import output_dir_of, weights_file
     from odise_pl.engine.trainer import build_trainer
     from odise_pl.engine.weights import build_trained
+    from odise_pl.models.builder import class_names
 
     parsed = [parse_set(s) for s in sets]  # all errors before any work
     weights_file(ckpt)  # a missing checkpoint is named before anything is built

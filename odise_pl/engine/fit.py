@@ -12,8 +12,15 @@ from odise_pl.engine.checkpoints import RESUME_MAY_DIFFER, check_config, export_
 from odise_pl.engine.components import build_all
 from odise_pl.engine.results import merge_metrics, write_results
 from odise_pl.engine.run_dirs import RUN_DIR_ENV, launch_rank, resume_point
-from odise_pl.engine.run_files import (SAFETENSORS_KEY, WEIGHTS_FILE, categories_payload, run_directory_of,
-                                       save_config, weights_file, write_categories)
+from odise_pl.engine.run_files import (
+    SAFETENSORS_KEY,
+    WEIGHTS_FILE,
+    categories_payload,
+    run_directory_of,
+    save_config,
+    weights_file,
+    write_categories,
+)
 from odise_pl.engine.trainer import build_trainer
 from odise_pl.engine.weights import init_weights
 from odise_pl.errors import ConfigError

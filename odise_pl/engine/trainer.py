@@ -31,7 +31,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, *, extra_callbacks: list | Non
         ResumeCheckpoint(str(run_dir / "checkpoints"), every_n_steps=int(cfg.checkpoint.every_n_steps)),
         RngState(),
         NonFiniteLoss(t.on_nonfinite, t.max_nonfinite_skips),
-        PanopticVisualizer(cfg.logging.num_vis_images),
+        PanopticVisualizer(cfg.logging.num_vis_images, every_n_steps=int(cfg.logging.vis_every_n_steps)),
         ParameterSummary(),
         HParamsTable(),
     ]

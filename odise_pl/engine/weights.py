@@ -8,8 +8,14 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from odise_pl.engine.checkpoints import (EVALUATE_MUST_MATCH, TRAINING_ONLY_KEYS, check_config, load_weights,
-                                         read_checkpoint, read_safetensors)
+from odise_pl.engine.checkpoints import (
+    EVALUATE_MUST_MATCH,
+    TRAINING_ONLY_KEYS,
+    check_config,
+    load_weights,
+    read_checkpoint,
+    read_safetensors,
+)
 from odise_pl.engine.components import build_datamodule
 from odise_pl.engine.run_files import saved_config, training_categories, weights_file
 from odise_pl.models.builder import build_model

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from odise_pl.commands.sweep import PlannedRun
 
 
-def fit_planned(p: "PlannedRun", *, callbacks: list | None = None, plugins: list | None = None) -> str:
+def fit_planned(p: PlannedRun, *, callbacks: list | None = None, plugins: list | None = None) -> str:
     """Train one run to its end (skip it when finished, resume it when interrupted); returns its message.
 
     Sets ``p.status`` (``done`` or ``skipped (finished before)``), ``p.run_dir`` and ``p.results``.
@@ -34,7 +34,7 @@ def fit_planned(p: "PlannedRun", *, callbacks: list | None = None, plugins: list
     return f"done ({p.run_dir})"
 
 
-def run_inline(planned: list["PlannedRun"], settings=None) -> int:
+def run_inline(planned: list[PlannedRun], settings=None) -> int:
     """Run every pending run in order (skipping finished ones); returns the number of failed runs."""
     from odise_pl.commands.sweep import finished_results, resume_checkpoint, write_summary
     from odise_pl.launchers.collect import clear_failed, mark_failed

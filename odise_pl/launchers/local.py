@@ -63,7 +63,7 @@ def log_path(run_parent: Path) -> Path:
     return path
 
 
-def fit_argv(p: "PlannedRun", gpus: list[str]) -> list[str]:
+def fit_argv(p: PlannedRun, gpus: list[str]) -> list[str]:
     """The ``python -m odise_pl.cli fit`` command of one run (resuming its newest ``last.ckpt``)."""
     from odise_pl.commands.sweep import resume_checkpoint
 
@@ -83,7 +83,7 @@ def log_tail(path: Path | str | None, lines: int = 15) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
-def run_local(planned: list["PlannedRun"], settings: "LauncherSettings") -> int:
+def run_local(planned: list[PlannedRun], settings: LauncherSettings) -> int:
     """Run the pending runs ``settings.max_parallel`` at a time; returns the number of failed runs."""
     from odise_pl.commands.sweep import finished_results, write_summary
     from odise_pl.launchers.collect import clear_failed, mark_failed

@@ -51,7 +51,7 @@ class PreemptionCheckpoint(L.Callback):
         self.training = False
 
     @classmethod
-    def install(cls) -> "PreemptionCheckpoint":
+    def install(cls) -> PreemptionCheckpoint:
         """Take over submitit's signal handler in this job process (submitit's runs after the checkpoint)."""
         signum = getattr(signal, "SIG" + submitit.JobEnvironment.USR_SIG)
         callback = cls(signum=signum, requeue=signal.getsignal(signum))
@@ -120,7 +120,7 @@ class SweepJob(submitit.helpers.Checkpointable):
         return {"status": p.status, "run_dir": p.run_dir, "final": p.results.get("final")}
 
 
-def executor_for(sweep_dir: Path, settings: "LauncherSettings") -> submitit.SlurmExecutor:
+def executor_for(sweep_dir: Path, settings: LauncherSettings) -> submitit.SlurmExecutor:
     """A submitit executor with the resources of ``settings``; its jobs write under ``SWEEP_DIR/slurm``."""
     # the job command is `PYTHON -u -m submitit.core._submit FOLDER`: PYTHON runs our entry point instead
     python = f"{shlex.quote(sys.executable)} -m odise_pl.launchers.job_entry"
@@ -147,7 +147,7 @@ def sbatch_message(err: Exception) -> str:
     return "\n".join(dict.fromkeys(lines)) or text.splitlines()[-1]
 
 
-def submit_runs(planned: list["PlannedRun"], settings: "LauncherSettings") -> list[dict]:
+def submit_runs(planned: list[PlannedRun], settings: LauncherSettings) -> list[dict]:
     """Submit one job per run that has not finished; returns the record entries (job id, log, run folder).
 
     Raises:
@@ -215,7 +215,7 @@ def wait_for_jobs(entries: list[dict], *, poll_s: float = 2.0) -> None:
         time.sleep(poll_s)
 
 
-def run_slurm(planned: list["PlannedRun"], settings: "LauncherSettings") -> int:
+def run_slurm(planned: list[PlannedRun], settings: LauncherSettings) -> int:
     """Submit the pending runs; with ``settings.wait``, block until their jobs end. Returns the number of failed runs
     (0 when not waiting: ``odise-pl sweep status`` tells later)."""
     from odise_pl.commands.sweep import finished_results

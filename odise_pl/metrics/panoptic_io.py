@@ -77,7 +77,7 @@ class PanopticCategories:
     is_thing: tuple[bool, ...]
 
     @classmethod
-    def from_json(cls, categories: list[dict]) -> "PanopticCategories":
+    def from_json(cls, categories: list[dict]) -> PanopticCategories:
         """Build from the ``categories`` list of a COCO panoptic JSON."""
         return cls(
             ids=tuple(int(c["id"]) for c in categories),
@@ -319,7 +319,7 @@ def format_pq_table(results: dict, per_class: bool = False) -> str:
     for name, suffix in (("All", ""), ("Things", "_th"), ("Stuff", "_st")):
         pq, sq, rq = (float(results[key + suffix]) for key in ("PQ", "SQ", "RQ"))
         n = int(results["n" + suffix])
-        lines.append("{:10s}| {:5.1f}  {:5.1f}  {:5.1f} {:5d}".format(name, pq, sq, rq, n))
+        lines.append(f"{name:10s}| {pq:5.1f}  {sq:5.1f}  {rq:5.1f} {n:5d}")
     if per_class:
         if "per_class" not in results:
             raise ValueError("per_class=True needs results['per_class'] (from evaluate_panoptic_folders).")

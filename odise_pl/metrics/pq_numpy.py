@@ -60,7 +60,7 @@ class SegmentTable(NamedTuple):
 
     @classmethod
     def build(cls, ids: Sequence[int], categories: Sequence[int], iscrowd: Sequence[int],
-              areas: Sequence[int | None] | None = None) -> "SegmentTable":
+              areas: Sequence[int | None] | None = None) -> SegmentTable:
         """From parallel lists (listing order kept: it decides which crowd segment the API uses).
 
         Args:

@@ -19,18 +19,17 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import open_clip
 import torch
 from torch import nn
 
 import odise_pl  # noqa: F401  (torchvision import workaround must run before open_clip)
-import open_clip
-
 from odise_pl.models.frozen import freeze
 
 _CONFIG_DIR = Path(__file__).with_name("clip_configs")
 open_clip.add_model_config(_CONFIG_DIR)
 
-_CACHE: dict[tuple, "SharedClip"] = {}
+_CACHE: dict[tuple, SharedClip] = {}
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,7 @@ class SharedClip(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
-    def train(self, mode: bool = True) -> "SharedClip":
+    def train(self, mode: bool = True) -> SharedClip:
         super().train(mode)
         self.model.eval()  # frozen: never leaves eval mode
         return self

@@ -83,7 +83,7 @@ class HostSyncCounter:
             return out
         return method
 
-    def __enter__(self) -> "HostSyncCounter":
+    def __enter__(self) -> HostSyncCounter:
         for name in COPY_METHODS:
             self._saved[name] = getattr(torch.Tensor, name)
             setattr(torch.Tensor, name, self._wrap(name))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import lightning as L
 import torch
@@ -113,7 +113,7 @@ class OdiseModule(L.LightningModule):
         """Q, the mask generator's queries (masks per image)."""
         return int(self.mask_generator.config.num_queries)
 
-    def train(self, mode: bool = True) -> "OdiseModule":
+    def train(self, mode: bool = True) -> OdiseModule:
         super().train(mode)
         keep_frozen_in_eval(self)
         return self

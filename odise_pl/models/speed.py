@@ -84,13 +84,12 @@ Example (needs a built OdiseModule, so not a doctest)::
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from odise_pl.config.schema import SpeedConfig
-
 
 #: the switches (the YAML section ``model.speed``; one definition, in the config schema)
 SpeedOptions = SpeedConfig

@@ -8,8 +8,8 @@ and the post-processing functions. Names are the fixture's (``crop0/tap0.vae_enc
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import ExitStack
-from typing import Callable
 
 import numpy as np
 import torch
@@ -46,7 +46,7 @@ class _Windows:
         self.backbone = backbone
         self.windows: list[dict[str, torch.Tensor]] = []
 
-    def __enter__(self) -> "_Windows":
+    def __enter__(self) -> _Windows:
         bb = self.backbone
         self._handles = [
             bb.vae.encoder.register_forward_pre_hook(self._encoder_in),

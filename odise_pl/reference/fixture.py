@@ -60,7 +60,7 @@ class Fixture:
     def experiment(self) -> Path:
         return EXPERIMENTS / f"odise_{self.kind}_fixture.yaml"
 
-    def check(self) -> "Fixture":
+    def check(self) -> Fixture:
         missing = [p.name for p in (self.weights, self.tensors, self.index) if not p.is_file()]
         if missing:
             raise ConfigError(

@@ -9,7 +9,7 @@ code that reads an original ``sd-v1-*.ckpt`` (:func:`stable_diffusion_from_ldm`)
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 

@@ -21,8 +21,8 @@ tensor up to the losses (torch seed 2024 at the criterion's entry). Checks, each
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F

@@ -36,10 +36,10 @@ from __future__ import annotations
 import difflib
 import functools
 import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 from odise_pl.errors import VocabularyError
 
@@ -115,7 +115,7 @@ class Vocabulary:
         """Thing flag per class, with ``default`` where it is unknown."""
         return [default if c.is_thing is None else c.is_thing for c in self.classes]
 
-    def with_overrides(self, *, things: Iterable[str] = (), stuff: Iterable[str] = ()) -> "Vocabulary":
+    def with_overrides(self, *, things: Iterable[str] = (), stuff: Iterable[str] = ()) -> Vocabulary:
         """A copy with the classes named in ``things``/``stuff`` (any of their names) re-flagged."""
         index = {normalize_name(n): k for k, c in enumerate(self.classes) for n in c.names}
         flags: dict[int, bool] = {}
@@ -128,7 +128,7 @@ class Vocabulary:
         classes = tuple(replace(c, is_thing=flags.get(k, c.is_thing)) for k, c in enumerate(self.classes))
         return Vocabulary(classes, self.name)
 
-    def merge(self, *others: "Vocabulary", name: str | None = None) -> "Vocabulary":
+    def merge(self, *others: Vocabulary, name: str | None = None) -> Vocabulary:
         """Append ``others``, dropping repeats: earlier vocabularies win.
 
         A later class whose display name is already taken (as any name) is dropped;
@@ -279,7 +279,7 @@ def _data_dir():
     return resources.files(__name__).joinpath("data")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def builtin_names() -> tuple[str, ...]:
     """Names :func:`load_builtin` accepts (the stems of the shipped lists)."""
     return tuple(sorted(p.name[:-4] for p in _data_dir().iterdir()
@@ -312,7 +312,7 @@ def _thing_flag(base: str):
     return lambda source_id: source_id in ids
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_builtin(name: str) -> Vocabulary:
     """A shipped benchmark vocabulary, e.g. ``"coco_panoptic"`` or ``"ade20k_847_with_prompt_eng"``.
 
@@ -331,7 +331,7 @@ def load_builtin(name: str) -> Vocabulary:
     return vocab
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def default_vocabulary(prompt_engineered: bool = True) -> Vocabulary:
     """The demo vocabulary: COCO panoptic + ADE20K-150 + LVIS, merged by :meth:`Vocabulary.merge`."""
     suffix = "_with_prompt_eng" if prompt_engineered else ""

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
 
 import pytest
 
@@ -36,7 +36,7 @@ class OtherBackboneConfig:
 class DummyDataConfig:
     root: str = "datasets/dummy"
     batch_size: int = 2
-    image_size: Optional[int] = None
+    image_size: int | None = None
 
 
 class _Part:

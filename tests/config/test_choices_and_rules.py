@@ -7,7 +7,6 @@ there, for the schema's sections and for the registered parts' config dataclasse
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import pytest
 
@@ -36,7 +35,7 @@ class ModalBackboneConfig:
 @dataclass
 class BatchedDataConfig:
     batch_size: int = 2
-    global_batch_size: Optional[int] = None
+    global_batch_size: int | None = None
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -6,8 +6,7 @@ import itertools
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from omegaconf import DictConfig
 
 from odise_pl.config import format_value, load_config

@@ -9,12 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
-from odise_pl.data_modules.coco_panoptic import (CocoPanopticDataset, PanopticRecord, load_panoptic_json,
-                                                 read_panoptic_png, read_rgb_image)
+from odise_pl.data_modules.coco_panoptic import (
+    CocoPanopticDataset,
+    PanopticRecord,
+    load_panoptic_json,
+    read_panoptic_png,
+    read_rgb_image,
+)
 from odise_pl.data_modules.transforms import ResizeShortestEdge
 from odise_pl.errors import DatasetError
 

@@ -12,9 +12,13 @@ import pytest
 from PIL import Image
 
 from odise_pl.data_modules.coco_panoptic import read_panoptic_png
-from odise_pl.data_modules.synthetic_shapes import (SyntheticShapesConfig, SyntheticShapesDataModule,
-                                                    add_synth_arguments, generate_synthetic_coco,
-                                                    run_synth)
+from odise_pl.data_modules.synthetic_shapes import (
+    SyntheticShapesConfig,
+    SyntheticShapesDataModule,
+    add_synth_arguments,
+    generate_synthetic_coco,
+    run_synth,
+)
 from odise_pl.errors import DatasetError
 from odise_pl.registry import DATA_MODULES
 

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from odise_pl.data_modules.collate import PanopticCollate
-from odise_pl.data_modules.transforms import (JitterParams, LargeScaleJitter, ResizeShortestEdge,
-                                              build_targets)
+from odise_pl.data_modules.transforms import JitterParams, LargeScaleJitter, ResizeShortestEdge, build_targets
 
 
 def _colour_coded(height: int, width: int, seed: int = 0):

@@ -7,14 +7,20 @@ import resource
 import signal
 from pathlib import Path
 
+import lightning as L  # noqa: E402
 import pytest
 import torch
 from torch import nn
 
 import odise_pl  # noqa: F401  (before lightning: the torchvision compatibility shim)
-import lightning as L  # noqa: E402
-from odise_pl.engine.checkpoints import (AtomicCheckpointIO, check_config, config_differences, export_safetensors,
-                                  load_weights, read_checkpoint)
+from odise_pl.engine.checkpoints import (
+    AtomicCheckpointIO,
+    check_config,
+    config_differences,
+    export_safetensors,
+    load_weights,
+    read_checkpoint,
+)
 from odise_pl.errors import CheckpointError
 from tests.tiny_lightning import TinyRegression, tiny_trainer
 
@@ -117,9 +123,10 @@ def test_config_differences_are_listed():
 
 
 def test_fit_refuses_to_resume_a_checkpoint_of_another_experiment(tmp_path, capsys):
+    from omegaconf import OmegaConf
+
     from odise_pl.cli import main
     from odise_pl.config import load_config
-    from omegaconf import OmegaConf
 
     quickstart = str(Path(__file__).resolve().parents[2] / "experiments" / "quickstart.yaml")
     base = [f"run.root={tmp_path / 'runs'}", "run.version=v", f"data.root={tmp_path / 'nodata'}"]

@@ -12,15 +12,15 @@ from PIL import Image
 
 from odise_pl.cli import main
 from odise_pl.data_modules.semantic import SEMANTIC_SETS
-from odise_pl.errors import ConfigError
 from odise_pl.engine.evaluate import format_sets_table, parse_set
+from odise_pl.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_sets_table_has_pq_only_for_panoptic_sets(tmp_path, capsys):
-    from odise_pl.engine.checkpoints import export_safetensors
     from odise_pl.config import load_config
+    from odise_pl.engine.checkpoints import export_safetensors
     from odise_pl.engine.components import build_all
 
     overrides = [f"data.root={tmp_path / 'synth'}", "data.num_train=2", "data.num_val=2",
@@ -68,8 +68,8 @@ def test_set_names_and_table_format():
                                     "pascal_voc_21"])
 def test_every_set_is_tested_at_the_experiments_test_size(preset):
     """The reference tests every set at short side 1024, long side <= 2560, batch 1 (pano_open_d2_eval.py)."""
-    from odise_pl.engine import evaluate as evaluation_sets
     from odise_pl.config import load_config
+    from odise_pl.engine import evaluate as evaluation_sets
 
     cfg = load_config(REPO / "experiments" / "odise_label_coco.yaml")
     dm = evaluation_sets.set_datamodule(cfg, parse_set(preset)[1])

@@ -14,14 +14,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L  # noqa: E402,I001  (after odise_pl: the torchvision compatibility shim)
 import pytest
 import torch
 
 from odise_pl.cli import main
 from odise_pl.models import clip_model
 from tests.tiny_lightning import TinyRegression, tiny_trainer
-
-import lightning as L  # noqa: E402,I001  (after odise_pl: the torchvision compatibility shim)
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = str(REPO / "experiments" / "quickstart.yaml")
@@ -89,8 +88,8 @@ def test_sigkill_then_same_command_ends_like_an_uninterrupted_run(tmp_path, monk
 
 def test_a_finished_run_is_not_resumed_again(tmp_path, monkeypatch, capsys):
     from odise_pl.config import load_config
-    from odise_pl.errors import ConfigError
     from odise_pl.engine.run_dirs import resume_point
+    from odise_pl.errors import ConfigError
 
     run = tmp_path / "runs" / "quickstart" / "done"
     (run / "checkpoints").mkdir(parents=True)

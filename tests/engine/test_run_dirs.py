@@ -11,8 +11,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from odise_pl.engine import run_dirs
-from odise_pl.errors import ConfigError
 from odise_pl.engine.run_dirs import RUN_DIR_ENV, run_dir_for
+from odise_pl.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH_VARS = ("RANK", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_JOB_ID",
@@ -93,7 +93,7 @@ def test_two_process_fit_with_null_version_writes_one_run_directory(tmp_path):
     build_datamodule(load_config(REPO / "experiments" / "quickstart.yaml", overrides)).prepare_data()
     env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS and not k.startswith(("MASTER_", "PL_"))}
     env["OMP_NUM_THREADS"] = "1"
-    for attempt in range(2):  # the second command starts a new run: version_1, again shared by both ranks
+    for _attempt in range(2):  # the second command starts a new run: version_1, again shared by both ranks
         proc = subprocess.run([sys.executable, "-m", "odise_pl.cli", "fit", "-c", "experiments/quickstart.yaml",
                                *overrides], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-4000:]

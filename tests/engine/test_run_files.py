@@ -103,7 +103,7 @@ def test_categories_json_round_trips(tmp_path):
 
 
 def test_predict_and_test_without_the_training_data(run, tmp_path, capsys):
-    from odise_pl.predictor import Predictor
+    from odise_pl.engine.predictor import Predictor
 
     root, run_dir = run["root"], run["run_dir"]
     data = root / "data"
@@ -202,10 +202,10 @@ def test_fit_init_from_a_run_directory_fine_tunes_a_new_run(run, tmp_path, capsy
 
 def test_init_weights_takes_the_parameters_when_the_new_data_has_other_categories(run, tmp_path):
     from odise_pl.engine.checkpoints import read_safetensors, trained_state_dict
-    from odise_pl.errors import CheckpointError
-    from odise_pl.models.builder import build_model
     from odise_pl.engine.run_files import load_run_directory, training_categories, write_run_directory
     from odise_pl.engine.weights import init_weights
+    from odise_pl.errors import CheckpointError
+    from odise_pl.models.builder import build_model
 
     cfg, categories, weights = load_run_directory(run["run_dir"])
     other = [{"id": 1, "name": "boat", "isthing": True}, {"id": 2, "name": "sea", "isthing": False}]

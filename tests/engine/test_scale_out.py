@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from odise_pl.config import load_config
-from odise_pl.errors import ConfigError
 from odise_pl.engine.scale_out import BatchPlan, plan_global_batch
+from odise_pl.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from odise_pl.callbacks.drawing import colorize_panoptic, overlay
 from odise_pl.callbacks.visualization import PanopticVisualizer
 from odise_pl.data_modules.transforms import image_to_tensor, resize_image
-from odise_pl.visualization import colorize_panoptic, overlay
 from odise_pl.vocab import parse_vocabulary
 
 CONFIG = "experiments/quickstart.yaml"
@@ -55,7 +55,7 @@ def fake_trainer(writer: Writer, step: int = 0):
 @pytest.fixture(scope="module")
 def predictor(tmp_path_factory):
     from odise_pl.config import load_config
-    from odise_pl.predictor import Predictor
+    from odise_pl.engine.predictor import Predictor
 
     root = tmp_path_factory.mktemp("one_path")
     overrides = [f"data.root={root / 'data'}", "data.num_train=4", "data.num_val=2", f"run.root={root / 'runs'}",

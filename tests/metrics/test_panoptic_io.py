@@ -92,7 +92,7 @@ def test_parity_with_the_api_on_perturbed_real_predictions(tmp_path):
             for key in ("pq", "sq", "rq"):
                 assert ours[key.upper() + suffix] == pytest.approx(100 * ref[name][key], abs=1e-6)
             assert ours["n" + suffix] == ref[name]["n"]
-        for cat_id, (iou, tp, fp, fn) in ref["stat"].items():
+        for cat_id, (_iou, tp, fp, fn) in ref["stat"].items():
             row = ours["per_class"][cat_id]
             assert (row["TP"], row["FP"], row["FN"]) == (tp, fp, fn), cat_id
             assert row["PQ"] == pytest.approx(100 * ref["per_class"][cat_id]["pq"], abs=1e-6)

@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from odise_pl.metrics.semantic_iou import (AVERAGE_LABELS, DEFAULT_AVERAGE, SemanticIoU, confusion_matrix,
-                                           semantic_scores)
+from odise_pl.metrics.semantic_iou import (
+    AVERAGE_LABELS,
+    DEFAULT_AVERAGE,
+    SemanticIoU,
+    confusion_matrix,
+    semantic_scores,
+)
 
 
 def test_hand_computed_scores():

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from odise_pl.config.schema import MaskGeneratorConfig
-from odise_pl.models.backbones.base import ShapeSpec
 from odise_pl.models.host_syncs import HostSyncCounter
 from odise_pl.models.mask_generator.criterion import SetCriterion
 from odise_pl.models.mask_generator.mask2former import hf_config

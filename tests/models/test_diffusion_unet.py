@@ -10,8 +10,16 @@ import odise_pl  # noqa: F401  (torchvision workaround before open_clip)
 from odise_pl.errors import ConfigError
 from odise_pl.models.backbones.base import ShapeSpec
 from odise_pl.models.backbones.diffusion_unet import (
-    DECODER_TAPS, ENCODER_TAPS, UNET_TAPS, DiffusionBackboneConfig, DiffusionUNetBackbone,
-    build_tiny_stable_diffusion, load_stable_diffusion, tiny_text_config, tiny_unet_config)
+    DECODER_TAPS,
+    ENCODER_TAPS,
+    UNET_TAPS,
+    DiffusionBackboneConfig,
+    DiffusionUNetBackbone,
+    build_tiny_stable_diffusion,
+    load_stable_diffusion,
+    tiny_text_config,
+    tiny_unet_config,
+)
 from odise_pl.models.backbones.pyramid import StrideFusion, sliding_window_forward, window_boxes
 from odise_pl.models.clip_model import ClipSpec, load_clip
 from odise_pl.models.frozen import pretrained_frozen_prefixes

@@ -4,12 +4,11 @@ import math
 
 import pytest
 import torch
+from transformers.models.mask2former.modeling_mask2former import Mask2FormerTransformerModule
 
 from odise_pl.config.schema import MaskGeneratorConfig
 from odise_pl.errors import ConfigError
 from odise_pl.models.backbones.base import LEVELS, ShapeSpec
-from transformers.models.mask2former.modeling_mask2former import Mask2FormerTransformerModule
-
 from odise_pl.models.mask_generator.init import deformable_offset_grid, init_like_mask2former
 from odise_pl.models.mask_generator.mask2former import Mask2FormerMaskGenerator, hf_config
 

@@ -201,7 +201,7 @@ def test_converted_directory_predicts_without_training_data(tmp_path, capsys):
         == 0
     ), capsys.readouterr().err
     assert any(pred.iterdir())
-    from odise_pl.predictor import Predictor
+    from odise_pl.engine.predictor import Predictor
 
     predictor = Predictor.from_config_file(None, out, device="cpu")  # the COCO training vocabulary
     assert len(predictor.vocabulary) == 133 and predictor.vocabulary.names[0] == "person"

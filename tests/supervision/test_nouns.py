@@ -8,8 +8,14 @@ import pytest
 import torch
 
 from odise_pl.models.supervision import nouns
-from odise_pl.models.supervision.nouns import (EMPTY_WORD, NounExtractor, SpacyModelError, noun_phrases,
-                                               sample_words, valid_word_mask)
+from odise_pl.models.supervision.nouns import (
+    EMPTY_WORD,
+    NounExtractor,
+    SpacyModelError,
+    noun_phrases,
+    sample_words,
+    valid_word_mask,
+)
 
 # Written by hand from the grammar: noun bars <NN.*|JJ>*<NN.*> in text order, then
 # "bar IN bar" phrases (left to right, a bar used once), lower-cased.

@@ -8,8 +8,17 @@ from pathlib import Path
 import pytest
 
 from odise_pl.errors import VocabularyError
-from odise_pl.vocab import (VocabClass, Vocabulary, build_vocabulary, builtin_names, default_vocabulary,
-                            load_builtin, load_vocabulary_file, normalize_name, parse_vocabulary)
+from odise_pl.vocab import (
+    VocabClass,
+    Vocabulary,
+    build_vocabulary,
+    builtin_names,
+    default_vocabulary,
+    load_builtin,
+    load_vocabulary_file,
+    normalize_name,
+    parse_vocabulary,
+)
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 DATA = Path(__file__).resolve().parents[2] / "odise_pl" / "vocab" / "data"

@@ -5,8 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from odise_pl.errors import VocabularyError
 from odise_pl.vocab import Vocabulary, load_vocabulary_file, parse_vocabulary, parse_vocabulary_lines

@@ -43,7 +43,7 @@ class Backbone(nn.Module):
         runs these under bf16). By default every frozen part's ``forward``."""
         return [(part, "forward") for part in self.frozen_parts().values()]
 
-    def train(self, mode: bool = True) -> "Backbone":
+    def train(self, mode: bool = True) -> Backbone:
         from odise_pl.models.frozen import keep_frozen_in_eval
 
         super().train(mode)

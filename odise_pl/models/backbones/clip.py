@@ -15,7 +15,6 @@ ConvNeXt classifier.  Input normalisation: the CLIP's own mean/std (open_clip's 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -38,8 +37,8 @@ class ClipBackboneConfig:
     """YAML keys of ``model.backbone`` with ``name: clip``."""
 
     out_channels: int = 256             # channels of every pyramid level
-    model_name: Optional[str] = None    # an open_clip model for the features; null: the shared model.clip
-    pretrained: Optional[str] = None    # its weights (open_clip tag, hf-hub:..., a file); null: random
+    model_name: str | None = None    # an open_clip model for the features; null: the shared model.clip
+    pretrained: str | None = None    # its weights (open_clip tag, hf-hub:..., a file); null: random
 
 
 def vit_dense_tokens(visual: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
@@ -98,7 +97,7 @@ class ClipBackbone(Backbone):
             })
 
     @classmethod
-    def from_config(cls, cfg: ClipBackboneConfig, *, clip: SharedClip, **_: object) -> "ClipBackbone":
+    def from_config(cls, cfg: ClipBackboneConfig, *, clip: SharedClip, **_: object) -> ClipBackbone:
         if cfg.model_name:
             try:
                 clip = load_clip(ClipSpec(cfg.model_name, cfg.pretrained))
@@ -109,7 +108,7 @@ class ClipBackbone(Backbone):
         return cls(clip=clip, out_channels=cfg.out_channels)
 
     @classmethod
-    def build_on_meta(cls, cfg: ClipBackboneConfig, *, clip: SharedClip, **_: object) -> "ClipBackbone":
+    def build_on_meta(cls, cfg: ClipBackboneConfig, *, clip: SharedClip, **_: object) -> ClipBackbone:
         """The real architecture on the meta device, no weights read (``odise-pl summary``)."""
         if cfg.model_name:
             import open_clip

@@ -54,7 +54,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -85,19 +85,19 @@ class DiffusionBackboneConfig:
 
     # hub id, diffusers-format dir, or the original single file (sd-v1-3.ckpt, LDM layout); the reference
     # loads SD v1.3 (v1.5 works too)
-    pretrained: Optional[str] = "CompVis/stable-diffusion-v1-3"
+    pretrained: str | None = "CompVis/stable-diffusion-v1-3"
     tiny: bool = False                     # random tiny weights (also when pretrained is null)
     # keys replacing those of tiny_unet_config() / tiny_vae_config() (random weights only), e.g.
     # {block_out_channels: [16, 32, 32, 32], norm_num_groups: 16}; diffusers' own argument names
-    tiny_unet: Optional[Dict[str, Any]] = None
-    tiny_vae: Optional[Dict[str, Any]] = None
+    tiny_unet: dict[str, Any] | None = None
+    tiny_vae: dict[str, Any] | None = None
     timestep: int = 0
     noise_seed: int = 42
     caption_mode: str = choice("implicit", CAPTION_MODES)
-    window_size: Optional[int] = 512       # null: the whole image in one pass
-    window_stride: Optional[int] = 512
+    window_size: int | None = 512       # null: the whole image in one pass
+    window_stride: int | None = 512
     resize_windows: bool = True            # every window resized to window_size (the reference)
-    tiny_text: Optional[Dict[str, Any]] = None  # keys replacing tiny_text_config()'s (transformers' names)
+    tiny_text: dict[str, Any] | None = None  # keys replacing tiny_text_config()'s (transformers' names)
     projection_dim: int = 512
     bottleneck_width: int = 128
     activation_checkpointing: bool = False
@@ -115,7 +115,7 @@ class DiffusionBackboneConfig:
         return found
 
 
-def window_problems(window_size: Optional[int], window_stride: Optional[int]) -> list[tuple[str, str]]:
+def window_problems(window_size: int | None, window_stride: int | None) -> list[tuple[str, str]]:
     """``(key, message)`` for a sliding-window size / stride that cannot work."""
     if window_size is None:
         return []
@@ -236,10 +236,10 @@ def clip_bpe_tokenizer():
     return CLIPTokenizer(vocab={token: i for i, token in enumerate(vocab)}, merges=merges, model_max_length=77)
 
 
-def build_tiny_stable_diffusion(*, unet_config: Optional[dict] = None, vae_config: Optional[dict] = None,
-                                text_config: Optional[dict] = None, unet_overrides: Optional[dict] = None,
-                                vae_overrides: Optional[dict] = None,
-                                text_overrides: Optional[dict] = None) -> StableDiffusionParts:
+def build_tiny_stable_diffusion(*, unet_config: dict | None = None, vae_config: dict | None = None,
+                                text_config: dict | None = None, unet_overrides: dict | None = None,
+                                vae_overrides: dict | None = None,
+                                text_overrides: dict | None = None) -> StableDiffusionParts:
     """Random-weight SD parts from tiny configs (defaults: ``tiny_*_config()``).
 
     ``unet_overrides`` / ``vae_overrides`` replace keys of the (default) configs; they are the YAML
@@ -267,7 +267,7 @@ def build_tiny_stable_diffusion(*, unet_config: Optional[dict] = None, vae_confi
         tokenizer=clip_bpe_tokenizer(), pretrained=False)
 
 
-def _with_overrides(base: dict, overrides: Optional[dict], cls: type, key: str) -> dict:
+def _with_overrides(base: dict, overrides: dict | None, cls: type, key: str) -> dict:
     if not overrides:
         return dict(base)
     import inspect
@@ -322,9 +322,9 @@ class DiffusionUNetBackbone(Backbone):
     size_divisibility = 64
 
     def __init__(self, *, vae: nn.Module, unet: nn.Module, text_encoder: nn.Module, tokenizer,
-                 clip: Optional[SharedClip] = None, pretrained: bool, caption_mode: str = "implicit",
-                 timestep: int = 0, noise_seed: int = 42, window_size: Optional[int] = 512,
-                 window_stride: Optional[int] = 512, resize_windows: bool = True, projection_dim: int = 512,
+                 clip: SharedClip | None = None, pretrained: bool, caption_mode: str = "implicit",
+                 timestep: int = 0, noise_seed: int = 42, window_size: int | None = 512,
+                 window_stride: int | None = 512, resize_windows: bool = True, projection_dim: int = 512,
                  bottleneck_width: int = 128, activation_checkpointing: bool = False) -> None:
         super().__init__()
         _check_options(caption_mode, window_size, window_stride)
@@ -360,8 +360,8 @@ class DiffusionUNetBackbone(Backbone):
                                    activation_checkpointing=activation_checkpointing)
 
     @classmethod
-    def from_config(cls, cfg: DiffusionBackboneConfig, *, clip: Optional[SharedClip] = None,
-                    **context) -> "DiffusionUNetBackbone":
+    def from_config(cls, cfg: DiffusionBackboneConfig, *, clip: SharedClip | None = None,
+                    **context) -> DiffusionUNetBackbone:
         """Build from the YAML section; ``clip`` is the model's shared CLIP (other context is ignored)."""
         _check_options(cfg.caption_mode, cfg.window_size, cfg.window_stride)
         for key, message in cfg.problems():  # checked at load time already when cfg came from a file
@@ -427,7 +427,7 @@ class DiffusionUNetBackbone(Backbone):
                              return_tensors="pt").input_ids
         return self.text_encoder(ids.to(next(self.text_encoder.parameters()).device))[0]
 
-    def forward(self, images: torch.Tensor, captions: Optional[list[str]] = None) -> dict[str, torch.Tensor]:
+    def forward(self, images: torch.Tensor, captions: list[str] | None = None) -> dict[str, torch.Tensor]:
         batch, _, height, width = images.shape
         if height % self.size_divisibility or width % self.size_divisibility:
             raise ValueError(f"image size {height}x{width} is not a multiple of {self.size_divisibility}; "
@@ -446,8 +446,8 @@ class DiffusionUNetBackbone(Backbone):
         return sliding_window_forward(partial(self._forward_window, text=text, input_size=input_size), images,
                                       window=side, stride=stride, shapes=self.output_shape())
 
-    def _forward_window(self, crop: torch.Tensor, text: Optional[torch.Tensor],
-                        input_size: Optional[int]) -> dict[str, torch.Tensor]:
+    def _forward_window(self, crop: torch.Tensor, text: torch.Tensor | None,
+                        input_size: int | None) -> dict[str, torch.Tensor]:
         """(B, 3, h, w) in [0, 255] -> pyramid at (h, w); resized to ``input_size`` first when given."""
         height, width = crop.shape[-2:]
         pixels = crop.float()
@@ -475,7 +475,7 @@ class DiffusionUNetBackbone(Backbone):
         return self.fusion([*enc.values, *unet.values, *dec.values], (height, width))
 
     def _conditioning(self, pixels: torch.Tensor,
-                      text: Optional[torch.Tensor]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+                      text: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, L, D) text conditioning and the optional (B, T) timestep-embedding term."""
         batch = pixels.shape[0]
         if self.caption_mode == "implicit":
@@ -485,7 +485,7 @@ class DiffusionUNetBackbone(Backbone):
         return self.empty_text.expand(batch, -1, -1), None
 
 
-def _check_options(caption_mode: str, window_size: Optional[int], window_stride: Optional[int],
+def _check_options(caption_mode: str, window_size: int | None, window_stride: int | None,
  ) -> None:
     """The constructor's guard (a config file is checked at load time by the config's ``problems``)."""
     if caption_mode not in CAPTION_MODES:

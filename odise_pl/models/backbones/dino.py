@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 from torch import nn
@@ -46,7 +45,7 @@ _MODEL_TYPES = ("dinov2", "dinov2_with_registers", "vit")
 class DinoBackboneConfig:
     """YAML keys of ``model.backbone`` with ``name: dino``."""
 
-    pretrained: Optional[str] = "facebook/dinov2-large"  # hub id or local dir; null: tiny random weights
+    pretrained: str | None = "facebook/dinov2-large"  # hub id or local dir; null: tiny random weights
     tiny_version: str = choice("v2", tuple(TINY))        # the tiny model when pretrained is null
     out_channels: int = 256                              # channels of every pyramid level
 
@@ -79,7 +78,7 @@ def _tiny_version(version: str) -> str:
     return version
 
 
-def load_dino(pretrained: Optional[str], tiny_version: str = "v2") -> tuple[nn.Module, bool]:
+def load_dino(pretrained: str | None, tiny_version: str = "v2") -> tuple[nn.Module, bool]:
     """``(model, loaded_from_pretrained)`` for a hub id, a local directory, or ``None`` (tiny random).
 
     Raises:

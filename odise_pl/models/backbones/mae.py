@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 from torch import nn
@@ -41,7 +40,7 @@ TINY = (32, 2, 2, 64, 16)
 class MaeBackboneConfig:
     """YAML keys of ``model.backbone`` with ``name: mae``."""
 
-    pretrained: Optional[str] = "facebook/vit-mae-large"  # hub id or local dir; null: tiny random weights
+    pretrained: str | None = "facebook/vit-mae-large"  # hub id or local dir; null: tiny random weights
     out_channels: int = 256                               # channels of every pyramid level
 
 
@@ -53,7 +52,7 @@ def vit_mae_config(hidden: int, layers: int, heads: int, mlp: int, patch: int, i
                         intermediate_size=mlp, patch_size=patch, image_size=image_size, mask_ratio=0.0)
 
 
-def load_vit_mae(pretrained: Optional[str]) -> tuple[nn.Module, bool]:
+def load_vit_mae(pretrained: str | None) -> tuple[nn.Module, bool]:
     """``(ViTMAEModel, loaded_from_pretrained)`` for a hub id, a local directory, or ``None`` (tiny random).
 
     Raises:

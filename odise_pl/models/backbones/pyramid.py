@@ -19,9 +19,9 @@ of known channels and strides:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from functools import partial
-from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -197,9 +197,9 @@ class TapRecorder:
 
     def __init__(self, modules: list[nn.Module], *, stop: bool) -> None:
         self.modules, self.stop = modules, stop
-        self.values: list[Optional[torch.Tensor]] = []
+        self.values: list[torch.Tensor | None] = []
 
-    def __enter__(self) -> "TapRecorder":
+    def __enter__(self) -> TapRecorder:
         self.values = [None] * len(self.modules)
         self._handles = [m.register_forward_pre_hook(partial(self._hook, i), with_kwargs=True)
                          for i, m in enumerate(self.modules)]
@@ -221,7 +221,7 @@ class TapRecorder:
 
 
 @contextmanager
-def add_to_output(module: nn.Module, term: Optional[torch.Tensor]):
+def add_to_output(module: nn.Module, term: torch.Tensor | None):
     """Within the block, ``module(x)`` returns ``module(x) + term`` (no-op for ``term=None``)."""
     if term is None:
         yield

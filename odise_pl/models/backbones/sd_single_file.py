@@ -12,8 +12,8 @@ or missing key is an error naming it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping, Optional
 
 import torch
 
@@ -47,9 +47,9 @@ def read_ldm_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def load_single_file(
     path: str | Path,
     *,
-    unet_config: Optional[Mapping] = None,
-    vae_config: Optional[Mapping] = None,
-    text_config: Optional[Mapping] = None,
+    unet_config: Mapping | None = None,
+    vae_config: Mapping | None = None,
+    text_config: Mapping | None = None,
 ) -> dict:
     """``{"vae", "unet", "text_encoder", "tokenizer"}`` from one LDM-layout file (default: SD v1.x shapes)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel

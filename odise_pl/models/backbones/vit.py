@@ -56,13 +56,13 @@ class PretrainedViTBackbone(ViTBackbone):
 
     # ------------------------------------------------------------------ shared
     @classmethod
-    def from_config(cls, cfg, **_: object) -> "PretrainedViTBackbone":
+    def from_config(cls, cfg, **_: object) -> PretrainedViTBackbone:
         """The backbone of its YAML section (``pretrained``, ``out_channels``, ...)."""
         model, pretrained = cls.load_model(cfg)
         return cls(model=model, pretrained=pretrained, out_channels=cfg.out_channels)
 
     @classmethod
-    def build_on_meta(cls, cfg, **_: object) -> "PretrainedViTBackbone":
+    def build_on_meta(cls, cfg, **_: object) -> PretrainedViTBackbone:
         """The real architecture on the meta device (``odise-pl summary``): a known hub id, or a local config."""
         config = cls.architecture(cfg)
         with torch.device("meta"):

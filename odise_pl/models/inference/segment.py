@@ -1,7 +1,7 @@
 """The one post-processing path: mask logits of a padded batch -> panoptic / semantic / instance outputs.
 
 Evaluation (:meth:`OdiseModule.validation_step`), the TensorBoard pictures
-(:class:`~odise_pl.callbacks.visualization.PanopticVisualizer`) and :class:`~odise_pl.predictor.Predictor`
+(:class:`~odise_pl.callbacks.visualization.PanopticVisualizer`) and :class:`~odise_pl.engine.predictor.Predictor`
 all go through :meth:`OdiseModule.segment <odise_pl.models.odise_module.OdiseModule.segment>`, which
 calls :func:`postprocess_image` on each image: the mask logits are upsampled to the padded input,
 cut to the image's valid area and brought to the requested output size, where the post-processing runs.
@@ -73,7 +73,7 @@ def postprocess_image(probs: torch.Tensor, masks: torch.Tensor, *, image_size: S
         object_mask_threshold, overlap_threshold: see :func:`panoptic_inference`.
         instance_topk: see :func:`instance_inference`.
         semantic_size: the size of the semantic map (default ``output_size``; a smaller one bounds
-            the cost of a large vocabulary, see :class:`~odise_pl.predictor.Predictor`).
+            the cost of a large vocabulary, see :class:`~odise_pl.engine.predictor.Predictor`).
 
     Returns:
         ``panoptic``: ``(ids (H_out, W_out) int64, segments)``; ``semantic``: (H_s, W_s) int64;

@@ -132,7 +132,7 @@ class Mask2FormerMaskGenerator(Mask2FormerPreTrainedModel):
         self.post_init()
 
     @classmethod
-    def from_config(cls, cfg: MaskGeneratorConfig, input_shape: dict[str, ShapeSpec]) -> "Mask2FormerMaskGenerator":
+    def from_config(cls, cfg: MaskGeneratorConfig, input_shape: dict[str, ShapeSpec]) -> Mask2FormerMaskGenerator:
         strides = [input_shape[k].stride for k in LEVELS if k in input_shape]
         generator = cls(config=hf_config(cfg, strides), input_shape=input_shape, embed_dim=cfg.embed_dim,
                         gradient_checkpointing=cfg.gradient_checkpointing)

@@ -18,8 +18,8 @@ Modes (``inference.classifier``): ``"diffusion"`` (p only: the plain K+1 softmax
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import torch
 

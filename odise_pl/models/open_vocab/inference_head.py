@@ -28,7 +28,7 @@ Example (needs a loaded CLIP, so not a doctest)::
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -91,7 +91,7 @@ class OpenVocabHead(nn.Module):
         self.mask_classifier._apply(fn)  # the shared CLIP follows the module (idempotent if shared)
         return self
 
-    def train(self, mode: bool = True) -> "OpenVocabHead":
+    def train(self, mode: bool = True) -> OpenVocabHead:
         super().train(mode)
         self.mask_classifier.train(False)  # frozen CLIP
         return self

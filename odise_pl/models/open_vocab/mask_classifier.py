@@ -102,7 +102,7 @@ class ClipMaskClassifier(nn.Module):
             raise NotImplementedError(f"the CLIP mask classifier supports open_clip VisionTransformer "
                                       f"and timm ConvNeXt towers, not {type(visual).__name__}.")
 
-    def train(self, mode: bool = True) -> "ClipMaskClassifier":
+    def train(self, mode: bool = True) -> ClipMaskClassifier:
         super().train(mode)
         self.clip.train(False)  # frozen
         return self

@@ -27,8 +27,8 @@ import hashlib
 import json
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -185,7 +185,7 @@ class TextEmbeddingBank:
                 raise ValueError("the file does not match its key")
             return embeds
         except Exception as err:  # a damaged cache must never stop a run: recompute and overwrite
-            warnings.warn(f"ignoring unreadable text-bank cache file {path} ({err}); recomputing it.")
+            warnings.warn(f"ignoring unreadable text-bank cache file {path} ({err}); recomputing it.", stacklevel=2)
             return None
 
     def _save(self, path: Path, embeds: torch.Tensor) -> None:
@@ -194,4 +194,4 @@ class TextEmbeddingBank:
             atomic_write(path, lambda f: torch.save({"key": path.stem.split("-")[-1], "embeds": embeds}, f))
         except OSError as err:
             warnings.warn(f"could not write the text-bank cache in {path.parent} ({err}); continuing "
-                          f"without it. Set ODISE_PL_CACHE to a writable folder to enable caching.")
+                          f"without it. Set ODISE_PL_CACHE to a writable folder to enable caching.", stacklevel=2)

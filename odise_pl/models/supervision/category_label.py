@@ -77,7 +77,7 @@ class CategoryLabelSupervision(SupervisionStrategy):
 
     @classmethod
     def from_config(cls, cfg: CategoryLabelConfig, *, train_text: TextEmbeddings, void_text_embed: torch.Tensor,
-                    embed_dim: int, train_names: list[list[str]], **_: object) -> "CategoryLabelSupervision":
+                    embed_dim: int, train_names: list[list[str]], **_: object) -> CategoryLabelSupervision:
         return cls(train_text=train_text, void_text_embed=void_text_embed, embed_dim=embed_dim,
                    train_names=train_names, logit_scale_init=cfg.logit_scale_init,
                    logit_scale_max=cfg.logit_scale_max)

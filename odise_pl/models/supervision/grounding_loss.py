@@ -17,7 +17,7 @@ a target (its image gets no caption term, it gets no image term) nor a negative
 for the other images; its image is still a negative for the other captions.
 
 Distributed training: the batch is gathered from every rank, with gradients
-(:func:`odise_pl.distributed.all_gather_with_grad`), so the negatives are the
+(:func:`odise_pl.models.supervision.collectives.all_gather_with_grad`), so the negatives are the
 *global* batch.  Rank ``r`` computes the terms of its own B_r images (over all
 captions) and of its own B_r captions (over all images), i.e. the rows of the
 global loss whose targets are ``offset_r + arange(B_r)``.  Scaling: with N the
@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from odise_pl.distributed import all_gather_with_grad, gather_sizes, is_distributed, rank
+from odise_pl.models.supervision.collectives import all_gather_with_grad, gather_sizes, is_distributed, rank
 
 
 def image_caption_scores(mask_embeds: torch.Tensor, word_embeds: torch.Tensor,

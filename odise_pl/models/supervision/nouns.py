@@ -38,7 +38,7 @@ checks it)::
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 

@@ -33,9 +33,9 @@ Example (needs a trained run and a photo, so not a doctest)::
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -45,7 +45,13 @@ from odise_pl.data_modules.coco_panoptic import read_rgb_image
 from odise_pl.data_modules.transforms import ResizeShortestEdge, image_to_tensor, resize_image, resize_nearest
 from odise_pl.errors import VocabularyError
 from odise_pl.vocab import (
-    Vocabulary, VocabClass, build_vocabulary, builtin_names, default_vocabulary, load_builtin, parse_vocabulary,
+    VocabClass,
+    Vocabulary,
+    build_vocabulary,
+    builtin_names,
+    default_vocabulary,
+    load_builtin,
+    parse_vocabulary,
 )
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -155,7 +161,7 @@ class Predictor:
 
     @classmethod
     def from_config_file(cls, config: str | Path | None, ckpt: str | Path | None, overrides: Sequence[str] = (),
-                         **kwargs) -> "Predictor":
+                         **kwargs) -> Predictor:
         """``config`` None: the config of the run directory ``ckpt`` is (in), with ``overrides`` on top."""
         from odise_pl.config import load_config
         from odise_pl.engine.run_files import config_for
