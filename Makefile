@@ -21,6 +21,7 @@ demo: install
 	$(VENV)/bin/odise-pl demo --out $(DEMO_DIR)
 
 test: install
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 clean:
