@@ -91,9 +91,10 @@ def _write_json(path: str | None, results: dict) -> None:
     out = Path(path)
     if out.is_dir():
         raise DatasetError(f"--out {out} is a directory; give a file name such as {out / 'results.json'}.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"results written to {out}")
+    from odise_pl.engine.atomic_files import write_new
+
+    written = write_new(out, json.dumps(results, indent=1) + "\n")  # an earlier result is never overwritten
+    print(f"results written to {written}" + (f" ({out} exists already)" if written != out else ""))
 
 
 def run_panoptic(args: argparse.Namespace) -> int:

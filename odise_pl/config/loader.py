@@ -28,7 +28,6 @@ Example:
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, Union
@@ -239,7 +238,7 @@ def print_config(path: PathLike, overrides: Sequence[str] = ()) -> str:
 
 
 def save_resolved(cfg: DictConfig, path: PathLike) -> Path:
-    """Write the resolved configuration as YAML, atomically (temporary file + rename).
+    """Write the resolved configuration as YAML, atomically (:func:`odise_pl.engine.atomic_files.atomic_write`).
 
     Args:
         cfg: a configuration from :func:`load_config`.
@@ -248,20 +247,9 @@ def save_resolved(cfg: DictConfig, path: PathLike) -> Path:
     Returns:
         The path written.
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(to_yaml(cfg))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    from odise_pl.engine.atomic_files import atomic_write
+
+    return atomic_write(path, to_yaml(cfg))
 
 
 def instantiate_section(section: Any, dataclass_type: type[T]) -> T:
