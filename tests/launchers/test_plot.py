@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from odise_pl.cli import main
+from odise_pl.engine.atomic_files import next_free_path
 from odise_pl.launchers.collect import PlannedEntry, write_plan
-from odise_pl.launchers.plot import next_free_path, plot_sweep, validation_curves
+from odise_pl.launchers.plot import plot_sweep, validation_curves
 from tests.launchers.fabricated_sweeps import fabricate_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -66,7 +67,7 @@ def test_the_curves_come_from_the_runs_tensorboard_events(tmp_path):
     assert validation_curves(tmp_path / "no_run") == {}
 
 
-def test_next_free_path(tmp_path):
+def test_plots_are_numbered_by_the_engines_next_free_path(tmp_path):
     target = tmp_path / "a.png"
     assert next_free_path(target) == target
     target.write_bytes(b"x")
