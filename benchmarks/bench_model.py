@@ -8,7 +8,7 @@ captioner), ``Mask2FormerMaskGenerator`` at the reference settings (100 queries,
 (random text embeddings) and ``SetCriterion``, all inside an ``OdiseModule``.
 
 * ``infer``: ``torch.inference_mode``; backbone -> mask generator -> ``predict_probs``
-  -> ``postprocess`` (panoptic + semantic, on the device) per image, as the module's
+  -> ``segment`` (panoptic + semantic, on the device) per image, as the module's
   test step does (minus the metric update).
 * ``train``: one optimiser step: ``training_step`` (forward, matching, Mask2Former
   losses on random targets) -> backward -> grad clipping (0.01) -> AdamW step.
@@ -193,17 +193,14 @@ def speed_options(precision: str, args: argparse.Namespace) -> SpeedOptions:
 
 
 def infer_step(module, images: torch.Tensor, precision: str, postprocess: bool):
-    """The module's test-time path: forward, classification, panoptic + semantic post-processing."""
+    """The module's test-time path: forward, classification, then (``postprocess``) panoptic + semantic
+    post-processing per image through :meth:`OdiseModule.segment`, the path evaluation and predict use."""
+    sizes = [tuple(images.shape[-2:])] * images.shape[0]
     with torch.inference_mode(), autocast_ctx(precision, images.device):
-        out = module(images, None)
-        probs, masks = module.predict_probs(images, out)
-    results = []
-    if postprocess:
-        with torch.inference_mode():
-            size = tuple(images.shape[-2:])
-            for i in range(images.shape[0]):
-                results.append(module.postprocess(probs[i], masks[i], size, size, size))
-    return probs, results
+        if postprocess:
+            return None, module.segment(images, sizes, tasks=("panoptic", "semantic"))
+        probs, _ = module.predict_probs(images, module(images, None))
+    return probs, []
 
 
 def make_train_step(module, images: torch.Tensor, targets: list[dict], precision: str):

@@ -5,6 +5,8 @@ directory, its log file, and (slurm) its job id and submitit folder, or (local) 
 Records are numbered and never overwritten: the newest record of a run is its current launch.
 
 Example:
+    >>> import tempfile
+    >>> sweep_dir = Path(tempfile.mkdtemp())
     >>> path = write_record(sweep_dir, {"launcher": "slurm", "runs": [{"name": "backbone=mae", "job_id": "12_0"}]})
     >>> path.name
     'launch_000.json'

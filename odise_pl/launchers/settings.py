@@ -21,7 +21,7 @@ A sweep file may say how its runs are launched (every key optional; a command-li
       wait: false            # slurm: block until every job has ended (then print the summary)
 
 Example:
-    >>> settings = launcher_settings("experiments/sweeps/backbones.yaml", {"launcher": "slurm"})
+    >>> settings = launcher_settings("experiments/sweeps/backbones.yaml", {"name": "slurm"})  # --launcher slurm
     >>> settings.name
     'slurm'
 """

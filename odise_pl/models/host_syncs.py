@@ -9,8 +9,10 @@ they cost nothing, so a test can show how many a training step would make on a G
 
 Example:
     >>> with HostSyncCounter() as syncs:
-    ...     loss = criterion(pred_masks, logits, targets)
-    >>> syncs.total, syncs.counts            # 1, {"cpu": 1}
+    ...     total = torch.ones(3).sum().item()   # a scalar read
+    ...     on_host = torch.ones(2).cpu()        # a copy to the host
+    >>> syncs.total, dict(syncs.counts)
+    (2, {'item': 1, 'cpu': 1})
 """
 
 from __future__ import annotations

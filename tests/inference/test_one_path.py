@@ -60,8 +60,12 @@ def predictor(tmp_path_factory):
     root = tmp_path_factory.mktemp("one_path")
     overrides = [f"data.root={root / 'data'}", "data.num_train=4", "data.num_val=2", f"run.root={root / 'runs'}",
                  "model.mask_generator.init=transformers", "model.inference.classifier=ensemble"]
-    torch.manual_seed(0)
-    pred = Predictor(load_config(CONFIG, overrides), None, device="cpu", vocabulary=parse_vocabulary(VOCAB))
+    from odise_pl.models import clip_model
+
+    with pytest.MonkeyPatch.context() as mp:  # a CLIP of this seed, not one an earlier test cached
+        mp.setattr(clip_model, "_CACHE", {})
+        torch.manual_seed(0)
+        pred = Predictor(load_config(CONFIG, overrides), None, device="cpu", vocabulary=parse_vocabulary(VOCAB))
     torch.manual_seed(1)
     with torch.no_grad():  # an untrained model labels next to nothing: a perturbation gives it segments
         for p in pred.model.mask_generator.parameters():

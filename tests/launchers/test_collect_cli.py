@@ -50,7 +50,7 @@ def test_the_hparams_row_names_the_point_and_the_seed():
 def test_a_failed_run_is_recorded_for_collect_and_cleared_when_retried(tmp_path, monkeypatch):
     import json
 
-    from odise_pl import runner
+    from odise_pl.engine import fit as engine_fit
     from odise_pl.commands.sweep import plan, run_sweep, write_summary
     from odise_pl.launchers.collect import collect
 
@@ -61,7 +61,7 @@ def test_a_failed_run_is_recorded_for_collect_and_cleared_when_retried(tmp_path,
     )
     broken = {"lr=0.002"}
 
-    def fake_fit(cfg, ckpt_path=None):  # stands in for training: a finished run directory, or an error
+    def fake_fit(cfg, ckpt_path=None, **_):  # stands in for training: a finished run directory, or an error
         if cfg.run.name in broken:
             raise RuntimeError("out of memory")
         run_dir = tmp_path / "s" / cfg.run.name / "version_0"
@@ -70,7 +70,7 @@ def test_a_failed_run_is_recorded_for_collect_and_cleared_when_retried(tmp_path,
         (run_dir / "metrics.json").write_text(json.dumps(results))
         return results
 
-    monkeypatch.setattr(runner, "fit", fake_fit)
+    monkeypatch.setattr(engine_fit, "fit", fake_fit)
     planned = plan(sweep, [])
     assert run_sweep(planned) == 1
     _, records = collect(sweep, hparams_view=False)

@@ -84,6 +84,12 @@ def test_perfect_prediction_scores_100(tmp_path, capsys):
     ours = json.loads((tmp_path / "r.json").read_text())
     for key in ("PQ", "SQ", "RQ", "PQ_th", "SQ_th", "RQ_th", "PQ_st", "SQ_st", "RQ_st"):
         assert ours[key] == 100.0, key
+    # the same --out again: an earlier result is never overwritten, the new one goes beside it
+    (tmp_path / "r.json").write_text("{\"kept\": true}")
+    _eval(capsys, ["panoptic", "--gt-json", str(gt_json), "--pred-json", str(pred_json),
+                   "--out", str(tmp_path / "r.json")])
+    assert json.loads((tmp_path / "r.json").read_text()) == {"kept": True}
+    assert json.loads((tmp_path / "r.1.json").read_text())["PQ"] == 100.0
 
 
 def _write(folder, name, ids, segments):

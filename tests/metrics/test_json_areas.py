@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from pathlib import Path
 import multiprocessing
 
 import numpy as np
@@ -61,8 +62,9 @@ def _eval_cli(capsys, tmp_path, gt_json, gt_folder, pred_json, pred_folder) -> d
     out = tmp_path / "ours.json"
     assert main(["eval", "panoptic", "--gt-json", str(gt_json), "--gt-folder", str(gt_folder),
                  "--pred-json", str(pred_json), "--pred-folder", str(pred_folder), "--out", str(out)]) == 0
-    capsys.readouterr()
-    return json.loads(out.read_text())
+    written = capsys.readouterr().out.split("results written to ")[1].split()[0]  # never over an earlier one
+    assert written == str(out) or not written.endswith("ours.json")
+    return json.loads(Path(written).read_text())
 
 
 def _assert_same(ours: dict, api: dict) -> None:
