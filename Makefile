@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 STAMP  := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: install demo test clean
+.PHONY: install demo test test-slow clean
 
 install: $(STAMP)
 
@@ -20,9 +20,14 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(VENV)/bin/odise-pl demo --out $(DEMO_DIR)
 
+# the default run (< 10 min on 2 cores): lint, then every test not marked slow
 test: install
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
+
+# the slow end-to-end tests (SLURM, DDP, notebooks, resume after kills); .ci/run runs them after make test
+test-slow: install
+	$(PY) -m pytest -q -m slow
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

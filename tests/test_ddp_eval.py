@@ -16,6 +16,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,6 +112,7 @@ def _non_crowd_gt_segments(val_json: Path) -> tuple[set[int], int]:
     return ids, count
 
 
+@pytest.mark.slow  # a 2-process gloo evaluation in new processes (~45 s on 2 cores)
 def test_two_process_ddp_evaluation_equals_single_process(tmp_path):
     from odise_pl.config import load_config
     from odise_pl.engine.components import build_all

@@ -50,8 +50,8 @@ def test_the_hparams_row_names_the_point_and_the_seed():
 def test_a_failed_run_is_recorded_for_collect_and_cleared_when_retried(tmp_path, monkeypatch):
     import json
 
-    from odise_pl.engine import fit as engine_fit
     from odise_pl.commands.sweep import plan, run_sweep, write_summary
+    from odise_pl.engine import fit as engine_fit
     from odise_pl.launchers.collect import collect
 
     sweep = tmp_path / "s.yaml"

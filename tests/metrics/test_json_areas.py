@@ -8,8 +8,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from pathlib import Path
 import multiprocessing
+from pathlib import Path
 
 import numpy as np
 import pytest
