@@ -99,7 +99,8 @@ def data_module(root: Path, crop: int, workers: int, batch_size: int) -> CocoPan
 # ---------------------------------------------------------------------------------- measure
 def stage_breakdown(dm: CocoPanopticDataModule, images: int, batch_size: int, seed: int) -> dict:
     """Milliseconds per image of each step of ``CocoPanopticDataset.load`` + collate, in this process."""
-    from odise_pl.data_modules.coco_panoptic import distinct_ids, read_panoptic_png, read_rgb_image
+    from odise_pl.data_modules.coco_panoptic import distinct_ids
+    from odise_pl.data_modules.panoptic_files import read_panoptic_png, read_rgb_image
 
     dataset = dm.datasets["train"]
     rng = np.random.default_rng(seed)

@@ -30,7 +30,8 @@ import torch
 from torch.utils.data import Dataset
 
 from odise_pl.config.schema import choice
-from odise_pl.data_modules.coco_panoptic import CocoPanopticConfig, CocoPanopticDataModule, read_rgb_image
+from odise_pl.data_modules.coco_panoptic import CocoPanopticConfig, CocoPanopticDataModule
+from odise_pl.data_modules.panoptic_files import read_rgb_image
 from odise_pl.data_modules.transforms import ResizeShortestEdge, image_to_tensor
 from odise_pl.errors import ConfigError, DatasetError
 from odise_pl.registry import DATA_MODULES

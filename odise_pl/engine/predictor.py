@@ -4,7 +4,7 @@
 vocabulary (:mod:`odise_pl.vocab`), and predicts one image at a time:
 
 1. the image is read as RGB (greyscale / RGBA / palette converted, EXIF orientation
-   applied: :func:`~odise_pl.data_modules.coco_panoptic.read_rgb_image`);
+   applied: :func:`~odise_pl.data_modules.panoptic_files.read_rgb_image`);
 2. it is resized to the test size of the data config (short side ``data.eval_short_side``,
    long side at most ``data.eval_max_long_side``; small images are enlarged) and padded
    to the backbone's ``size_divisibility``;
@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from odise_pl.data_modules.coco_panoptic import read_rgb_image
+from odise_pl.data_modules.panoptic_files import read_rgb_image
 from odise_pl.data_modules.transforms import ResizeShortestEdge, image_to_tensor, resize_image, resize_nearest
 from odise_pl.errors import VocabularyError
 from odise_pl.vocab import (

@@ -192,7 +192,7 @@ def test_vocabulary_supplies_synonyms(coco_sample, synth_root, make_module):
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16"])
 def test_images_of_any_mode_decode_to_rgb(tmp_path, mode):
-    from odise_pl.data_modules.coco_panoptic import read_rgb_image
+    from odise_pl.data_modules.panoptic_files import read_rgb_image
 
     path = tmp_path / "x.png"
     Image.new("RGB", (5, 3), (200, 10, 10)).convert(mode).save(path)
@@ -201,7 +201,7 @@ def test_images_of_any_mode_decode_to_rgb(tmp_path, mode):
 
 
 def test_exif_orientation_is_applied_unless_the_annotation_disagrees(tmp_path):
-    from odise_pl.data_modules.coco_panoptic import read_rgb_image
+    from odise_pl.data_modules.panoptic_files import read_rgb_image
 
     path = tmp_path / "rotated.jpg"
     exif = Image.Exif()

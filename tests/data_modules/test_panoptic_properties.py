@@ -12,13 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
-from odise_pl.data_modules.coco_panoptic import (
-    CocoPanopticDataset,
-    PanopticRecord,
-    load_panoptic_json,
-    read_panoptic_png,
-    read_rgb_image,
-)
+from odise_pl.data_modules.coco_panoptic import CocoPanopticDataset
+from odise_pl.data_modules.panoptic_files import PanopticRecord, load_panoptic_json, read_panoptic_png, read_rgb_image
 from odise_pl.data_modules.transforms import ResizeShortestEdge
 from odise_pl.errors import DatasetError
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from odise_pl.data_modules.coco_panoptic import read_panoptic_png
+from odise_pl.data_modules.panoptic_files import read_panoptic_png
 from odise_pl.data_modules.synthetic_shapes import (
     SyntheticShapesConfig,
     SyntheticShapesDataModule,
