@@ -66,7 +66,9 @@ class HostSyncCounter:
         self.counts: collections.Counter = collections.Counter()
         self._mode = _SyncOps(self.counts)
         self._saved: dict = {}
-        self._host_copies: set[int] = set()
+        # the host copies made inside, held so that their ids are not reused by later tensors (an id of a
+        # freed tensor can come back: a new .cpu() on it would then be missed, as it was once in CI)
+        self._host_copies: dict[int, torch.Tensor] = {}
 
     @property
     def total(self) -> int:
@@ -81,7 +83,7 @@ class HostSyncCounter:
                 counter.counts[name] += 1
             out = original(tensor.detach().clone() if name == "cpu" else tensor, *args, **kwargs)
             if name == "cpu":
-                counter._host_copies.add(id(out))
+                counter._host_copies[id(out)] = out
             return out
         return method
 
@@ -97,6 +99,7 @@ class HostSyncCounter:
         for name, original in self._saved.items():
             setattr(torch.Tensor, name, original)
         self._saved.clear()
+        self._host_copies.clear()
 
 
 __all__ = ["HostSyncCounter", "SYNC_OPS", "COPY_METHODS"]
