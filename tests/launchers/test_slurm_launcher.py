@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import time
@@ -63,6 +64,12 @@ def test_the_tiny_backbone_sweep_runs_one_job_per_run(tmp_path, capsys):
         assert Path(entry["log"]).is_file()
     assert main(["sweep", "status", "-c", str(TINY_SWEEP), f"run.root={runs}"]) == 0
     assert "0 pending, 0 running, 6 done, 0 failed" in capsys.readouterr().out
+    # collect rebuilds the summary from the run directories: every run done, with its metrics
+    assert main(["sweep", "collect", "-c", str(TINY_SWEEP), f"run.root={runs}"]) == 0
+    collected = capsys.readouterr().out
+    assert "6 done" in collected
+    rows = {r["run"]: r for r in csv.DictReader((sweep_dir / "summary.csv").read_text().splitlines())}
+    assert set(rows) == set(launches) and all(r["state"] == "done" and r["PQ"] != "" for r in rows.values())
     # launched again: every run is finished, nothing is submitted, the first record stays
     assert main(argv) == 0
     assert capsys.readouterr().out.count(": finished before (") == 6
