@@ -14,19 +14,29 @@ if TYPE_CHECKING:
     from odise_pl.commands.sweep import PlannedRun
 
 
+def skip_if_finished(p: PlannedRun) -> bool:
+    """A run with final metrics is not run again: ``p`` takes its results and the status
+    ``skipped (finished before)``, and a line says so. True when ``p`` was finished (every launcher asks this)."""
+    from odise_pl.commands.sweep import finished_results
+
+    done = finished_results(p.run_parent)
+    if done is None:
+        return False
+    p.run_dir, p.results = done
+    p.status = "skipped (finished before)"
+    return True
+
+
 def fit_planned(p: PlannedRun, *, callbacks: list | None = None, plugins: list | None = None) -> str:
     """Train one run to its end (skip it when finished, resume it when interrupted); returns its message.
 
     Sets ``p.status`` (``done`` or ``skipped (finished before)``), ``p.run_dir`` and ``p.results``.
     Raises what ``fit`` raises.
     """
-    from odise_pl.commands.sweep import finished_results, resume_checkpoint
+    from odise_pl.commands.sweep import resume_checkpoint
     from odise_pl.engine.fit import fit
 
-    done = finished_results(p.run_parent)
-    if done is not None:
-        p.run_dir, p.results = done
-        p.status = "skipped (finished before)"
+    if skip_if_finished(p):
         return f"finished before ({p.run_dir}), skipped"
     ckpt = resume_checkpoint(p.run_parent)
     p.results = fit(p.cfg, ckpt_path=str(ckpt) if ckpt else None, callbacks=callbacks, plugins=plugins)

@@ -87,14 +87,12 @@ def run_local(planned: list[PlannedRun], settings: LauncherSettings) -> int:
     """Run the pending runs ``settings.max_parallel`` at a time; returns the number of failed runs."""
     from odise_pl.commands.sweep import finished_results, write_summary
     from odise_pl.launchers.collect import clear_failed, mark_failed
+    from odise_pl.launchers.inline import skip_if_finished
 
     slots = gpu_slots(visible_gpus(), settings.max_parallel)
     pending = []
     for p in planned:
-        done = finished_results(p.run_parent)
-        if done is not None:
-            p.run_dir, p.results = done
-            p.status = "skipped (finished before)"
+        if skip_if_finished(p):
             print(f"{p.run.name}: finished before ({p.run_dir}), skipped")
         else:
             p.run_parent.mkdir(parents=True, exist_ok=True)

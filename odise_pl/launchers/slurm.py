@@ -153,14 +153,11 @@ def submit_runs(planned: list[PlannedRun], settings: LauncherSettings) -> list[d
     Raises:
         ConfigError: SLURM refused the submission (its message), or there is no SLURM here.
     """
-    from odise_pl.commands.sweep import finished_results
+    from odise_pl.launchers.inline import skip_if_finished
 
     pending = []
     for p in planned:
-        done = finished_results(p.run_parent)
-        if done is not None:
-            p.run_dir, p.results = done
-            p.status = "skipped (finished before)"
+        if skip_if_finished(p):
             print(f"{p.run.name}: finished before ({p.run_dir}), skipped")
         else:
             pending.append(p)
