@@ -19,6 +19,7 @@ import torch
 
 from odise_pl.cli import main
 from odise_pl.models import clip_model
+from tests.dying_fit import dying_command
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_STEPS = 4
@@ -45,15 +46,7 @@ def test_a_killed_sweep_run_again_skips_finished_runs_and_resumes_the_interrupte
 
     # The child SIGKILLs itself right after the second run's step-2 checkpoint is on disk (polling from
     # here raced with the step-3 and step-4 writes on a loaded machine).
-    code = (f"import os, signal, sys, torch; torch.set_num_threads({torch.get_num_threads()})\n"
-            "from odise_pl.engine.checkpoints import AtomicCheckpointIO\n"
-            "save = AtomicCheckpointIO.save_checkpoint\n"
-            "def save_then_die(self, checkpoint, path, storage_options=None):\n"
-            "    save(self, checkpoint, path, storage_options)\n"
-            "    if 'classifier=ensemble' in str(path) and checkpoint.get('global_step', 0) >= 2:\n"
-            "        os.kill(os.getpid(), signal.SIGKILL)\n"
-            "AtomicCheckpointIO.save_checkpoint = save_then_die\n"
-            f"from odise_pl.cli import main; sys.exit(main({argv!r}))")
+    code = dying_command(argv, "'classifier=ensemble' in str(path) and checkpoint.get('global_step', 0) >= 2")
     child = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True)
     _, err = child.communicate(timeout=300)

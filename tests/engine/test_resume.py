@@ -20,6 +20,7 @@ import torch
 
 from odise_pl.cli import main
 from odise_pl.models import clip_model
+from tests.dying_fit import dying_command
 from tests.tiny_lightning import TinyRegression, tiny_trainer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,18 +55,8 @@ def test_sigkill_then_same_command_ends_like_an_uninterrupted_run(tmp_path, monk
 
     argv = ["fit", "-c", QUICKSTART, *_overrides(tmp_path, "killed")]
     killed = tmp_path / "runs" / "quickstart" / "killed"
-    # The child SIGKILLs itself right after its step-2 checkpoint is on disk. (Polling last.ckpt from
-    # here and killing from outside raced with the step-3.. writes on a loaded machine: the child could
-    # finish before it was killed, one CI run in several.)
-    code = (f"import os, signal, sys, torch; torch.set_num_threads({torch.get_num_threads()})\n"
-            "from odise_pl.engine.checkpoints import AtomicCheckpointIO\n"
-            "save = AtomicCheckpointIO.save_checkpoint\n"
-            "def save_then_die(self, checkpoint, path, storage_options=None):\n"
-            "    save(self, checkpoint, path, storage_options)\n"
-            "    if checkpoint.get('global_step', 0) >= 2 and str(path).endswith('last.ckpt'):\n"
-            "        os.kill(os.getpid(), signal.SIGKILL)\n"
-            "AtomicCheckpointIO.save_checkpoint = save_then_die\n"
-            f"from odise_pl.cli import main; sys.exit(main({argv!r}))")
+    # the child SIGKILLs itself right after its step-2 checkpoint is on disk
+    code = dying_command(argv, "checkpoint.get('global_step', 0) >= 2 and str(path).endswith('last.ckpt')")
     child = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True)
     _, err = child.communicate(timeout=300)
