@@ -128,8 +128,7 @@ def build_module(args: argparse.Namespace, device: torch.device):
         void = torch.randn(width, generator=gen, device="cpu").to(device)
         text = TextEmbeddings(embeds, torch.arange(k, device=device), k)
         supervision = CategoryLabelSupervision(train_text=text, void_text_embed=void,
-                                               embed_dim=mg_cfg.embed_dim,
-                                               train_names=[[f"class{i}"] for i in range(k)])
+                                               embed_dim=mg_cfg.embed_dim)
         criterion = SetCriterion(mask_generator.config, supervision.num_match_classes)
         is_thing = torch.arange(k) % 3 != 0
         module = OdiseModule(backbone=backbone, mask_generator=mask_generator, supervision=supervision,

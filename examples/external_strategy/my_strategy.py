@@ -47,12 +47,11 @@ class FixedScaleLabelSupervision(SupervisionStrategy):
         train_text: CLIP text embeddings of the training vocabulary (E wide).
         void_text_embed: (E,) CLIP embedding of "" (initialises the learnable void embedding).
         embed_dim: D, the mask embedding width.
-        train_names: the training class names (the "seen" vocabulary).
         scale: the fixed logit scale.
     """
 
     def __init__(self, *, train_text: TextEmbeddings, void_text_embed: torch.Tensor, embed_dim: int,
-                 train_names: list[list[str]], scale: float) -> None:
+                 scale: float) -> None:
         super().__init__()
         text_dim = train_text.embeds.shape[-1]
         self.text_proj = nn.Linear(text_dim, embed_dim)
@@ -60,15 +59,13 @@ class FixedScaleLabelSupervision(SupervisionStrategy):
         self.register_buffer("train_embeds", train_text.embeds.detach().clone(), persistent=False)
         self.register_buffer("train_class_index", train_text.class_index.clone(), persistent=False)
         self.num_match_classes = train_text.num_classes
-        self.train_vocabulary = train_names
         self.scale = float(scale)
 
     @classmethod
     def from_config(cls, cfg: FixedScaleLabelConfig, *, train_text: TextEmbeddings,
-                    void_text_embed: torch.Tensor, embed_dim: int, train_names: list[list[str]],
-                    **_: object) -> FixedScaleLabelSupervision:
+                    void_text_embed: torch.Tensor, embed_dim: int, **_: object) -> FixedScaleLabelSupervision:
         return cls(train_text=train_text, void_text_embed=void_text_embed, embed_dim=embed_dim,
-                   train_names=train_names, scale=cfg.scale)
+                   scale=cfg.scale)
 
     def classify(self, mask_embeds: torch.Tensor, text: TextEmbeddings,
                  queries: torch.Tensor | None = None) -> torch.Tensor:

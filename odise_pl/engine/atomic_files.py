@@ -4,14 +4,20 @@ Every file odise-pl writes (configs, categories, metrics and results tables, che
 text-bank cache, claim files, sweep records, predict outputs) goes through :func:`atomic_write`
 or one of its wrappers, so a crash or a full disk never leaves half a file where a reader looks.
 
-Two ways to write:
+Three ways to write, all atomic (a reader sees the whole old file, the whole new one, or none):
 
 * :func:`atomic_write` / :func:`write_text` / :func:`write_json` replace ``path`` if it exists
   (derived files: a summary rebuilt from the runs, a cache entry);
-* :func:`create` writes a file that must not exist yet (FileExistsError otherwise);
+* :func:`create` writes a file that must not exist yet (FileExistsError otherwise, even when
+  another process creates it at the same moment: the name is claimed with a hard link);
 * :func:`write_new` never replaces anything: it writes the next free numbered name
   (:func:`next_free_path`) and claims it with a hard link, so two processes writing "the next
   ``metrics.N.json``" at the same time get two different files.
+
+And the numbering rule they share: :func:`numbered` (``metrics.2.json``, ``eval_{n}.json``,
+``launch_{n:03d}.json``), :func:`next_free_path` (the first free one, optionally with companion
+suffixes free under the same number) and :func:`first_free` (the first number free for a group
+of files written together).
 
 Example:
     >>> import tempfile, pathlib

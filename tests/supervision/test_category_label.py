@@ -15,8 +15,7 @@ def test_max_over_synonyms_takes_the_best_name_per_class():
 def _sup(dim=8, embed=4):
     torch.manual_seed(0)
     text = TextEmbeddings(torch.randn(3, dim), torch.tensor([0, 0, 1]), 2)
-    return CategoryLabelSupervision(train_text=text, void_text_embed=torch.randn(dim), embed_dim=embed,
-                                    train_names=[["cat", "kitten"], ["dog"]]), text
+    return CategoryLabelSupervision(train_text=text, void_text_embed=torch.randn(dim), embed_dim=embed), text
 
 
 def test_logits_are_scaled_cosines_with_void_last():

@@ -12,7 +12,6 @@ A strategy turns mask embeddings into class logits and owns its loss:
   used for matching and the class loss during training;
 * ``extra_losses(outputs, batch) -> dict[str, Tensor]``: strategy-specific losses
   (the grounding loss), unweighted; return ``{}`` if none;
-* ``train_vocabulary``: the class names it was trained with (for seen/unseen split);
 * ``prepare_targets(targets) -> targets``: the targets the matcher and the class loss
   see (identity by default; the caption strategy maps every label to 0 = "object").
 

@@ -107,7 +107,6 @@ class CaptionGroundingSupervision(SupervisionStrategy):
             (not registered as a sub-module: it is owned by whoever else uses it).
         embed_dim: D, the mask embedding width.
         text_dim: E, the CLIP text width (default ``clip.embed_dim``).
-        train_names: the dataset's class names (the "seen" vocabulary of the ensemble).
         num_words, prompt_template, logit_scale_init, logit_scale_max, loss_weight,
         aux_loss, spacy_model, word_cache_size, seed: see :class:`CaptionGroundingConfig`.
         extractor: a :class:`NounExtractor` (default: one for ``spacy_model``).
@@ -120,7 +119,7 @@ class CaptionGroundingSupervision(SupervisionStrategy):
     num_match_classes = 1
 
     def __init__(self, *, clip, embed_dim: int, text_dim: int | None = None,
-                 train_names: list[list[str]] | None = None, num_words: int = 8,
+                 num_words: int = 8,
                  prompt_template: str = "a photo of a {}.", logit_scale_init: float = math.log(1 / 0.07),
                  logit_scale_max: float = 100.0, loss_weight: float = 1.0, aux_loss: bool = True,
                  spacy_model: str | None = None, word_cache_size: int = 65536, seed: int | None = None,
@@ -143,17 +142,16 @@ class CaptionGroundingSupervision(SupervisionStrategy):
         self._word_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.seed = int(seed if seed is not None else torch.initial_seed()) % (2 ** 62)
         self.sample_step = 0  # advances once per training step; saved in checkpoints (extra state)
-        self.train_vocabulary = train_names or []
         if grounding not in GROUNDINGS:
             raise ConfigError(f"model.supervision.grounding: {grounding!r} is not one of {', '.join(GROUNDINGS)}")
         self.grounding = grounding
 
     @classmethod
     def from_config(cls, cfg: CaptionGroundingConfig, *, clip, embed_dim: int,
-                    train_names: list[list[str]] | None = None, void_text_embed: torch.Tensor | None = None,
+                    void_text_embed: torch.Tensor | None = None,
                     **_: object) -> CaptionGroundingSupervision:
         text_dim = int(void_text_embed.shape[-1]) if void_text_embed is not None else None
-        return cls(clip=clip, embed_dim=embed_dim, text_dim=text_dim, train_names=train_names,
+        return cls(clip=clip, embed_dim=embed_dim, text_dim=text_dim,
                    num_words=cfg.num_words, prompt_template=cfg.prompt_template,
                    logit_scale_init=cfg.logit_scale_init, logit_scale_max=cfg.logit_scale_max,
                    loss_weight=cfg.loss_weight, aux_loss=cfg.aux_loss, spacy_model=cfg.spacy_model,

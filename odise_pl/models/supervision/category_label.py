@@ -64,7 +64,7 @@ class CategoryLabelSupervision(SupervisionStrategy):
     """
 
     def __init__(self, *, train_text: TextEmbeddings, void_text_embed: torch.Tensor, embed_dim: int,
-                 train_names: list[list[str]], logit_scale_init: float = math.log(1 / 0.07),
+                 logit_scale_init: float = math.log(1 / 0.07),
                  logit_scale_max: float = 100.0) -> None:
         super().__init__()
         self.classifier = ScaledCosineClassifier(
@@ -73,13 +73,12 @@ class CategoryLabelSupervision(SupervisionStrategy):
         self.register_buffer("train_embeds", train_text.embeds.detach().clone(), persistent=False)
         self.register_buffer("train_class_index", train_text.class_index.clone(), persistent=False)
         self.num_match_classes = train_text.num_classes
-        self.train_vocabulary = train_names
 
     @classmethod
     def from_config(cls, cfg: CategoryLabelConfig, *, train_text: TextEmbeddings, void_text_embed: torch.Tensor,
-                    embed_dim: int, train_names: list[list[str]], **_: object) -> CategoryLabelSupervision:
+                    embed_dim: int, **_: object) -> CategoryLabelSupervision:
         return cls(train_text=train_text, void_text_embed=void_text_embed, embed_dim=embed_dim,
-                   train_names=train_names, logit_scale_init=cfg.logit_scale_init,
+                   logit_scale_init=cfg.logit_scale_init,
                    logit_scale_max=cfg.logit_scale_max)
 
     @property
