@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.micro_run import micro_run
+
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "experiments" / "quickstart.yaml"
 MAX_STEPS = 3
@@ -60,15 +62,8 @@ SCRIPT = textwrap.dedent(
 
 
 def _overrides(tmp_path: Path) -> list[str]:
-    return [
-        f"data.root={tmp_path / 'data'}", f"run.root={tmp_path / 'runs'}",
-        "data.num_train=8", "data.num_val=1", "data.num_workers=0", "data.global_batch_size=2",
-        "data.image_size=64", "data.crop_size=64", "data.eval_short_side=64", "data.eval_max_long_side=64",
-        "trainer.accelerator=cpu", f"trainer.max_steps={MAX_STEPS}", "trainer.val_check_interval=1000",
-        "trainer.limit_val_batches=0", "trainer.enable_progress_bar=false", "logging.tensorboard=false",
-        "checkpoint.every_n_steps=0", "model.mask_generator.dec_layers=1", "model.mask_generator.enc_layers=1",
-        "model.mask_generator.train_num_points=256",
-    ]
+    return [*micro_run(tmp_path, steps=MAX_STEPS, val_every=1000, num_val=1), "data.global_batch_size=2",
+            "trainer.limit_val_batches=0", "checkpoint.every_n_steps=0", "model.mask_generator.enc_layers=1"]
 
 
 def _train(tmp_path: Path, name: str, overrides: list[str]) -> tuple[list[dict], str]:

@@ -3,13 +3,10 @@
 from pathlib import Path
 
 from odise_pl.cli import main
+from tests.micro_run import micro_run
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["data.num_train=8", "data.num_val=4", "data.image_size=64", "data.crop_size=64",
-        "data.eval_short_side=64", "data.eval_max_long_side=64", "data.batch_size=2", "data.eval_batch_size=2",
-        "data.num_workers=0", "trainer.max_steps=4", "trainer.val_check_interval=2",
-        "model.mask_generator.dec_layers=1", "model.mask_generator.train_num_points=256",
-        "trainer.enable_progress_bar=false"]
+TINY = micro_run(None, steps=4, val_every=2, num_val=4)  # demo --out places the data and the runs
 
 
 def test_demo_evaluates_untrained_then_trains_and_prints_both(tmp_path, capsys, monkeypatch, caplog, recwarn):

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.micro_run import micro_run
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "external_strategy"
 STRATEGY_FILE = str((EXAMPLE / "my_strategy.py").resolve())
@@ -21,10 +23,8 @@ STRATEGY_FILE = str((EXAMPLE / "my_strategy.py").resolve())
 
 @pytest.mark.slow  # one tiny training in a new process (about 45 s of CPU time, more wall time on shared cores)
 def test_fit_trains_the_strategy_named_by_imports_in_a_new_process(tmp_path):
-    overrides = [f"run.root={tmp_path / 'runs'}", f"data.root={tmp_path / 'data'}", "data.num_train=4",
-                 "data.num_val=2", "data.global_batch_size=null", "data.eval_batch_size=2",
-                 "model.backbone={name: clip, out_channels: 32}", "trainer.max_steps=2",
-                 "trainer.val_check_interval=2", "logging.tensorboard=false", "checkpoint.export_safetensors=false"]
+    overrides = [*micro_run(tmp_path, steps=2, num_train=4), "data.global_batch_size=null",
+                 "model.backbone={name: clip, out_channels: 32}", "checkpoint.export_safetensors=false"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run([sys.executable, "-m", "odise_pl.cli", "fit", "-c", str(EXAMPLE / "experiment.yaml"),
                            *overrides], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)

@@ -15,32 +15,15 @@ from pathlib import Path
 import torch
 
 from odise_pl.cli import main
+from tests.micro_run import micro_run
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = str(REPO / "experiments" / "quickstart.yaml")
 
 
-def _overrides(tmp_path: Path) -> list[str]:
-    return [
-        f"data.root={tmp_path / 'data'}",
-        f"run.root={tmp_path / 'runs'}",
-        "data.num_train=16",
-        "data.num_val=4",
-        "data.num_workers=0",
-        "trainer.accelerator=cpu",
-        "trainer.max_steps=4",
-        "trainer.val_check_interval=4",
-        "trainer.log_every_n_steps=1",
-        "trainer.enable_progress_bar=false",
-        # smaller than the quick start so that the test stays fast on a shared CPU
-        "data.image_size=64",
-        "data.crop_size=64",
-        "data.eval_short_side=64",
-        "data.eval_max_long_side=64",
-        "data.batch_size=2",
-        "model.mask_generator.dec_layers=1",
-        "model.mask_generator.train_num_points=256",
-    ]
+def _overrides(tmp_path: Path) -> list[str]:  # the TensorBoard events are checked here
+    return [*micro_run(tmp_path, steps=4, num_train=16, num_val=4), "trainer.log_every_n_steps=1",
+            "logging.tensorboard=true"]
 
 
 def _snapshot(directory: Path) -> dict[str, str]:

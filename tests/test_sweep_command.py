@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from odise_pl.cli import main
+from tests.micro_run import shorter_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP = str(REPO / "experiments" / "sweeps" / "backbones_tiny.yaml")
@@ -22,8 +23,7 @@ RUNS = ["backbone=clip", "backbone=clip_odise-tiny-vit", "backbone=mae", "backbo
 
 
 def _overrides(tmp_path: Path) -> list[str]:  # shorter still than the sweep file, for a shared CPU
-    return [f"run.root={tmp_path / 'runs'}", f"data.root={tmp_path / 'data'}", "trainer.max_steps=3",
-            "trainer.val_check_interval=3", "data.num_val=2", "data.num_train=8", "checkpoint.every_n_steps=0"]
+    return shorter_sweep(tmp_path, steps=3)
 
 
 def hparams_rows(log_dir: Path) -> dict[str, dict]:

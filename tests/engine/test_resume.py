@@ -21,6 +21,7 @@ import torch
 from odise_pl.cli import main
 from odise_pl.models import clip_model
 from tests.dying_fit import dying_command
+from tests.micro_run import micro_run
 from tests.tiny_lightning import TinyRegression, tiny_trainer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,14 +30,7 @@ MAX_STEPS = 6  # 8 training images in batches of 2: 4 steps per epoch, so the ru
 
 
 def _overrides(tmp_path: Path, version: str) -> list[str]:
-    return [
-        f"data.root={tmp_path / 'data'}", f"run.root={tmp_path / 'runs'}", f"run.version={version}",
-        "data.num_train=8", "data.num_val=1", "data.num_workers=0", "data.batch_size=2",
-        "data.image_size=64", "data.crop_size=64", "data.eval_short_side=64", "data.eval_max_long_side=64",
-        "trainer.accelerator=cpu", f"trainer.max_steps={MAX_STEPS}", f"trainer.val_check_interval={MAX_STEPS}",
-        "trainer.enable_progress_bar=false", "logging.tensorboard=false", "checkpoint.every_n_steps=2",
-        "model.mask_generator.dec_layers=1", "model.mask_generator.train_num_points=256",
-    ]
+    return [*micro_run(tmp_path, steps=MAX_STEPS, num_val=1), f"run.version={version}", "checkpoint.every_n_steps=2"]
 
 
 def _fit_in_process(monkeypatch, argv: list[str]) -> None:

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from odise_pl.engine import run_dirs
 from odise_pl.engine.run_dirs import RUN_DIR_ENV, run_dir_for
 from odise_pl.errors import ConfigError
+from tests.micro_run import micro_run
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH_VARS = ("RANK", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_JOB_ID",
@@ -79,14 +80,9 @@ def test_torchrun_without_a_rendezvous_id_must_name_the_run(tmp_path, env):
 @pytest.mark.ddp
 @pytest.mark.slow  # a 2-process gloo DDP fit (~30 s on 2 cores)
 def test_two_process_fit_with_null_version_writes_one_run_directory(tmp_path):
-    overrides = [
-        f"data.root={tmp_path / 'data'}", f"run.root={tmp_path / 'runs'}", "run.version=null",
-        "data.num_train=4", "data.num_val=2", "data.num_workers=0", "data.batch_size=1", "data.eval_batch_size=1",
-        "data.image_size=64", "data.crop_size=64", "data.eval_short_side=64", "data.eval_max_long_side=64",
-        "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_steps=2",
-        "trainer.val_check_interval=2", "trainer.enable_progress_bar=false", "checkpoint.every_n_steps=1",
-        "model.mask_generator.dec_layers=1", "model.mask_generator.enc_layers=1",
-        "model.mask_generator.train_num_points=256"]
+    overrides = [*micro_run(tmp_path, steps=2, num_train=4), "run.version=null", "data.batch_size=1",
+                 "data.eval_batch_size=1", "trainer.devices=2", "trainer.strategy=ddp", "checkpoint.every_n_steps=1",
+                 "model.mask_generator.enc_layers=1", "logging.tensorboard=true"]
     from odise_pl.config import load_config
     from odise_pl.engine.components import build_datamodule
 

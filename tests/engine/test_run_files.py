@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from odise_pl.cli import main
+from tests.micro_run import micro_run
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = str(REPO / "experiments" / "quickstart.yaml")
@@ -26,15 +27,6 @@ TRAIN_SPLIT = ("train2017", "panoptic_train2017", "annotations/panoptic_train201
                "annotations/captions_train2017.json")
 
 
-def _overrides(root: Path) -> list[str]:
-    return [f"data.root={root / 'data'}", f"run.root={root / 'runs'}", "data.num_train=8", "data.num_val=2",
-            "data.num_workers=0", "data.image_size=64", "data.crop_size=64", "data.eval_short_side=64",
-            "data.eval_max_long_side=64", "data.batch_size=2", "data.eval_batch_size=2",
-            "trainer.accelerator=cpu", "trainer.max_steps=2", "trainer.val_check_interval=2",
-            "trainer.enable_progress_bar=false", "logging.tensorboard=false",
-            "model.mask_generator.dec_layers=1", "model.mask_generator.train_num_points=256"]
-
-
 def _outputs(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if not p.name.endswith("_overlay.png")}
 
@@ -43,7 +35,7 @@ def _outputs(folder: Path) -> dict[str, bytes]:
 def run(tmp_path_factory):
     """A finished tiny run, and the prediction of a validation image made with the data present."""
     root = tmp_path_factory.mktemp("rundir")
-    overrides = _overrides(root)
+    overrides = micro_run(root, steps=2)
     assert main(["fit", "-c", QUICKSTART, *overrides]) == 0
     run_dir = root / "runs" / "quickstart" / "version_0"
     images = root / "images"

@@ -9,16 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.micro_run import micro_run
+
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "experiments" / "quickstart.yaml"
 
 #: a run of a few steps on 64x64 generated scenes (the tiny sweep's settings, shorter)
-TINY = ["data.num_train=8", "data.num_val=2", "data.num_workers=0", "data.image_size=64", "data.crop_size=64",
-        "data.eval_short_side=64", "data.eval_max_long_side=64", "data.batch_size=2", "data.eval_batch_size=2",
-        "model.mask_generator.num_queries=8", "model.mask_generator.dec_layers=1",
-        "model.mask_generator.enc_layers=1", "model.mask_generator.train_num_points=256",
-        "trainer.max_steps=3", "trainer.val_check_interval=3", "trainer.enable_progress_bar=false",
-        "logging.num_vis_images=1", "logging.tensorboard=false", "checkpoint.every_n_steps=0"]
+TINY = [*micro_run(None, steps=3), "model.mask_generator.num_queries=8", "model.mask_generator.enc_layers=1",
+        "logging.num_vis_images=1", "checkpoint.every_n_steps=0"]
 GOOD = "{name: clip, out_channels: 32}"
 BAD = "{name: mae, pretrained: /nonexistent/mae-weights, out_channels: 32}"  # fails when the run builds its model
 

@@ -22,6 +22,7 @@ from odise_pl.cli import main
 from odise_pl.launchers.records import latest_launches
 from odise_pl.launchers.slurm import wait_for_jobs
 from tests.launchers.conftest import BAD, GOOD, REPO, write_sweep
+from tests.micro_run import shorter_sweep
 
 pytestmark = pytest.mark.usefixtures("slurm_cluster")
 TINY_SWEEP = REPO / "experiments" / "sweeps" / "backbones_tiny.yaml"
@@ -47,9 +48,8 @@ def test_a_partition_slurm_rejects_is_an_error_with_its_message(tmp_path, capsys
 @pytest.mark.slow  # six tiny jobs, two at a time on 2 cores: ~40-60 s
 def test_the_tiny_backbone_sweep_runs_one_job_per_run(tmp_path, capsys):
     runs = tmp_path / "runs"
-    argv = ["sweep", "-c", str(TINY_SWEEP), "--launcher", "slurm", "--wait", f"run.root={runs}",
-            f"data.root={tmp_path / 'data'}", "trainer.max_steps=3", "trainer.val_check_interval=3",
-            "data.num_val=2", "data.num_train=8", "checkpoint.every_n_steps=0", "logging.tensorboard=false"]
+    argv = ["sweep", "-c", str(TINY_SWEEP), "--launcher", "slurm", "--wait", *shorter_sweep(tmp_path, steps=3),
+            "logging.tensorboard=false"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     sweep_dir = runs / "backbones_tiny"

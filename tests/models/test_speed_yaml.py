@@ -12,6 +12,7 @@ from odise_pl.config import load_config
 from odise_pl.data_modules.synthetic_shapes import categories_json
 from odise_pl.errors import ConfigError
 from odise_pl.models.builder import build_model
+from tests.micro_run import micro_run
 
 REPO = Path(__file__).resolve().parents[2]
 QUICK = REPO / "experiments" / "quickstart_diffusion.yaml"
@@ -51,10 +52,7 @@ def test_bf16_frozen_parts_from_yaml_match_float32_within_tolerance():
 def test_fit_with_speed_switches_and_resume_without_them(tmp_path):
     from odise_pl.cli import main
 
-    base = [f"run.root={tmp_path / 'runs'}", f"data.root={tmp_path / 'data'}", "run.version=v",
-            "data.num_train=4", "data.num_val=2", "data.batch_size=2", "data.eval_batch_size=2", "data.num_workers=0",
-            "trainer.val_check_interval=2", "trainer.enable_progress_bar=false", "checkpoint.every_n_steps=1",
-            *SMALL]
+    base = [*micro_run(tmp_path, steps=2, num_train=4), "run.version=v", "checkpoint.every_n_steps=1", *SMALL]
     fast = ["model.speed.frozen_autocast=true", "model.speed.frozen_weights=true"]
     assert main(["fit", "-c", str(QUICK), *base, *fast, "trainer.max_steps=2"]) == 0
     run = tmp_path / "runs" / "quickstart_diffusion" / "v"
