@@ -172,7 +172,7 @@ def test_summary_command_prints_the_backbone(capsys):
 
 
 def test_a_new_backbone_is_one_class_one_registry_line_one_yaml(tmp_path):
-    """The README's recipe: a ViTBackbone subclass + registration, named by an experiment's YAML."""
+    """docs/backbones.md's recipe: a ViTBackbone subclass + registration, named by an experiment's YAML."""
     from dataclasses import dataclass
 
     from transformers import ViTConfig, ViTModel
