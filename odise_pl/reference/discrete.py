@@ -155,15 +155,20 @@ def panoptic_uncertain(
     margin = torch.minimum(gap, (sig.gather(0, owner[None])[0] - 0.5).abs())
     own = owner[None] == torch.arange(len(scores)).view(-1, 1, 1)
     ok_unsure = torch.zeros_like(keep)
-    for q in torch.nonzero(keep).flatten().tolist():
-        own_a, mask_a = int(own[q].sum()), int(fg[q].sum())
-        vis = int((own[q] & fg[q]).sum())
-        n_own, n_fg = int((owner_unsure & near[q]).sum()), int(fg_unsure[q].sum())
-        hi = own_a + n_own > 0 and vis + n_own + n_fg > 0 and (own_a + n_own) >= overlap_threshold * max(mask_a - n_fg, 1)
-        lo = own_a - n_own > 0 and mask_a - n_fg > 0 and vis - n_own - n_fg > 0 and (own_a - n_own) >= overlap_threshold * (mask_a + n_fg)
+    for q in torch.nonzero(keep).flatten().tolist():  # interval arithmetic on the three areas
+        own_lo, own_hi = own[q] & ~owner_unsure, own[q] | (owner_unsure & near[q])
+        fg_lo, fg_hi = fg[q] & ~fg_unsure[q], fg[q] | fg_unsure[q]
+        lo_counts = [int(own_lo.sum()), int(fg_lo.sum()), int((own_lo & fg_lo).sum())]
+        hi_counts = [int(own_hi.sum()), int(fg_hi.sum()), int((own_hi & fg_hi).sum())]
+        hi = min(hi_counts) > 0 and hi_counts[0] >= overlap_threshold * lo_counts[1]
+        lo = min(lo_counts) > 0 and lo_counts[0] >= overlap_threshold * hi_counts[1]
         if hi != lo:
             ok_unsure[q] = True
-            notes.append(f"query {q}: overlap ratio {own_a}/{mask_a} vs {overlap_threshold:g} within {n_own + n_fg} uncertain pixel(s)")
+            notes.append(
+                f"query {q}: overlap test (own {int(own[q].sum())}, mask {int(fg[q].sum())} pixels, "
+                f"ratio >= {overlap_threshold:g}) open within own {lo_counts[0]}..{hi_counts[0]}, "
+                f"mask {lo_counts[1]}..{hi_counts[1]}, visible {lo_counts[2]}..{hi_counts[2]}"
+            )
     uncertain_q = keep_unsure | ok_unsure
     unsure |= (near & uncertain_q.view(-1, 1, 1)).any(0)
     return unsure, margin, notes
@@ -272,7 +277,7 @@ def instances_check(
     cost = 1 - iou + (so[:, None] - sr[None]).abs().numpy()
     cost += 1000 * (ours["classes"].cpu()[:, None] != ref["classes"].cpu()[None]).numpy()
     rows, cols = linear_sum_assignment(cost) if no and nr else ([], [])
-    excused, failed = [], []
+    excused, failed, same_mask = [], [], []
     matched_o, matched_r = set(), set()
     for i, j in zip(rows, cols):
         if cost[i, j] >= 1000:
@@ -292,7 +297,9 @@ def instances_check(
             continue
         matched_o.add(i)
         matched_r.add(j)
-        if diff.any():
+        if not diff.any():
+            same_mask.append((i, j))
+        else:
             pts = _where(diff)
             excused.append(
                 f"class {int(ref['classes'][j])} mask at " + _listing(pts, [float(margin[p]) for p in pts], int(diff.sum()) - len(pts))
@@ -313,12 +320,9 @@ def instances_check(
         else:
             failed.append(f"no instance matches class {int(ref['classes'][j])} (score {float(sr[j]):.4f})")
     head = f"{no} instances vs the reference's {nr}, matched as an assignment"
-    pairs = sorted(matched_o), sorted(matched_r)
-    if pairs[0]:
-        idx_o = [i for i, j in zip(rows, cols) if i in matched_o]
-        idx_r = [j for i, j in zip(rows, cols) if i in matched_o]
-        err = rel_l2(so[idx_o], sr[idx_r])
-        head += f", scores rel L2 {err:.1e}"
+    if same_mask:  # scores of identical masks are float outputs: rel. L2 <= REL_TOL as any other
+        err = rel_l2(so[[i for i, _ in same_mask]], sr[[j for _, j in same_mask]])
+        head += f", scores of the {len(same_mask)} identical masks rel L2 {err:.1e}"
         if err > REL_TOL:
             failed.append(f"scores rel L2 {err:.1e} > {REL_TOL:g}")
     if failed:
