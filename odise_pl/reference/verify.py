@@ -17,9 +17,13 @@ Tolerances (one number each, and why):
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 
+from odise_pl.errors import OdiseError
 from odise_pl.reference.capture import capture, pad_to
 from odise_pl.reference.checks import REL_TOL, Check, max_abs, rel_l2
 from odise_pl.reference.fixture import Fixture, build_fixture_model
@@ -119,21 +123,49 @@ def _retry_after_flip(model, got, tensors, prefix, name, err) -> Check:
     )
 
 
-@torch.no_grad()
-def verify_fixture(fx: Fixture, model=None) -> list[Check]:
-    """Every check of one fixture model (built with :func:`build_fixture_model` unless given)."""
-    if model is None:
-        model, _ = build_fixture_model(fx)
-    tensors, index = fx.load_tensors(), fx.load_index()
-    checks: list[Check] = []
-    for prefix in ("inA", "inB"):
-        checks += compare_input(model, tensors, index["inputs"][prefix], prefix)
-    if fx.train_record.is_file() and "train" in index:  # the caption fixture's training forward
-        from safetensors.torch import load_file
+@contextmanager
+def strict_fp32(device: str) -> Iterator[None]:
+    """float32 arithmetic as the reference's: on CUDA, TF32 off for matmuls and convolutions (restored after).
 
-        with torch.enable_grad():
-            checks += check_training_record(model, load_file(str(fx.train_record)), index["train"])
+    Raises:
+        OdiseError: ``device`` is ``cuda`` and no CUDA device is available.
+    """
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise OdiseError(f"--device {device}: give cpu or cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise OdiseError(
+            f"--device {device}: no CUDA device is available to this process "
+            f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); run with --device cpu"
+        )
+    flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    precision = torch.get_float32_matmul_precision()
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+        torch.set_float32_matmul_precision(precision)
+
+
+@torch.no_grad()
+def verify_fixture(fx: Fixture, model=None, device: str = "cpu") -> list[Check]:
+    """Every check of one fixture model (built with :func:`build_fixture_model` on ``device`` unless given),
+    in float32 with TF32 off."""
+    with strict_fp32(device):
+        if model is None:
+            model, _ = build_fixture_model(fx, device=device)
+        tensors = {k: v.to(device) for k, v in fx.load_tensors().items()}
+        index = fx.load_index()
+        checks: list[Check] = []
+        for prefix in ("inA", "inB"):
+            checks += compare_input(model, tensors, index["inputs"][prefix], prefix)
+        if fx.train_record.is_file() and "train" in index:  # the caption fixture's training forward
+            from safetensors.torch import load_file
+
+            with torch.enable_grad():
+                checks += check_training_record(model, load_file(str(fx.train_record), device=device), index["train"])
     return checks
 
 
-__all__ = ["Check", "REL_TOL", "compare_input", "pad_to", "rel_l2", "verify_fixture"]
+__all__ = ["Check", "REL_TOL", "compare_input", "pad_to", "rel_l2", "strict_fp32", "verify_fixture"]
