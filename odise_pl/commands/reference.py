@@ -36,6 +36,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     kinds = KINDS if args.kind == "all" else (args.kind,)
     failed = 0
+    report: dict = {"device": args.device, "kinds": {}}
     for kind in kinds:
         fx = fixture(args.fixture, kind)
         checks = verify_fixture(fx, device=args.device)
@@ -49,6 +50,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
         bad = [c for c in checks if not c.ok]
         failed += len(bad)
         print(f"  {len(checks) - len(bad)} passed, {len(bad)} failed")
+        report["kinds"][kind] = {
+            "passed": len(checks) - len(bad),
+            "failed": len(bad),
+            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in checks],
+        }
+    if args.json:
+        import json
+
+        from odise_pl.engine.atomic_files import write_new
+
+        print(f"wrote {write_new(args.json, json.dumps(report, indent=1))}")
     return 1 if failed else 0
 
 
@@ -75,5 +87,6 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--device", default="cpu", help="cpu (default) or cuda: where the fixture models run (float32, TF32 off)"
     )
+    p.add_argument("--json", default=None, help="also write every check to this JSON file (never overwritten)")
     p.add_argument("-v", "--verbose", action="store_true", help="print every check, not only failures")
     p.set_defaults(func=cmd_verify)
