@@ -4,7 +4,7 @@
 
     odise-pl convert-reference --odise-ckpt odise_label_coco_50e-b67d2efc.pth \\
         -c experiments/odise_label_coco.yaml --out runs/odise_label_coco_50e [key=value ...]
-    odise-pl verify-reference [--fixture DIR] [--kind label|caption|all]
+    odise-pl verify-reference [--fixture DIR] [--kind label|caption|all] [--device cpu|cuda]
 
 ``verify-reference`` builds the reference fixture's tiny models through the conversion path,
 runs them on the fixture's two inputs and prints every recorded tensor's error; it exits 0 only
@@ -36,16 +36,31 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     kinds = KINDS if args.kind == "all" else (args.kind,)
     failed = 0
+    report: dict = {"device": args.device, "kinds": {}}
     for kind in kinds:
         fx = fixture(args.fixture, kind)
-        checks = verify_fixture(fx)
-        print(f"{kind} fixture ({fx.weights}): {len(checks)} checks, float tolerance rel. L2 <= {REL_TOL:g}")
+        checks = verify_fixture(fx, device=args.device)
+        print(
+            f"{kind} fixture ({fx.weights}) on {args.device} (float32, TF32 off): {len(checks)} checks, "
+            f"float tolerance rel. L2 <= {REL_TOL:g}, discrete outputs by the tie rule"
+        )
         for check in checks:
             if not check.ok or args.verbose:
                 print(f"  {'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
         bad = [c for c in checks if not c.ok]
         failed += len(bad)
         print(f"  {len(checks) - len(bad)} passed, {len(bad)} failed")
+        report["kinds"][kind] = {
+            "passed": len(checks) - len(bad),
+            "failed": len(bad),
+            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in checks],
+        }
+    if args.json:
+        import json
+
+        from odise_pl.engine.atomic_files import write_new
+
+        print(f"wrote {write_new(args.json, json.dumps(report, indent=1))}")
     return 1 if failed else 0
 
 
@@ -69,5 +84,9 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--fixture", default=None, help="fixture folder (default: the project's tests/data copy)")
     p.add_argument("--kind", default="all", choices=("label", "caption", "all"))
+    p.add_argument(
+        "--device", default="cpu", help="cpu (default) or cuda: where the fixture models run (float32, TF32 off)"
+    )
+    p.add_argument("--json", default=None, help="also write every check to this JSON file (never overwritten)")
     p.add_argument("-v", "--verbose", action="store_true", help="print every check, not only failures")
     p.set_defaults(func=cmd_verify)
