@@ -12,6 +12,7 @@ import importlib
 import sys
 from pathlib import Path
 
+from odise_pl import install_torchvision_compat
 from odise_pl.commands.lazy_parser import LazyArgumentParser
 from odise_pl.errors import ConfigError, OdiseError
 
@@ -160,6 +161,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    install_torchvision_compat()  # the commands import lightning, open_clip...: torchvision must import
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

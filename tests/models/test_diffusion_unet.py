@@ -6,7 +6,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import odise_pl  # noqa: F401  (torchvision workaround before open_clip)
 from odise_pl.errors import ConfigError
 from odise_pl.models.backbones.base import ShapeSpec
 from odise_pl.models.backbones.diffusion_unet import (
