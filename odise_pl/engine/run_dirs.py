@@ -20,7 +20,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from odise_pl.engine.atomic_files import atomic_write
+from odise_pl.atomic_files import atomic_write
 from odise_pl.engine.checkpoints import read_checkpoint
 from odise_pl.errors import CheckpointError, ConfigError
 

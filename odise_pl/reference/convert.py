@@ -110,7 +110,7 @@ def convert_reference(
     """Write the run directory ``out`` (refused if it already holds one) and return its path."""
     from safetensors.torch import save
 
-    from odise_pl.engine.atomic_files import atomic_write
+    from odise_pl.atomic_files import atomic_write
     from odise_pl.engine.run_files import CONFIG_FILE, WEIGHTS_FILE, write_categories
     from odise_pl.vocab import load_builtin
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from odise_pl.atomic_files import write_text
 from odise_pl.config.sweep import SEED_KEY, point_of
-from odise_pl.engine.atomic_files import write_text
 from odise_pl.errors import ConfigError
 
 PLAN_FILE = "sweep.json"  # in the sweep directory: the planned runs

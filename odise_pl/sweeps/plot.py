@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from odise_pl.engine.atomic_files import write_new
+from odise_pl.atomic_files import write_new
 from odise_pl.metrics.replicates import CONFIDENCE
 from odise_pl.sweeps.collect import collect
 from odise_pl.sweeps.run_state import RunRecord
@@ -34,7 +34,7 @@ CURVE_TAGS = ("val/PQ", "val/mIoU")
 
 
 def _save(fig, path: Path) -> Path:
-    """Save a figure under the next free name (:func:`~odise_pl.engine.atomic_files.write_new`: never
+    """Save a figure under the next free name (:func:`~odise_pl.atomic_files.write_new`: never
     replaces a file, even one another process just wrote)."""
     return write_new(path, lambda handle: fig.savefig(handle, format="png", dpi=110, bbox_inches="tight"))
 

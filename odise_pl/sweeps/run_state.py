@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from odise_pl.engine.atomic_files import write_text
+from odise_pl.atomic_files import write_text
 from odise_pl.engine.run_dirs import finished_version
 from odise_pl.sweeps.plan_file import PlannedEntry
 

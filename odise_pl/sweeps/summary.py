@@ -1,7 +1,7 @@
 """A sweep's summary files, rebuilt from its run records: ``summary.md`` / ``summary.csv``, one row per run
 (varied values, parameter counts, final metrics, state); with seeds ``summary_points.csv`` and a second table:
 per point and metric the mean, sample std and 95% confidence interval (Student's t) over its finished seeds.
-Each file is written atomically (:mod:`odise_pl.engine.atomic_files`)."""
+Each file is written atomically (:mod:`odise_pl.atomic_files`)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from odise_pl.atomic_files import write_text
 from odise_pl.config.sweep import SEED_KEY, labels_for, shown_value
-from odise_pl.engine.atomic_files import write_text
 from odise_pl.metrics.replicates import CONFIDENCE, ReplicateStats, replicate_stats
 from odise_pl.sweeps.run_state import STATES, RunRecord
 
