@@ -48,11 +48,10 @@ Gradients reach the captioner through the frozen UNet: its weights have
 
 from __future__ import annotations
 
-import gzip
 import math
 import re
 from dataclasses import dataclass
-from functools import lru_cache, partial
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +62,7 @@ from torch import nn
 from odise_pl.config.schema import choice
 from odise_pl.errors import ConfigError
 from odise_pl.models.backbones.base import Backbone, ShapeSpec
+from odise_pl.models.backbones.clip_tokenizer import clip_bpe_tokenizer
 from odise_pl.models.backbones.implicit_captioner import ImplicitCaptioner
 from odise_pl.models.backbones.pyramid import StrideFusion, TapRecorder, add_to_output, sliding_window_forward
 from odise_pl.models.backbones.sd_single_file import is_single_file, load_single_file
@@ -220,20 +220,6 @@ def tiny_text_config(hidden_size: int = 32) -> dict:
     return dict(vocab_size=49408, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
                 num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77, hidden_act="quick_gelu",
                 projection_dim=hidden_size, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
-
-
-@lru_cache(maxsize=1)
-def clip_bpe_tokenizer():
-    """CLIP's tokenizer built offline from the BPE merges that ``open_clip`` ships (same ids as SD v1.x's)."""
-    from open_clip.tokenizer import bytes_to_unicode, default_bpe
-    from transformers import CLIPTokenizer
-
-    lines = gzip.open(default_bpe()).read().decode("utf-8").split("\n")[1:49152 - 256 - 2 + 1]
-    merges = [tuple(line.split()) for line in lines]
-    symbols = list(bytes_to_unicode().values())
-    vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
-    return CLIPTokenizer(vocab={token: i for i, token in enumerate(vocab)}, merges=merges, model_max_length=77)
 
 
 def build_tiny_stable_diffusion(*, unet_config: dict | None = None, vae_config: dict | None = None,
