@@ -88,7 +88,7 @@ def convert_state_dict(
     Raises:
         ConfigError: an unknown, mis-shaped or missing key (named).
     """
-    from odise_pl.commands.summary import build_on_meta
+    from odise_pl.models.on_meta import build_on_meta
 
     model = build_on_meta(cfg)
     ours = model.state_dict()

@@ -346,6 +346,16 @@ class DiffusionUNetBackbone(Backbone):
                                    activation_checkpointing=activation_checkpointing)
 
     @classmethod
+    def build_on_meta(cls, cfg: DiffusionBackboneConfig, *, clip: SharedClip | None = None) -> DiffusionUNetBackbone:
+        """The real architecture without reading weights (call under ``torch.device("meta")``): SD v1.x's
+        shapes for a pretrained backbone, the tiny config's otherwise (``odise-pl summary``)."""
+        if not cfg.pretrained or cfg.tiny:
+            return cls.from_config(cfg, clip=clip)
+        from odise_pl.models.param_summary import sd15_parts_on_meta
+
+        return cls(**sd15_parts_on_meta(), tokenizer=clip_bpe_tokenizer(), clip=clip, pretrained=True)
+
+    @classmethod
     def from_config(cls, cfg: DiffusionBackboneConfig, *, clip: SharedClip | None = None,
                     **context) -> DiffusionUNetBackbone:
         """Build from the YAML section; ``clip`` is the model's shared CLIP (other context is ignored)."""
