@@ -14,6 +14,7 @@ One job per module:
 * :mod:`~odise_pl.engine.fit`: ``odise-pl fit``;
 * :mod:`~odise_pl.engine.evaluate`: ``odise-pl validate`` / ``test`` and ``test --sets``;
 * :mod:`~odise_pl.engine.predictor`: a trained run on new images with a new vocabulary (``odise-pl predict``);
+* :mod:`~odise_pl.engine.retrieval`: image <-> caption retrieval accuracy of a caption-grounding model;
 * :mod:`~odise_pl.engine.results`: metric dicts, ``metrics.json`` / ``metrics.md`` tables;
 * :mod:`~odise_pl.engine.quiet`: the framework messages filtered out of every run's output.
 
