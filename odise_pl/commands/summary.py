@@ -23,7 +23,7 @@ def summarize(cfg: DictConfig) -> tuple[list[ParamRow], str]:
     return rows, format_summary(rows)
 
 
-def cmd_summary(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from odise_pl.config import load_config
 
     _, text = summarize(load_config(args.config, args.overrides))
@@ -35,4 +35,4 @@ def add_parser(sub) -> None:
     p = sub.add_parser("summary", help="trainable / frozen parameters per part (meta device, no weights)")
     p.add_argument("-c", "--config", required=True)
     p.add_argument("overrides", nargs="*")
-    p.set_defaults(func=cmd_summary)
+    p.set_defaults(func=run)

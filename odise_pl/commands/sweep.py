@@ -195,7 +195,8 @@ def add_common_arguments(p: argparse.ArgumentParser, *, suppress: bool = False) 
     p.add_argument("overrides", nargs="*", help="key=value applied to every run, e.g. trainer.max_steps=100")
 
 
-def dispatch(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """``odise-pl sweep [NAME]``: the run form, or the sub-command NAME of :data:`SUBCOMMANDS`."""
     name = getattr(args, "sweep_command", None) or RUN
     if getattr(args, "config", None) is None:
         raise ConfigError(f"odise-pl sweep{'' if name == RUN else ' ' + name} needs -c SWEEP.yaml, e.g. "
@@ -213,10 +214,10 @@ def add_parser(sub) -> None:
     p.add_argument("-c", "--config", default=None, help="sweep YAML file, e.g. experiments/sweeps/backbones.yaml")
     add_run_arguments(p)
     parsers = {}
-    run = argparse.ArgumentParser(prog="odise-pl sweep", add_help=False)
-    add_common_arguments(run, suppress=True)
-    add_run_arguments(run, suppress=True)
-    parsers[RUN] = run
+    run_form = argparse.ArgumentParser(prog="odise-pl sweep", add_help=False)
+    add_common_arguments(run_form, suppress=True)
+    add_run_arguments(run_form, suppress=True)
+    parsers[RUN] = run_form
     for name, (text, _, extra) in SUBCOMMANDS.items():
         sp = argparse.ArgumentParser(prog=f"odise-pl sweep {name}", description=text)
         add_common_arguments(sp, suppress=True)
@@ -225,4 +226,4 @@ def add_parser(sub) -> None:
         parsers[name] = sp
     p.add_argument("sweep_command", action=OptionalSubcommand, parsers=parsers, metavar="[status|key=value ...]",
                    help="a sub-command (" + ", ".join(SUBCOMMANDS) + "), or the overrides of every run")
-    p.set_defaults(func=dispatch, overrides=[])
+    p.set_defaults(func=run, overrides=[])
