@@ -147,7 +147,9 @@ def resume_point(cfg: DictConfig, resume: str | None = None) -> tuple[Path, Path
     * no ``resume``: ``run_dir_for(cfg)``; an explicit ``run.version`` whose directory holds
       ``checkpoints/last.ckpt`` resumes from it (so re-running a killed command continues it).
 
-    A finished run (:func:`final_results`, and ``trainer.max_steps`` reached) is refused.
+    A finished run (``metrics.json`` written and ``trainer.max_steps`` reached) is refused. This is
+    stricter than :func:`final_results` on purpose: any ``metrics.json`` in the directory ``fit`` would
+    write into stops it from writing a second run's results beside it.
     """
     if resume is not None:
         given = Path(resume)
@@ -168,12 +170,12 @@ def resume_point(cfg: DictConfig, resume: str | None = None) -> tuple[Path, Path
         run_dir = run_dir_for(cfg)
         ckpt = run_dir / "checkpoints" / "last.ckpt"
         if not ckpt.is_file():
-            if final_results(run_dir) is not None:
+            if (run_dir / "metrics.json").exists():
                 raise ConfigError(f"run directory {run_dir} holds a finished run without a checkpoint to "
                                   "resume: set run.version to a new name, or leave it null for the next "
                                   "free version.")
             return run_dir, None  # new, empty, or killed before its first checkpoint
-    done = final_results(run_dir) is not None
+    done = (run_dir / "metrics.json").exists()
     if done and int(read_checkpoint(ckpt).get("global_step", 0)) >= int(cfg.trainer.max_steps):
         raise ConfigError(f"run {run_dir} already finished (trainer.max_steps={cfg.trainer.max_steps} "
                           "reached, metrics.json written). Raise trainer.max_steps to train it further, "
