@@ -20,9 +20,10 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(VENV)/bin/odise-pl demo --out $(DEMO_DIR)
 
-# the default run (< 10 min on 2 cores): lint, then every test not marked slow
+# the default run (< 10 min on 2 cores): lint, the import layers, then every test not marked slow
 test: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports  # the layers of docs/architecture.md ([tool.importlinter] in pyproject.toml)
 	$(PY) -m pytest -q -m "not slow"
 
 # the slow end-to-end tests (SLURM, DDP, notebooks, resume after kills); .ci/run runs them after make test

@@ -85,11 +85,8 @@ def build_module(args: argparse.Namespace, device: torch.device):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from odise_pl.models.backbones.diffusion_unet import (
-        DiffusionUNetBackbone,
-        build_tiny_stable_diffusion,
-        clip_bpe_tokenizer,
-    )
+    from odise_pl.models.backbones.clip_tokenizer import clip_bpe_tokenizer
+    from odise_pl.models.backbones.diffusion_unet import DiffusionUNetBackbone, build_tiny_stable_diffusion
     from odise_pl.models.clip_model import ClipSpec, load_clip
     from odise_pl.models.mask_generator.criterion import SetCriterion
     from odise_pl.models.mask_generator.mask2former import Mask2FormerMaskGenerator

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import odise_pl  # noqa: F401  (installs the torchvision shim before a test module imports lightning)
+from odise_pl import install_torchvision_compat
+
+install_torchvision_compat()  # torchvision's ops may not load here (odise_pl.torchvision_hook)
 
 os.environ.setdefault("ODISE_PL_CACHE", str(Path(__file__).resolve().parent / ".." / ".pytest_cache" / "odise_pl"))
 torch.set_num_threads(min(2, torch.get_num_threads()))

@@ -3,12 +3,10 @@ gradients before the total-norm clipping at ``optim.clip_grad_norm``, so the cli
 
 from __future__ import annotations
 
-import lightning as L  # noqa: E402
+import lightning as L
 import pytest
 import torch
 from torch import nn
-
-import odise_pl  # noqa: F401  (before lightning: the torchvision compatibility shim)
 
 
 class _Quadratic(L.LightningModule):

@@ -30,7 +30,8 @@ SCRIPT = textwrap.dedent(
     import json, sys
     from pathlib import Path
 
-    import odise_pl  # noqa: F401  (first: makes torchvision importable, see odise_pl._torchvision_compat)
+    from odise_pl import install_torchvision_compat
+    install_torchvision_compat()  # torchvision's ops may not load here (odise_pl.torchvision_hook)
     import torch
     torch.set_num_threads(1)
     import lightning as L

@@ -46,7 +46,7 @@ def test_fit_trains_the_strategy_named_by_imports_in_a_new_process(tmp_path):
 
 def test_the_sweep_reaches_every_run_with_the_imports(capsys):
     from odise_pl.cli import main
-    from odise_pl.commands.sweep import plan
+    from odise_pl.sweeps.plan import plan
 
     sweep = EXAMPLE / "sweep.yaml"
     assert main(["sweep", "-c", str(sweep), "--dry-run"]) == 0
@@ -64,8 +64,8 @@ def test_the_sweep_reaches_every_run_with_the_imports(capsys):
 
 
 def test_a_sweep_over_the_external_strategy_checks_its_keys_in_every_run(tmp_path):
-    from odise_pl.commands.sweep import plan
     from odise_pl.errors import ConfigError
+    from odise_pl.sweeps.plan import plan
 
     sweep = tmp_path / "scales.yaml"
     sweep.write_text(f"base: {EXAMPLE / 'experiment.yaml'}\ngrid:\n  model.supervision.scale: [20.0, -1.0]\n")

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L  # noqa: E402
+import lightning as L
 import torch
 from torch import nn
 
-import odise_pl  # noqa: F401  (before lightning: the torchvision compatibility shim)
 from odise_pl.callbacks.checkpointing import ResumeCheckpoint, RngState
 from odise_pl.callbacks.nonfinite_loss import NonFiniteLoss
 from odise_pl.data_modules.sampling import ResumableDataLoader, ResumableShuffleSampler

@@ -17,8 +17,8 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
+from odise_pl.atomic_files import write_json
 from odise_pl.config.sweep import point_of
-from odise_pl.engine.atomic_files import write_json
 from odise_pl.models.param_summary import count_parameters
 
 #: metric columns of the hparams view (scalar tags logged by the module)

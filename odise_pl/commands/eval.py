@@ -91,7 +91,7 @@ def _write_json(path: str | None, results: dict) -> None:
     out = Path(path)
     if out.is_dir():
         raise DatasetError(f"--out {out} is a directory; give a file name such as {out / 'results.json'}.")
-    from odise_pl.engine.atomic_files import write_new
+    from odise_pl.atomic_files import write_new
 
     written = write_new(out, json.dumps(results, indent=1) + "\n")  # an earlier result is never overwritten
     print(f"results written to {written}" + (f" ({out} exists already)" if written != out else ""))

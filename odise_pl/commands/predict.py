@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # imported when the command runs (the CLI starts light)
     import numpy as np
 
-from odise_pl.engine.atomic_files import create, first_free
+from odise_pl.atomic_files import create, first_free
 
 OUTPUT_SUFFIXES = ("_panoptic.png", ".json", "_overlay.png")
 

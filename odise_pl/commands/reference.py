@@ -58,7 +58,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.json:
         import json
 
-        from odise_pl.engine.atomic_files import write_new
+        from odise_pl.atomic_files import write_new
 
         print(f"wrote {write_new(args.json, json.dumps(report, indent=1))}")
     return 1 if failed else 0

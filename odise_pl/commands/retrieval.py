@@ -2,7 +2,7 @@
 
 Scores every validation image against every validation caption with the grounding
 score of the caption strategy (see
-:func:`odise_pl.metrics.retrieval.retrieval_accuracy`) and prints
+:func:`odise_pl.engine.retrieval.retrieval_accuracy`) and prints
 recall@1 and @5 both ways (every caption of every image, the COCO protocol)
 beside chance.  Without ``--ckpt`` the untrained model is
 measured (the baseline).
@@ -30,10 +30,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def evaluate_retrieval(cfg, ckpt: str | None = None, *, device: str = "cpu",
                        max_batches: int | None = None) -> dict[str, float]:
     """Build the model of ``cfg`` (optionally from a checkpoint) and run
-    :func:`~odise_pl.metrics.retrieval.retrieval_accuracy` on its validation split."""
+    :func:`~odise_pl.engine.retrieval.retrieval_accuracy` on its validation split."""
     from odise_pl.engine.components import build_all
+    from odise_pl.engine.retrieval import retrieval_accuracy
     from odise_pl.engine.weights import load_checkpoint
-    from odise_pl.metrics.retrieval import retrieval_accuracy
 
     dm, model = build_all(cfg)
     if ckpt:

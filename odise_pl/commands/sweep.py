@@ -2,7 +2,7 @@
 every run of a sweep file; ``odise-pl sweep status -c SWEEP.yaml``: where each run stands;
 ``odise-pl sweep collect -c SWEEP.yaml|SWEEP_DIR``: the summary rebuilt from the run directories at any
 time; ``odise-pl sweep plot -c SWEEP.yaml|SWEEP_DIR [--out DIR]``: its figures
-(:mod:`odise_pl.launchers.collect`, :mod:`odise_pl.launchers.plot`).
+(the library: :mod:`odise_pl.sweeps`).
 
 The sweep file (:mod:`odise_pl.config.sweep`) names a base experiment and the dotted keys
 to vary (``grid``: every combination, ``zip``: lists taken together).  Run ``NAME`` (made
@@ -31,128 +31,12 @@ Example:
 from __future__ import annotations
 
 import argparse
-import importlib
-import shlex
 import sys
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from odise_pl.errors import ConfigError
 
-if TYPE_CHECKING:  # imported when the command runs (the CLI starts light: tests/core/test_cli_imports.py)
-    from odise_pl.config.sweep import SweepRun
-
-
-@dataclass
-class PlannedRun:
-    """A sweep run with its full overrides, resolved config and directories."""
-
-    run: SweepRun
-    overrides: list[str]
-    cfg: object
-    sweep_dir: Path
-    status: str = "pending"            # pending | done | skipped (finished before) | failed: ...
-    run_dir: str = ""
-    results: dict = field(default_factory=dict)
-
-    @property
-    def run_parent(self) -> Path:
-        return self.sweep_dir / self.run.name
-
-
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].strip()
-
-
-def plan(path: str | Path, cli_overrides: list[str], *, seeds: list[int] | None = None) -> list[PlannedRun]:
-    """Expand the sweep and resolve every run's config (``run.root``/``run.name`` set per run).
-
-    ``seeds`` (``--seeds``) replicates every point once per seed, replacing the file's ``seeds``.
-
-    Raises:
-        ConfigError: a malformed sweep, an invalid run, or a command-line override of a varied key.
-    """
-    from omegaconf import OmegaConf, read_write
-
-    from odise_pl.config import load_config
-    from odise_pl.config.sweep import expand_sweep, format_value
-
-    runs = expand_sweep(path, validate=False, seeds=seeds)  # each run's config is loaded (validated) below
-    planned = []
-    for index, run in enumerate(runs, 1):
-        varied_keys = set(run.values)
-        clash = [o for o in cli_overrides if _key(o) in varied_keys]
-        if clash:
-            raise ConfigError(f"override {clash[0]!r} sets '{_key(clash[0])}', which the sweep {path} varies; "
-                              "drop it, or change the sweep file's grid/zip.")
-        split = len(run.overrides) - len(run.values)   # SweepRun.overrides = [*sweep overrides, *varied]
-        common, varied = run.overrides[:split], run.overrides[split:]
-        overrides = [*common, *cli_overrides, *varied]
-        try:
-            cfg = load_config(run.base, overrides)
-        except ConfigError as err:
-            raise ConfigError(f"sweep {path}: run '{run.name}' ({index}/{len(runs)}): {err}") from err
-        sweep_dir = Path(str(cfg.run.root)) / run.sweep
-        placement = {"run.root": str(sweep_dir), "run.name": run.name, "run.version": None}
-        with read_write(cfg):  # the loaded config is read-only
-            for key, value in placement.items():
-                OmegaConf.update(cfg, key, value, merge=False)
-        overrides += [f"{key}={format_value(value)}" for key, value in placement.items()]
-        planned.append(PlannedRun(run, overrides, cfg, sweep_dir))
-    return planned
-
-
-def fit_command(p: PlannedRun) -> str:
-    """The ``odise-pl fit`` command line of one run (shell-quoted)."""
-    return " ".join(["odise-pl", "fit", "-c", shlex.quote(str(p.run.base)), *map(shlex.quote, p.overrides)])
-
-
-def finished_results(run_parent: Path) -> tuple[str, dict] | None:
-    """``(run_dir, results)`` of a finished version of a run, or None (:func:`odise_pl.launchers.collect.finished_results`)."""
-    from odise_pl.launchers.collect import finished_results as finished
-
-    return finished(run_parent)
-
-
-def resume_checkpoint(run_parent: Path) -> Path | None:
-    """The newest ``last.ckpt`` of an unfinished version of a run (None: start afresh)."""
-    found = sorted(run_parent.glob("version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    return found[-1] if found else None
-
-
-def write_summary(planned: list[PlannedRun]) -> Path | None:
-    """``summary.md`` and ``summary.csv`` in the sweep directory, read from the run directories
-    (:func:`odise_pl.launchers.collect.write_summary`); returns the Markdown file."""
-    from odise_pl.launchers import collect
-
-    if not planned:
-        return None
-    sweep_dir = planned[0].sweep_dir
-    records = [collect.read_run(sweep_dir, entry) for entry in collect.entries_of(planned)]
-    notes = {p.run.name: p.status for p in planned if p.status != "pending"}
-    return collect.write_summary(sweep_dir, records, notes)
-
-
-def run_sweep(planned: list[PlannedRun]) -> int:
-    """Run every pending run in order, in this process (the ``inline`` launcher); returns the number failed."""
-    from odise_pl.launchers.inline import run_inline
-
-    return run_inline(planned)
-
-
-def check_sweep_file(path: str) -> None:
-    """Refuse a folder, or an experiment file given where a sweep file is expected (before anything else).
-
-    Raises:
-        ConfigError: ``path`` is not a sweep file (names it and says what one looks like).
-    """
-    from odise_pl.config.yaml_source import read_yaml
-
-    data, _ = read_yaml(Path(path))  # a missing file or a folder is named here
-    if not isinstance(data, dict) or "base" not in data:
-        raise ConfigError(f"{path} is not a sweep file: a sweep file names its experiment ('base: ../X.yaml') and "
-                          "the keys it varies ('grid:' and/or 'zip:'); see experiments/sweeps/.")
+# the library (odise_pl.sweeps, odise_pl.launchers) is imported when a command runs: the CLI starts light
+# (tests/core/test_cli_imports.py)
 
 
 def launcher_flags(args: argparse.Namespace) -> dict:
@@ -164,10 +48,12 @@ def launcher_flags(args: argparse.Namespace) -> dict:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from odise_pl.launchers import launch, launcher_settings
+    from odise_pl.sweeps.plan import check_sweep_file, fit_command, plan
 
     check_sweep_file(args.config)
     from odise_pl.config.sweep import parse_seeds
-    from odise_pl.launchers import collect
+    from odise_pl.sweeps.plan_file import entries_of, write_plan
+    from odise_pl.sweeps.summary import write_sweep_summary
 
     settings = launcher_settings(args.config, launcher_flags(args))
     seeds = parse_seeds(args.seeds) if getattr(args, "seeds", None) is not None else None
@@ -177,9 +63,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             print(fit_command(p))
         return 0
     if planned:  # what `collect` reads: the planned runs, before any of them starts
-        collect.write_plan(planned[0].sweep_dir, collect.entries_of(planned), str(args.config))
+        write_plan(planned[0].sweep_dir, entries_of(planned), str(args.config))
     failed = launch(planned, settings)
-    table = write_summary(planned)
+    table = write_sweep_summary(planned)
     if table is not None and not (settings.name == "slurm" and not settings.wait):
         print("\n" + table.read_text())
         print(f"sweep directory: {planned[0].sweep_dir}  (tensorboard --logdir {planned[0].sweep_dir})")
@@ -191,11 +77,41 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from odise_pl.launchers.status import format_states, run_states
+    from odise_pl.sweeps.plan import check_sweep_file, plan
 
     check_sweep_file(args.config)
     planned = plan(args.config, list(args.overrides))
     print(f"sweep {planned[0].run.sweep if planned else args.config}: {planned[0].sweep_dir if planned else ''}")
     print(format_states(run_states(planned)))
+    return 0
+
+
+def _seeds(args: argparse.Namespace) -> list[int] | None:
+    from odise_pl.config.sweep import parse_seeds
+
+    return parse_seeds(args.seeds) if getattr(args, "seeds", None) is not None else None
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    """``odise-pl sweep collect -c SWEEP.yaml|SWEEP_DIR [--seeds ...]``: prints the summary."""
+    from odise_pl.sweeps.collect import collect
+    from odise_pl.sweeps.plan_file import HPARAMS_DIR
+    from odise_pl.sweeps.summary import state_counts
+
+    sweep_dir, records = collect(args.config, list(getattr(args, "overrides", []) or []), _seeds(args))
+    print((sweep_dir / "summary.md").read_text())
+    print(f"sweep directory: {sweep_dir}  ({state_counts(records)}; HPARAMS view: "
+          f"tensorboard --logdir {sweep_dir / HPARAMS_DIR})")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """``odise-pl sweep plot -c SWEEP.yaml|SWEEP_DIR [--out DIR] [--seeds ...]``: prints the PNGs written."""
+    from odise_pl.sweeps.plot import plot_sweep
+
+    for path in plot_sweep(args.config, list(getattr(args, "overrides", []) or []), _seeds(args),
+                           out=getattr(args, "out", None)):
+        print(path)
     return 0
 
 
@@ -210,18 +126,18 @@ def plot_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, metavar="DIR", help="where the PNGs go (default SWEEP_DIR/plots)")
 
 
-#: ``odise-pl sweep NAME -c SWEEP.yaml [key=value ...]``: NAME -> (help, "module:function", its extra
-#: arguments or None). The function takes the parsed arguments (``config``, ``overrides`` and the extra
-#: ones) and returns the exit code; its module is imported only when it runs (the CLI starts light).
-#: Adding a sub-command is one line here.
+#: ``odise-pl sweep NAME -c SWEEP.yaml [key=value ...]``: NAME -> (help, handler, its extra arguments or
+#: None). The handler takes the parsed arguments (``config``, ``overrides`` and the extra ones) and returns
+#: the exit code; it imports the library when it runs (the CLI starts light). Adding a sub-command is one
+#: line here.
 SUBCOMMANDS: dict[str, tuple] = {
     "status": ("each run's state: pending, running, done, failed (with its log's tail)",
-               "odise_pl.commands.sweep:cmd_status", None),
+               cmd_status, None),
     "collect": ("the summary (summary.md / .csv, mean, std and 95% CI over seeds, HPARAMS view) rebuilt from the "
                 "run directories; -c takes the sweep file or its directory",
-                "odise_pl.launchers.collect:collect_command", seeds_argument),
+                cmd_collect, seeds_argument),
     "plot": ("PNGs of the final metrics (seed error bars) and the validation curves; --out DIR",
-             "odise_pl.launchers.plot:plot_command", plot_arguments),
+             cmd_plot, plot_arguments),
 }
 
 RUN = "run"  # the hidden sub-command of `odise-pl sweep -c S.yaml [key=value ...]`
@@ -279,15 +195,15 @@ def add_common_arguments(p: argparse.ArgumentParser, *, suppress: bool = False) 
     p.add_argument("overrides", nargs="*", help="key=value applied to every run, e.g. trainer.max_steps=100")
 
 
-def dispatch(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """``odise-pl sweep [NAME]``: the run form, or the sub-command NAME of :data:`SUBCOMMANDS`."""
     name = getattr(args, "sweep_command", None) or RUN
     if getattr(args, "config", None) is None:
         raise ConfigError(f"odise-pl sweep{'' if name == RUN else ' ' + name} needs -c SWEEP.yaml, e.g. "
                           "-c experiments/sweeps/backbones_tiny.yaml.")
     if name == RUN:
         return cmd_sweep(args)
-    module, function = SUBCOMMANDS[name][1].split(":")
-    return int(getattr(importlib.import_module(module), function)(args) or 0)
+    return int(SUBCOMMANDS[name][1](args) or 0)
 
 
 def add_parser(sub) -> None:
@@ -298,10 +214,10 @@ def add_parser(sub) -> None:
     p.add_argument("-c", "--config", default=None, help="sweep YAML file, e.g. experiments/sweeps/backbones.yaml")
     add_run_arguments(p)
     parsers = {}
-    run = argparse.ArgumentParser(prog="odise-pl sweep", add_help=False)
-    add_common_arguments(run, suppress=True)
-    add_run_arguments(run, suppress=True)
-    parsers[RUN] = run
+    run_form = argparse.ArgumentParser(prog="odise-pl sweep", add_help=False)
+    add_common_arguments(run_form, suppress=True)
+    add_run_arguments(run_form, suppress=True)
+    parsers[RUN] = run_form
     for name, (text, _, extra) in SUBCOMMANDS.items():
         sp = argparse.ArgumentParser(prog=f"odise-pl sweep {name}", description=text)
         add_common_arguments(sp, suppress=True)
@@ -310,4 +226,4 @@ def add_parser(sub) -> None:
         parsers[name] = sp
     p.add_argument("sweep_command", action=OptionalSubcommand, parsers=parsers, metavar="[status|key=value ...]",
                    help="a sub-command (" + ", ".join(SUBCOMMANDS) + "), or the overrides of every run")
-    p.set_defaults(func=dispatch, overrides=[])
+    p.set_defaults(func=run, overrides=[])

@@ -238,7 +238,7 @@ def print_config(path: PathLike, overrides: Sequence[str] = ()) -> str:
 
 
 def save_resolved(cfg: DictConfig, path: PathLike) -> Path:
-    """Write the resolved configuration as YAML, atomically (:func:`odise_pl.engine.atomic_files.atomic_write`).
+    """Write the resolved configuration as YAML, atomically (:func:`odise_pl.atomic_files.atomic_write`).
 
     Args:
         cfg: a configuration from :func:`load_config`.
@@ -247,7 +247,7 @@ def save_resolved(cfg: DictConfig, path: PathLike) -> Path:
     Returns:
         The path written.
     """
-    from odise_pl.engine.atomic_files import atomic_write
+    from odise_pl.atomic_files import atomic_write
 
     return atomic_write(path, to_yaml(cfg))
 

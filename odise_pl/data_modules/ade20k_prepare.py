@@ -57,7 +57,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from odise_pl.engine.atomic_files import write_text
+from odise_pl.atomic_files import write_text
 from odise_pl.errors import DatasetError
 
 __all__ = ["prepare_ade20k", "PreparedSplit", "ade20k_150_categories", "ade20k_instance_categories",

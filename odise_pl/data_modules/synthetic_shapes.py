@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from odise_pl.atomic_files import write_json, write_text
 from odise_pl.data_modules.coco_panoptic import CocoPanopticConfig, CocoPanopticDataModule
-from odise_pl.engine.atomic_files import write_json, write_text
 from odise_pl.errors import DatasetError
 from odise_pl.registry import DATA_MODULES
 

@@ -2,8 +2,6 @@
 
 One job per module:
 
-* :mod:`~odise_pl.engine.atomic_files`: the one writer of every file the project writes
-  (temporary file, fsync, rename) and the one "next free numbered path" rule;
 * :mod:`~odise_pl.engine.run_dirs`: where a run directory is chosen and claimed
   (``ROOT/NAME/version_N``, one choice for every rank of a launch) and where a run resumes;
 * :mod:`~odise_pl.engine.run_files`: what a run directory holds (config, categories, weights)
@@ -16,8 +14,10 @@ One job per module:
 * :mod:`~odise_pl.engine.fit`: ``odise-pl fit``;
 * :mod:`~odise_pl.engine.evaluate`: ``odise-pl validate`` / ``test`` and ``test --sets``;
 * :mod:`~odise_pl.engine.predictor`: a trained run on new images with a new vocabulary (``odise-pl predict``);
+* :mod:`~odise_pl.engine.retrieval`: image <-> caption retrieval accuracy of a caption-grounding model;
 * :mod:`~odise_pl.engine.results`: metric dicts, ``metrics.json`` / ``metrics.md`` tables;
 * :mod:`~odise_pl.engine.quiet`: the framework messages filtered out of every run's output.
 
-Nothing is imported here, so ``import odise_pl.engine.atomic_files`` stays light.
+Every file is written through :mod:`odise_pl.atomic_files`, a leaf module below every layer.
+Nothing is imported here, so ``import odise_pl.engine.run_dirs`` pulls in only what it needs.
 """

@@ -1,7 +1,7 @@
 """Checkpoint files: atomic writes, safe reads, config checks, and safetensors export.
 
 * :class:`AtomicCheckpointIO` is the Lightning ``CheckpointIO`` of every run: a checkpoint is
-  written through :func:`~odise_pl.engine.atomic_files.atomic_write` (a temporary file beside
+  written through :func:`~odise_pl.atomic_files.atomic_write` (a temporary file beside
   its target, flushed to disk, then renamed over it), so a
   crash or a full disk leaves the previous file intact.  (Lightning's own writer stages the file
   in the system temporary folder, so its final move is a plain copy when the run directory is
@@ -32,7 +32,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
-from odise_pl.engine.atomic_files import atomic_write
+from odise_pl.atomic_files import atomic_write
 from odise_pl.errors import CheckpointError
 
 #: keys that may change when a run is resumed (where it runs and how it reports, not what it learns)

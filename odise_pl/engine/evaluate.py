@@ -28,7 +28,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from odise_pl.engine.atomic_files import next_free_path, write_new, write_text
+from odise_pl.atomic_files import next_free_path, write_new, write_text
 from odise_pl.errors import ConfigError
 
 __all__ = ["PRESETS", "COLUMNS", "parse_set", "set_datamodule", "evaluate", "evaluate_sets", "format_sets_table", "run"]

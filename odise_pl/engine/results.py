@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from odise_pl.engine.atomic_files import next_free_path, write_new, write_text
+from odise_pl.atomic_files import next_free_path, write_new, write_text
 
 #: the columns of every results table
 TABLE_COLUMNS = ("PQ", "SQ", "RQ", "PQ_th", "SQ_th", "RQ_th", "PQ_st", "SQ_st", "RQ_st", "mIoU")
@@ -22,7 +22,7 @@ def merge_metrics(out: list[dict]) -> dict:
 def write_results(run_dir: Path, results: dict) -> Path:
     """``metrics.json`` and ``metrics.md`` (``metrics.N.*`` when a resumed run has them already); the JSON's path.
 
-    The JSON is written first and claims its number (:func:`~odise_pl.engine.atomic_files.write_new`),
+    The JSON is written first and claims its number (:func:`~odise_pl.atomic_files.write_new`),
     so the metrics are never lost to a failing table, and two writers never share a number.
     """
     first = next_free_path(Path(run_dir) / "metrics.json", companions=(".md",))

@@ -3,13 +3,16 @@
 * :func:`run_dir_for`: ``ROOT/NAME/VERSION``; with ``run.version: null`` the next free
   ``version_N``, one choice shared by every process of a launch (claim files for ``torchrun`` /
   SLURM launches, an environment variable for the ranks Lightning starts itself);
-* :func:`resume_point`: the run directory ``fit`` writes into and the checkpoint it resumes from.
+* :func:`resume_point`: the run directory ``fit`` writes into and the checkpoint it resumes from;
+* :func:`final_results`, :func:`finished_version`, :func:`resume_checkpoint`: the one rule of "is this
+  run finished, and where does it resume", which ``fit`` and every sweep launcher ask.
 
 What a run directory then holds is :mod:`odise_pl.engine.run_files`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -17,7 +20,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from odise_pl.engine.atomic_files import atomic_write
+from odise_pl.atomic_files import atomic_write
 from odise_pl.engine.checkpoints import read_checkpoint
 from odise_pl.errors import CheckpointError, ConfigError
 
@@ -109,6 +112,33 @@ def _claimed_run_dir(base: Path) -> Path:
     return base / claim.read_text().strip()
 
 
+def final_results(run_dir: Path) -> dict | None:
+    """The results of a finished run directory (its first ``metrics*.json`` with final metrics), or None."""
+    for metrics in sorted(Path(run_dir).glob("metrics*.json")):
+        try:
+            results = json.loads(metrics.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(results, dict) and isinstance(results.get("final"), dict):
+            return results
+    return None
+
+
+def finished_version(run_parent: Path) -> tuple[str, dict] | None:
+    """``(run_dir, results)`` of a finished ``version_*`` of a run (``ROOT/NAME``), or None."""
+    for run_dir in sorted(Path(run_parent).glob("version_*")):
+        results = final_results(run_dir)
+        if results is not None:
+            return str(run_dir), results
+    return None
+
+
+def resume_checkpoint(run_parent: Path) -> Path | None:
+    """The newest ``last.ckpt`` of the versions of a run (``ROOT/NAME``), by time written; None: start afresh."""
+    found = sorted(Path(run_parent).glob("version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
 def resume_point(cfg: DictConfig, resume: str | None = None) -> tuple[Path, Path | None]:
     """The run directory ``fit`` writes into and the checkpoint it resumes from (None: from scratch).
 
@@ -117,7 +147,9 @@ def resume_point(cfg: DictConfig, resume: str | None = None) -> tuple[Path, Path
     * no ``resume``: ``run_dir_for(cfg)``; an explicit ``run.version`` whose directory holds
       ``checkpoints/last.ckpt`` resumes from it (so re-running a killed command continues it).
 
-    A finished run (``metrics.json`` written and ``trainer.max_steps`` reached) is refused.
+    A finished run (``metrics.json`` written and ``trainer.max_steps`` reached) is refused. This is
+    stricter than :func:`final_results` on purpose: any ``metrics.json`` in the directory ``fit`` would
+    write into stops it from writing a second run's results beside it.
     """
     if resume is not None:
         given = Path(resume)

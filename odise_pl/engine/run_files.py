@@ -32,7 +32,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from odise_pl.engine.atomic_files import atomic_write, write_new
+from odise_pl.atomic_files import atomic_write, write_new
 from odise_pl.engine.checkpoints import read_checkpoint
 from odise_pl.errors import CheckpointError, ConfigError
 
@@ -130,7 +130,7 @@ def parse_categories(payload: Any, source: str) -> TrainingCategories:
 
 def write_categories(run_dir: str | os.PathLike, categories: Sequence[dict], *,
                      ignore_index: int | None = None) -> Path:
-    """Write ``RUN/categories.json`` atomically (:func:`odise_pl.engine.atomic_files.atomic_write`); returns its path.
+    """Write ``RUN/categories.json`` atomically (:func:`odise_pl.atomic_files.atomic_write`); returns its path.
 
     Args:
         run_dir: the run directory (created if needed).
@@ -162,7 +162,7 @@ def read_categories(path: str | os.PathLike) -> TrainingCategories:
 # ----------------------------------------------------------------------------- run directories
 def save_config(cfg: DictConfig, run_dir: Path) -> Path:
     """Write the resolved config as ``RUN/config.yaml``; a resumed run adds ``config.1.yaml``, ... (never
-    overwritten: :func:`~odise_pl.engine.atomic_files.write_new`). Returns the path written."""
+    overwritten: :func:`~odise_pl.atomic_files.write_new`). Returns the path written."""
     return write_new(Path(run_dir) / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
 
 

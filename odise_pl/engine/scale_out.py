@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from odise_pl.engine.atomic_files import write_json
+from odise_pl.atomic_files import write_json
 from odise_pl.errors import ConfigError
 
 FSDP_SHARDING = ("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD")

@@ -11,15 +11,15 @@ import traceback
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from odise_pl.commands.sweep import PlannedRun
+    from odise_pl.sweeps.plan import PlannedRun
 
 
 def skip_if_finished(p: PlannedRun) -> bool:
     """A run with final metrics is not run again: ``p`` takes its results and the status
     ``skipped (finished before)``, and a line says so. True when ``p`` was finished (every launcher asks this)."""
-    from odise_pl.commands.sweep import finished_results
+    from odise_pl.engine.run_dirs import finished_version
 
-    done = finished_results(p.run_parent)
+    done = finished_version(p.run_parent)
     if done is None:
         return False
     p.run_dir, p.results = done
@@ -33,8 +33,8 @@ def fit_planned(p: PlannedRun, *, callbacks: list | None = None, plugins: list |
     Sets ``p.status`` (``done`` or ``skipped (finished before)``), ``p.run_dir`` and ``p.results``.
     Raises what ``fit`` raises.
     """
-    from odise_pl.commands.sweep import resume_checkpoint
     from odise_pl.engine.fit import fit
+    from odise_pl.engine.run_dirs import resume_checkpoint
 
     if skip_if_finished(p):
         return f"finished before ({p.run_dir}), skipped"
@@ -46,13 +46,14 @@ def fit_planned(p: PlannedRun, *, callbacks: list | None = None, plugins: list |
 
 def run_inline(planned: list[PlannedRun], settings=None) -> int:
     """Run every pending run in order (skipping finished ones); returns the number of failed runs."""
-    from odise_pl.commands.sweep import finished_results, resume_checkpoint, write_summary
-    from odise_pl.launchers.collect import clear_failed, mark_failed
+    from odise_pl.engine.run_dirs import finished_version, resume_checkpoint
+    from odise_pl.sweeps.run_state import clear_failed, mark_failed
+    from odise_pl.sweeps.summary import write_sweep_summary
 
     failed = 0
     for index, p in enumerate(planned, 1):
         prefix = f"[{index}/{len(planned)}] {p.run.name}"
-        if finished_results(p.run_parent) is not None:
+        if finished_version(p.run_parent) is not None:
             print(f"{prefix}: {fit_planned(p)}")
             continue
         ckpt = resume_checkpoint(p.run_parent)
@@ -67,5 +68,5 @@ def run_inline(planned: list[PlannedRun], settings=None) -> int:
             mark_failed(p.run_parent, p.status.removeprefix("failed: "))
             print(f"run {p.run.name} failed; the sweep goes on. Re-run the sweep to retry it.", file=sys.stderr)
         finally:
-            write_summary(planned)
+            write_sweep_summary(planned)
     return failed

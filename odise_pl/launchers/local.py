@@ -21,8 +21,8 @@ from odise_pl.errors import ConfigError
 from odise_pl.launchers.records import write_record
 
 if TYPE_CHECKING:
-    from odise_pl.commands.sweep import PlannedRun
     from odise_pl.launchers.settings import LauncherSettings
+    from odise_pl.sweeps.plan import PlannedRun
 
 POLL_S = 0.2
 #: the last line the launcher appends to a run's log when its process has ended
@@ -65,7 +65,7 @@ def log_path(run_parent: Path) -> Path:
 
 def fit_argv(p: PlannedRun, gpus: list[str]) -> list[str]:
     """The ``python -m odise_pl.cli fit`` command of one run (resuming its newest ``last.ckpt``)."""
-    from odise_pl.commands.sweep import resume_checkpoint
+    from odise_pl.engine.run_dirs import resume_checkpoint
 
     argv = [sys.executable, "-m", "odise_pl.cli", "fit", "-c", str(p.run.base), *p.overrides]
     if gpus:
@@ -85,9 +85,10 @@ def log_tail(path: Path | str | None, lines: int = 15) -> str:
 
 def run_local(planned: list[PlannedRun], settings: LauncherSettings) -> int:
     """Run the pending runs ``settings.max_parallel`` at a time; returns the number of failed runs."""
-    from odise_pl.commands.sweep import finished_results, write_summary
-    from odise_pl.launchers.collect import clear_failed, mark_failed
+    from odise_pl.engine.run_dirs import finished_version
     from odise_pl.launchers.inline import skip_if_finished
+    from odise_pl.sweeps.run_state import clear_failed, mark_failed
+    from odise_pl.sweeps.summary import write_sweep_summary
 
     slots = gpu_slots(visible_gpus(), settings.max_parallel)
     pending = []
@@ -127,7 +128,7 @@ def run_local(planned: list[PlannedRun], settings: LauncherSettings) -> int:
             handle.close()
             del running[slot]
             free.append(slot)
-            done = finished_results(p.run_parent)
+            done = finished_version(p.run_parent)
             if proc.returncode == 0 and done is not None:
                 p.run_dir, p.results = done
                 p.status = "done"
@@ -138,5 +139,5 @@ def run_local(planned: list[PlannedRun], settings: LauncherSettings) -> int:
                 mark_failed(p.run_parent, p.status.removeprefix("failed: "))
                 print(f"run {p.run.name} failed (exit code {proc.returncode}); the sweep goes on. Its log {log} "
                       f"ends:\n{log_tail(log)}", file=sys.stderr, flush=True)
-            write_summary(planned)
+            write_sweep_summary(planned)
     return failed

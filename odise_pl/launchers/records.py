@@ -18,14 +18,14 @@ import json
 import time
 from pathlib import Path
 
-from odise_pl.engine.atomic_files import write_new
+from odise_pl.atomic_files import write_new
 
 RECORDS = "launches"
 
 
 def write_record(sweep_dir: Path, record: dict) -> Path:
     """Write ``record`` as the next ``launch_NNN.json`` atomically (complete or absent, never overwriting one:
-    :func:`~odise_pl.engine.atomic_files.write_new`)."""
+    :func:`~odise_pl.atomic_files.write_new`)."""
     record = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **record}
     return write_new(Path(sweep_dir) / RECORDS / "launch_{n:03d}.json", json.dumps(record, indent=2))
 

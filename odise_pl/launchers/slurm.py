@@ -22,16 +22,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import lightning as L
 import submitit
 
 from odise_pl.errors import ConfigError
 from odise_pl.launchers.records import write_record
 
 if TYPE_CHECKING:
-    from odise_pl.commands.sweep import PlannedRun
     from odise_pl.launchers.settings import LauncherSettings
-
-import lightning as L  # noqa: E402,I001  (after odise_pl: the torchvision compatibility shim)
+    from odise_pl.sweeps.plan import PlannedRun
 
 
 class PreemptionCheckpoint(L.Callback):
@@ -102,10 +101,11 @@ class SweepJob(submitit.helpers.Checkpointable):
     def __call__(self) -> dict:
         from lightning.pytorch.plugins.environments import SLURMEnvironment
 
-        from odise_pl.commands.sweep import PlannedRun, resume_checkpoint
         from odise_pl.config import load_config
         from odise_pl.config.sweep import SweepRun
+        from odise_pl.engine.run_dirs import resume_checkpoint
         from odise_pl.launchers.inline import fit_planned
+        from odise_pl.sweeps.plan import PlannedRun
 
         os.chdir(self.workdir)
         cfg = load_config(self.base, self.overrides)
@@ -215,7 +215,7 @@ def wait_for_jobs(entries: list[dict], *, poll_s: float = 2.0) -> None:
 def run_slurm(planned: list[PlannedRun], settings: LauncherSettings) -> int:
     """Submit the pending runs; with ``settings.wait``, block until their jobs end. Returns the number of failed runs
     (0 when not waiting: ``odise-pl sweep status`` tells later)."""
-    from odise_pl.commands.sweep import finished_results
+    from odise_pl.engine.run_dirs import finished_version
     from odise_pl.launchers.status import job_error
 
     entries = submit_runs(planned, settings)
@@ -227,7 +227,7 @@ def run_slurm(planned: list[PlannedRun], settings: LauncherSettings) -> int:
     for p in planned:
         if p.run.name not in by_name:
             continue
-        done = finished_results(p.run_parent)
+        done = finished_version(p.run_parent)
         if done is not None:
             p.run_dir, p.results = done
             p.status = "done"

@@ -93,7 +93,7 @@ def pid_alive(pid) -> bool:
 
 def run_states(planned: list) -> list[RunState]:
     """The state of every planned run (see the module docstring)."""
-    from odise_pl.commands.sweep import finished_results, resume_checkpoint
+    from odise_pl.engine.run_dirs import finished_version, resume_checkpoint
 
     if not planned:
         return []
@@ -104,7 +104,7 @@ def run_states(planned: list) -> list[RunState]:
     states = []
     for p in planned:
         name = p.run.name
-        done = finished_results(p.run_parent)
+        done = finished_version(p.run_parent)
         entry = launches.get(name, {})
         log, job = entry.get("log", ""), str(entry.get("job_id", ""))
         if done is not None:

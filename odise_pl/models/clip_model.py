@@ -25,7 +25,6 @@ import open_clip
 import torch
 from torch import nn
 
-import odise_pl  # noqa: F401  (torchvision import workaround must run before open_clip)
 from odise_pl.models.frozen import freeze
 
 _CONFIG_DIR = Path(__file__).with_name("clip_configs")

@@ -88,7 +88,7 @@ def convert_state_dict(
     Raises:
         ConfigError: an unknown, mis-shaped or missing key (named).
     """
-    from odise_pl.commands.summary import build_on_meta
+    from odise_pl.models.on_meta import build_on_meta
 
     model = build_on_meta(cfg)
     ours = model.state_dict()
@@ -143,7 +143,7 @@ def convert_reference(
     """Write the run directory ``out`` (refused if it already holds one) and return its path."""
     from safetensors.torch import save
 
-    from odise_pl.engine.atomic_files import atomic_write
+    from odise_pl.atomic_files import atomic_write
     from odise_pl.engine.run_files import CONFIG_FILE, WEIGHTS_FILE, write_categories
     from odise_pl.vocab import load_builtin
 

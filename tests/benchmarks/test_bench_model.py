@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-import odise_pl  # noqa: F401  (torchvision workaround before open_clip)
-
 pytest.importorskip("diffusers")
 pytest.importorskip("open_clip")
 

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-import odise_pl  # noqa: F401  (torchvision workaround before torchmetrics)
-
 pytest.importorskip("panopticapi.evaluation")
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_pq.py"

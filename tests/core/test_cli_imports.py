@@ -58,8 +58,29 @@ def test_eval_panoptic_runs_without_torch(tmp_path):
 
 
 def test_importing_torchvision_after_odise_pl_runs_the_workaround_first():
-    code = "import odise_pl, sys\nimport torchvision\nassert 'odise_pl._torchvision_compat' in sys.modules"
+    code = ("import odise_pl, sys\nodise_pl.install_torchvision_compat()\nimport torchvision\n"
+            "assert 'odise_pl._torchvision_compat' in sys.modules")
     assert "torchvision" in loaded_heavy_modules(code)
+
+
+def test_importing_odise_pl_installs_the_import_hook_only_where_torchvision_is_broken():
+    code = ("import sys\nbefore = list(sys.meta_path)\nimport odise_pl\n"
+            "assert (sys.meta_path != before) == odise_pl.torchvision_ops_broken(), sys.meta_path")
+    assert loaded_heavy_modules(code) == []
+
+
+def test_torchvision_ops_broken_reads_the_builds_without_importing_them(tmp_path):
+    from odise_pl.torchvision_hook import torchvision_ops_broken
+
+    torch_dir, vision_dir = tmp_path / "torch", tmp_path / "torchvision"
+    for folder, version in ((torch_dir, "2.13.0+cpu"), (vision_dir, "0.28.0+cu130")):
+        folder.mkdir()
+        (folder / "version.py").write_text(f"__version__ = '{version}'\n")
+    assert torchvision_ops_broken(torch_dir, vision_dir)  # no _C library
+    (vision_dir / "_C.so").write_bytes(b"")
+    assert torchvision_ops_broken(torch_dir, vision_dir)  # a CUDA torchvision beside a CPU torch
+    (torch_dir / "version.py").write_text("__version__ = '2.13.0+cu130'\ncuda: Optional[str] = '13.0'\n")
+    assert not torchvision_ops_broken(torch_dir, vision_dir)  # matching builds
 
 
 def test_lazy_sub_commands_get_their_arguments_when_used():

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from odise_pl.engine import atomic_files
-from odise_pl.engine.atomic_files import atomic_write, create, next_free_path, numbered, write_json, write_new
+from odise_pl import atomic_files
+from odise_pl.atomic_files import atomic_write, create, next_free_path, numbered, write_json, write_new
 
 
 def test_atomic_write_replaces_and_a_failing_writer_leaves_the_old_file(tmp_path):

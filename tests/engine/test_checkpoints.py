@@ -7,12 +7,11 @@ import resource
 import signal
 from pathlib import Path
 
-import lightning as L  # noqa: E402
+import lightning as L
 import pytest
 import torch
 from torch import nn
 
-import odise_pl  # noqa: F401  (before lightning: the torchvision compatibility shim)
 from odise_pl.engine.checkpoints import (
     AtomicCheckpointIO,
     check_config,

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import lightning as L  # noqa: E402,I001  (after odise_pl: the torchvision compatibility shim)
+import lightning as L
 import pytest
 import torch
 

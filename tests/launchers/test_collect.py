@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from odise_pl.cli import main
-from odise_pl.launchers.collect import collect, mark_failed
+from odise_pl.sweeps.collect import collect
+from odise_pl.sweeps.run_state import mark_failed
 from tests.launchers.fabricated_sweeps import REPO, fabricate_run, make_sweep_file
 
 T_975_2 = 4.302653  # Student's t, 97.5% quantile, 2 degrees of freedom (a printed table's value)
@@ -79,7 +80,7 @@ def test_seeded_summary_has_mean_std_and_ci_per_point(tmp_path, capsys):
 def test_collect_while_runs_are_pending_running_or_failed(tmp_path):
     sweep_dir = tmp_path / "sweep"
     sweep_dir.mkdir()
-    from odise_pl.launchers.collect import PlannedEntry, write_plan
+    from odise_pl.sweeps.plan_file import PlannedEntry, write_plan
 
     names = ["t=0", "t=1", "t=2", "t=3"]
     write_plan(sweep_dir, [PlannedEntry(n, n, None, {"model.backbone.t": int(n[-1])}) for n in names])
@@ -135,7 +136,7 @@ def test_collect_writes_the_hparams_view_grouped_by_point(tmp_path):
     (
         sweep_dir / "backbone=dino" / "seed=0" / "version_0" / "config.yaml"
     ).unlink()  # only sweep.json lists it
-    from odise_pl.launchers.collect import PlannedEntry, write_plan
+    from odise_pl.sweeps.plan_file import PlannedEntry, write_plan
 
     write_plan(
         sweep_dir,
@@ -182,8 +183,8 @@ def test_a_sweep_run_with_command_line_seeds_is_collected_with_them(tmp_path, ca
         f"base: {REPO / 'experiments' / 'quickstart.yaml'}\noverrides: [run.root={tmp_path / 'runs'}]\n"
         "grid: {optim.lr: [0.001]}\n"
     )
-    from odise_pl.commands.sweep import plan
-    from odise_pl.launchers.collect import entries_of, write_plan
+    from odise_pl.sweeps.plan import plan
+    from odise_pl.sweeps.plan_file import entries_of, write_plan
 
     planned = plan(sweep, [], seeds=[4, 2])  # what `odise-pl sweep -c one.yaml --seeds 4,2` records
     write_plan(planned[0].sweep_dir, entries_of(planned))

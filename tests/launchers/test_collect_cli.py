@@ -50,9 +50,11 @@ def test_the_hparams_row_names_the_point_and_the_seed():
 def test_a_failed_run_is_recorded_for_collect_and_cleared_when_retried(tmp_path, monkeypatch):
     import json
 
-    from odise_pl.commands.sweep import plan, run_sweep, write_summary
     from odise_pl.engine import fit as engine_fit
-    from odise_pl.launchers.collect import collect
+    from odise_pl.launchers.inline import run_inline
+    from odise_pl.sweeps.collect import collect
+    from odise_pl.sweeps.plan import plan
+    from odise_pl.sweeps.summary import write_sweep_summary
 
     sweep = tmp_path / "s.yaml"
     sweep.write_text(
@@ -72,7 +74,7 @@ def test_a_failed_run_is_recorded_for_collect_and_cleared_when_retried(tmp_path,
 
     monkeypatch.setattr(engine_fit, "fit", fake_fit)
     planned = plan(sweep, [])
-    assert run_sweep(planned) == 1
+    assert run_inline(planned) == 1
     _, records = collect(sweep, hparams_view=False)
     assert [(r.entry.name, r.state, r.detail) for r in records] == [
         ("lr=0.001", "done", ""),
@@ -80,8 +82,8 @@ def test_a_failed_run_is_recorded_for_collect_and_cleared_when_retried(tmp_path,
     ]
     broken.clear()
     planned = plan(sweep, [])
-    assert run_sweep(planned) == 0
-    write_summary(planned)
+    assert run_inline(planned) == 0
+    write_sweep_summary(planned)
     assert not (tmp_path / "s" / "lr=0.002" / "failed.json").exists()
     _, records = collect(sweep, hparams_view=False)
     assert [r.state for r in records] == ["done", "done"]

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from odise_pl.atomic_files import next_free_path
 from odise_pl.cli import main
-from odise_pl.engine.atomic_files import next_free_path
-from odise_pl.launchers.collect import PlannedEntry, write_plan
-from odise_pl.launchers.plot import plot_sweep, validation_curves
+from odise_pl.sweeps.plan_file import PlannedEntry, write_plan
+from odise_pl.sweeps.plot import plot_sweep, validation_curves
 from tests.launchers.fabricated_sweeps import fabricate_run
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -178,7 +178,7 @@ def test_a_new_backbone_is_one_class_one_registry_line_one_yaml(tmp_path):
     from transformers import ViTConfig, ViTModel
 
     from odise_pl.config import load_config
-    from odise_pl.models.backbones.base import ViTBackbone
+    from odise_pl.models.backbones.vit import ViTBackbone
     from odise_pl.models.frozen import freeze
 
     @dataclass

@@ -6,7 +6,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import odise_pl  # noqa: F401  (torchvision workaround before open_clip)
 from odise_pl.errors import ConfigError
 from odise_pl.models.backbones.base import ShapeSpec
 from odise_pl.models.backbones.diffusion_unet import (
@@ -226,7 +225,7 @@ def test_parameter_counts_at_real_shapes_on_meta():
     """SD v1.5 + CLIP ViT-L/14-336 at real shapes: the reference's 5.87M + 1.70M trainable, ~1.49B frozen."""
     import open_clip
 
-    from odise_pl.models.backbones.diffusion_unet import clip_bpe_tokenizer
+    from odise_pl.models.backbones.clip_tokenizer import clip_bpe_tokenizer
     from odise_pl.models.clip_model import SharedClip
     from odise_pl.models.param_summary import sd15_parts_on_meta
 

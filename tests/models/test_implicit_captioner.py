@@ -6,7 +6,6 @@ import pytest
 import torch
 from torch import nn
 
-import odise_pl  # noqa: F401  (torchvision workaround before open_clip)
 from odise_pl.models.backbones.implicit_captioner import ImplicitCaptioner, PositionalLinear
 from odise_pl.models.clip_model import ClipSpec, load_clip
 from odise_pl.models.param_summary import count_parameters, format_summary

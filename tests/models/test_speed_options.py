@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import odise_pl  # noqa: F401  (torchvision workaround before open_clip)
 from odise_pl.models.speed import SpeedOptions, apply_speed_options, attention_processor_names
 
 pytest.importorskip("diffusers")

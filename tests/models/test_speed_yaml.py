@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import odise_pl  # noqa: F401  (torchvision workaround before open_clip)
 from odise_pl.config import load_config
 from odise_pl.data_modules.synthetic_shapes import categories_json
 from odise_pl.errors import ConfigError

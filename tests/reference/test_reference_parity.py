@@ -175,8 +175,8 @@ def _released_at_real_shapes(kind: str) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("kind,keys,elements", [("label", 399, 28_067_009), ("caption", 400, 28_066_755)])
 def test_released_checkpoint_at_real_shapes_converts_into_the_real_model(kind, keys, elements):
-    from odise_pl.commands.summary import build_on_meta
     from odise_pl.config import load_config
+    from odise_pl.models.on_meta import build_on_meta
     from odise_pl.reference.convert import convert_state_dict
 
     cfg = load_config(str(REPO / "experiments" / f"odise_{kind}_coco.yaml"), [])

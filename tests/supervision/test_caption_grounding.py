@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from odise_pl.metrics.retrieval import retrieval_accuracy
+from odise_pl.engine.retrieval import retrieval_accuracy
 from odise_pl.models.supervision.base import TextEmbeddings
 from odise_pl.models.supervision.caption_grounding import CaptionGroundingConfig, CaptionGroundingSupervision
 from odise_pl.models.supervision.nouns import EMPTY_WORD

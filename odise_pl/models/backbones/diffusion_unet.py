@@ -48,11 +48,10 @@ Gradients reach the captioner through the frozen UNet: its weights have
 
 from __future__ import annotations
 
-import gzip
 import math
 import re
 from dataclasses import dataclass
-from functools import lru_cache, partial
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +62,7 @@ from torch import nn
 from odise_pl.config.schema import choice
 from odise_pl.errors import ConfigError
 from odise_pl.models.backbones.base import Backbone, ShapeSpec
+from odise_pl.models.backbones.clip_tokenizer import clip_bpe_tokenizer
 from odise_pl.models.backbones.implicit_captioner import ImplicitCaptioner
 from odise_pl.models.backbones.pyramid import StrideFusion, TapRecorder, add_to_output, sliding_window_forward
 from odise_pl.models.backbones.sd_single_file import is_single_file, load_single_file
@@ -222,20 +222,6 @@ def tiny_text_config(hidden_size: int = 32) -> dict:
                 projection_dim=hidden_size, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
 
 
-@lru_cache(maxsize=1)
-def clip_bpe_tokenizer():
-    """CLIP's tokenizer built offline from the BPE merges that ``open_clip`` ships (same ids as SD v1.x's)."""
-    from open_clip.tokenizer import bytes_to_unicode, default_bpe
-    from transformers import CLIPTokenizer
-
-    lines = gzip.open(default_bpe()).read().decode("utf-8").split("\n")[1:49152 - 256 - 2 + 1]
-    merges = [tuple(line.split()) for line in lines]
-    symbols = list(bytes_to_unicode().values())
-    vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
-    return CLIPTokenizer(vocab={token: i for i, token in enumerate(vocab)}, merges=merges, model_max_length=77)
-
-
 def build_tiny_stable_diffusion(*, unet_config: dict | None = None, vae_config: dict | None = None,
                                 text_config: dict | None = None, unet_overrides: dict | None = None,
                                 vae_overrides: dict | None = None,
@@ -358,6 +344,16 @@ class DiffusionUNetBackbone(Backbone):
         self.fusion = StrideFusion(tap_channels=[s.channels for s in specs], tap_strides=[s.stride for s in specs],
                                    out_channels=projection_dim, bottleneck_channels=bottleneck_width,
                                    activation_checkpointing=activation_checkpointing)
+
+    @classmethod
+    def build_on_meta(cls, cfg: DiffusionBackboneConfig, *, clip: SharedClip | None = None) -> DiffusionUNetBackbone:
+        """The real architecture without reading weights (call under ``torch.device("meta")``): SD v1.x's
+        shapes for a pretrained backbone, the tiny config's otherwise (``odise-pl summary``)."""
+        if not cfg.pretrained or cfg.tiny:
+            return cls.from_config(cfg, clip=clip)
+        from odise_pl.models.param_summary import sd15_parts_on_meta
+
+        return cls(**sd15_parts_on_meta(), tokenizer=clip_bpe_tokenizer(), clip=clip, pretrained=True)
 
     @classmethod
     def from_config(cls, cfg: DiffusionBackboneConfig, *, clip: SharedClip | None = None,

@@ -55,9 +55,9 @@ def load_single_file(
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from odise_pl.models.backbones.diffusion_unet import clip_bpe_tokenizer
+    from odise_pl.models.backbones.clip_tokenizer import clip_bpe_tokenizer
+    from odise_pl.models.backbones.ldm_layout import ldm_to_diffusers, split_ldm, text_encoder_names
     from odise_pl.models.param_summary import sd15_text_encoder_config, sd15_unet_config, sd15_vae_config
-    from odise_pl.reference.frozen_weights import ldm_to_diffusers, split_ldm, text_encoder_names
 
     state = read_ldm_state_dict(path)
     unet_config = dict(unet_config or sd15_unet_config())

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from odise_pl.engine.atomic_files import atomic_write
+from odise_pl.atomic_files import atomic_write
 from odise_pl.errors import ConfigError
 from odise_pl.models.supervision.base import TextEmbeddings
 from odise_pl.vocab import Vocabulary
@@ -189,7 +189,7 @@ class TextEmbeddingBank:
             return None
 
     def _save(self, path: Path, embeds: torch.Tensor) -> None:
-        """Write atomically (:func:`~odise_pl.engine.atomic_files.atomic_write`): a reader never sees half a file."""
+        """Write atomically (:func:`~odise_pl.atomic_files.atomic_write`): a reader never sees half a file."""
         try:
             atomic_write(path, lambda f: torch.save({"key": path.stem.split("-")[-1], "embeds": embeds}, f))
         except OSError as err:

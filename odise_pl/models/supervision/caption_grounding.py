@@ -20,7 +20,7 @@ At test time :meth:`CaptionGroundingSupervision.classify` scores any vocabulary:
 column from the binary head, chosen so that ``softmax`` over the K+1 logits factorises as
 ``p(k) = p(object) * softmax_k(class logits)`` and ``p(void) = p(no-object)``.
 
-:func:`odise_pl.metrics.retrieval.retrieval_accuracy` (``odise-pl retrieval``) measures image-caption
+:func:`odise_pl.engine.retrieval.retrieval_accuracy` (``odise-pl retrieval``) measures image-caption
 retrieval with the grounding score on a validation split (a training-free check that grounding was learned).
 
 Example (YAML)::

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from odise_pl.engine.atomic_files import write_new
-from odise_pl.launchers.collect import RunRecord, collect, summarize_points
+from odise_pl.atomic_files import write_new
 from odise_pl.metrics.replicates import CONFIDENCE
+from odise_pl.sweeps.collect import collect
+from odise_pl.sweeps.run_state import RunRecord
+from odise_pl.sweeps.summary import summarize_points
 
 #: the metrics of the final-metrics figure
 FINAL_METRICS = ("PQ", "SQ", "RQ", "mIoU")
@@ -32,7 +34,7 @@ CURVE_TAGS = ("val/PQ", "val/mIoU")
 
 
 def _save(fig, path: Path) -> Path:
-    """Save a figure under the next free name (:func:`~odise_pl.engine.atomic_files.write_new`: never
+    """Save a figure under the next free name (:func:`~odise_pl.atomic_files.write_new`: never
     replaces a file, even one another process just wrote)."""
     return write_new(path, lambda handle: fig.savefig(handle, format="png", dpi=110, bbox_inches="tight"))
 
@@ -157,14 +159,3 @@ def plot_sweep(
         plot_final_metrics(records, folder / "final_metrics.png"),
         plot_validation_curves(records, folder / "validation_curves.png"),
     ]
-
-
-def plot_command(args) -> int:
-    """``odise-pl sweep plot -c SWEEP.yaml|SWEEP_DIR [--out DIR] [--seeds ...]``: prints the PNGs written."""
-    from odise_pl.config.sweep import parse_seeds
-
-    seeds = parse_seeds(args.seeds) if getattr(args, "seeds", None) is not None else None
-    for path in plot_sweep(args.config, list(getattr(args, "overrides", []) or []), seeds,
-                           out=getattr(args, "out", None)):
-        print(path)
-    return 0

@@ -1,0 +1,23 @@
+"""``odise-pl test [-c X.yaml] --ckpt RUN_DIR_OR_CKPT [--sets SET ...] [key=value ...]``: a checkpoint on the
+test split, or on several evaluation sets (one Markdown + CSV table)."""
+
+from __future__ import annotations
+
+import argparse
+
+from odise_pl.commands import validate
+from odise_pl.commands.arguments import CKPT_HELP, add_config_args
+
+run = validate.run  # the same evaluation, at the test stage
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("test", help="test a checkpoint")
+    add_config_args(p, required=False)
+    p.add_argument("--ckpt", required=True, help=CKPT_HELP)
+    p.add_argument("--sets", nargs="+", default=None, metavar="SET",
+                   help="evaluate on several sets, one Markdown + CSV table: config (this experiment's "
+                        "data), ade20k_panoptic, ade20k_847, pascal_context_459, pascal_context_59, "
+                        "pascal_voc_21; NAME=FOLDER gives a set's dataset folder")
+    p.set_defaults(func=run, stage="test")
+    return p
