@@ -94,9 +94,9 @@ class _OverrideDumper(yaml.SafeDumper):
 _OverrideDumper.yaml_implicit_resolvers = dict(yaml_loader_class().yaml_implicit_resolvers)
 
 
-def _flow_yaml(value: Any) -> str:
+def _flow_yaml(value: Any, *, allow_unicode: bool = True) -> str:
     text = yaml.dump(value, Dumper=_OverrideDumper, default_flow_style=True, width=2**31,
-                     sort_keys=False, allow_unicode=True).strip()
+                     sort_keys=False, allow_unicode=allow_unicode).strip()
     for marker in ("\n...", "..."):
         if text.endswith(marker):
             return text[: -len(marker)].strip()
@@ -118,6 +118,9 @@ def format_value(value: Any) -> str:
         ConfigError: the value cannot be written so (a string no YAML form keeps intact).
     """
     text = _flow_yaml(value)
+    if _reads_back(text, value):
+        return text
+    text = _flow_yaml(value, allow_unicode=False)  # line breaks such as U+0085 in a key: escaped as "\N"
     if _reads_back(text, value):
         return text
     try:  # PyYAML mangles a few control characters; JSON escapes them and is YAML too
