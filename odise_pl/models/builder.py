@@ -9,6 +9,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from odise_pl.config.schema import InferenceConfig, MaskGeneratorConfig, OptimConfig, SpeedConfig
+from odise_pl.errors import WeightsError
 from odise_pl.models.clip_model import ClipSpec, SharedClip, load_clip, release_clip
 from odise_pl.models.mask_generator.criterion import SetCriterion
 from odise_pl.models.mask_generator.mask2former import Mask2FormerMaskGenerator
@@ -55,9 +56,12 @@ def build_model(cfg: DictConfig, categories: list[dict], *, ignore_index: int = 
         eval_categories: evaluation vocabulary (default: the training categories).
     """
     model_cfg = cfg.model
-    clip = load_clip(ClipSpec(model_cfg.clip.model_name, model_cfg.clip.pretrained))
+    clip = shared_clip(model_cfg.clip)
     bb_entry = BACKBONES.get(model_cfg.backbone.name)
-    backbone = bb_entry.cls.from_config(section_to_dataclass(model_cfg.backbone, bb_entry.config), clip=clip)
+    try:
+        backbone = bb_entry.cls.from_config(section_to_dataclass(model_cfg.backbone, bb_entry.config), clip=clip)
+    except WeightsError as err:
+        raise WeightsError(f"model.backbone.pretrained: {err}") from err
     mg_cfg = typed(model_cfg.mask_generator, MaskGeneratorConfig)
     mask_generator = Mask2FormerMaskGenerator.from_config(mg_cfg, backbone.output_shape())
 
@@ -86,6 +90,14 @@ def build_model(cfg: DictConfig, categories: list[dict], *, ignore_index: int = 
                          text_bank=supervision_text_bank(clip, templates))
     apply_model_speed(module, model_cfg.get("speed"), clip)
     return module
+
+
+def shared_clip(section) -> SharedClip:
+    """The process-wide CLIP of ``model.clip``; weights that cannot be found are a :class:`WeightsError` naming the key."""
+    try:
+        return load_clip(ClipSpec(section.model_name, section.pretrained))
+    except WeightsError as err:
+        raise WeightsError(f"model.clip.pretrained: {err}") from err
 
 
 def apply_model_speed(module: OdiseModule, section, clip: SharedClip | None = None) -> None:
