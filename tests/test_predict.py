@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from odise_pl.cli import main
-from odise_pl.data_modules.panoptic_files import read_panoptic_png, read_rgb_image
+from odise_pl.data_modules.panoptic_files import read_rgb_image
+from odise_pl.formats.coco_panoptic import read_panoptic_png
 from odise_pl.vocab import load_builtin, parse_vocabulary
 from tests.conftest import SAMPLE
 

@@ -79,13 +79,12 @@ def output_paths(out_dir: Path, stem: str) -> tuple[Path, Path, Path]:
 
 def encode_panoptic_png(ids: np.ndarray) -> bytes:
     """(H,W) int ids -> PNG bytes with COCO's RGB encoding (id = R + 256 G + 256^2 B)."""
-    import numpy as np
     from PIL import Image
 
-    ids = ids.astype(np.int64)
-    rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)
+    from odise_pl.formats.coco_panoptic import id_to_rgb
+
     buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG")
+    Image.fromarray(id_to_rgb(ids)).save(buf, format="PNG")
     return buf.getvalue()
 
 

@@ -34,6 +34,7 @@ from odise_pl.data_modules.coco_panoptic import CocoPanopticConfig, CocoPanoptic
 from odise_pl.data_modules.panoptic_files import read_rgb_image
 from odise_pl.data_modules.transforms import ResizeShortestEdge, image_to_tensor
 from odise_pl.errors import ConfigError, DatasetError
+from odise_pl.formats.coco_panoptic import read_label_image
 from odise_pl.registry import DATA_MODULES
 
 __all__ = ["SEMANTIC_SETS", "SemanticSetSpec", "SemanticSegConfig", "SemanticSegDataset",
@@ -111,10 +112,8 @@ class SemanticSegDataset(Dataset):
         return len(self.pairs)
 
     def __getitem__(self, index: int) -> dict:
-        from odise_pl.metrics.panoptic_io import read_label_image
-
         image_path, label_path = self.pairs[int(index if not isinstance(index, tuple) else index[0])]
-        labels = read_label_image(label_path).numpy()
+        labels = read_label_image(label_path)
         bad = (labels >= self.num_classes) & (labels != self.ignore_index)
         if bad.any():
             raise DatasetError(f"{label_path} holds the label {int(labels[bad][0])}, outside "

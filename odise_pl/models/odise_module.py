@@ -18,7 +18,7 @@ from odise_pl.config.schema import InferenceConfig, OptimConfig
 from odise_pl.metrics.mask_ap import mask_ap_metric, panoptic_to_instances, summarize_mask_ap
 from odise_pl.metrics.panoptic_quality import PanopticQuality
 from odise_pl.metrics.semantic_iou import AVERAGES, SemanticIoU
-from odise_pl.models.frozen import is_frozen, keep_frozen_in_eval, pretrained_frozen_prefixes
+from odise_pl.models.frozen import is_frozen, keep_frozen_in_eval, pretrained_frozen_prefixes, strip_pretrained_frozen
 from odise_pl.models.inference.segment import TASKS, check_tasks, masks_to_output, postprocess_image
 from odise_pl.models.mask_generator.criterion import SetCriterion
 from odise_pl.models.optim import build_optimizer, build_scheduler
@@ -319,9 +319,7 @@ class OdiseModule(L.LightningModule):
     # ---------------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Pretrained frozen weights are re-loaded from their source, not stored."""
-        drop = tuple(pretrained_frozen_prefixes(self))
-        if drop:
-            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(drop)}
+        checkpoint["state_dict"] = strip_pretrained_frozen(checkpoint["state_dict"], self)
 
     #: buffers computed when the model is built (TextEncoder(""), the no-object weight); a weights file
     #: without them (``odise-pl convert-reference`` writes none) gets the model's own
