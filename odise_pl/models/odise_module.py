@@ -44,16 +44,15 @@ class OdiseModule(L.LightningModule):
         config: the resolved experiment config (saved as hyper-parameters).
         text_bank: the :class:`~odise_pl.models.open_vocab.text_bank.TextEmbeddingBank` of the trained
             classifier (the shared CLIP + the supervision's templates); :meth:`set_vocabulary` needs it.
+        fused_optimizer: ``model.speed.fused_optimizer``: AdamW with one fused kernel per parameter group
+            (:func:`~odise_pl.models.optim.build_optimizer`).
     """
-
-    #: ``model.speed.fused_optimizer`` (set by :func:`~odise_pl.models.speed.apply_speed_options`)
-    fused_optimizer: bool = False
 
     def __init__(self, *, backbone: nn.Module, mask_generator: nn.Module, supervision: SupervisionStrategy,
                  criterion: SetCriterion, eval_text: TextEmbeddings, eval_is_thing: torch.Tensor,
                  inference: InferenceConfig, optim: OptimConfig, max_steps: int,
                  open_vocab: nn.Module | None = None, ignore_index: int = 255, config: dict | None = None,
-                 text_bank=None) -> None:
+                 text_bank=None, fused_optimizer: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters({"config": config or {}})
         self.backbone = backbone
@@ -66,6 +65,7 @@ class OdiseModule(L.LightningModule):
         self.max_steps = max_steps
         self.ignore_index = ignore_index
         self.text_bank = text_bank  # a plain object (not a module): nothing of it goes into checkpoints
+        self.fused_optimizer = fused_optimizer
         self.set_eval_vocabulary(eval_text, eval_is_thing)
 
     # ----------------------------------------------------------------------------------- vocabulary
