@@ -14,6 +14,7 @@ from pathlib import Path
 
 from odise_pl.commands.lazy_parser import LazyArgumentParser
 from odise_pl.errors import ConfigError, OdiseError
+from odise_pl.evaluation_sets import EVALUATION_SETS
 
 
 def _add_config_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -49,8 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "test":
             p.add_argument("--sets", nargs="+", default=None, metavar="SET",
                            help="evaluate on several sets, one Markdown + CSV table: config (this experiment's "
-                                "data), ade20k_panoptic, ade20k_847, pascal_context_459, pascal_context_59, "
-                                "pascal_voc_21; NAME=FOLDER gives a set's dataset folder")
+                                f"data), {', '.join(EVALUATION_SETS)}; NAME=FOLDER gives a set's dataset folder")
         p.set_defaults(func=cmd_evaluate, stage=name)
 
     p = sub.add_parser("config", help="print the resolved config")

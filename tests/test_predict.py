@@ -205,7 +205,7 @@ def test_large_images_are_post_processed_within_budget(trained):
 
 
 def test_vocabulary_file_may_name_a_builtin_list():
-    from odise_pl.engine.predictor import resolve_vocabulary
+    from odise_pl.vocab import build_vocabulary as resolve_vocabulary
 
     ade = load_builtin("ade20k_150")
     assert resolve_vocabulary(None, "ade20k_150", include_default=False) == ade

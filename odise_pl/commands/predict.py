@@ -114,10 +114,11 @@ def write_outputs(pred, image_path: Path, out_dir: Path, predictor) -> tuple[Pat
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from odise_pl.engine.predictor import Predictor, list_images, resolve_vocabulary
+    from odise_pl.engine.predictor import Predictor, list_images
     from odise_pl.errors import DatasetError
+    from odise_pl.vocab import build_vocabulary
 
-    vocabulary = resolve_vocabulary(args.vocab, args.vocab_file, include_default=not args.no_default_vocab)
+    vocabulary = build_vocabulary(args.vocab, args.vocab_file, include_default=not args.no_default_vocab)
     images = list_images(args.input)
     if not images:
         raise DatasetError(f"no images found at '{args.input}': give an image file, a folder with "

@@ -230,9 +230,9 @@ def vocabulary_synonyms(vocabulary: str, num_classes: int) -> list[list[str]]:
             or the path of a vocabulary file.
         num_classes: the number of categories of the dataset JSON (must match).
     """
-    from odise_pl.vocab import load_builtin, load_vocabulary_file
+    from odise_pl.vocab import load_vocabulary
 
-    vocab = load_vocabulary_file(vocabulary) if Path(vocabulary).is_file() else load_builtin(vocabulary)
+    vocab = load_vocabulary(vocabulary)
     if len(vocab) != num_classes:
         raise ConfigError(f"data.vocabulary={vocabulary!r} has {len(vocab)} classes but the dataset JSON "
                           f"has {num_classes} categories; pick a vocabulary of this dataset or null.")
