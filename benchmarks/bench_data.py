@@ -100,7 +100,8 @@ def data_module(root: Path, crop: int, workers: int, batch_size: int) -> CocoPan
 def stage_breakdown(dm: CocoPanopticDataModule, images: int, batch_size: int, seed: int) -> dict:
     """Milliseconds per image of each step of ``CocoPanopticDataset.load`` + collate, in this process."""
     from odise_pl.data_modules.coco_panoptic import distinct_ids
-    from odise_pl.data_modules.panoptic_files import read_panoptic_png, read_rgb_image
+    from odise_pl.data_modules.panoptic_files import read_rgb_image
+    from odise_pl.formats.coco_panoptic import read_panoptic_png
 
     dataset = dm.datasets["train"]
     rng = np.random.default_rng(seed)
@@ -122,7 +123,7 @@ def stage_breakdown(dm: CocoPanopticDataModule, images: int, batch_size: int, se
     for i in range(images):
         rec = dataset.records[i % len(dataset)]
         t = clock()
-        ids = read_panoptic_png(rec.panoptic_path)
+        ids = read_panoptic_png(rec.panoptic_path).astype(np.int64)
         image = read_rgb_image(rec.image_path, ids.shape)
         t = add("decode", t)
         distinct_ids(ids)                                  # the dataset's segment-id check

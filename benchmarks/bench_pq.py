@@ -47,9 +47,10 @@ import odise_pl  # noqa: E402,F401  (torchvision workaround before torchmetrics)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pq_data import CATEGORIES, NUM_CATEGORIES, random_pair, write_dataset  # noqa: E402,F401
 
+from odise_pl.formats.coco_panoptic import read_panoptic_png as decode_panoptic_png  # noqa: E402
 from odise_pl.metrics.panoptic_io import evaluate_panoptic_folders  # noqa: E402
 from odise_pl.metrics.panoptic_quality import PanopticQuality, summarize_pq  # noqa: E402
-from odise_pl.metrics.pq_numpy import Scratch, SegmentTable, decode_panoptic_png, pq_stats_numpy  # noqa: E402
+from odise_pl.metrics.pq_numpy import Scratch, SegmentTable, pq_stats_numpy  # noqa: E402
 
 
 class _DecodedImages:

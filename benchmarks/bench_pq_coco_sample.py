@@ -27,10 +27,10 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from odise_pl.formats.coco_panoptic import read_panoptic_png  # noqa: E402
 from odise_pl.metrics.panoptic_io import (  # noqa: E402
     PanopticCategories,
     evaluate_panoptic_folders,
-    read_panoptic_png,
     segments_from_json,
 )
 from tests.metrics.synthetic_panoptic import perturb, write_panoptic  # noqa: E402
@@ -54,7 +54,7 @@ def main() -> None:
     gts, preds = [], []
     for _ in range(args.copies):
         for ann in data["annotations"]:
-            ids = read_panoptic_png(sample / "panoptic" / ann["file_name"]).numpy()
+            ids = read_panoptic_png(sample / "panoptic" / ann["file_name"]).astype(np.int64)
             segs = segments_from_json(ann["segments_info"], cats.index_of(), ann["file_name"])
             image_id = len(gts) + 1
             gts.append((image_id, ids, segs))

@@ -17,6 +17,11 @@ class VocabularyError(OdiseError, ValueError):
     """A vocabulary string or file is malformed (names the entry or line)."""
 
 
+class WeightsError(OdiseError, FileNotFoundError):
+    """Pretrained weights named in the config (``model.clip.pretrained``, ``model.backbone.pretrained``)
+    cannot be found or read (names the path and the layout expected)."""
+
+
 class CheckpointError(OdiseError, ValueError):
     """A checkpoint cannot be used with this configuration."""
 

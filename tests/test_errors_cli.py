@@ -6,7 +6,12 @@ JSON, a missing image folder) are tested in ``tests/data_modules/test_coco_panop
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from odise_pl.cli import main
 
@@ -64,3 +69,29 @@ def test_missing_dataset_folder_names_path_and_expected_layout(tmp_path, capsys)
 def test_missing_checkpoint_is_named(tmp_path, capsys):
     err = _run(capsys, ["validate", "-c", str(QUICKSTART), "--ckpt", str(tmp_path / "nope.ckpt")])
     assert f"checkpoint '{tmp_path / 'nope.ckpt'}' not found" in err, err
+
+
+def _cli(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    """``odise-pl ARGS`` in a child process, offline (no hub look-up can rescue a wrong path)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "odise_pl.cli", *args], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=600)
+
+
+@pytest.mark.parametrize("backbone, key, missing, names", [
+    ("clip", "model.clip.pretrained", "weights/clip.bin", "CLIP weights"),
+    ("diffusion_unet", "model.backbone.pretrained", "weights/sd", "Stable Diffusion weights"),  # diffusers dir
+    ("diffusion_unet", "model.backbone.pretrained", "weights/sd-v1-3.ckpt", "Stable Diffusion weights"),  # LDM file
+    ("mae", "model.backbone.pretrained", "weights/mae", "ViTMAE"),
+    ("dino", "model.backbone.pretrained", "weights/dino", "DINO"),
+])
+def test_missing_pretrained_weights_are_one_error_line_naming_key_and_path(tmp_path, backbone, key, missing, names):
+    """A wrong weights path is an ``odise-pl: error:`` line naming the key and the path, exit 2, no traceback."""
+    path = tmp_path / missing
+    backbone = [f"model.backbone.name={backbone}"] if backbone != "clip" else []
+    result = _cli(["fit", "-c", str(QUICKSTART), f"run.root={tmp_path / 'runs'}", f"data.root={tmp_path / 'data'}",
+                   "data.num_train=2", "data.num_val=1", *backbone, f"{key}={path}"], tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    line = next(x for x in result.stderr.splitlines() if x.startswith("odise-pl: error: "))
+    assert key in line and str(path) in line and names in line, line

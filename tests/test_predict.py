@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from odise_pl.cli import main
-from odise_pl.data_modules.panoptic_files import read_panoptic_png, read_rgb_image
+from odise_pl.data_modules.panoptic_files import read_rgb_image
+from odise_pl.formats.coco_panoptic import read_panoptic_png
 from odise_pl.vocab import load_builtin, parse_vocabulary
 from tests.conftest import SAMPLE
 
@@ -204,7 +205,7 @@ def test_large_images_are_post_processed_within_budget(trained):
 
 
 def test_vocabulary_file_may_name_a_builtin_list():
-    from odise_pl.engine.predictor import resolve_vocabulary
+    from odise_pl.vocab import build_vocabulary as resolve_vocabulary
 
     ade = load_builtin("ade20k_150")
     assert resolve_vocabulary(None, "ade20k_150", include_default=False) == ade

@@ -79,13 +79,12 @@ def output_paths(out_dir: Path, stem: str) -> tuple[Path, Path, Path]:
 
 def encode_panoptic_png(ids: np.ndarray) -> bytes:
     """(H,W) int ids -> PNG bytes with COCO's RGB encoding (id = R + 256 G + 256^2 B)."""
-    import numpy as np
     from PIL import Image
 
-    ids = ids.astype(np.int64)
-    rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)
+    from odise_pl.formats.coco_panoptic import id_to_rgb
+
     buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG")
+    Image.fromarray(id_to_rgb(ids)).save(buf, format="PNG")
     return buf.getvalue()
 
 
@@ -115,10 +114,11 @@ def write_outputs(pred, image_path: Path, out_dir: Path, predictor) -> tuple[Pat
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from odise_pl.engine.predictor import Predictor, list_images, resolve_vocabulary
+    from odise_pl.engine.predictor import Predictor, list_images
     from odise_pl.errors import DatasetError
+    from odise_pl.vocab import build_vocabulary
 
-    vocabulary = resolve_vocabulary(args.vocab, args.vocab_file, include_default=not args.no_default_vocab)
+    vocabulary = build_vocabulary(args.vocab, args.vocab_file, include_default=not args.no_default_vocab)
     images = list_images(args.input)
     if not images:
         raise DatasetError(f"no images found at '{args.input}': give an image file, a folder with "

@@ -7,6 +7,7 @@ import argparse
 
 from odise_pl.commands import validate
 from odise_pl.commands.arguments import CKPT_HELP, add_config_args
+from odise_pl.evaluation_sets import EVALUATION_SETS
 
 run = validate.run  # the same evaluation, at the test stage
 
@@ -17,7 +18,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--ckpt", required=True, help=CKPT_HELP)
     p.add_argument("--sets", nargs="+", default=None, metavar="SET",
                    help="evaluate on several sets, one Markdown + CSV table: config (this experiment's "
-                        "data), ade20k_panoptic, ade20k_847, pascal_context_459, pascal_context_59, "
-                        "pascal_voc_21; NAME=FOLDER gives a set's dataset folder")
+                        f"data), {', '.join(EVALUATION_SETS)}; NAME=FOLDER gives a set's dataset folder")
     p.set_defaults(func=run, stage="test")
     return p

@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any, TypeVar, Union
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from odise_pl import registry
 from odise_pl.config.imports import IMPORTS_KEY, DeclaredImport, declared_imports, import_all, merged_imports
 from odise_pl.config.schema import DISPATCHED_SECTIONS
+from odise_pl.config.sections import instantiate_section
 from odise_pl.config.validation import default_section_name, validate
 from odise_pl.config.yaml_source import (
     Origin,
@@ -250,30 +250,6 @@ def save_resolved(cfg: DictConfig, path: PathLike) -> Path:
     from odise_pl.atomic_files import atomic_write
 
     return atomic_write(path, to_yaml(cfg))
-
-
-def instantiate_section(section: Any, dataclass_type: type[T]) -> T:
-    """Turn a config section into an instance of ``dataclass_type``.
-
-    The ``name`` key of a dispatched section is dropped unless the dataclass has
-    such a field.
-
-    Example:
-        >>> from odise_pl.registry import BACKBONES
-        >>> section = OmegaConf.create({"name": "clip", "out_channels": 64})
-        >>> instantiate_section(section, BACKBONES.get("clip").config).out_channels
-        64
-    """
-    values = OmegaConf.to_container(section, resolve=True) if OmegaConf.is_config(section) else dict(section)
-    fields = getattr(dataclass_type, "__dataclass_fields__", {})
-    if "name" not in fields:
-        values.pop("name", None)
-    try:
-        typed = OmegaConf.merge(OmegaConf.structured(dataclass_type), values)
-        return OmegaConf.to_object(typed)  # type: ignore[return-value]
-    except OmegaConfBaseException as err:
-        first = str(err).splitlines()[0]
-        raise ConfigError(f"section does not fit {dataclass_type.__name__}: {first}") from None
 
 
 def part_config(cfg: DictConfig, section: str) -> tuple[Any, Any]:

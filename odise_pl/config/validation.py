@@ -24,6 +24,7 @@ from omegaconf.nodes import ValueNode
 
 from odise_pl import registry as registry_module
 from odise_pl.config.schema import DISPATCHED_SECTIONS, ExperimentConfig, choices_of
+from odise_pl.config.sections import instantiate_section
 from odise_pl.config.yaml_source import Provenance
 from odise_pl.errors import ConfigError
 from odise_pl.registry import RegistryError
@@ -120,14 +121,6 @@ def _typed_sections(node: DictConfig, prefix: str = "") -> list[tuple[str, type,
             found.append((f"{prefix}{key}.", child._metadata.object_type, child))
             found.extend(_typed_sections(child, f"{prefix}{key}."))
     return found
-
-
-def _instance(cls: type, node: DictConfig) -> Any:
-    """The dataclass instance of a validated, resolved section (a dispatched one may hold ``name``)."""
-    values = OmegaConf.to_container(node, resolve=True)
-    if "name" not in {f.name for f in dataclasses.fields(cls)}:
-        values.pop("name", None)
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), values))
 
 
 def _global_batch_rule(cfg: DictConfig) -> list[tuple[str, str]]:
@@ -277,7 +270,7 @@ class Validator:
                     self.not_a_choice(prefix + field.name, value, tuple(choices))
             check = getattr(cls, "problems", None)
             if callable(check):
-                for key, message in check(_instance(cls, node)):
+                for key, message in check(instantiate_section(node, cls)):
                     self._problem(prefix + key, f"'{prefix + key}'", f": {message}")
         for rule in CROSS_SECTION_RULES:
             for key, message in rule(cfg):

@@ -59,6 +59,7 @@ from PIL import Image
 
 from odise_pl.atomic_files import write_text
 from odise_pl.errors import DatasetError
+from odise_pl.formats.coco_panoptic import rgb_to_id
 
 __all__ = ["prepare_ade20k", "PreparedSplit", "ade20k_150_categories", "ade20k_instance_categories",
            "read_catid_mapping", "DOWNLOAD_HINT", "DEFAULT_ROOT", "DEFAULT_MAPPING",
@@ -139,10 +140,6 @@ def read_catid_mapping(path: str | Path) -> dict[int, int]:
         raise DatasetError(f"{path} maps no class; expected a header line, then "
                            "'<instance id> <semantic id> ...'.")
     return mapping
-
-
-def _rgb_id(color) -> int:
-    return int(color[0]) + 256 * int(color[1]) + 65536 * int(color[2])
 
 
 def _bbox(mask: np.ndarray) -> list[int]:
@@ -233,7 +230,7 @@ def convert_panoptic(semantic: np.ndarray, instance: np.ndarray, mapping: dict[i
     for mask, cat in masks:  # stuff first, then things over them; area and bbox before any paste
         color = ids.color(cat)
         pixels[mask] = color
-        segments.append({"id": _rgb_id(color), "category_id": int(cat), "area": int(mask.sum()),
+        segments.append({"id": int(rgb_to_id(color)), "category_id": int(cat), "area": int(mask.sum()),
                          "bbox": _bbox(mask), "iscrowd": 0})
     return pixels, segments
 

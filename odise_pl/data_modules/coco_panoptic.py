@@ -31,7 +31,6 @@ from odise_pl.data_modules.panoptic_files import (
     PanopticRecord,
     load_panoptic_json,
     read_json,
-    read_panoptic_png,
     read_rgb_image,
 )
 from odise_pl.data_modules.sampling import (
@@ -43,6 +42,7 @@ from odise_pl.data_modules.sampling import (
 )
 from odise_pl.data_modules.transforms import LargeScaleJitter, ResizeShortestEdge, build_targets, image_to_tensor
 from odise_pl.errors import ConfigError, DatasetError
+from odise_pl.formats.coco_panoptic import id_to_rgb, read_label_image, read_panoptic_png
 from odise_pl.registry import DATA_MODULES
 
 
@@ -114,7 +114,7 @@ class CocoPanopticDataset(Dataset):
         ``rng`` draws the random augmentation (default: the dataset's own generator).
         """
         rec = self.records[index]
-        ids = read_panoptic_png(rec.panoptic_path)  # (H, W)
+        ids = read_panoptic_png(rec.panoptic_path).astype(np.int64)  # (H, W)
         image = read_rgb_image(rec.image_path, ids.shape)  # (H, W, 3)
         if image.shape[:2] != ids.shape:
             raise DatasetError(f"image {rec.image_path} is {image.shape[1]}x{image.shape[0]} but its "
@@ -125,8 +125,8 @@ class CocoPanopticDataset(Dataset):
         if unknown:
             u = unknown[0]
             raise DatasetError(
-                f"panoptic PNG {rec.panoptic_path} contains segment id {u} (RGB {u % 256}, "
-                f"{u // 256 % 256}, {u // 65536}) that is not in segments_info of image id "
+                f"panoptic PNG {rec.panoptic_path} contains segment id {u} (RGB "
+                f"{', '.join(map(str, id_to_rgb(u).tolist()))}) that is not in segments_info of image id "
                 f"{rec.image_id} in {self.json_path}; the PNG and the JSON do not match.")
         image_t, ids_t, valid = self.transform(image, ids, self.rng if rng is None else rng)
         target = build_targets(ids_t, rec.segments, rec.image_id)
@@ -149,13 +149,11 @@ class CocoPanopticDataset(Dataset):
 
     def read_semantic(self, rec: PanopticRecord, shape: tuple[int, int]) -> torch.Tensor:
         """(H, W) int64 ``gt_semantic`` of ``rec`` from ``semantic_dir``, checked against the panoptic map."""
-        from odise_pl.metrics.panoptic_io import read_label_image
-
         path = self.semantic_dir / f"{rec.image_path.stem}.png"
         if not path.is_file():
             raise DatasetError(f"semantic label map {path} (of image {rec.image_path}) does not exist; "
                                "it is the mIoU ground truth (data.val_semantic_dir).")
-        labels = read_label_image(path)
+        labels = torch.from_numpy(read_label_image(path))
         if tuple(labels.shape) != tuple(shape):
             raise DatasetError(f"semantic label map {path} is {labels.shape[1]}x{labels.shape[0]} but the "
                                f"panoptic PNG {rec.panoptic_path} is {shape[1]}x{shape[0]}.")
@@ -232,9 +230,9 @@ def vocabulary_synonyms(vocabulary: str, num_classes: int) -> list[list[str]]:
             or the path of a vocabulary file.
         num_classes: the number of categories of the dataset JSON (must match).
     """
-    from odise_pl.vocab import load_builtin, load_vocabulary_file
+    from odise_pl.vocab import load_vocabulary
 
-    vocab = load_vocabulary_file(vocabulary) if Path(vocabulary).is_file() else load_builtin(vocabulary)
+    vocab = load_vocabulary(vocabulary)
     if len(vocab) != num_classes:
         raise ConfigError(f"data.vocabulary={vocabulary!r} has {len(vocab)} classes but the dataset JSON "
                           f"has {num_classes} categories; pick a vocabulary of this dataset or null.")

@@ -1,5 +1,6 @@
-"""Reading the files of a COCO-panoptic-format dataset: JSON, images, segment-id PNGs, and the records
-joining them. Every missing or malformed file is a :class:`~odise_pl.errors.DatasetError` naming it."""
+"""Reading the files of a COCO-panoptic-format dataset: JSON, images, and the records joining them
+(segment-id PNGs: :mod:`odise_pl.formats.coco_panoptic`).  Every missing or malformed file is a
+:class:`~odise_pl.errors.DatasetError` naming it."""
 
 from __future__ import annotations
 
@@ -49,19 +50,6 @@ def read_rgb_image(path: Path, expected_hw: tuple[int, int] | None = None) -> np
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise DatasetError(f"cannot decode image {path}: {err}. The file is corrupt or truncated; "
                            "replace it or set data.skip_bad_samples=true.") from err
-
-
-def read_panoptic_png(path: Path) -> np.ndarray:
-    """Decode a panoptic PNG into an (H, W) int64 map of ids ``R + 256 G + 256^2 B``."""
-    try:
-        with Image.open(path) as png:
-            rgb = np.asarray(png.convert("RGB")).astype(np.int64)
-    except FileNotFoundError as err:
-        raise DatasetError(f"panoptic PNG {path} does not exist (listed in the JSON); "
-                           "check the panoptic directory.") from err
-    except (OSError, ValueError, SyntaxError) as err:
-        raise DatasetError(f"cannot decode panoptic PNG {path}: {err}. The file is corrupt.") from err
-    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
 
 
 @dataclass

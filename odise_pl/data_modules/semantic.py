@@ -34,51 +34,14 @@ from odise_pl.data_modules.coco_panoptic import CocoPanopticConfig, CocoPanoptic
 from odise_pl.data_modules.panoptic_files import read_rgb_image
 from odise_pl.data_modules.transforms import ResizeShortestEdge, image_to_tensor
 from odise_pl.errors import ConfigError, DatasetError
+from odise_pl.evaluation_sets import SEMANTIC_SETS, SemanticSetSpec
+from odise_pl.formats.coco_panoptic import read_label_image
 from odise_pl.registry import DATA_MODULES
 
 __all__ = ["SEMANTIC_SETS", "SemanticSetSpec", "SemanticSegConfig", "SemanticSegDataset",
            "SemanticSegDataModule"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
-@dataclass(frozen=True)
-class SemanticSetSpec:
-    """Where a set lives by default, its label format and what to download."""
-
-    root: str
-    image_dir: str
-    label_dir: str
-    label_suffix: str
-    ignore_index: int
-    vocabulary: str
-    download: str
-
-
-SEMANTIC_SETS = {
-    "ade20k_847": SemanticSetSpec(
-        "datasets/ade/ADE20K_2021_17_01", "images_detectron2/validation", "annotations_detectron2/validation",
-        ".tif", 65535, "ade20k_847_with_prompt_eng",
-        "A-847 is the full ADE20K (ADE20K_2021_17_01.zip from the ADE20K site, groups.csail.mit.edu/vision/"
-        "datasets/ADE20K), converted to uint16 TIFF labels by detectron2/ODISE's "
-        "datasets/prepare_ade20k_full_sem_seg.py"),
-    "pascal_context_459": SemanticSetSpec(
-        "datasets/pascal_ctx_d2", "images/validation", "annotations_ctx459/validation", ".tif", 65535,
-        "pascal_context_459_with_prompt_eng",
-        "PC-459 is PASCAL Context (VOC2010 images + trainval_merged.json / the 459-class .mat labels from "
-        "cs.stanford.edu/~roozbeh/pascal-context), converted by ODISE's "
-        "datasets/prepare_pascal_ctx_full_sem_seg.py"),
-    "pascal_context_59": SemanticSetSpec(
-        "datasets/pascal_ctx_d2", "images/validation", "annotations_ctx59/validation", ".png", 255,
-        "pascal_context_59_with_prompt_eng",
-        "PC-59 is PASCAL Context (VOC2010 images + the 59-class labels), converted by ODISE's "
-        "datasets/prepare_pascal_ctx_sem_seg.py"),
-    "pascal_voc_21": SemanticSetSpec(
-        "datasets/pascal_voc_d2", "images/validation", "annotations_pascal21/validation", ".png", 255,
-        "pascal_voc_21_with_prompt_eng",
-        "PAS-21 is PASCAL VOC 2012 (VOCtrainval_11-May-2012.tar, host.robots.ox.ac.uk/pascal/VOC/voc2012) "
-        "with its SegmentationClass labels, converted by ODISE's datasets/prepare_voc_sem_seg.py"),
-}
 
 
 @dataclass
@@ -111,10 +74,8 @@ class SemanticSegDataset(Dataset):
         return len(self.pairs)
 
     def __getitem__(self, index: int) -> dict:
-        from odise_pl.metrics.panoptic_io import read_label_image
-
         image_path, label_path = self.pairs[int(index if not isinstance(index, tuple) else index[0])]
-        labels = read_label_image(label_path).numpy()
+        labels = read_label_image(label_path)
         bad = (labels >= self.num_classes) & (labels != self.ignore_index)
         if bad.any():
             raise DatasetError(f"{label_path} holds the label {int(labels[bad][0])}, outside "
@@ -166,10 +127,9 @@ class SemanticSegDataModule(CocoPanopticDataModule):
     def categories(self) -> list[dict]:
         """The set's vocabulary (package data), ``isthing`` False where the list does not say."""
         if self._categories is None:
-            from odise_pl.vocab import load_builtin, load_vocabulary_file
+            from odise_pl.vocab import load_vocabulary
 
-            vocab = (load_vocabulary_file(self.vocabulary) if Path(self.vocabulary).is_file()
-                     else load_builtin(self.vocabulary))
+            vocab = load_vocabulary(self.vocabulary)
             synonyms = vocab.synonyms
             rows = zip(vocab.names, vocab.is_thing, synonyms)
             self._categories = [{"id": i, "name": name, "isthing": bool(thing), "synonyms": syn}

@@ -35,6 +35,7 @@ from PIL import Image, ImageDraw
 from odise_pl.atomic_files import write_json, write_text
 from odise_pl.data_modules.coco_panoptic import CocoPanopticConfig, CocoPanopticDataModule
 from odise_pl.errors import DatasetError
+from odise_pl.formats.coco_panoptic import id_to_rgb
 from odise_pl.registry import DATA_MODULES
 
 GENERATOR_VERSION = 1
@@ -271,8 +272,7 @@ def _write_split(out: Path, split: str, count: int, seed: int, size: int, qualit
         segments, kept = _segments(ids, instances, min_area)
         stem = f"{image_id:012d}"
         Image.fromarray(image).save(image_dir / f"{stem}.jpg", quality=quality, subsampling=0)
-        rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], -1).astype(np.uint8)
-        Image.fromarray(rgb).save(pan_dir / f"{stem}.png")
+        Image.fromarray(id_to_rgb(ids)).save(pan_dir / f"{stem}.png")
         Image.fromarray(_semantic(ids, segments)).save(sem_dir / f"{stem}.png")
         images.append({"id": image_id, "file_name": f"{stem}.jpg", "height": size, "width": size})
         annotations.append({"image_id": image_id, "file_name": f"{stem}.png", "segments_info": segments})

@@ -162,9 +162,14 @@ def trained_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def export_safetensors(model: torch.nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> Path:
     """Write the trained weights of ``model`` to ``path`` (safetensors), atomically."""
+    return save_safetensors(trained_state_dict(model), path, metadata)
+
+
+def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict | None = None) -> Path:
+    """Write ``tensors`` to ``path`` (safetensors; metadata values become text), atomically."""
     from safetensors.torch import save
 
-    tensors = trained_state_dict(model)
+    tensors = dict(tensors)
     # tensors sharing memory (tied weights) must be stored once each
     seen: dict[tuple, str] = {}
     for key, value in list(tensors.items()):

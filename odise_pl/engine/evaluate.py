@@ -30,17 +30,12 @@ from omegaconf import DictConfig
 
 from odise_pl.atomic_files import next_free_path, write_new, write_text
 from odise_pl.errors import ConfigError
+from odise_pl.evaluation_sets import EVALUATION_SETS
 
 __all__ = ["PRESETS", "COLUMNS", "parse_set", "set_datamodule", "evaluate", "evaluate_sets", "format_sets_table", "run"]
 
 #: preset name -> data-module keyword arguments
-PRESETS: dict[str, dict] = {
-    "ade20k_panoptic": {"name": "ade20k_panoptic"},
-    "ade20k_847": {"name": "semantic_seg", "dataset": "ade20k_847"},
-    "pascal_context_459": {"name": "semantic_seg", "dataset": "pascal_context_459"},
-    "pascal_context_59": {"name": "semantic_seg", "dataset": "pascal_context_59"},
-    "pascal_voc_21": {"name": "semantic_seg", "dataset": "pascal_voc_21"},
-}
+PRESETS: dict[str, dict] = EVALUATION_SETS
 
 #: table columns after ``set`` (``-`` where a set has no such score, e.g. PQ on a semantic set)
 COLUMNS = ("PQ", "SQ", "RQ", "PQ_th", "PQ_st", "mask_AP", "mIoU", "mIoU_gt_present", "mIoU_either_present",

@@ -47,10 +47,6 @@ from odise_pl.errors import VocabularyError
 from odise_pl.vocab import (
     VocabClass,
     Vocabulary,
-    build_vocabulary,
-    builtin_names,
-    default_vocabulary,
-    load_builtin,
     parse_vocabulary,
 )
 
@@ -87,21 +83,6 @@ def vocabulary_from_categories(categories: Sequence[dict], name: str = "training
         names = tuple(dict.fromkeys(n for n in [c["name"], *c.get("synonyms", [])] if n))
         classes.append(VocabClass(names, c.get("isthing"), c.get("id", k), name))
     return Vocabulary(tuple(classes), name)
-
-
-def resolve_vocabulary(vocab: str | None = None, vocab_file: str | None = None, *,
-                       include_default: bool = True) -> Vocabulary:
-    """The command line's vocabulary: :func:`odise_pl.vocab.build_vocabulary`, where ``vocab_file``
-    may also name a builtin list (``coco_panoptic``, ``ade20k_150``...) when no such file exists."""
-    if vocab_file is not None and not Path(vocab_file).expanduser().exists() and vocab_file in builtin_names():
-        parts = [parse_vocabulary(vocab, name="vocab")] if vocab is not None else []
-        parts.append(load_builtin(vocab_file))
-        if include_default:
-            parts.append(default_vocabulary())
-        if len(parts) == 1:
-            return parts[0]
-        return parts[0].merge(*parts[1:], name="+".join(p.name for p in parts))
-    return build_vocabulary(vocab, vocab_file, include_default=include_default)
 
 
 def list_images(spec: str) -> list[Path]:
@@ -266,5 +247,5 @@ def _output_size(h: int, w: int, num_queries: int, budget: int) -> tuple[int, in
     return max(1, int(h * scale)), max(1, int(w * scale))
 
 
-__all__ = ["Prediction", "Predictor", "list_images", "resolve_vocabulary", "vocabulary_from_categories",
+__all__ = ["Prediction", "Predictor", "list_images", "vocabulary_from_categories",
            "IMAGE_EXTENSIONS"]

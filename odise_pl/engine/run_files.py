@@ -167,7 +167,8 @@ def save_config(cfg: DictConfig, run_dir: Path) -> Path:
 
 
 def write_run_directory(run_dir: str | os.PathLike, *, config: DictConfig, categories: Sequence[dict],
-                        model: Any, ignore_index: int | None = None, metadata: dict | None = None) -> Path:
+                        model: Any = None, weights: dict | None = None, ignore_index: int | None = None,
+                        metadata: dict | None = None) -> Path:
     """Write a complete run directory (``config.yaml``, ``categories.json``, ``weights.safetensors``).
 
     For a model that did not come from ``odise-pl fit`` (e.g. converted released weights). Each file is
@@ -178,11 +179,14 @@ def write_run_directory(run_dir: str | os.PathLike, *, config: DictConfig, categ
         config: the validated experiment config of ``model`` (written resolved).
         categories: its training categories in class order (see :func:`write_categories`).
         model: the module whose trained weights are exported (:func:`odise_pl.engine.checkpoints.export_safetensors`).
+        weights: or the trained weights themselves, by odise-pl name (e.g. converted released weights).
         ignore_index: the training data's void label.
         metadata: extra safetensors metadata (values become text), e.g. ``{"source": URL}``.
     """
-    from odise_pl.engine.checkpoints import export_safetensors
+    from odise_pl.engine.checkpoints import export_safetensors, save_safetensors
 
+    if (model is None) == (weights is None):
+        raise TypeError("write_run_directory needs either model or weights")
     run_dir = Path(run_dir)
     taken = [name for name in (CONFIG_FILE, CATEGORIES_FILE, WEIGHTS_FILE) if (run_dir / name).exists()]
     if taken:
@@ -192,8 +196,11 @@ def write_run_directory(run_dir: str | os.PathLike, *, config: DictConfig, categ
     text = OmegaConf.to_yaml(config, resolve=True)
     atomic_write(run_dir / CONFIG_FILE, text)
     write_categories(run_dir, payload["categories"], ignore_index=ignore_index)
-    export_safetensors(model, run_dir / WEIGHTS_FILE,
-                       {**(metadata or {}), SAFETENSORS_KEY: json.dumps(payload, ensure_ascii=False)})
+    metadata = {**(metadata or {}), SAFETENSORS_KEY: json.dumps(payload, ensure_ascii=False)}
+    if weights is not None:
+        save_safetensors(weights, run_dir / WEIGHTS_FILE, metadata)
+    else:
+        export_safetensors(model, run_dir / WEIGHTS_FILE, metadata)
     return run_dir
 
 

@@ -3,16 +3,17 @@
 COCO panoptic format: a JSON with ``categories`` and ``annotations`` (one per
 image: ``image_id``, ``file_name``, ``segments_info`` = ``[{id, category_id,
 iscrowd, ...}]``) beside a folder of RGB PNGs whose pixels encode segment ids as
-``R + 256 * G + 256**2 * B``. Categories map to contiguous indices in the order
-of the GT JSON's ``categories`` list.
+``R + 256 * G + 256**2 * B`` (read by :mod:`odise_pl.formats.coco_panoptic`).
+Categories map to contiguous indices in the order of the GT JSON's
+``categories`` list.
 
 :func:`evaluate_panoptic_folders` and :func:`format_pq_table` reproduce the
 COCO panoptic API's ``pq_compute`` and its printed table (per image: the numpy
 core of :mod:`odise_pl.metrics.pq_numpy`, same semantics as
 :func:`~odise_pl.metrics.panoptic_quality.pq_stats`, on ``workers`` processes
 with results that do not depend on their number); it needs numpy and PIL only
-(torch is imported by the torch-facing readers and the semantic scorer, when
-called). :func:`evaluate_semantic_folders` scores label images (PNG or uint16
+(torch is imported by the semantic scorer, when called).
+:func:`evaluate_semantic_folders` scores label images (PNG or uint16
 TIFF) matched by file stem.
 """
 
@@ -25,28 +26,16 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
 
 from odise_pl.errors import DatasetError
-from odise_pl.metrics.pq_numpy import (
-    SegmentTable,
-    decode_panoptic_png,
-    per_class_pq_numpy,
-    pq_stats_numpy,
-    process_scratch,
-    summarize_pq_numpy,
-)
-
-if TYPE_CHECKING:
-    import torch
+from odise_pl.formats.coco_panoptic import read_label_image, read_panoptic_png
+from odise_pl.metrics.pq_numpy import SegmentTable, pq_stats_numpy, process_scratch
+from odise_pl.metrics.pq_summary import per_class_pq, summarize_pq
 
 __all__ = [
     "PanopticCategories",
-    "read_panoptic_png",
-    "read_label_image",
     "load_panoptic_json",
     "segments_from_json",
     "evaluate_panoptic_folders",
@@ -88,42 +77,6 @@ class PanopticCategories:
     def index_of(self) -> dict[int, int]:
         """Original category id -> contiguous index."""
         return {cat_id: i for i, cat_id in enumerate(self.ids)}
-
-
-def read_panoptic_png(path: str | Path, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Decode a COCO panoptic PNG.
-
-    Args:
-        path: RGB(A) PNG, id = R + 256 G + 256^2 B.
-        dtype: integer dtype of the result (default ``torch.int64``; ids are < 2**24, so int32 is enough).
-
-    Returns:
-        (H, W) segment ids (0 = VOID / no segment).
-    """
-    import torch
-
-    ids = torch.from_numpy(decode_panoptic_png(path).view(np.int32))
-    return ids.to(torch.int64 if dtype is None else dtype)
-
-
-def read_label_image(path: str | Path) -> torch.Tensor:
-    """Decode a single-channel label image (8-bit PNG, 16-bit PNG or uint16 TIFF).
-
-    Returns:
-        (H, W) int64 label values as stored (no remapping).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"Label image {path} does not exist.")
-    with Image.open(path) as img:
-        if img.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L", "I;16N"):
-            raise DatasetError(
-                f"Label image {path} has mode {img.mode}; expected a single-channel label map."
-            )
-        labels = np.asarray(img)
-    import torch
-
-    return torch.from_numpy(labels.astype(np.int64))
 
 
 def load_panoptic_json(path: str | Path) -> dict:
@@ -207,7 +160,7 @@ def _chunk_stats(job: tuple) -> tuple[np.ndarray, np.ndarray]:
         gt = _segment_table(gt_ann["segments_info"], index_of, f"GT {where} ({gt_path})", json_areas=True)
         pred = _segment_table(pred_ann["segments_info"], index_of, f"prediction {where} ({pred_path})")
         try:
-            iou_sum, tp, fp, fn = pq_stats_numpy(decode_panoptic_png(gt_path), gt, decode_panoptic_png(pred_path),
+            iou_sum, tp, fp, fn = pq_stats_numpy(read_panoptic_png(gt_path), gt, read_panoptic_png(pred_path),
                                                  pred, num_classes, scratch)
         except DatasetError:
             raise
@@ -293,8 +246,8 @@ def evaluate_panoptic_folders(gt_json: str | Path, gt_folder: str | Path, pred_j
             iou_sum += row
     tp, fp, fn = sum(counts for _, counts in partial) if partial else np.zeros((3, k), dtype=np.int64)
     is_thing = np.asarray(categories.is_thing, dtype=bool)
-    results: dict = summarize_pq_numpy(iou_sum, tp, fp, fn, is_thing)
-    scores = per_class_pq_numpy(iou_sum, tp, fp, fn)
+    results: dict = summarize_pq(iou_sum, tp, fp, fn, is_thing)
+    scores = per_class_pq(iou_sum, tp, fp, fn)
     results["per_class"] = {
         cat_id: {"name": categories.names[i], "isthing": categories.is_thing[i],
                  **{key: 100 * scores[key][i].item() for key in ("PQ", "SQ", "RQ")},
@@ -363,6 +316,8 @@ def evaluate_semantic_folders(gt_folder: str | Path, pred_folder: str | Path, nu
         numbers, ``IoU`` and ``ACC`` (lists of K floats, NaN where undefined),
         ``average`` (the mIoU convention used) and ``num_images``.
     """
+    import torch
+
     from odise_pl.metrics.semantic_iou import DEFAULT_AVERAGE, SemanticIoU
 
     average = DEFAULT_AVERAGE if average is None else average
@@ -374,7 +329,8 @@ def evaluate_semantic_folders(gt_folder: str | Path, pred_folder: str | Path, nu
         if stem not in pred_files:
             raise DatasetError(f"No prediction for {gt_path.name}: expected {Path(pred_folder) / stem}"
                                f"{{{','.join(LABEL_SUFFIXES)}}}.")
-        target, pred = read_label_image(gt_path), read_label_image(pred_files[stem])
+        target = torch.from_numpy(read_label_image(gt_path))
+        pred = torch.from_numpy(read_label_image(pred_files[stem]))
         if target.shape != pred.shape:
             raise DatasetError(
                 f"{pred_files[stem]} is {tuple(pred.shape)} but {gt_path} is {tuple(target.shape)}."

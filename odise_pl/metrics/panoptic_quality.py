@@ -48,6 +48,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from odise_pl.errors import DatasetError
+from odise_pl.metrics import pq_summary
 
 __all__ = ["PanopticQuality", "pq_stats", "summarize_pq", "per_class_pq"]
 
@@ -289,7 +290,7 @@ def pq_stats(
 
 
 def per_class_pq(iou_sum: Tensor, tp: Tensor, fp: Tensor, fn: Tensor) -> dict[str, Tensor]:
-    """Per-category scores from the sums, as fractions (0 where undefined, like the API).
+    """:func:`odise_pl.metrics.pq_summary.per_class_pq` on tensors (on the sums' device).
 
     Args:
         iou_sum, tp, fp, fn: (K,) sums.
@@ -297,18 +298,12 @@ def per_class_pq(iou_sum: Tensor, tp: Tensor, fp: Tensor, fn: Tensor) -> dict[st
     Returns:
         ``{"PQ", "SQ", "RQ"}`` (K,) float64 and ``"valid"`` (K,) bool (TP+FP+FN > 0).
     """
-    tp_f = tp.double()
-    denom = tp_f + 0.5 * fp.double() + 0.5 * fn.double()
-    valid = (tp + fp + fn) > 0
-    safe = torch.where(valid, denom, torch.ones_like(denom))
-    pq = torch.where(valid, iou_sum / safe, torch.zeros_like(denom))
-    sq = torch.where(tp > 0, iou_sum / tp_f.clamp(min=1), torch.zeros_like(denom))
-    rq = torch.where(valid, tp_f / safe, torch.zeros_like(denom))
-    return {"PQ": pq, "SQ": sq, "RQ": rq, "valid": valid}
+    scores = pq_summary.per_class_pq(*(t.detach().cpu().numpy() for t in (iou_sum, tp, fp, fn)))
+    return {key: torch.from_numpy(value).to(tp.device) for key, value in scores.items()}
 
 
 def summarize_pq(iou_sum: Tensor, tp: Tensor, fp: Tensor, fn: Tensor, is_thing: Tensor) -> dict[str, Tensor]:
-    """All / Things / Stuff averages in percent, like the API's printed table.
+    """:func:`odise_pl.metrics.pq_summary.summarize_pq` as tensors on the sums' device.
 
     Args:
         iou_sum, tp, fp, fn: (K,) sums.
@@ -319,17 +314,10 @@ def summarize_pq(iou_sum: Tensor, tp: Tensor, fp: Tensor, fn: Tensor, is_thing: 
         and ``n, n_th, n_st`` (int64 scalars): the number of categories averaged.
         An empty average (n = 0) reads 0.
     """
-    scores = per_class_pq(iou_sum, tp, fp, fn)
-    is_thing = is_thing.to(device=tp.device, dtype=torch.bool)
-    out: dict[str, Tensor] = {}
-    for suffix, group in (("", torch.ones_like(is_thing)), ("_th", is_thing), ("_st", ~is_thing)):
-        used = scores["valid"] & group
-        n = used.sum()
-        for key in ("PQ", "SQ", "RQ"):
-            total = scores[key][used].sum()
-            out[key + suffix] = 100 * total / n if int(n) > 0 else torch.zeros_like(total)
-        out["n" + suffix] = n
-    return out
+    sums = (t.detach().cpu().numpy() for t in (iou_sum, tp, fp, fn))
+    out = pq_summary.summarize_pq(*sums, is_thing.detach().cpu().numpy().astype(bool))
+    return {key: torch.tensor(value, dtype=torch.int64 if key.startswith("n") else torch.float64, device=tp.device)
+            for key, value in out.items()}
 
 
 class PanopticQuality(Metric):

@@ -4,7 +4,7 @@ Same semantics as :func:`odise_pl.metrics.panoptic_quality.pq_stats` (those of
 the COCO panoptic API's ``pq_compute_single_core``; see that module), with the
 per-image cost cut down to what the PNG decoder leaves:
 
-1. :func:`decode_panoptic_png` inflates the PNG straight into a preallocated
+1. :func:`odise_pl.formats.coco_panoptic.read_panoptic_png` inflates the PNG straight into a preallocated
    ``uint32`` array (PIL's RGB pixel storage is 4 bytes, so ``R + 256 G +
    65536 B`` is the array masked with ``0xFFFFFF``: no RGB->id arithmetic, no
    extra copy);
@@ -33,18 +33,14 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image
 
-from odise_pl.errors import DatasetError
+from odise_pl.formats.coco_panoptic import ID_BITS as _ID_BITS
 
-__all__ = ["SegmentTable", "IdLookup", "Scratch", "process_scratch", "decode_panoptic_png", "pq_stats_numpy",
-           "per_class_pq_numpy", "summarize_pq_numpy"]
+__all__ = ["SegmentTable", "IdLookup", "Scratch", "process_scratch", "pq_stats_numpy"]
 
-_ID_BITS = 24  # COCO panoptic PNG ids are R + 256 G + 65536 B < 2**24
 _MAX_SLOTS = np.iinfo(np.uint16).max  # slot + 1 is stored in uint16
 _CHUNK = 1 << 18  # pixels per chunk: the int64 temporaries (2 MiB each) stay in cache
 
@@ -146,41 +142,6 @@ class IdLookup:
     def slots(ids: np.ndarray, lut: np.ndarray) -> np.ndarray:
         """(N,) ids -> (N,) uint16 ``slot + 1``; 0 where an id is not listed."""
         return np.take(lut, ids, mode="clip")
-
-
-def decode_panoptic_png(path: str | Path) -> np.ndarray:
-    """Decode a COCO panoptic PNG to (H, W) uint32 ids ``R + 256 G + 65536 B``.
-
-    RGB and RGBA PNGs are inflated by PIL directly into the returned array;
-    other modes (and Pillow builds without ``map_buffer``) go through
-    ``convert("RGBA")``.
-
-    Raises:
-        DatasetError: the file is missing or not an image.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"Panoptic PNG {path} does not exist.")
-    try:
-        with Image.open(path) as img:
-            w, h = img.size
-            out = np.empty((h, w), dtype=np.uint32)
-            direct = img.mode in ("RGB", "RGBA") and h * w > 0 and hasattr(Image.core, "map_buffer")
-            if direct:
-                # An image core sharing out's memory, 4 bytes/pixel like PIL's RGB storage; load()
-                # decodes into it when it is in place before the first load.
-                raw = "RGBX" if img.mode == "RGB" else "RGBA"
-                target = Image.core.map_buffer(out, (w, h), "raw", 0, (raw, 0, 1))
-                img.im = target
-                img.load()
-                direct = img.im is target
-            if not direct:
-                out[...] = np.asarray(img.convert("RGBA")).view("<u4")[..., 0]
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DatasetError(f"Cannot decode the panoptic PNG {path}: {exc}. Re-export it as an RGB PNG "
-                           "whose pixels encode segment ids as R + 256 G + 256^2 B.") from exc
-    np.bitwise_and(out, (1 << _ID_BITS) - 1, out=out)
-    return out
 
 
 class Scratch:
@@ -341,52 +302,3 @@ def pq_stats_numpy(gt_ids: np.ndarray, gt: SegmentTable, pred_ids: np.ndarray, p
     fp_mask[0] = False
     fp = np.bincount(pred.category[fp_mask], minlength=num_classes)
     return iou_sum, tp.astype(np.int64), fp.astype(np.int64), fn.astype(np.int64)
-
-
-def per_class_pq_numpy(iou_sum: np.ndarray, tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> dict:
-    """Per-category scores from the sums, as fractions (0 where undefined, like the API).
-
-    The numpy twin of :func:`odise_pl.metrics.panoptic_quality.per_class_pq` (same arithmetic), so
-    that ``odise-pl eval panoptic`` does not import torch.
-
-    Args:
-        iou_sum, tp, fp, fn: (K,) sums.
-
-    Returns:
-        ``{"PQ", "SQ", "RQ"}`` (K,) float64 and ``"valid"`` (K,) bool (TP+FP+FN > 0).
-    """
-    tp_f = tp.astype(np.float64)
-    denom = tp_f + 0.5 * fp.astype(np.float64) + 0.5 * fn.astype(np.float64)
-    valid = (tp + fp + fn) > 0
-    safe = np.where(valid, denom, 1.0)
-    pq = np.where(valid, iou_sum / safe, 0.0)
-    sq = np.where(tp > 0, iou_sum / np.maximum(tp_f, 1.0), 0.0)
-    rq = np.where(valid, tp_f / safe, 0.0)
-    return {"PQ": pq, "SQ": sq, "RQ": rq, "valid": valid}
-
-
-def summarize_pq_numpy(iou_sum: np.ndarray, tp: np.ndarray, fp: np.ndarray, fn: np.ndarray,
-                       is_thing: np.ndarray) -> dict:
-    """All / Things / Stuff averages in percent, like the API's printed table.
-
-    The numpy twin of :func:`odise_pl.metrics.panoptic_quality.summarize_pq`.
-
-    Args:
-        iou_sum, tp, fp, fn: (K,) sums.
-        is_thing: (K,) bool.
-
-    Returns:
-        ``PQ, SQ, RQ, PQ_th, SQ_th, RQ_th, PQ_st, SQ_st, RQ_st`` (Python floats, 0-100) and
-        ``n, n_th, n_st`` (Python ints): the number of categories averaged. An empty average reads 0.
-    """
-    scores = per_class_pq_numpy(iou_sum, tp, fp, fn)
-    is_thing = np.asarray(is_thing, dtype=bool)
-    out: dict = {}
-    for suffix, group in (("", np.ones_like(is_thing)), ("_th", is_thing), ("_st", ~is_thing)):
-        used = scores["valid"] & group
-        n = int(used.sum())
-        for key in ("PQ", "SQ", "RQ"):
-            total = float(scores[key][used].sum())
-            out[key + suffix] = 100 * total / n if n > 0 else 0.0
-        out["n" + suffix] = n
-    return out

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import is_dataclass
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from odise_pl.config.schema import InferenceConfig, MaskGeneratorConfig, OptimConfig, SpeedConfig
+from odise_pl.config.sections import instantiate_section
+from odise_pl.errors import WeightsError
 from odise_pl.models.clip_model import ClipSpec, SharedClip, load_clip, release_clip
 from odise_pl.models.mask_generator.criterion import SetCriterion
 from odise_pl.models.mask_generator.mask2former import Mask2FormerMaskGenerator
@@ -19,19 +20,16 @@ from odise_pl.registry import BACKBONES, SUPERVISIONS
 
 
 def section_to_dataclass(section: Any, cls: type | None) -> Any:
-    """A config section (``name`` + keys) -> an instance of the part's config dataclass."""
-    data = OmegaConf.to_container(section, resolve=True) if isinstance(section, DictConfig) else dict(section)
-    data.pop("name", None)
+    """A config section (``name`` + keys) -> an instance of the part's config dataclass
+    (:func:`~odise_pl.config.sections.instantiate_section`); a part without one gets a plain dict."""
     if cls is None:
+        data = OmegaConf.to_container(section, resolve=True) if isinstance(section, DictConfig) else dict(section)
+        data.pop("name", None)
         return data
-    merged = OmegaConf.merge(OmegaConf.structured(cls), data)
-    return OmegaConf.to_object(merged)
+    return instantiate_section(section, cls)
 
 
-def typed(section: Any, cls: type) -> Any:
-    if is_dataclass(section):
-        return section
-    return section_to_dataclass(section, cls)
+typed = instantiate_section  # a section, or its dataclass instance as it is
 
 
 def supervision_text_bank(clip: SharedClip, templates: list[str]) -> TextEmbeddingBank:
@@ -55,9 +53,12 @@ def build_model(cfg: DictConfig, categories: list[dict], *, ignore_index: int = 
         eval_categories: evaluation vocabulary (default: the training categories).
     """
     model_cfg = cfg.model
-    clip = load_clip(ClipSpec(model_cfg.clip.model_name, model_cfg.clip.pretrained))
+    clip = shared_clip(model_cfg.clip)
     bb_entry = BACKBONES.get(model_cfg.backbone.name)
-    backbone = bb_entry.cls.from_config(section_to_dataclass(model_cfg.backbone, bb_entry.config), clip=clip)
+    try:
+        backbone = bb_entry.cls.from_config(section_to_dataclass(model_cfg.backbone, bb_entry.config), clip=clip)
+    except WeightsError as err:
+        raise WeightsError(f"model.backbone.pretrained: {err}") from err
     mg_cfg = typed(model_cfg.mask_generator, MaskGeneratorConfig)
     mask_generator = Mask2FormerMaskGenerator.from_config(mg_cfg, backbone.output_shape())
 
@@ -70,7 +71,9 @@ def build_model(cfg: DictConfig, categories: list[dict], *, ignore_index: int = 
     supervision = sup_entry.cls.from_config(
         sup_cfg, train_text=train_text, void_text_embed=void, embed_dim=mg_cfg.embed_dim,
         train_names=train_names, clip=clip)
-    criterion = SetCriterion(mask_generator.config, supervision.num_match_classes)
+    speed = typed(model_cfg.get("speed") or {}, SpeedConfig)
+    criterion = SetCriterion(mask_generator.config, supervision.num_match_classes,
+                             batched_matching=speed.batched_matching, no_host_syncs=speed.no_host_syncs)
 
     eval_categories = eval_categories or categories
     eval_names = [class_names(c) for c in eval_categories]
@@ -83,9 +86,17 @@ def build_model(cfg: DictConfig, categories: list[dict], *, ignore_index: int = 
                          criterion=criterion, eval_text=eval_text, eval_is_thing=is_thing, inference=inference,
                          optim=optim, max_steps=int(cfg.trainer.max_steps), ignore_index=ignore_index,
                          config=OmegaConf.to_container(cfg, resolve=True), open_vocab=open_vocab,
-                         text_bank=supervision_text_bank(clip, templates))
+                         text_bank=supervision_text_bank(clip, templates), fused_optimizer=speed.fused_optimizer)
     apply_model_speed(module, model_cfg.get("speed"), clip)
     return module
+
+
+def shared_clip(section) -> SharedClip:
+    """The process-wide CLIP of ``model.clip``; weights that cannot be found are a :class:`WeightsError` naming the key."""
+    try:
+        return load_clip(ClipSpec(section.model_name, section.pretrained))
+    except WeightsError as err:
+        raise WeightsError(f"model.clip.pretrained: {err}") from err
 
 
 def apply_model_speed(module: OdiseModule, section, clip: SharedClip | None = None) -> None:

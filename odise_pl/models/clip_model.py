@@ -25,6 +25,7 @@ import open_clip
 import torch
 from torch import nn
 
+from odise_pl.errors import WeightsError
 from odise_pl.models.frozen import freeze
 
 _CONFIG_DIR = Path(__file__).with_name("clip_configs")
@@ -97,7 +98,7 @@ def _resolve_pretrained(pretrained: str | None) -> str | None:
     path = Path(os.path.expanduser(pretrained))
     if path.suffix in (".bin", ".pt", ".pth", ".safetensors") or os.sep in pretrained:
         if not path.is_file():
-            raise FileNotFoundError(
+            raise WeightsError(
                 f"CLIP weights '{pretrained}' not found. Give an open_clip pretrained tag (e.g. 'openai'), "
                 f"'hf-hub:ORG/NAME', or the path of an open_clip checkpoint file "
                 f"(open_clip_pytorch_model.bin or .safetensors).")
@@ -116,7 +117,14 @@ def load_clip(spec: ClipSpec, *, device: torch.device | str | None = None) -> Sh
     pretrained = _resolve_pretrained(spec.pretrained)
     if pretrained is None and spec.model_name.startswith("hf-hub:"):
         raise ValueError("an hf-hub model name needs no separate pretrained value")
-    model = open_clip.create_model(spec.model_name, pretrained=pretrained, device=device)
+    try:
+        model = open_clip.create_model(spec.model_name, pretrained=pretrained, device=device)
+    except RuntimeError as err:  # open_clip's "not a known tag", "failed to download", ...
+        if pretrained is None:
+            raise
+        raise WeightsError(f"cannot load the CLIP weights '{spec.pretrained}' of {spec.model_name} ({err}). Give "
+                           "an open_clip pretrained tag, 'hf-hub:ORG/NAME', or the path of an open_clip "
+                           "checkpoint file.") from err
     tokenizer = open_clip.get_tokenizer(spec.model_name)
     shared = SharedClip(model, tokenizer, spec, pretrained=pretrained is not None)
     _CACHE[key] = shared

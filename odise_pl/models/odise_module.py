@@ -18,7 +18,7 @@ from odise_pl.config.schema import InferenceConfig, OptimConfig
 from odise_pl.metrics.mask_ap import mask_ap_metric, panoptic_to_instances, summarize_mask_ap
 from odise_pl.metrics.panoptic_quality import PanopticQuality
 from odise_pl.metrics.semantic_iou import AVERAGES, SemanticIoU
-from odise_pl.models.frozen import is_frozen, keep_frozen_in_eval, pretrained_frozen_prefixes
+from odise_pl.models.frozen import is_frozen, keep_frozen_in_eval, pretrained_frozen_prefixes, strip_pretrained_frozen
 from odise_pl.models.inference.segment import TASKS, check_tasks, masks_to_output, postprocess_image
 from odise_pl.models.mask_generator.criterion import SetCriterion
 from odise_pl.models.optim import build_optimizer, build_scheduler
@@ -44,16 +44,15 @@ class OdiseModule(L.LightningModule):
         config: the resolved experiment config (saved as hyper-parameters).
         text_bank: the :class:`~odise_pl.models.open_vocab.text_bank.TextEmbeddingBank` of the trained
             classifier (the shared CLIP + the supervision's templates); :meth:`set_vocabulary` needs it.
+        fused_optimizer: ``model.speed.fused_optimizer``: AdamW with one fused kernel per parameter group
+            (:func:`~odise_pl.models.optim.build_optimizer`).
     """
-
-    #: ``model.speed.fused_optimizer`` (set by :func:`~odise_pl.models.speed.apply_speed_options`)
-    fused_optimizer: bool = False
 
     def __init__(self, *, backbone: nn.Module, mask_generator: nn.Module, supervision: SupervisionStrategy,
                  criterion: SetCriterion, eval_text: TextEmbeddings, eval_is_thing: torch.Tensor,
                  inference: InferenceConfig, optim: OptimConfig, max_steps: int,
                  open_vocab: nn.Module | None = None, ignore_index: int = 255, config: dict | None = None,
-                 text_bank=None) -> None:
+                 text_bank=None, fused_optimizer: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters({"config": config or {}})
         self.backbone = backbone
@@ -66,6 +65,7 @@ class OdiseModule(L.LightningModule):
         self.max_steps = max_steps
         self.ignore_index = ignore_index
         self.text_bank = text_bank  # a plain object (not a module): nothing of it goes into checkpoints
+        self.fused_optimizer = fused_optimizer
         self.set_eval_vocabulary(eval_text, eval_is_thing)
 
     # ----------------------------------------------------------------------------------- vocabulary
@@ -319,9 +319,7 @@ class OdiseModule(L.LightningModule):
     # ---------------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Pretrained frozen weights are re-loaded from their source, not stored."""
-        drop = tuple(pretrained_frozen_prefixes(self))
-        if drop:
-            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(drop)}
+        checkpoint["state_dict"] = strip_pretrained_frozen(checkpoint["state_dict"], self)
 
     #: buffers computed when the model is built (TextEncoder(""), the no-object weight); a weights file
     #: without them (``odise-pl convert-reference`` writes none) gets the model's own

@@ -47,7 +47,12 @@ The frozen parts are the backbone's own list: ``Backbone.frozen_parts()`` (role 
 ``frozen_autocast``); the diffusion backbone's roles ``unet`` / ``vae`` also receive ``channels_last``,
 ``attention`` and ``compile_unet``.
 
-Switches of the training step (the trainable parts; each checked on the CPU against the default path):
+Switches of the training step (the trainable parts; each checked on the CPU against the default path).
+``fused_optimizer``, ``batched_matching`` and the loss's half of ``no_host_syncs`` are constructor arguments
+(``OdiseModule(fused_optimizer=)``, ``SetCriterion(batched_matching=, no_host_syncs=)``) that the builder
+passes; :func:`apply_speed_options` sets them only on a part built without them (restorably: a benchmark's
+before / after on one module). What this module patches is third-party code: the frozen parts, and the
+``transformers`` pixel-decoder encoder layers and decoder layers of the mask generator.
 
 * ``fused_optimizer``: AdamW with ``fused=True`` when every trainable parameter is on CUDA, ``foreach``
   elsewhere (:func:`odise_pl.models.optim.build_optimizer`; off: PyTorch's default, ``foreach`` on CUDA and
@@ -262,6 +267,9 @@ def apply_speed_options(model: nn.Module, opts: SpeedOptions, *, restorable: boo
 
 
 def _set_attribute(handle: SpeedHandle, obj: object, name: str, value: object) -> None:
+    """Set a switch of an already built part, restorably (a part built with it is left as it is)."""
+    if getattr(obj, name) == value:
+        return
     had_own, old = name in vars(obj), getattr(obj, name)
     setattr(obj, name, value)
     handle.add(lambda: setattr(obj, name, old) if had_own else delattr(obj, name))

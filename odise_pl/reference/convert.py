@@ -19,7 +19,7 @@ import pickle
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from odise_pl.errors import CheckpointError, ConfigError
 from odise_pl.models.odise_module import OdiseModule
@@ -141,10 +141,7 @@ def convert_reference(
     odise_ckpt: str | Path, cfg: DictConfig, out: str | Path, *, trust_pickle: bool = False
 ) -> Path:
     """Write the run directory ``out`` (refused if it already holds one) and return its path."""
-    from safetensors.torch import save
-
-    from odise_pl.atomic_files import atomic_write
-    from odise_pl.engine.run_files import CONFIG_FILE, WEIGHTS_FILE, write_categories
+    from odise_pl.engine.run_files import CONFIG_FILE, WEIGHTS_FILE, write_run_directory
     from odise_pl.vocab import load_builtin
 
     out = Path(out).expanduser()
@@ -154,18 +151,14 @@ def convert_reference(
         )
     state = read_released_checkpoint(odise_ckpt, trust_pickle=trust_pickle)
     weights = convert_state_dict(state, cfg, source=str(odise_ckpt))
-    out.mkdir(parents=True, exist_ok=True)
     categories = load_builtin(TRAINING_VOCABULARY).to_categories()
     metadata = {
         "source": str(Path(odise_ckpt).name),
         "format": "odise-pl converted reference checkpoint",
         "recomputed_buffers": json.dumps(list(OdiseModule.RECOMPUTED_BUFFERS)),
     }
-    data = save(weights, metadata=metadata)
-    atomic_write(out / WEIGHTS_FILE, data)
-    write_categories(out, categories, ignore_index=255)
-    atomic_write(out / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
-    return out
+    return write_run_directory(out, config=cfg, categories=categories, weights=weights, ignore_index=255,
+                               metadata=metadata)
 
 
 __all__ = [

@@ -45,7 +45,8 @@ from odise_pl.errors import VocabularyError
 
 __all__ = [
     "VocabClass", "Vocabulary", "normalize_name", "parse_vocabulary", "parse_vocabulary_lines",
-    "load_vocabulary_file", "load_builtin", "builtin_names", "default_vocabulary", "build_vocabulary",
+    "load_vocabulary_file", "load_vocabulary", "is_builtin_name", "load_builtin", "builtin_names",
+    "default_vocabulary", "build_vocabulary",
 ]
 
 _MARKERS = {"thing": True, "stuff": False}
@@ -331,6 +332,26 @@ def load_builtin(name: str) -> Vocabulary:
     return vocab
 
 
+def is_builtin_name(name_or_path: str | Path) -> bool:
+    """Whether ``name_or_path`` names a shipped list (:func:`builtin_names`) and no such file exists."""
+    text = str(name_or_path)
+    return text in builtin_names() and not Path(text).expanduser().exists()
+
+
+def load_vocabulary(name_or_path: str | Path) -> Vocabulary:
+    """A vocabulary by name or path: a shipped list (``"ade20k_150"``, where no file of that name exists),
+    else a vocabulary file (:func:`load_vocabulary_file`).
+
+    A plain word that is neither is taken for a mistyped builtin name (the error suggests the closest).
+    """
+    if is_builtin_name(name_or_path):
+        return load_builtin(str(name_or_path))
+    path = Path(name_or_path).expanduser()
+    if not path.exists() and not path.suffix and len(path.parts) == 1:
+        return load_builtin(str(name_or_path))  # raises: unknown builtin vocabulary, did you mean ...
+    return load_vocabulary_file(path)
+
+
 @functools.cache
 def default_vocabulary(prompt_engineered: bool = True) -> Vocabulary:
     """The demo vocabulary: COCO panoptic + ADE20K-150 + LVIS, merged by :meth:`Vocabulary.merge`."""
@@ -345,7 +366,8 @@ def build_vocabulary(vocab: str | None = None, vocab_file: str | Path | None = N
 
     Args:
         vocab: a vocabulary string (``"cat,kitten;dog;grass:stuff"``).
-        vocab_file: a vocabulary file.
+        vocab_file: a vocabulary file, or a shipped list by name (:func:`load_vocabulary`; where no such
+            file exists).
         include_default: append :func:`default_vocabulary` (user classes win on repeated names).
 
     Raises:
@@ -355,9 +377,12 @@ def build_vocabulary(vocab: str | None = None, vocab_file: str | Path | None = N
     parts = []
     if vocab is not None:
         parts.append(parse_vocabulary(vocab, name="vocab"))
-    if vocab_file is not None:
+    if vocab_file is not None and is_builtin_name(vocab_file):
+        # a shipped list (its classes may share a name, e.g. A-847): merged after the user's classes
+        parts.append(load_builtin(str(vocab_file)))
+    elif vocab_file is not None:
         parts.append(load_vocabulary_file(vocab_file))
-    if len(parts) == 2:
+    if len(parts) == 2 and not is_builtin_name(vocab_file):
         combined = parts[0].classes + parts[1].classes
         wheres = [f"class {c.name!r} of {c.source}" for c in combined]
         _check_duplicates(combined, wheres, "--vocab and --vocab-file")

@@ -18,7 +18,7 @@ from PIL import Image
 from odise_pl.cli import main
 from odise_pl.data_modules.ade20k import ADE20KPanopticConfig, ADE20KPanopticDataModule, prepare_ade20k
 from odise_pl.errors import DatasetError
-from odise_pl.metrics.panoptic_io import read_panoptic_png
+from odise_pl.formats.coco_panoptic import read_panoptic_png
 from odise_pl.metrics.panoptic_quality import PanopticQuality
 
 # 1-based ADE-150 labels of the semantic PNGs; bed and windowpane are things (instance classes 1, 2)
@@ -121,7 +121,7 @@ def test_prepare_writes_what_the_reference_scripts_write(tmp_path, capsys, monke
     for ann in data["annotations"]:
         semantic, instance = scenes[ann["image_id"]]
         assert ann["file_name"] == f"{ann['image_id']}.png"
-        ids = read_panoptic_png(root / "ade20k_panoptic_val" / ann["file_name"]).numpy()
+        ids = read_panoptic_png(root / "ade20k_panoptic_val" / ann["file_name"]).astype(np.int64)
         expected = _expected_segments(semantic, instance, is_thing)
         segs = ann["segments_info"]
         assert [(s["category_id"], s["area"], s["bbox"], s["iscrowd"]) for s in segs] == \

@@ -13,9 +13,10 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
 from odise_pl.data_modules.coco_panoptic import CocoPanopticDataset
-from odise_pl.data_modules.panoptic_files import PanopticRecord, load_panoptic_json, read_panoptic_png, read_rgb_image
+from odise_pl.data_modules.panoptic_files import PanopticRecord, load_panoptic_json, read_rgb_image
 from odise_pl.data_modules.transforms import ResizeShortestEdge
 from odise_pl.errors import DatasetError
+from odise_pl.formats.coco_panoptic import read_panoptic_png
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                            HealthCheck.function_scoped_fixture])

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from odise_pl.data_modules.panoptic_files import read_panoptic_png
 from odise_pl.data_modules.synthetic_shapes import (
     SyntheticShapesConfig,
     SyntheticShapesDataModule,
@@ -20,6 +19,7 @@ from odise_pl.data_modules.synthetic_shapes import (
     run_synth,
 )
 from odise_pl.errors import DatasetError
+from odise_pl.formats.coco_panoptic import read_panoptic_png
 from odise_pl.registry import DATA_MODULES
 
 

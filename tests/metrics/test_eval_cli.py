@@ -172,7 +172,7 @@ def test_errors_name_the_file_and_what_to_do(tmp_path, capsys):
     assert str(tmp_path / "pred" / "x.png") in err and "must list the same segment ids" in err
 
     (tmp_path / "pred" / "x.png").unlink()
-    assert f"Panoptic PNG {tmp_path / 'pred' / 'x.png'} does not exist" in _error(capsys, base)
+    assert f"panoptic PNG {tmp_path / 'pred' / 'x.png'} does not exist" in _error(capsys, base)
     assert "missing.json does not exist" in _error(capsys, [*base[:-1], str(tmp_path / "missing.json")])
     err = _error(capsys, [*base, "--pred-folder", str(tmp_path / "nowhere")])
     assert "prediction PNG folder" in err and "nowhere" in err

@@ -42,7 +42,7 @@ def _hand_case():
 
 def _metric_from_json(gt_json, gt_folder, pred_json, pred_folder) -> dict:
     """PanopticQuality fed with the segments of the JSON files, as the training-time metric is."""
-    from odise_pl.metrics.panoptic_io import read_panoptic_png
+    from odise_pl.formats.coco_panoptic import read_panoptic_png
 
     gt_data, pred_data = json.loads(gt_json.read_text()), json.loads(pred_json.read_text())
     categories = PanopticCategories.from_json(gt_data["categories"])
@@ -51,9 +51,9 @@ def _metric_from_json(gt_json, gt_folder, pred_json, pred_folder) -> dict:
     metric = PanopticQuality(is_thing=categories.is_thing)
     for gt_ann in gt_data["annotations"]:
         pred_ann = preds[gt_ann["image_id"]]
-        metric.update(read_panoptic_png(pred_folder / pred_ann["file_name"]),
+        metric.update(torch.from_numpy(read_panoptic_png(pred_folder / pred_ann["file_name"]).astype(np.int64)),
                       segments_from_json(pred_ann["segments_info"], index_of, "pred"),
-                      read_panoptic_png(gt_folder / gt_ann["file_name"]),
+                      torch.from_numpy(read_panoptic_png(gt_folder / gt_ann["file_name"]).astype(np.int64)),
                       segments_from_json(gt_ann["segments_info"], index_of, "gt"))
     return {k: float(v) for k, v in metric.compute().items()}
 

@@ -15,13 +15,13 @@ import torch
 from PIL import Image
 
 from odise_pl.errors import DatasetError
+from odise_pl.formats.coco_panoptic import read_panoptic_png
 from odise_pl.metrics import panoptic_io
 from odise_pl.metrics.panoptic_io import (
     PanopticCategories,
     evaluate_panoptic_folders,
     evaluate_semantic_folders,
     format_pq_table,
-    read_panoptic_png,
     segments_from_json,
 )
 from odise_pl.metrics.panoptic_quality import PanopticQuality
@@ -40,7 +40,7 @@ def _sample():
     categories = PanopticCategories.from_json(data["categories"])
     images = []
     for ann in data["annotations"]:
-        ids = read_panoptic_png(SAMPLE / "panoptic" / ann["file_name"]).numpy()
+        ids = read_panoptic_png(SAMPLE / "panoptic" / ann["file_name"]).astype(np.int64)
         segments = segments_from_json(ann["segments_info"], categories.index_of(), str(ann["image_id"]))
         images.append((ann["image_id"], ids, segments))
     return data, categories, images
@@ -121,7 +121,7 @@ def test_workers_give_bit_identical_results(tmp_path, monkeypatch):
     # an error in a worker's image reaches the caller naming the image, as with one process
     (pred_folder / "000000000008.png").write_bytes(b"not a png")
     for workers in (1, 2):
-        with pytest.raises(DatasetError, match="Cannot decode the panoptic PNG .*000000000008.png"):
+        with pytest.raises(DatasetError, match="cannot decode panoptic PNG .*000000000008.png"):
             evaluate_panoptic_folders(gt_json, gt_folder, pred_json, pred_folder, workers=workers)
     table = format_pq_table(one, per_class=True)
     assert "cat1 [th]" in table and "cat30 [st]" in table
@@ -134,7 +134,7 @@ def test_read_panoptic_png_decodes_rgb_and_rgba(tmp_path):
     Image.fromarray(rgba).save(tmp_path / "rgba.png")
     for name in ("rgb.png", "rgba.png"):
         decoded = read_panoptic_png(tmp_path / name)
-        assert decoded.dtype == torch.int64 and decoded.tolist() == ids.tolist()
+        assert decoded.dtype == np.uint32 and decoded.tolist() == ids.tolist()
 
 
 def test_errors_name_the_image_the_file_and_the_segment(tmp_path):

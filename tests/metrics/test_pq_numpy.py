@@ -9,9 +9,10 @@ import torch
 from PIL import Image
 
 from odise_pl.errors import DatasetError
-from odise_pl.metrics import pq_numpy
+from odise_pl.formats.coco_panoptic import read_panoptic_png as decode_panoptic_png
+from odise_pl.metrics import pq_numpy, pq_summary
 from odise_pl.metrics.panoptic_quality import pq_stats
-from odise_pl.metrics.pq_numpy import IdLookup, Scratch, SegmentTable, decode_panoptic_png, pq_stats_numpy
+from odise_pl.metrics.pq_numpy import IdLookup, Scratch, SegmentTable, pq_stats_numpy
 
 from .synthetic_panoptic import CATEGORIES, ids_to_rgb, perturb, random_panoptic
 
@@ -124,7 +125,7 @@ def test_decode_errors_name_the_file(tmp_path):
     with pytest.raises(DatasetError, match="nope.png does not exist"):
         decode_panoptic_png(tmp_path / "nope.png")
     (tmp_path / "bad.png").write_bytes(b"not a png")
-    with pytest.raises(DatasetError, match="Cannot decode the panoptic PNG .*bad.png"):
+    with pytest.raises(DatasetError, match="cannot decode panoptic PNG .*bad.png"):
         decode_panoptic_png(tmp_path / "bad.png")
 
 
@@ -156,14 +157,14 @@ def test_numpy_summary_equals_the_torch_summary():
     tp[:5] = fp[:5] = fn[:5] = 0  # undefined classes
     iou_sum = tp * rng.uniform(0.5, 1.0, k)
     is_thing = rng.random(k) < 0.5
-    ours = pq_numpy.summarize_pq_numpy(iou_sum, tp, fp, fn, is_thing)
+    ours = pq_summary.summarize_pq(iou_sum, tp, fp, fn, is_thing)
     ref = summarize_pq(*(torch.from_numpy(a) for a in (iou_sum, tp, fp, fn)), torch.from_numpy(is_thing))
     assert set(ours) == set(ref)
     for key, value in ref.items():
         assert ours[key] == pytest.approx(value.item(), rel=1e-14, abs=1e-12), key
     assert isinstance(ours["n"], int) and ours["n"] == k - 5
-    ours_pc = pq_numpy.per_class_pq_numpy(iou_sum, tp, fp, fn)
+    ours_pc = pq_summary.per_class_pq(iou_sum, tp, fp, fn)
     for key, value in per_class_pq(*(torch.from_numpy(a) for a in (iou_sum, tp, fp, fn))).items():
         assert np.array_equal(ours_pc[key], value.numpy()), key  # elementwise: the same arithmetic
-    empty = pq_numpy.summarize_pq_numpy(np.zeros(3), *(np.zeros(3, np.int64),) * 3, np.ones(3, bool))
+    empty = pq_summary.summarize_pq(np.zeros(3), *(np.zeros(3, np.int64),) * 3, np.ones(3, bool))
     assert empty["PQ_st"] == 0.0 and empty["n_st"] == 0 and empty["n"] == 0

@@ -68,3 +68,13 @@ def test_bad_speed_settings_name_the_key():
         load_config(QUICK, [*SMALL, "model.speed.attention=flash"])
     with pytest.raises(ConfigError, match="speed"):
         load_config(QUICK, ["model.speed.bf16=true"])
+
+
+def test_training_switches_are_constructor_arguments_of_the_built_parts():
+    model = _build("model.speed.batched_matching=true", "model.speed.no_host_syncs=true",
+                   "model.speed.fused_optimizer=true")
+    assert model.criterion.batched_matching and model.criterion.no_host_syncs and model.fused_optimizer
+    assert "encoder_layers_without_sync" in model.speed_handle.report  # transformers' encoder layers: patched
+    model.speed_handle.remove()  # undoes the patches only: the switches were the constructors' arguments
+    assert model.criterion.batched_matching and model.criterion.no_host_syncs and model.fused_optimizer
+    assert all("forward" not in vars(m) for m in model.mask_generator.modules())

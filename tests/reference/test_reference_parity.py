@@ -234,6 +234,14 @@ def test_converted_directory_predicts_without_training_data(tmp_path, capsys):
     exp = str(REPO / "experiments" / "reference" / "odise_label_fixture.yaml")
     assert main(["convert-reference", "--odise-ckpt", str(pth), "-c", exp, "--out", str(out)]) == 0
     assert {p.name for p in out.iterdir()} >= {"config.yaml", "categories.json", "weights.safetensors"}
+    from safetensors import safe_open
+
+    from odise_pl.engine.run_files import SAFETENSORS_KEY, read_categories
+
+    with safe_open(str(out / "weights.safetensors"), "pt") as weights:  # the categories travel with the weights
+        metadata = weights.metadata()
+    assert SAFETENSORS_KEY in metadata and metadata["source"] == pth.name
+    assert json.loads(metadata[SAFETENSORS_KEY])["categories"] == read_categories(out / "categories.json").categories
     assert (
         main(["convert-reference", "--odise-ckpt", str(pth), "-c", exp, "--out", str(out)]) == 2
     )  # never overwritten

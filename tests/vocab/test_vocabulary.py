@@ -191,3 +191,19 @@ def test_merge_drops_taken_names():
     a = Vocabulary((VocabClass(("cat",)),), "a")
     b = Vocabulary((VocabClass(("Cat", "feline")), VocabClass(("tomcat", "cat")), VocabClass(("dog",))), "b")
     assert a.merge(b).synonyms == [["cat"], ["tomcat"], ["dog"]]
+
+
+def test_load_vocabulary_by_name_or_path(tmp_path, monkeypatch):
+    from odise_pl.vocab import load_vocabulary
+
+    assert load_vocabulary("ade20k_150") == load_builtin("ade20k_150")
+    path = tmp_path / "mine.txt"
+    path.write_text("zebra\nocean\n")
+    assert load_vocabulary(path).names == ["zebra", "ocean"] == load_vocabulary(str(path)).names
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ade20k_150").write_text("sky\n")  # a file of a builtin's name: the file wins
+    assert load_vocabulary("ade20k_150").names == ["sky"]
+    with pytest.raises(VocabularyError, match="unknown builtin vocabulary 'ade20k_15'. Did you mean"):
+        load_vocabulary("ade20k_15")
+    with pytest.raises(VocabularyError, match="vocabulary file '.*missing.txt' not found"):
+        load_vocabulary(tmp_path / "missing.txt")

@@ -60,7 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from odise_pl.config.schema import choice
-from odise_pl.errors import ConfigError
+from odise_pl.errors import ConfigError, WeightsError
 from odise_pl.models.backbones.base import Backbone, ShapeSpec
 from odise_pl.models.backbones.clip_tokenizer import clip_bpe_tokenizer
 from odise_pl.models.backbones.implicit_captioner import ImplicitCaptioner
@@ -152,7 +152,7 @@ def load_stable_diffusion(pretrained: str) -> StableDiffusionParts:
     """Load VAE, UNet, text encoder and tokenizer from a hub id or a local diffusers-format directory.
 
     Raises:
-        FileNotFoundError: ``pretrained`` is neither a complete local directory nor a reachable hub id;
+        WeightsError: ``pretrained`` is neither a complete local directory nor a reachable hub id;
             the message names the path and shows the expected layout.
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -163,14 +163,14 @@ def load_stable_diffusion(pretrained: str) -> StableDiffusionParts:
         missing = [sub for sub in SD_SUBFOLDERS if not (path / sub).is_dir()]
         if missing:
             lacks = ", ".join(sub + "/" for sub in missing)
-            raise FileNotFoundError(f"Stable Diffusion directory '{path}' lacks {lacks}. Expected "
-                                    + _LAYOUT.format(p=path))
+            raise WeightsError(f"Stable Diffusion directory '{path}' lacks {lacks}. Expected "
+                               + _LAYOUT.format(p=path))
         source = str(path)
     elif _HUB_ID.fullmatch(pretrained):
         source = pretrained
     else:
-        raise FileNotFoundError(f"Stable Diffusion weights '{pretrained}' not found. Expected "
-                                + _LAYOUT.format(p=path))
+        raise WeightsError(f"Stable Diffusion weights '{pretrained}' not found. Expected "
+                           + _LAYOUT.format(p=path))
     try:
         return StableDiffusionParts(
             vae=AutoencoderKL.from_pretrained(source, subfolder="vae"),
@@ -179,9 +179,10 @@ def load_stable_diffusion(pretrained: str) -> StableDiffusionParts:
             tokenizer=CLIPTokenizer.from_pretrained(source, subfolder="tokenizer"), pretrained=True)
     except OSError as err:
         if path.exists():
-            raise
-        raise FileNotFoundError(f"Stable Diffusion weights '{pretrained}' are neither a local directory nor "
-                                f"loadable from the hub ({err}). Expected " + _LAYOUT.format(p=path)) from err
+            raise WeightsError(f"cannot load Stable Diffusion from '{path}' ({err}). Expected "
+                               + _LAYOUT.format(p=path)) from err
+        raise WeightsError(f"Stable Diffusion weights '{pretrained}' are neither a local directory nor "
+                           f"loadable from the hub ({err}). Expected " + _LAYOUT.format(p=path)) from err
 
 
 def single_file_parts(cfg: DiffusionBackboneConfig) -> StableDiffusionParts:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from odise_pl.errors import WeightsError
+
 SINGLE_FILE_SUFFIXES = (".ckpt", ".safetensors", ".pth", ".pt")
 
 
@@ -36,7 +38,7 @@ def read_ldm_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         data = torch.load(path, map_location="cpu", weights_only=True)
         state = data.get("state_dict", data) if isinstance(data, dict) else data
     if not isinstance(state, dict) or not any(k.startswith("model.diffusion_model.") for k in state):
-        raise FileNotFoundError(
+        raise WeightsError(
             f"{path} is not a Stable Diffusion checkpoint in the original (LDM) layout: it has "
             f"no model.diffusion_model.* weights. Give sd-v1-3.ckpt (or v1-x), or a "
             f"diffusers-format directory."
@@ -75,7 +77,7 @@ def load_single_file(
         result = module.load_state_dict(weights, strict=False)
         missing = [k for k in result.missing_keys if not k.endswith("position_ids")]
         if missing or result.unexpected_keys:
-            raise FileNotFoundError(
+            raise WeightsError(
                 f"{path}: its {name} does not fit the SD v1 architecture (missing "
                 f"{missing[:3]}, unexpected {result.unexpected_keys[:3]}); is it a v1.x "
                 f"checkpoint? (set model.backbone.tiny_unet / tiny_vae / tiny_text for other shapes)"

@@ -37,9 +37,13 @@ class SetCriterion(torch.nn.Module):
     Args:
         config: the mask generator's ``Mask2FormerConfig`` (loss weights, point sampling).
         num_classes: classes the matcher sees (K for category labels, 1 = "object" for captions).
+        batched_matching: ``model.speed.batched_matching``: every layer and image matched with one
+            device-to-host copy (:mod:`~odise_pl.models.mask_generator.matching`).
+        no_host_syncs: ``model.speed.no_host_syncs``: the crowd segments found with one copy per step.
     """
 
-    def __init__(self, config: Mask2FormerConfig, num_classes: int) -> None:
+    def __init__(self, config: Mask2FormerConfig, num_classes: int, *, batched_matching: bool = False,
+                 no_host_syncs: bool = False) -> None:
         super().__init__()
         config = copy.deepcopy(config)
         config.num_labels = num_classes
@@ -47,8 +51,8 @@ class SetCriterion(torch.nn.Module):
                         "loss_dice": config.dice_weight}
         self.loss = _Loss(config, weight_dict=self.weights)
         self.deep_supervision = config.use_auxiliary_loss
-        self.batched_matching = False   # model.speed.batched_matching (set by apply_speed_options)
-        self.no_host_syncs = False      # model.speed.no_host_syncs
+        self.batched_matching = batched_matching
+        self.no_host_syncs = no_host_syncs
 
     def forward(self, pred_masks: list[torch.Tensor], class_logits: list[torch.Tensor],
                 targets: list[dict]) -> dict[str, torch.Tensor]:

@@ -1,0 +1,1 @@
+"""File formats shared by the data modules and the metrics (a leaf: imports only ``errors``)."""
