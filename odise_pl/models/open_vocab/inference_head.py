@@ -9,8 +9,8 @@
 * the geometric ensemble (:class:`~.ensemble.GeometricEnsemble`) with its seen/unseen
   class split (:func:`~.ensemble.seen_class_mask` against the training vocabulary).
 
-``forward(images, mask_logits, logits)`` turns the trained (diffusion) classifier's
-(B,Q,K+1) logits into (B,Q,K+1) probabilities of the chosen mode: ``"diffusion"`` (plain
+``forward(images, mask_logits, logits)`` turns the trained (in-vocabulary) classifier's
+(B,Q,K+1) logits into (B,Q,K+1) probabilities of the chosen mode: ``"in_vocab"`` (plain
 softmax, CLIP unused), ``"clip"`` or ``"ensemble"``.
 
 The head holds no weights of its own: the shared CLIP is kept out of the module tree
@@ -46,7 +46,7 @@ class OpenVocabHead(nn.Module):
 
     Args:
         clip: the shared frozen CLIP (:func:`odise_pl.models.clip_model.load_clip`).
-        mode: ``"diffusion"``, ``"clip"`` or ``"ensemble"`` (``inference.classifier``).
+        mode: ``"in_vocab"``, ``"clip"`` or ``"ensemble"`` (``inference.classifier``).
         alpha: CLIP's weight for classes seen in training.
         beta: CLIP's weight for unseen classes.
         seen: optional (K,) bool seen-class mask (or :class:`SeenSplit`) of the initial vocabulary.
@@ -159,7 +159,7 @@ class OpenVocabHead(nn.Module):
         logits = logits.float()
         if is_probs:
             logits = logits.clamp(min=torch.finfo(torch.float32).tiny).log()
-        if self.mode == "diffusion":
+        if self.mode == "in_vocab":
             return logits.softmax(-1)
         if self.num_classes is not None and logits.shape[-1] - 1 != self.num_classes:
             raise ValueError(f"the classifier scores {logits.shape[-1] - 1} classes but the open-vocabulary "
