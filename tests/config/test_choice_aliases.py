@@ -30,6 +30,7 @@ def test_the_old_name_works_as_a_command_line_override_and_a_wrong_name_still_fa
 
 
 def test_aliases_must_point_at_choices():
+    assert aliases_of(type("NoFields", (), {"__dataclass_fields__": {}}), "x") == {}
     with pytest.raises(ValueError, match="must point at choices"):
         @dataclass
         class Bad:
