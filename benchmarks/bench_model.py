@@ -313,9 +313,12 @@ def run(args: argparse.Namespace) -> dict:
     modes = args.mode
     t0 = time.perf_counter()
     if args.method == "fcclip":
-        from fcclip_module import build_fcclip_module  # benchmarks/, beside this script
+        import importlib.util  # benchmarks/fcclip_module.py, beside this script (also when loaded by path)
 
-        module = build_fcclip_module(args, device)
+        spec = importlib.util.spec_from_file_location("fcclip_module", Path(__file__).with_name("fcclip_module.py"))
+        helper = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(helper)
+        module = helper.build_fcclip_module(args, device)
     else:
         module = build_module(args, device)
     build_s = time.perf_counter() - t0
