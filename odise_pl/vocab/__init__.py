@@ -21,8 +21,8 @@ Sources:
     (:func:`default_vocabulary`); :func:`build_vocabulary` combines it with a
     user vocabulary the way the command line does.
 
-Method variants of a builtin list are ``<name>_<variant>`` (:func:`builtin_variant`): FC-CLIP ships
-ODISE's lists with three typo fixes (``coco_panoptic_with_prompt_eng_fcclip``: "children", "baseball
+Method variants of a builtin list are ``<name>_<variant>`` (:func:`builtin_variant`, files in
+``variants/<variant>/``): FC-CLIP ships ODISE's lists with three typo fixes (``coco_panoptic_with_prompt_eng_fcclip``: "children", "baseball
 field"; ``ade20k_847_with_prompt_eng_fcclip``: "giraffe"); a list it did not change has no variant.
 
 Thing/stuff flags of the builtin lists are dataset facts: COCO panoptic and
@@ -300,6 +300,16 @@ def _base_name(name: str) -> str:
     return name.removesuffix("_with_prompt_eng")
 
 
+def _variant_file(name: str):
+    """The file of ``<builtin>_<variant>`` (``variants/<variant>/<builtin>.txt``), or None."""
+    for variant in VARIANTS:
+        stem = name.removesuffix(f"_{variant}")
+        if stem != name:
+            file = resources.files(__name__).joinpath("variants", variant, f"{stem}.txt")
+            return file if file.is_file() else None
+    return None
+
+
 def builtin_variant(name: str, variant: str | None) -> str:
     """``name``'s builtin ``variant`` where one is shipped, else ``name`` (the method left it unchanged).
 
@@ -314,11 +324,12 @@ def builtin_variant(name: str, variant: str | None) -> str:
     if variant not in VARIANTS:
         raise VocabularyError(f"unknown vocabulary variant '{variant}'; known: {', '.join(VARIANTS)}.")
     candidate = f"{name}_{variant}"
-    return candidate if candidate in builtin_names() else name
+    return candidate if _variant_file(candidate) is not None else name
 
 
 def _read_builtin(name: str) -> Vocabulary:
-    text = _data_dir().joinpath(f"{name}.txt").read_text(encoding="utf-8")
+    file = _variant_file(name) or _data_dir().joinpath(f"{name}.txt")
+    text = file.read_text(encoding="utf-8")
     return parse_vocabulary_lines(text.splitlines(), source=name, name=name, allow_duplicates=True)
 
 
@@ -346,7 +357,7 @@ def load_builtin(name: str) -> Vocabulary:
     Class ids (``source_id``) are the ids of the file; skipped ``invalid_class_id``
     lines keep the numbering. Thing flags come from the dataset (see the module docstring).
     """
-    if name not in builtin_names():
+    if name not in builtin_names() and _variant_file(name) is None:
         close = difflib.get_close_matches(name, builtin_names(), n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         raise VocabularyError(f"unknown builtin vocabulary '{name}'.{hint} "

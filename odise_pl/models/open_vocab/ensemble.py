@@ -23,10 +23,11 @@ from dataclasses import dataclass
 
 import torch
 
-from odise_pl.config.schema import InferenceConfig, choices_of
+from odise_pl.config.schema import InferenceConfig, aliases_of, choices_of
 from odise_pl.vocab import Vocabulary, normalize_name
 
 MODES = choices_of(InferenceConfig, "classifier")  # in_vocab, clip, ensemble
+MODE_ALIASES = aliases_of(InferenceConfig, "classifier")  # diffusion -> in_vocab (the old name)
 REFERENCE_WEIGHTS = {"category_label": (0.3, 0.7), "caption_grounding": (0.35, 0.65)}
 
 
@@ -87,6 +88,7 @@ def geometric_ensemble(diffusion_logits: torch.Tensor, clip_logits: torch.Tensor
     Returns:
         (B,Q,K+1) probabilities (each row sums to 1), void last.
     """
+    mode = MODE_ALIASES.get(mode, mode)
     if mode not in MODES:
         raise ValueError(f"unknown classifier mode '{mode}': use one of {', '.join(MODES)}")
     logits = diffusion_logits.float()
@@ -124,6 +126,7 @@ class GeometricEnsemble(torch.nn.Module):
     def __init__(self, *, mode: str = "ensemble", alpha: float = 0.3, beta: float = 0.7,
                  seen: torch.Tensor | None = None, void_in_class_softmax: bool = False) -> None:
         super().__init__()
+        mode = MODE_ALIASES.get(mode, mode)
         if mode not in MODES:
             raise ValueError(f"unknown classifier mode '{mode}': use one of {', '.join(MODES)}")
         for key, value in (("alpha", alpha), ("beta", beta)):

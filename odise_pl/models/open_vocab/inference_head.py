@@ -33,7 +33,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from odise_pl.models.open_vocab.ensemble import MODES, GeometricEnsemble, SeenSplit, seen_class_mask
+from odise_pl.models.open_vocab.ensemble import MODE_ALIASES, MODES, GeometricEnsemble, SeenSplit, seen_class_mask
 from odise_pl.models.open_vocab.mask_classifier import ClipMaskClassifier
 from odise_pl.models.open_vocab.text_bank import DEFAULT_TEMPLATES, TextEmbeddingBank
 from odise_pl.models.supervision.base import TextEmbeddings
@@ -65,6 +65,7 @@ class OpenVocabHead(nn.Module):
                  mask_classifier: ClipMaskClassifier | None = None,
                  text_bank: TextEmbeddingBank | None = None, alignment: str = "reference") -> None:
         super().__init__()
+        mode = MODE_ALIASES.get(mode, mode)
         if mode not in MODES:
             raise ValueError(f"unknown classifier mode '{mode}': set model.inference.classifier to one of "
                              f"{', '.join(MODES)}")
