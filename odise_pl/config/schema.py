@@ -110,6 +110,7 @@ class MaskGeneratorConfig:
     enc_feedforward_dim: int = 1024
     enc_num_points: int = 4
     embed_dim: int = 256           # mask embedding width (PooledMaskEmbed output)
+    pre_mlp_norm: bool = True      # LayerNorm before the mask-embedding MLP (ODISE); false: FC-CLIP's
     class_weight: float = 2.0
     mask_weight: float = 5.0
     dice_weight: float = 5.0
@@ -154,6 +155,10 @@ class InferenceConfig:
     # CLIP branch: "reference" (image cropped to its valid area, masks of the padded grid: the
     # reference's slight misalignment) | "cropped" (both cropped: the corrected variant)
     clip_mask_alignment: str = choice("reference", ("reference", "cropped"))
+    # CLIP branch's features: "image" (CLIP runs again on the image at its input size: ODISE) |
+    # "backbone" (the clip backbone's stride-32 map of the same pass, pooled per mask: FC-CLIP)
+    clip_features: str = choice("image", ("image", "backbone"))
+    ensemble_on_valid_mask: bool = False  # CLIP's weight 0 for masks empty at stride 32 (FC-CLIP's ResNets)
 
     def problems(self) -> list[tuple[str, str]]:
         found = [(key, f"{getattr(self, key)} is outside [0, 1] (it is CLIP's weight in the ensemble).")

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 import odise_pl  # noqa: F401  (torchvision import workaround must run before open_clip)
+import odise_pl.models.tiny_timm  # noqa: F401  (registers the tiny timm trunks the tiny configs name)
 from odise_pl.models.frozen import freeze
 
 _CONFIG_DIR = Path(__file__).with_name("clip_configs")

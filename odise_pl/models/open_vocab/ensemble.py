@@ -28,7 +28,8 @@ from odise_pl.vocab import Vocabulary, normalize_name
 
 MODES = choices_of(InferenceConfig, "classifier")  # in_vocab, clip, ensemble
 MODE_ALIASES = aliases_of(InferenceConfig, "classifier")  # diffusion -> in_vocab (the old name)
-REFERENCE_WEIGHTS = {"category_label": (0.3, 0.7), "caption_grounding": (0.35, 0.65)}
+#: (alpha, beta) of each reference recipe, by supervision: ODISE's label and caption models, FC-CLIP's
+REFERENCE_WEIGHTS = {"category_label": (0.3, 0.7), "caption_grounding": (0.35, 0.65), "fcclip_label": (0.4, 0.8)}
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,8 @@ def seen_class_mask(classes: Vocabulary | Sequence[Sequence[str]],
 
 def geometric_ensemble(diffusion_logits: torch.Tensor, clip_logits: torch.Tensor | None,
                        seen: torch.Tensor | None, *, alpha: float = 0.3, beta: float = 0.7,
-                       mode: str = "ensemble", void_in_class_softmax: bool = False) -> torch.Tensor:
+                       mode: str = "ensemble", void_in_class_softmax: bool = False,
+                       valid: torch.Tensor | None = None) -> torch.Tensor:
     """Combine the two classifiers into class probabilities.
 
     Args:
@@ -84,6 +86,8 @@ def geometric_ensemble(diffusion_logits: torch.Tensor, clip_logits: torch.Tensor
         beta: CLIP's weight for unseen classes.
         mode: "in_vocab", "clip" or "ensemble".
         void_in_class_softmax: take p from the K+1 softmax (see the module docstring).
+        valid: optional (B,Q) bool; CLIP's weight is 0 for a False query (FC-CLIP's
+            ``ensemble_on_valid_mask``: masks with no pixel at CLIP's resolution keep p).
 
     Returns:
         (B,Q,K+1) probabilities (each row sums to 1), void last.
@@ -109,6 +113,8 @@ def geometric_ensemble(diffusion_logits: torch.Tensor, clip_logits: torch.Tensor
                              f"{None if seen is None else tuple(seen.shape)}")
         log_p = log_all[..., :-1] if void_in_class_softmax else logits[..., :-1].log_softmax(dim=-1)
         weight = torch.where(seen.to(logits.device), alpha, beta).to(logits.dtype)  # (K,) CLIP's exponent
+        if valid is not None:
+            weight = weight * valid.to(device=logits.device, dtype=logits.dtype).unsqueeze(-1)  # (B,Q,K)
         class_probs = ((1 - weight) * log_p + weight * log_q).softmax(dim=-1)  # renormalised over K
     return torch.cat([class_probs * (1 - p_void), p_void], dim=-1)
 
@@ -145,11 +151,11 @@ class GeometricEnsemble(torch.nn.Module):
         mask = seen.mask if isinstance(seen, SeenSplit) else seen
         self.seen = mask.bool().to(self.seen.device if self.seen is not None else mask.device)
 
-    def forward(self, diffusion_logits: torch.Tensor,
-                clip_logits: torch.Tensor | None = None) -> torch.Tensor:
-        """(B,Q,K+1) and (B,Q,K) logits -> (B,Q,K+1) probabilities."""
+    def forward(self, diffusion_logits: torch.Tensor, clip_logits: torch.Tensor | None = None,
+                valid: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,Q,K+1) and (B,Q,K) logits (and optional (B,Q) valid masks) -> (B,Q,K+1) probabilities."""
         return geometric_ensemble(diffusion_logits, clip_logits, self.seen, alpha=self.alpha, beta=self.beta,
-                                  mode=self.mode, void_in_class_softmax=self.void_in_class_softmax)
+                                  mode=self.mode, void_in_class_softmax=self.void_in_class_softmax, valid=valid)
 
     def extra_repr(self) -> str:
         return f"mode={self.mode}, alpha={self.alpha}, beta={self.beta}"
