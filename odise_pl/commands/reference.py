@@ -1,9 +1,11 @@
-"""``odise-pl convert-reference`` and ``odise-pl verify-reference``: the released ODISE checkpoints.
+"""``odise-pl convert-reference`` and ``odise-pl verify-reference``: the released ODISE / FC-CLIP checkpoints.
 
 ::
 
     odise-pl convert-reference --odise-ckpt odise_label_coco_50e-b67d2efc.pth \\
         -c experiments/odise_label_coco.yaml --out runs/odise_label_coco_50e [key=value ...]
+    odise-pl convert-reference --fcclip-ckpt fcclip_cocopan.pth -c experiments/fcclip_coco.yaml \\
+        --out runs/fcclip_cocopan
     odise-pl verify-reference [--fixture DIR] [--kind label|caption|all]
 
 ``verify-reference`` builds the reference fixture's tiny models through the conversion path,
@@ -21,9 +23,16 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from odise_pl.reference.convert import convert_reference
 
     cfg = load_config(args.config, args.overrides)
-    out = convert_reference(args.odise_ckpt, cfg, args.out, trust_pickle=args.trust_pickle)
+    if args.fcclip_ckpt:
+        from odise_pl.reference.fcclip_convert import convert_fcclip
+
+        out, note = convert_fcclip(args.fcclip_ckpt, cfg, args.out, trust_pickle=args.trust_pickle)
+        print(note)
+    else:
+        out = convert_reference(args.odise_ckpt, cfg, args.out, trust_pickle=args.trust_pickle)
     print(
-        f"converted {args.odise_ckpt} -> {out} (config.yaml, categories.json, weights.safetensors)\n"
+        f"converted {args.odise_ckpt or args.fcclip_ckpt} -> {out} (config.yaml, categories.json, "
+        "weights.safetensors)\n"
         f"  odise-pl predict --ckpt {out} --input IMAGES --vocab 'cat;dog' --out OUT\n"
         f"  odise-pl test --ckpt {out} --sets config ade20k_panoptic"
     )
@@ -50,10 +59,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("convert-reference", help="a released ODISE .pth -> an odise-pl run directory")
-    p.add_argument("--odise-ckpt", required=True, help="the released checkpoint (detectron2 .pth)")
+    p = sub.add_parser("convert-reference", help="a released ODISE or FC-CLIP .pth -> an odise-pl run directory")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--odise-ckpt", help="ODISE's released checkpoint (detectron2 .pth)")
+    which.add_argument("--fcclip-ckpt", help="FC-CLIP's released fcclip_cocopan.pth (no CLIP weights inside)")
     p.add_argument(
-        "-c", "--config", required=True, help="its experiment, e.g. experiments/odise_label_coco.yaml"
+        "-c", "--config", required=True,
+        help="its experiment, e.g. experiments/odise_label_coco.yaml or experiments/fcclip_coco.yaml"
     )
     p.add_argument("--out", required=True, help="the run directory to write (must not exist yet)")
     p.add_argument(

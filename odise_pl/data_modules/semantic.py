@@ -166,10 +166,10 @@ class SemanticSegDataModule(CocoPanopticDataModule):
     def categories(self) -> list[dict]:
         """The set's vocabulary (package data), ``isthing`` False where the list does not say."""
         if self._categories is None:
-            from odise_pl.vocab import load_builtin, load_vocabulary_file
+            from odise_pl.vocab import builtin_variant, load_builtin, load_vocabulary_file
 
             vocab = (load_vocabulary_file(self.vocabulary) if Path(self.vocabulary).is_file()
-                     else load_builtin(self.vocabulary))
+                     else load_builtin(builtin_variant(self.vocabulary, self.vocabulary_variant)))
             synonyms = vocab.synonyms
             rows = zip(vocab.names, vocab.is_thing, synonyms)
             self._categories = [{"id": i, "name": name, "isthing": bool(thing), "synonyms": syn}

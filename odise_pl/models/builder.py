@@ -111,12 +111,12 @@ def apply_model_speed(module: OdiseModule, section, clip: SharedClip | None = No
 
 def build_open_vocab(clip: SharedClip, inference: InferenceConfig, train_names: list[list[str]],
                      eval_names: list[list[str]]):
-    """The CLIP-fusion head for ``inference.classifier`` "clip"/"ensemble" (None for "diffusion")."""
+    """The CLIP-fusion head for ``inference.classifier`` "clip"/"ensemble" (None for "in_vocab")."""
     from odise_pl.models.open_vocab.ensemble import seen_class_mask
     from odise_pl.models.open_vocab.inference_head import OpenVocabHead
 
     mode = inference.classifier
-    if mode == "diffusion":
+    if mode == "in_vocab":
         return None
     head = OpenVocabHead(clip, mode=mode, alpha=inference.alpha, beta=inference.beta,
                          templates=list(inference.clip_prompt_templates), train_names=train_names,

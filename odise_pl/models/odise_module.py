@@ -225,7 +225,8 @@ class OdiseModule(L.LightningModule):
                 probs[i], masks[i], image_size=size, output_size=output, padded=padded,
                 is_thing=self.eval_is_thing, tasks=tasks, object_mask_threshold=cfg.object_mask_threshold,
                 overlap_threshold=cfg.overlap_threshold, instance_topk=getattr(cfg, "instance_topk", 100),
-                semantic_size=None if semantic_sizes is None else semantic_sizes[i])
+                semantic_size=None if semantic_sizes is None else semantic_sizes[i],
+                semantic_order=getattr(cfg, "semantic_postprocess", "masks_first"))
             results.append({"probs": probs[i].float(), **res})
         return results
 

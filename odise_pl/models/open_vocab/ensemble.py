@@ -12,7 +12,7 @@ alone (the void column excluded) and ``p_void`` is the void entry of the
 softmax over all K+1. ``void_in_class_softmax=True`` takes p from the K+1
 softmax instead (sliced, not renormalised).
 
-Modes (``inference.classifier``): ``"diffusion"`` (p only: the plain K+1 softmax),
+Modes (``inference.classifier``): ``"in_vocab"`` (p only: the plain K+1 softmax),
 ``"clip"`` (q only, with the diffusion classifier's ``p_void``) and ``"ensemble"``.
 """
 
@@ -23,10 +23,11 @@ from dataclasses import dataclass
 
 import torch
 
-from odise_pl.config.schema import InferenceConfig, choices_of
+from odise_pl.config.schema import InferenceConfig, aliases_of, choices_of
 from odise_pl.vocab import Vocabulary, normalize_name
 
-MODES = choices_of(InferenceConfig, "classifier")  # diffusion, clip, ensemble
+MODES = choices_of(InferenceConfig, "classifier")  # in_vocab, clip, ensemble
+MODE_ALIASES = aliases_of(InferenceConfig, "classifier")  # diffusion -> in_vocab (the old name)
 #: (alpha, beta) of each reference recipe, by supervision: ODISE's label and caption models, FC-CLIP's
 REFERENCE_WEIGHTS = {"category_label": (0.3, 0.7), "caption_grounding": (0.35, 0.65), "fcclip_label": (0.4, 0.8)}
 
@@ -79,11 +80,11 @@ def geometric_ensemble(diffusion_logits: torch.Tensor, clip_logits: torch.Tensor
 
     Args:
         diffusion_logits: (B,Q,K+1) logits of the trained classifier, void last.
-        clip_logits: (B,Q,K) CLIP mask-classifier logits (unused in "diffusion" mode).
+        clip_logits: (B,Q,K) CLIP mask-classifier logits (unused in "in_vocab" mode).
         seen: (K,) bool seen-class mask (:func:`seen_class_mask`); needed in "ensemble" mode.
         alpha: CLIP's weight for seen classes.
         beta: CLIP's weight for unseen classes.
-        mode: "diffusion", "clip" or "ensemble".
+        mode: "in_vocab", "clip" or "ensemble".
         void_in_class_softmax: take p from the K+1 softmax (see the module docstring).
         valid: optional (B,Q) bool; CLIP's weight is 0 for a False query (FC-CLIP's
             ``ensemble_on_valid_mask``: masks with no pixel at CLIP's resolution keep p).
@@ -91,12 +92,13 @@ def geometric_ensemble(diffusion_logits: torch.Tensor, clip_logits: torch.Tensor
     Returns:
         (B,Q,K+1) probabilities (each row sums to 1), void last.
     """
+    mode = MODE_ALIASES.get(mode, mode)
     if mode not in MODES:
         raise ValueError(f"unknown classifier mode '{mode}': use one of {', '.join(MODES)}")
     logits = diffusion_logits.float()
     log_all = logits.log_softmax(dim=-1)  # (B,Q,K+1)
     p_void = log_all[..., -1:].exp()  # (B,Q,1)
-    if mode == "diffusion":
+    if mode == "in_vocab":
         return log_all.exp()
     K = logits.shape[-1] - 1
     if clip_logits is None or clip_logits.shape[-1] != K or clip_logits.shape[:-1] != logits.shape[:-1]:
@@ -121,7 +123,7 @@ class GeometricEnsemble(torch.nn.Module):
     """Module form of :func:`geometric_ensemble` holding the mode, weights and seen mask.
 
     Args:
-        mode: "diffusion", "clip" or "ensemble".
+        mode: "in_vocab", "clip" or "ensemble".
         alpha, beta: CLIP's weight for seen / unseen classes.
         seen: (K,) bool seen-class mask, or None (set it later with :meth:`set_seen`).
         void_in_class_softmax: see the module docstring.
@@ -130,6 +132,7 @@ class GeometricEnsemble(torch.nn.Module):
     def __init__(self, *, mode: str = "ensemble", alpha: float = 0.3, beta: float = 0.7,
                  seen: torch.Tensor | None = None, void_in_class_softmax: bool = False) -> None:
         super().__init__()
+        mode = MODE_ALIASES.get(mode, mode)
         if mode not in MODES:
             raise ValueError(f"unknown classifier mode '{mode}': use one of {', '.join(MODES)}")
         for key, value in (("alpha", alpha), ("beta", beta)):
@@ -141,7 +144,7 @@ class GeometricEnsemble(torch.nn.Module):
 
     @property
     def needs_clip(self) -> bool:
-        return self.mode != "diffusion"
+        return self.mode != "in_vocab"
 
     def set_seen(self, seen: torch.Tensor | SeenSplit) -> None:
         """Set the (K,) seen mask for a new test vocabulary."""

@@ -9,8 +9,8 @@
 * the geometric ensemble (:class:`~.ensemble.GeometricEnsemble`) with its seen/unseen
   class split (:func:`~.ensemble.seen_class_mask` against the training vocabulary).
 
-``forward(images, mask_logits, logits)`` turns the trained (diffusion) classifier's
-(B,Q,K+1) logits into (B,Q,K+1) probabilities of the chosen mode: ``"diffusion"`` (plain
+``forward(images, mask_logits, logits)`` turns the trained (in-vocabulary) classifier's
+(B,Q,K+1) logits into (B,Q,K+1) probabilities of the chosen mode: ``"in_vocab"`` (plain
 softmax, CLIP unused), ``"clip"`` or ``"ensemble"``.
 
 The head holds no weights of its own: the shared CLIP is kept out of the module tree
@@ -35,7 +35,7 @@ from torch import nn
 
 from odise_pl.config.schema import InferenceConfig, choices_of
 from odise_pl.models.open_vocab.dense_pooling import DenseMaskClassifier
-from odise_pl.models.open_vocab.ensemble import MODES, GeometricEnsemble, SeenSplit, seen_class_mask
+from odise_pl.models.open_vocab.ensemble import MODE_ALIASES, MODES, GeometricEnsemble, SeenSplit, seen_class_mask
 from odise_pl.models.open_vocab.mask_classifier import ClipMaskClassifier
 from odise_pl.models.open_vocab.text_bank import DEFAULT_TEMPLATES, TextEmbeddingBank
 from odise_pl.models.supervision.base import TextEmbeddings
@@ -50,7 +50,7 @@ class OpenVocabHead(nn.Module):
 
     Args:
         clip: the shared frozen CLIP (:func:`odise_pl.models.clip_model.load_clip`).
-        mode: ``"diffusion"``, ``"clip"`` or ``"ensemble"`` (``inference.classifier``).
+        mode: ``"in_vocab"``, ``"clip"`` or ``"ensemble"`` (``inference.classifier``).
         alpha: CLIP's weight for classes seen in training.
         beta: CLIP's weight for unseen classes.
         seen: optional (K,) bool seen-class mask (or :class:`SeenSplit`) of the initial vocabulary.
@@ -75,6 +75,7 @@ class OpenVocabHead(nn.Module):
                  text_bank: TextEmbeddingBank | None = None, alignment: str = "reference",
                  features: str = "image", ensemble_on_valid_mask: bool = False) -> None:
         super().__init__()
+        mode = MODE_ALIASES.get(mode, mode)
         if mode not in MODES:
             raise ValueError(f"unknown classifier mode '{mode}': set model.inference.classifier to one of "
                              f"{', '.join(MODES)}")
@@ -192,7 +193,7 @@ class OpenVocabHead(nn.Module):
         logits = logits.float()
         if is_probs:
             logits = logits.clamp(min=torch.finfo(torch.float32).tiny).log()
-        if self.mode == "diffusion":
+        if self.mode == "in_vocab":
             return logits.softmax(-1)
         if self.num_classes is not None and logits.shape[-1] - 1 != self.num_classes:
             raise ValueError(f"the classifier scores {logits.shape[-1] - 1} classes but the open-vocabulary "
