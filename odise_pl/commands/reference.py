@@ -6,7 +6,7 @@
         -c experiments/odise_label_coco.yaml --out runs/odise_label_coco_50e [key=value ...]
     odise-pl convert-reference --fcclip-ckpt fcclip_cocopan.pth -c experiments/fcclip_coco.yaml \\
         --out runs/fcclip_cocopan
-    odise-pl verify-reference [--fixture DIR] [--kind label|caption|all]
+    odise-pl verify-reference [--fixture DIR] [--kind label|caption|all] [--device cpu|cuda]
 
 ``verify-reference`` builds the reference fixture's tiny models through the conversion path,
 runs them on the fixture's two inputs and prints every recorded tensor's error; it exits 0 only
@@ -47,8 +47,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     failed = 0
     for kind in kinds:
         fx = fixture(args.fixture, kind)
-        checks = verify_fixture(fx)
-        print(f"{kind} fixture ({fx.weights}): {len(checks)} checks, float tolerance rel. L2 <= {REL_TOL:g}")
+        checks = verify_fixture(fx, device=args.device)
+        print(
+            f"{kind} fixture ({fx.weights}) on {args.device} (float32, TF32 off): {len(checks)} checks, "
+            f"float tolerance rel. L2 <= {REL_TOL:g}, discrete outputs by the tie rule"
+        )
         for check in checks:
             if not check.ok or args.verbose:
                 print(f"  {'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
@@ -81,5 +84,8 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--fixture", default=None, help="fixture folder (default: the project's tests/data copy)")
     p.add_argument("--kind", default="all", choices=("label", "caption", "all"))
+    p.add_argument(
+        "--device", default="cpu", help="cpu (default) or cuda: where the fixture models run (float32, TF32 off)"
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="print every check, not only failures")
     p.set_defaults(func=cmd_verify)
