@@ -16,6 +16,10 @@ the trained part through the released-checkpoint key map of ``convert-reference 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,30 +129,46 @@ def fixture_categories() -> tuple[list[dict], list[dict]]:
     return load_builtin(TRAINING_VOCABULARY).to_categories(), load_builtin(TEST_VOCABULARY).to_categories()
 
 
+@contextmanager
+def fresh_text_cache() -> Iterator[None]:
+    """Within the block, text banks built use an empty temporary cache folder (``ODISE_PL_CACHE``): the
+    model's text embeddings are computed in this process, never read from a file another run wrote."""
+    saved = os.environ.get("ODISE_PL_CACHE")
+    with tempfile.TemporaryDirectory(prefix="odise_pl_fixture_text_") as folder:
+        os.environ["ODISE_PL_CACHE"] = folder
+        try:
+            yield
+        finally:
+            if saved is None:
+                os.environ.pop("ODISE_PL_CACHE", None)
+            else:
+                os.environ["ODISE_PL_CACHE"] = saved
+
+
 def build_fcclip_fixture_model(fx: FcclipFixture, overrides: list[str] | None = None, device: str = "cpu"):
     """The fixture's odise-pl FC-CLIP (eval mode, on ``device``) with the fixture's weights, and its config.
 
-    As :func:`odise_pl.reference.fixture.build_fixture_model`: the model gets its own CLIP and its text
-    embeddings are computed here, never read from the on-disk text-bank cache.
+    As :func:`odise_pl.reference.fixture.build_fixture_model`, nothing numerical is shared with the rest of
+    the process: the model gets its own CLIP, which holds the fixture's weights *before* the model is
+    built (so the vocabularies are embedded once, with them), and its text embeddings are computed
+    here, never read from the on-disk text-bank cache.
     """
     from odise_pl.config import load_config
-    from odise_pl.models.builder import build_model, class_names
-    from odise_pl.models.clip_model import private_clips
+    from odise_pl.models.builder import build_model
+    from odise_pl.models.clip_model import ClipSpec, load_clip, private_clips
 
     cfg = load_config(str(fx.experiment), list(overrides or []))
     train, test = fixture_categories()
-    with private_clips():
+    state = fx.load_state_dict()
+    with private_clips(), fresh_text_cache():
+        clip = load_clip(ClipSpec(cfg.model.clip.model_name, cfg.model.clip.pretrained))
+        weights = {k[len(CLIP_PREFIX):]: v for k, v in state.items() if k.startswith(CLIP_PREFIX)}
+        clip.model.load_state_dict(weights, strict=False)  # checked key by key below
         model = build_model(cfg, train, eval_categories=test)
-    load_fcclip_weights(model, fx.load_state_dict(), source=str(fx.weights))
-    model.to(device)
-    banks = [model.text_bank] + ([model.open_vocab.text_bank] if model.open_vocab is not None else [])
-    for bank in banks:  # the CLIP changed in place: embed again, in this process
-        bank.cache = False
-        bank.forget_weights()
-    model.set_vocabulary([class_names(c) for c in test], [bool(c["isthing"]) for c in test])
-    sup = model.supervision
-    sup.train_embeds.copy_(model.text_bank([class_names(c) for c in train]).embeds.to(sup.train_embeds.device))
-    return model.eval(), cfg
+    for bank in [model.text_bank] + ([model.open_vocab.text_bank] if model.open_vocab is not None else []):
+        bank.cache = False  # its folder is gone; later vocabularies are computed in this process too
+    load_fcclip_weights(model, state, source=str(fx.weights))
+    return model.to(device).eval(), cfg
 
 
 __all__ = ["DEFAULT_FCCLIP_FIXTURE", "FcclipFixture", "build_fcclip_fixture_model", "fcclip_fixture",
