@@ -86,14 +86,39 @@ def test_real_size_checkpoint_converts_every_value_and_loads_with_no_key_left(re
         {"children"}  # FC-CLIP's training names (its typo fix)
 
 
+@pytest.fixture(scope="module")
+def meta_model():
+    from odise_pl.commands.summary import build_on_meta
+    from odise_pl.config import load_config
+
+    return build_on_meta(load_config(EXPERIMENT))
+
+
+def test_a_missing_key_is_refused_on_the_command_line_naming_it(released, tmp_path, capsys):
+    _, state = released
+    named = "sem_seg_head.predictor.transformer_self_attention_layers.4.self_attn.in_proj_weight"
+    pth = tmp_path / "broken.pth"
+    torch.save({"model": {k: v for k, v in state.items() if k != named}}, pth)
+    code, _, err = _convert(pth, tmp_path / "run", capsys)
+    assert code == 2 and err.startswith("odise-pl: error:") and "Traceback" not in err
+    assert named in err and "broken.pth" in err
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("change, named", [
     ("drop", "sem_seg_head.predictor.class_embed.layers.2.bias"),
-    ("drop", "sem_seg_head.predictor.transformer_self_attention_layers.4.self_attn.in_proj_weight"),
     ("drop", "void_embedding.weight"),
+    ("drop", "sem_seg_head.pixel_decoder.adapter_1.norm.weight"),
     ("reshape", "sem_seg_head.predictor._mask_pooling_proj.1.weight"),
     ("add", "sem_seg_head.predictor.class_embed.layers.3.weight"),
 ])
-def test_a_missing_misshaped_or_unknown_key_is_refused_naming_it(released, tmp_path, capsys, change, named):
+def test_a_missing_misshaped_or_unknown_key_is_named_as_spelt(released, meta_model, monkeypatch, change, named):
+    import odise_pl.commands.summary as summary
+    from odise_pl.config import load_config
+    from odise_pl.errors import ConfigError
+    from odise_pl.reference.fcclip_convert import convert_fcclip_state_dict
+
+    monkeypatch.setattr(summary, "build_on_meta", lambda cfg: meta_model)  # built once for these cases
     _, state = released
     state = dict(state)
     if change == "drop":
@@ -102,20 +127,20 @@ def test_a_missing_misshaped_or_unknown_key_is_refused_naming_it(released, tmp_p
         state[named] = torch.zeros(3, 3)
     else:
         state[named] = torch.zeros(768, 256)
-    pth = tmp_path / "broken.pth"
-    torch.save({"model": state}, pth)
-    code, _, err = _convert(pth, tmp_path / "run", capsys)
-    assert code == 2 and err.startswith("odise-pl: error:") and "Traceback" not in err
-    assert named in err
-    assert not (tmp_path / "run" / "weights.safetensors").exists()
+    with pytest.raises(ConfigError) as err:
+        convert_fcclip_state_dict(state, load_config(EXPERIMENT), source="x.pth")
+    assert named in str(err.value) and str(err.value).startswith("x.pth: ")
 
 
-def test_a_file_with_the_clip_weights_is_accepted_and_says_so_once(released, tmp_path, capsys):
+def test_a_file_with_the_clip_weights_is_accepted_and_says_so_once(released, meta_model, monkeypatch):
+    import odise_pl.commands.summary as summary
+    from odise_pl.config import load_config
+    from odise_pl.reference.fcclip_convert import convert_fcclip_state_dict
+
+    monkeypatch.setattr(summary, "build_on_meta", lambda cfg: meta_model)
     _, state = released
     state = {**state, "backbone.clip_model.logit_scale": torch.tensor(4.6),
              "backbone.clip_model.visual.trunk.stem.0.weight": torch.zeros(192, 3, 4, 4)}
-    pth = tmp_path / "with_clip.pth"
-    torch.save({"model": state}, pth)
-    code, out, err = _convert(pth, tmp_path / "run", capsys)
-    assert code == 0, err
-    assert "holds 2 backbone.clip_model.* keys (left out)" in out and out.count("backbone.clip_model.") == 1
+    weights, note = convert_fcclip_state_dict(state, load_config(EXPERIMENT), source="full.pth")
+    assert "holds 2 backbone.clip_model.* keys (left out)" in note and note.count("backbone.clip_model.") == 1
+    assert not any("clip" in k and k.startswith("backbone") for k in weights)
