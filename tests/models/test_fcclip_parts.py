@@ -108,3 +108,15 @@ def test_ensemble_on_valid_mask_keeps_the_in_vocabulary_probabilities():
     p = logits[..., :-1].softmax(-1) * logits.softmax(-1)[..., :-1].sum(-1, keepdim=True)
     assert torch.allclose(fused[0, 1, :-1], p[0, 1], atol=1e-6)  # invalid query: CLIP's weight 0
     assert torch.allclose(fused[0, 0], plain[0, 0]) and not torch.allclose(fused[0, 1], plain[0, 1])
+
+
+def test_the_fixture_recipe_shares_one_14_template_classifier():
+    from pathlib import Path
+
+    from odise_pl.config import load_config
+
+    cfg = load_config(str(Path(__file__).resolve().parents[2] / "experiments" / "reference" / "fcclip_fixture.yaml"), [])
+    assert list(cfg.model.inference.clip_prompt_templates) == list(VILD_TEMPLATES)
+    assert list(cfg.model.supervision.get("prompt_templates", VILD_TEMPLATES)) == list(VILD_TEMPLATES)
+    assert (cfg.model.backbone.adapter, cfg.model.backbone.padding, cfg.model.inference.clip_features) == (
+        "none", "mean", "backbone")
