@@ -6,7 +6,7 @@
         -c experiments/odise_label_coco.yaml --out runs/odise_label_coco_50e [key=value ...]
     odise-pl convert-reference --fcclip-ckpt fcclip_cocopan.pth -c experiments/fcclip_coco.yaml \\
         --out runs/fcclip_cocopan
-    odise-pl verify-reference [--fixture DIR] [--kind label|caption|all]
+    odise-pl verify-reference [--fixture DIR] [--kind label|caption|fcclip|all] [--device cpu|cuda]
 
 ``verify-reference`` builds the reference fixture's tiny models through the conversion path,
 runs them on the fixture's two inputs and prints every recorded tensor's error; it exits 0 only
@@ -39,16 +39,33 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
-    from odise_pl.reference.fixture import KINDS, fixture
-    from odise_pl.reference.verify import REL_TOL, verify_fixture
+def _verify_kind(kind: str, folder: str | None, device: str):
+    """(fixture, checks) of one fixture kind: ODISE's ``label`` / ``caption`` or ``fcclip``."""
+    if kind == "fcclip":
+        from odise_pl.reference.fcclip_fixture import fcclip_fixture
+        from odise_pl.reference.fcclip_verify import verify_fcclip
 
-    kinds = KINDS if args.kind == "all" else (args.kind,)
+        fx = fcclip_fixture(folder)
+        return fx, verify_fcclip(fx, device=device)
+    from odise_pl.reference.fixture import fixture
+    from odise_pl.reference.verify import verify_fixture
+
+    fx = fixture(folder, kind)
+    return fx, verify_fixture(fx, device=device)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from odise_pl.reference.checks import REL_TOL
+    from odise_pl.reference.fixture import KINDS
+
+    kinds = (*KINDS, "fcclip") if args.kind == "all" else (args.kind,)
     failed = 0
     for kind in kinds:
-        fx = fixture(args.fixture, kind)
-        checks = verify_fixture(fx)
-        print(f"{kind} fixture ({fx.weights}): {len(checks)} checks, float tolerance rel. L2 <= {REL_TOL:g}")
+        fx, checks = _verify_kind(kind, args.fixture, args.device)
+        print(
+            f"{kind} fixture ({fx.weights}) on {args.device} (float32, TF32 off): {len(checks)} checks, "
+            f"float tolerance rel. L2 <= {REL_TOL:g}, discrete outputs by the tie rule"
+        )
         for check in checks:
             if not check.ok or args.verbose:
                 print(f"  {'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
@@ -79,7 +96,12 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "verify-reference", help="check the model against the official code's recorded tensors"
     )
-    p.add_argument("--fixture", default=None, help="fixture folder (default: the project's tests/data copy)")
-    p.add_argument("--kind", default="all", choices=("label", "caption", "all"))
+    p.add_argument("--fixture", default=None,
+                   help="fixture folder (default: the project's tests/data copy: reference_fixture, fcclip_fixture)")
+    p.add_argument("--kind", default="all", choices=("label", "caption", "fcclip", "all"),
+                   help="ODISE's label / caption fixture, FC-CLIP's, or all three (default)")
+    p.add_argument(
+        "--device", default="cpu", help="cpu (default) or cuda: where the fixture models run (float32, TF32 off)"
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="print every check, not only failures")
     p.set_defaults(func=cmd_verify)

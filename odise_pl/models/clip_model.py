@@ -16,6 +16,8 @@ Weights come from, in this order of ``pretrained``:
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,6 +130,19 @@ def release_clip(shared: SharedClip) -> None:
     to bf16 by ``model.speed.frozen_weights``); the models holding it keep it."""
     for key in [k for k, v in _CACHE.items() if v is shared]:
         del _CACHE[key]
+
+
+@contextmanager
+def private_clips() -> Iterator[None]:
+    """Within the block, :func:`load_clip` loads CLIPs that no model built before or after shares
+    (for weights loaded in place, e.g. a reference fixture's)."""
+    saved = dict(_CACHE)
+    _CACHE.clear()
+    try:
+        yield
+    finally:
+        _CACHE.clear()
+        _CACHE.update(saved)
 
 
 def clear_clip_cache() -> None:

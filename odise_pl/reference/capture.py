@@ -113,7 +113,7 @@ def capture(model, image: torch.Tensor, height: int, width: int, *, overlap0: bo
     """
     backbone = model.backbone
     images = pad_to(image.float(), getattr(backbone, "size_divisibility", 64))
-    image_sizes = torch.tensor([list(image.shape[-2:])])
+    image_sizes = torch.tensor([list(image.shape[-2:])], device=images.device)
     out_t: dict = {}
     prefixes: list[torch.Tensor] = []
     with ExitStack() as stack:

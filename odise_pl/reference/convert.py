@@ -95,12 +95,45 @@ def convert_state_dict(
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     missing = [n for n in trainable if n not in converted]
     if missing:
+        named = ", ".join(f"{reference_spelling(n, ours)} (odise-pl: {n})" for n in missing[:5])
         raise ConfigError(
             f"{source}: {len(missing)} trainable weight(s) of the model are not in the checkpoint, "
-            f"e.g. {missing[:5]}. Is the experiment the checkpoint's (label vs caption)?"
+            f"e.g. {named}. Is the experiment the checkpoint's (label vs caption)?"
         )
     check_empty_weight(state, cfg, source)
     return {k: v.contiguous() for k, v in converted.items()}
+
+
+def reference_spelling(ours_key: str, ours: dict) -> str:
+    """The released checkpoint's name of odise-pl's ``ours_key`` (inverting the key map over the released
+    checkpoints' key lists; layer numbers carried over), or ``?`` if no released key maps to it."""
+    import re
+
+    from odise_pl.reference.fixture import DEFAULT_FIXTURE
+    from odise_pl.reference.key_map import rename
+
+    def template(key: str) -> str:
+        return re.sub(r"\.\d+(?=\.)", ".#", key)
+
+    exact, generic = {}, {}
+    for kind in ("label", "caption"):
+        listing = DEFAULT_FIXTURE / f"odise_{kind}_released_checkpoint_keys_real.txt"
+        if not listing.is_file():
+            continue
+        for line in listing.read_text().splitlines():
+            ref_key = line.split("\t")[0]
+            if not ref_key or ref_key.startswith("#"):
+                continue
+            for target, _ in rename(ref_key, ours):
+                exact.setdefault(target, ref_key)
+                generic.setdefault(template(target), ref_key)
+    if ours_key in exact:
+        return exact[ours_key]
+    ref_key = generic.get(template(ours_key))
+    if ref_key is None:
+        return "?"
+    numbers = iter(re.findall(r"\.(\d+)(?=\.)", ours_key))
+    return re.sub(r"\.\d+(?=\.)", lambda _m: "." + next(numbers, "0"), ref_key)
 
 
 def convert_reference(

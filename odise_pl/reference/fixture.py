@@ -146,16 +146,26 @@ def check_recomputed(model: torch.nn.Module, state: dict[str, torch.Tensor], *, 
     return checked
 
 
-def build_fixture_model(fx: Fixture, overrides: list[str] | None = None):
-    """The fixture's odise-pl model (eval mode) with the fixture's weights, and its config."""
+def build_fixture_model(fx: Fixture, overrides: list[str] | None = None, device: str = "cpu"):
+    """The fixture's odise-pl model (eval mode, on ``device``) with the fixture's weights, and its config.
+
+    Nothing numerical is shared with the rest of the process, so the verdict does not depend on
+    what ran before: the model gets its own CLIP (the process-wide one would be overwritten in place
+    by the fixture's weights, and another model's changes would leak in) and its text embeddings
+    are computed here, never read from the on-disk text-bank cache (written by whatever process,
+    thread count or SIMD path ran first).
+    """
     from odise_pl.config import load_config
     from odise_pl.models.builder import build_model
+    from odise_pl.models.clip_model import private_clips
     from odise_pl.vocab import load_builtin
 
     cfg = load_config(str(fx.experiment), list(overrides or []))
     categories = load_builtin(FIXTURE_VOCABULARY).to_categories()
-    model = build_model(cfg, categories)
+    with private_clips():
+        model = build_model(cfg, categories)
     load_reference_weights(model, fx.load_state_dict(), source=str(fx.weights))
+    model.to(device)
     refresh_text_embeddings(model, categories)
     return model.eval(), cfg
 
@@ -171,6 +181,7 @@ def refresh_text_embeddings(model, categories: list[dict]) -> None:
     names = [class_names(c) for c in categories]
     banks = [model.text_bank] + ([model.open_vocab.text_bank] if model.open_vocab is not None else [])
     for bank in banks:
+        bank.cache = False  # computed in this process, never a file another run wrote
         bank.forget_weights()
     model.set_vocabulary(names, [bool(c.get("isthing", True)) for c in categories])
     sup = model.supervision

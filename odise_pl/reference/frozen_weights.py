@@ -13,6 +13,8 @@ from collections.abc import Mapping
 
 import torch
 
+from odise_pl.errors import ConfigError
+
 LDM_PREFIX = "backbone.feature_extractor.ldm_extractor.ldm.ldm."
 CLIP_PREFIXES = (
     "backbone.feature_extractor.clip.clip.",
@@ -88,8 +90,9 @@ def frozen_state_dict(
         copy = {k[len(other) :]: v for k, v in reference.items() if k.startswith(other)}
         for k, v in copy.items():
             if k not in clip or not torch.equal(clip[k], v):
-                raise ValueError(
-                    f"the reference's CLIP copies differ at {other}{k}: odise-pl shares one CLIP"
+                raise ConfigError(
+                    f"the reference's CLIP copies differ at {other}{k} (vs {first}{k}): odise-pl "
+                    f"shares one CLIP, so a fixture or checkpoint must hold three identical copies"
                 )
     out.update({clip_prefix + k: v for k, v in clip.items() if not k.endswith("attn_mask")})
     return out

@@ -5,7 +5,7 @@ captions, the words the reference sampled (NLTK chunks on fixed tags, numpy seed
 tensor up to the losses (torch seed 2024 at the criterion's entry). Checks, each with its tolerance:
 
 * the training forward (backbone, decoder outputs, binary logits, mask embeddings): rel. L2 <= 1e-4
-  (as :mod:`~odise_pl.reference.verify`);
+  (as :mod:`~odise_pl.reference.checks`);
 * the word embeddings of the recorded words (CLIP of ``"a photo of a {word}."``, raw, and after
   ``text_proj``): rel. L2 <= 1e-4;
 * the grounding loss of every layer on the *recorded* mask and word embeddings, and the three
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from odise_pl.models.supervision.grounding_loss import reference_grounding_loss
-from odise_pl.reference.verify import REL_TOL, Check, rel_l2
+from odise_pl.reference.checks import REL_TOL, Check, rel_l2
 
 EXACT_TOL = 1e-6
 LOSS_NAMES = {

@@ -112,11 +112,19 @@ def geometric_ensemble(diffusion_logits: torch.Tensor, clip_logits: torch.Tensor
             raise ValueError(f"ensemble mode needs a ({K},) seen-class mask, got "
                              f"{None if seen is None else tuple(seen.shape)}")
         log_p = log_all[..., :-1] if void_in_class_softmax else logits[..., :-1].log_softmax(dim=-1)
-        weight = torch.where(seen.to(logits.device), alpha, beta).to(logits.dtype)  # (K,) CLIP's exponent
-        if valid is not None:
-            weight = weight * valid.to(device=logits.device, dtype=logits.dtype).unsqueeze(-1)  # (B,Q,K)
-        class_probs = ((1 - weight) * log_p + weight * log_q).softmax(dim=-1)  # renormalised over K
+        class_probs = mixed_log_probs(log_p, log_q, seen, alpha, beta, valid).softmax(dim=-1)  # renormalised over K
     return torch.cat([class_probs * (1 - p_void), p_void], dim=-1)
+
+
+def mixed_log_probs(log_p: torch.Tensor, log_q: torch.Tensor, seen: torch.Tensor, alpha: float, beta: float,
+                    valid: torch.Tensor | None = None) -> torch.Tensor:
+    """``(1 - w) log p + w log q`` (B,Q,K) with CLIP's weight ``w`` = alpha for seen classes, beta for unseen
+    (0 for a query whose ``valid`` (B,Q) is False): the log of the reference's ``p^(1-w) q^w``, before the
+    renormalisation over K."""
+    weight = torch.where(seen.to(log_p.device), alpha, beta).to(log_p.dtype)  # (K,) CLIP's exponent
+    if valid is not None:
+        weight = weight * valid.to(device=log_p.device, dtype=log_p.dtype).unsqueeze(-1)  # (B,Q,K)
+    return (1 - weight) * log_p + weight * log_q
 
 
 class GeometricEnsemble(torch.nn.Module):
