@@ -1,4 +1,5 @@
-"""Speed and memory of the full ODISE label model at real shapes, random weights, no downloads.
+"""Speed and memory of the full ODISE label model (or FC-CLIP's, ``--method fcclip``) at real shapes,
+random weights, no downloads.
 
 Builds, through the project's own classes, SD v1.5's VAE / UNet / text encoder from the
 configs in :mod:`odise_pl.models.param_summary` (random weights: same speed as
@@ -30,6 +31,14 @@ Usage (GPU):
     python benchmarks/bench_model.py --device cuda --mode train --batch 2 --precision bf16
 CPU smoke test (tiny random model, seconds):
     python benchmarks/bench_model.py --tiny --iters 1 --warmup 0 --out /tmp/bench.json
+
+FC-CLIP (``--method fcclip``): ``experiments/fcclip_coco.yaml`` built by the project's builder with a random
+ConvNeXt-L CLIP (``model.clip.pretrained=null``; ``--tiny``: ``fcclip_tiny.yaml``), K classes of FC-CLIP's COCO
+list; inference on the reference path (the recipe's ensemble with in-model mask pooling, panoptic + semantic)
+at FC-CLIP's test size: ``--hw 800 1333`` gives an 800x1333 image, zero-padded to 800x1344 (size divisibility
+32), with its valid size passed on. The reference's anchor: 0.371 s/img = 2.70 img/s on one V100 (ADE20K,
+``logs/testing/ade20k.log:195`` of bytedance/fc-clip, post-processing included).
+    python benchmarks/bench_model.py --method fcclip --device cuda --hw 800 1333 --batch 1 --precision fp32 bf16
 """
 
 from __future__ import annotations
@@ -60,6 +69,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--tiny", action="store_true", help="tiny random model and size (CPU smoke test)")
+    p.add_argument("--method", default="odise", choices=("odise", "fcclip"),
+                   help="odise: the label model (SD v1.5 + ViT-L CLIP); fcclip: experiments/fcclip_coco.yaml")
+    p.add_argument("--hw", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="inference image height and width (padded to /32), e.g. 800 1333; default --size square")
     p.add_argument("--size", type=int, default=None, help="square image side (default 1024, tiny 128)")
     p.add_argument("--batch", type=int, nargs="+", default=None, help="batch sizes (infer: 1 8, train: 2)")
     p.add_argument("--precision", nargs="+", default=["bf16"], choices=PRECISIONS)
@@ -156,6 +169,15 @@ def random_images(batch: int, size: int, device: torch.device, seed: int = 0) ->
     return torch.randint(0, 256, (batch, 3, size, size), generator=gen, dtype=torch.uint8).to(device)
 
 
+def padded_random_images(batch: int, hw: tuple[int, int], device: torch.device,
+                         divisor: int = 32) -> tuple[torch.Tensor, list]:
+    """``batch`` random (H, W) images zero-padded to a multiple of ``divisor``, and their valid sizes."""
+    h, w = hw
+    images = random_images(batch, max(h, w), torch.device("cpu"))[..., :h, :w]
+    images = torch.nn.functional.pad(images, (0, -w % divisor, 0, -h % divisor))
+    return images.to(device), [(h, w)] * batch
+
+
 def random_targets(batch: int, size: int, num_classes: int, device: torch.device,
                    segments: int = 12) -> list[dict]:
     """Random rectangles as ground-truth masks (N, H, W) with random labels."""
@@ -188,14 +210,14 @@ def speed_options(precision: str, args: argparse.Namespace) -> SpeedOptions:
                         compile_unet=args.compile)
 
 
-def infer_step(module, images: torch.Tensor, precision: str, postprocess: bool):
+def infer_step(module, images: torch.Tensor, precision: str, postprocess: bool, sizes: list | None = None):
     """The module's test-time path: forward, classification, then (``postprocess``) panoptic + semantic
     post-processing per image through :meth:`OdiseModule.segment`, the path evaluation and predict use."""
-    sizes = [tuple(images.shape[-2:])] * images.shape[0]
+    sizes = sizes or [tuple(images.shape[-2:])] * images.shape[0]
     with torch.inference_mode(), autocast_ctx(precision, images.device):
         if postprocess:
             return None, module.segment(images, sizes, tasks=("panoptic", "semantic"))
-        probs, _ = module.predict_probs(images, module(images, None))
+        probs, _ = module.predict_probs(images, module(images, None), torch.tensor(sizes, device=images.device))
     return probs, []
 
 
@@ -286,19 +308,30 @@ def run(args: argparse.Namespace) -> dict:
     size = args.size or (128 if args.tiny else 1024)
     modes = args.mode
     t0 = time.perf_counter()
-    module = build_module(args, device)
+    if args.method == "fcclip":
+        import importlib.util  # benchmarks/fcclip_module.py, beside this script (also when loaded by path)
+
+        spec = importlib.util.spec_from_file_location("fcclip_module", Path(__file__).with_name("fcclip_module.py"))
+        helper = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(helper)
+        module = helper.build_fcclip_module(args, device)
+    else:
+        module = build_module(args, device)
     build_s = time.perf_counter() - t0
     module.eval()
     weights_gib = (torch.cuda.memory_allocated(device) / 2 ** 30) if device.type == "cuda" else None
-    report = {"env": environment(device), "argv": sys.argv[1:], "size": size, "num_classes": args.num_classes,
+    unet = getattr(module.backbone, "unet", None)
+    report = {"env": environment(device), "argv": sys.argv[1:], "method": args.method, "size": size,
+              "hw": args.hw, "num_classes": args.num_classes,
               "tiny": args.tiny, "build_s": round(build_s, 2), "params": param_counts(module),
               "weights_gib_fp32": weights_gib,
-              "attention_processors": attention_processor_names(module.backbone.unet),
+              "attention_processors": None if unet is None else attention_processor_names(unet),
               "results": []}
     print(json.dumps({k: v for k, v in report.items() if k != "results"}), flush=True)
 
-    for window in args.windows:
-        set_windows(module, window, 128 if args.tiny else 512)
+    for window in args.windows if unet is not None else ["none"]:  # FC-CLIP sees the whole image
+        if unet is not None:
+            set_windows(module, window, 128 if args.tiny else 512)
         for precision in args.precision:
             handle = apply_speed_options(module, speed_options(precision, args))
             try:
@@ -323,7 +356,8 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def bench_one(module, args, device, mode: str, batch: int, size: int, precision: str) -> dict:
-    images = random_images(batch, size, device)
+    images, sizes = padded_random_images(batch, tuple(args.hw) if args.hw and mode == "infer" else (size, size),
+                                         device)
     if args.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     row: dict = {}
@@ -333,7 +367,7 @@ def bench_one(module, args, device, mode: str, batch: int, size: int, precision:
             flops = count_flops(module, images[:1], precision)
             row["gflops_per_image"] = round(flops / 1e9, 1)
         reset_peak(device)
-        times = time_it(lambda: infer_step(module, images, precision, not args.no_postprocess),
+        times = time_it(lambda: infer_step(module, images, precision, not args.no_postprocess, sizes),
                         args.warmup, args.iters, device)
     else:
         module.train()

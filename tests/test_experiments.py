@@ -89,6 +89,8 @@ def test_dry_run_prints_fit_commands_that_pass_validation(sweep, capsys, tmp_pat
     expected = 1
     for values in (runs.get("grid") or {}).values():
         expected *= len(values)
+    zipped = list((runs.get("zip") or {}).values())  # rows taken together (methods.yaml)
+    expected *= len(zipped[0]) if zipped else 1
     assert len(lines) == expected and len(set(lines)) == expected
     names = set()
     for line in lines:

@@ -1,10 +1,12 @@
-"""``odise-pl convert-reference`` and ``odise-pl verify-reference``: the released ODISE checkpoints.
+"""``odise-pl convert-reference`` and ``odise-pl verify-reference``: the released ODISE / FC-CLIP checkpoints.
 
 ::
 
     odise-pl convert-reference --odise-ckpt odise_label_coco_50e-b67d2efc.pth \\
         -c experiments/odise_label_coco.yaml --out runs/odise_label_coco_50e [key=value ...]
-    odise-pl verify-reference [--fixture DIR] [--kind label|caption|all] [--device cpu|cuda]
+    odise-pl convert-reference --fcclip-ckpt fcclip_cocopan.pth -c experiments/fcclip_coco.yaml \\
+        --out runs/fcclip_cocopan
+    odise-pl verify-reference [--fixture DIR] [--kind label|caption|fcclip|all] [--device cpu|cuda]
 
 ``verify-reference`` builds the reference fixture's tiny models through the conversion path,
 runs them on the fixture's two inputs and prints every recorded tensor's error; it exits 0 only
@@ -21,25 +23,46 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from odise_pl.reference.convert import convert_reference
 
     cfg = load_config(args.config, args.overrides)
-    out = convert_reference(args.odise_ckpt, cfg, args.out, trust_pickle=args.trust_pickle)
+    if args.fcclip_ckpt:
+        from odise_pl.reference.fcclip_convert import convert_fcclip
+
+        out, note = convert_fcclip(args.fcclip_ckpt, cfg, args.out, trust_pickle=args.trust_pickle)
+        print(note)
+    else:
+        out = convert_reference(args.odise_ckpt, cfg, args.out, trust_pickle=args.trust_pickle)
     print(
-        f"converted {args.odise_ckpt} -> {out} (config.yaml, categories.json, weights.safetensors)\n"
+        f"converted {args.odise_ckpt or args.fcclip_ckpt} -> {out} (config.yaml, categories.json, "
+        "weights.safetensors)\n"
         f"  odise-pl predict --ckpt {out} --input IMAGES --vocab 'cat;dog' --out OUT\n"
         f"  odise-pl test --ckpt {out} --sets config ade20k_panoptic"
     )
     return 0
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
-    from odise_pl.reference.fixture import KINDS, fixture
-    from odise_pl.reference.verify import REL_TOL, verify_fixture
+def _verify_kind(kind: str, folder: str | None, device: str):
+    """(fixture, checks) of one fixture kind: ODISE's ``label`` / ``caption`` or ``fcclip``."""
+    if kind == "fcclip":
+        from odise_pl.reference.fcclip_fixture import fcclip_fixture
+        from odise_pl.reference.fcclip_verify import verify_fcclip
 
-    kinds = KINDS if args.kind == "all" else (args.kind,)
+        fx = fcclip_fixture(folder)
+        return fx, verify_fcclip(fx, device=device)
+    from odise_pl.reference.fixture import fixture
+    from odise_pl.reference.verify import verify_fixture
+
+    fx = fixture(folder, kind)
+    return fx, verify_fixture(fx, device=device)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from odise_pl.reference.checks import REL_TOL
+    from odise_pl.reference.fixture import KINDS
+
+    kinds = (*KINDS, "fcclip") if args.kind == "all" else (args.kind,)
     failed = 0
     report: dict = {"device": args.device, "kinds": {}}
     for kind in kinds:
-        fx = fixture(args.fixture, kind)
-        checks = verify_fixture(fx, device=args.device)
+        fx, checks = _verify_kind(kind, args.fixture, args.device)
         print(
             f"{kind} fixture ({fx.weights}) on {args.device} (float32, TF32 off): {len(checks)} checks, "
             f"float tolerance rel. L2 <= {REL_TOL:g}, discrete outputs by the tie rule"
@@ -65,10 +88,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("convert-reference", help="a released ODISE .pth -> an odise-pl run directory")
-    p.add_argument("--odise-ckpt", required=True, help="the released checkpoint (detectron2 .pth)")
+    p = sub.add_parser("convert-reference", help="a released ODISE or FC-CLIP .pth -> an odise-pl run directory")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--odise-ckpt", help="ODISE's released checkpoint (detectron2 .pth)")
+    which.add_argument("--fcclip-ckpt", help="FC-CLIP's released fcclip_cocopan.pth (no CLIP weights inside)")
     p.add_argument(
-        "-c", "--config", required=True, help="its experiment, e.g. experiments/odise_label_coco.yaml"
+        "-c", "--config", required=True,
+        help="its experiment, e.g. experiments/odise_label_coco.yaml or experiments/fcclip_coco.yaml"
     )
     p.add_argument("--out", required=True, help="the run directory to write (must not exist yet)")
     p.add_argument(
@@ -82,8 +108,10 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "verify-reference", help="check the model against the official code's recorded tensors"
     )
-    p.add_argument("--fixture", default=None, help="fixture folder (default: the project's tests/data copy)")
-    p.add_argument("--kind", default="all", choices=("label", "caption", "all"))
+    p.add_argument("--fixture", default=None,
+                   help="fixture folder (default: the project's tests/data copy: reference_fixture, fcclip_fixture)")
+    p.add_argument("--kind", default="all", choices=("label", "caption", "fcclip", "all"),
+                   help="ODISE's label / caption fixture, FC-CLIP's, or all three (default)")
     p.add_argument(
         "--device", default="cpu", help="cpu (default) or cuda: where the fixture models run (float32, TF32 off)"
     )

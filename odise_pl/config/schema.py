@@ -23,18 +23,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-def choice(default: str, choices: Sequence[str]) -> Any:
+def choice(default: str, choices: Sequence[str], aliases: dict[str, str] | None = None) -> Any:
     """A string field that takes one of ``choices`` (``field`` with ``metadata={"choices": ...}``).
+
+    ``aliases`` maps old names to choices: validation accepts them and stores the choice
+    (``classifier: diffusion`` reads as ``in_vocab``), so a resolved config shows the new name.
 
     Example:
         >>> @dataclass
         ... class MyConfig:
-        ...     mode: str = choice("fast", ("fast", "exact"))
+        ...     mode: str = choice("fast", ("fast", "exact"), aliases={"quick": "fast"})
     """
     choices = tuple(choices)
     if default not in choices:
         raise ValueError(f"default {default!r} is not one of the choices {choices}")
-    return field(default=default, metadata={"choices": choices})
+    aliases = dict(aliases or {})
+    if not set(aliases.values()) <= set(choices):
+        raise ValueError(f"aliases {aliases} must point at choices {choices}")
+    return field(default=default, metadata={"choices": choices, "aliases": aliases})
 
 
 def choices_of(cls: type, name: str) -> tuple:
@@ -42,10 +48,21 @@ def choices_of(cls: type, name: str) -> tuple:
 
     Example:
         >>> choices_of(InferenceConfig, "classifier")
-        ('diffusion', 'clip', 'ensemble')
+        ('in_vocab', 'clip', 'ensemble')
     """
     found = {f.name: f for f in dataclasses.fields(cls)}.get(name)
     return tuple(found.metadata.get("choices", ())) if found is not None else ()
+
+
+def aliases_of(cls: type, name: str) -> dict[str, str]:
+    """Old name -> choice for field ``name`` of dataclass ``cls`` (``{}`` when it has none).
+
+    Example:
+        >>> aliases_of(InferenceConfig, "classifier")
+        {'diffusion': 'in_vocab'}
+    """
+    found = {f.name: f for f in dataclasses.fields(cls)}.get(name)
+    return dict(found.metadata.get("aliases", {})) if found is not None else {}
 
 
 # Sections whose keys depend on a registered part: dotted path -> registry attribute name
@@ -93,6 +110,7 @@ class MaskGeneratorConfig:
     enc_feedforward_dim: int = 1024
     enc_num_points: int = 4
     embed_dim: int = 256           # mask embedding width (PooledMaskEmbed output)
+    pre_mlp_norm: bool = True      # LayerNorm before the mask-embedding MLP (ODISE); false: FC-CLIP's
     class_weight: float = 2.0
     mask_weight: float = 5.0
     dice_weight: float = 5.0
@@ -122,15 +140,25 @@ class InferenceConfig:
     object_mask_threshold: float = 0.0
     overlap_threshold: float = 0.8
     instance_topk: int = 100
+    # semantic-only evaluation (test --sets A-847, PC, PAS): masks_first (ODISE: mask logits resized to the
+    # output size, then the map) | scores_when_semantic_only (FC-CLIP: the class-score map at the padded
+    # input size, then cropped and resized; odise_pl.models.inference.segment.SEMANTIC_ORDERS)
+    semantic_postprocess: str = choice("masks_first", ("masks_first", "scores_when_semantic_only"))
     # classes in mIoU: either_present (detectron2 v0.6, the reference's) | gt_present (after f3c1bc19)
     miou_average: str = choice("either_present", ("gt_present", "either_present"))
-    classifier: str = choice("diffusion", ("diffusion", "clip", "ensemble"))  # the paper's ablation
+    # the paper's ablation: in_vocab (the trained classifier alone: ODISE's diffusion-feature head, FC-CLIP's
+    # in-vocabulary head) | clip (the frozen CLIP mask classifier) | ensemble (geometric, alpha/beta)
+    classifier: str = choice("in_vocab", ("in_vocab", "clip", "ensemble"), aliases={"diffusion": "in_vocab"})
     alpha: float = 0.3              # ensemble weight of CLIP for classes seen in training
     beta: float = 0.7               # ... and for unseen classes
     clip_prompt_templates: list = field(default_factory=lambda: ["a photo of a {}."])
     # CLIP branch: "reference" (image cropped to its valid area, masks of the padded grid: the
     # reference's slight misalignment) | "cropped" (both cropped: the corrected variant)
     clip_mask_alignment: str = choice("reference", ("reference", "cropped"))
+    # CLIP branch's features: "image" (CLIP runs again on the image at its input size: ODISE) |
+    # "backbone" (the clip backbone's stride-32 map of the same pass, pooled per mask: FC-CLIP)
+    clip_features: str = choice("image", ("image", "backbone"))
+    ensemble_on_valid_mask: bool = False  # CLIP's weight 0 for masks empty at stride 32 (FC-CLIP's ResNets)
 
     def problems(self) -> list[tuple[str, str]]:
         found = [(key, f"{getattr(self, key)} is outside [0, 1] (it is CLIP's weight in the ensemble).")
@@ -182,9 +210,12 @@ class ModelConfig:
 class OptimConfig:
     lr: float = 1e-4
     weight_decay: float = 0.05
+    # parameters without weight decay (odise_pl.models.optim.NO_DECAY_RULES): norm_and_bias (ODISE's
+    # detectron2 rule) | norm_and_embedding (FC-CLIP's: norms and nn.Embeddings; biases decayed)
+    no_decay: str = choice("norm_and_bias", ("norm_and_bias", "norm_and_embedding"))
     betas: list = field(default_factory=lambda: [0.9, 0.999])
     clip_grad_norm: float = 0.01      # 0 disables clipping
-    warmup_steps: int = 250
+    warmup_steps: int = 250           # 0: no warm-up (FC-CLIP's recipe)
     warmup_factor: float = 0.067      # lr multiplier at step 0 of the linear warm-up (the reference's)
     # fractions of max_steps: the reference's 163889/184375 and 177546/184375 (x0.1 from step 81,945
     # and 88,774 of 92,188; odise_pl.models.optim.lr_factor)

@@ -23,7 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 from omegaconf.nodes import ValueNode
 
 from odise_pl import registry as registry_module
-from odise_pl.config.schema import DISPATCHED_SECTIONS, ExperimentConfig, choices_of
+from odise_pl.config.schema import DISPATCHED_SECTIONS, ExperimentConfig, aliases_of, choices_of
 from odise_pl.config.sections import instantiate_section
 from odise_pl.config.yaml_source import Provenance
 from odise_pl.errors import ConfigError
@@ -96,6 +96,13 @@ def _choices(section: DictConfig, key: str) -> tuple:
     """The allowed values of a schema field (declared with ``schema.choice``), or ()."""
     cls = section._metadata.object_type
     return choices_of(cls, key) if dataclasses.is_dataclass(cls) else ()
+
+
+def _alias_target(section: DictConfig, key: str, value: Any) -> Any:
+    """The choice an old name stands for (``schema.choice(..., aliases=)``), else ``value`` unchanged."""
+    cls = section._metadata.object_type
+    aliases = aliases_of(cls, key) if dataclasses.is_dataclass(cls) else {}
+    return aliases.get(value, value) if isinstance(value, str) else value
 
 
 def closest_choice(value: Any, choices: tuple) -> str | None:
@@ -206,6 +213,7 @@ class Validator:
             if _is_section(node) and isinstance(value, dict):
                 self.section(node, value, dotted + ".", skip)  # nested sections take no extras
                 continue
+            value = _alias_target(target, key, value)
             try:
                 OmegaConf.update(target, key, value, merge=False)
             except OmegaConfBaseException:

@@ -210,6 +210,7 @@ class CocoPanopticConfig:
     size_divisibility: int = 32         # the model may raise it to its backbone's
     vocabulary: str | None = None    # null: JSON names; else an odise_pl.vocab builtin or a file (the
                                         # reference recipe: coco_panoptic_with_prompt_eng)
+    vocabulary_variant: str | None = None  # a method's copy of a builtin list where it ships one (fcclip)
     ignore_index: int = 255
     skip_bad_samples: bool = False
     pin_memory: bool = True
@@ -222,17 +223,18 @@ def clean_category_name(name: str) -> str:
     return name.replace("-", " ").replace("_", " ").strip()
 
 
-def vocabulary_synonyms(vocabulary: str, num_classes: int) -> list[list[str]]:
+def vocabulary_synonyms(vocabulary: str, num_classes: int, variant: str | None = None) -> list[list[str]]:
     """All names per class (display name first) from a vocabulary, aligned by class order.
 
     Args:
         vocabulary: a builtin name of :mod:`odise_pl.vocab` (``coco_panoptic_with_prompt_eng``)
             or the path of a vocabulary file.
         num_classes: the number of categories of the dataset JSON (must match).
+        variant: ``data.vocabulary_variant`` (:func:`odise_pl.vocab.builtin_variant`; builtins only).
     """
     from odise_pl.vocab import load_vocabulary
 
-    vocab = load_vocabulary(vocabulary)
+    vocab = load_vocabulary(vocabulary, variant)
     if len(vocab) != num_classes:
         raise ConfigError(f"data.vocabulary={vocabulary!r} has {len(vocab)} classes but the dataset JSON "
                           f"has {num_classes} categories; pick a vocabulary of this dataset or null.")
@@ -315,7 +317,7 @@ class CocoPanopticDataModule(L.LightningDataModule):
         ``get_openseg_labels``; without, the JSON name and its cleaned form.
         """
         if self.vocabulary:
-            synonyms = vocabulary_synonyms(self.vocabulary, len(cats))
+            synonyms = vocabulary_synonyms(self.vocabulary, len(cats), self.vocabulary_variant)
             names = [syn[0] for syn in synonyms]
         else:
             synonyms = [[clean_category_name(str(c["name"]))] for c in cats]

@@ -129,7 +129,7 @@ class SemanticSegDataModule(CocoPanopticDataModule):
         if self._categories is None:
             from odise_pl.vocab import load_vocabulary
 
-            vocab = load_vocabulary(self.vocabulary)
+            vocab = load_vocabulary(self.vocabulary, self.vocabulary_variant)
             synonyms = vocab.synonyms
             rows = zip(vocab.names, vocab.is_thing, synonyms)
             self._categories = [{"id": i, "name": name, "isthing": bool(thing), "synonyms": syn}

@@ -32,7 +32,8 @@ from odise_pl.atomic_files import next_free_path, write_new, write_text
 from odise_pl.errors import ConfigError
 from odise_pl.evaluation_sets import EVALUATION_SETS
 
-__all__ = ["PRESETS", "COLUMNS", "parse_set", "set_datamodule", "evaluate", "evaluate_sets", "format_sets_table", "run"]
+__all__ = ["PRESETS", "COLUMNS", "parse_set", "set_datamodule", "evaluate", "evaluate_sets", "format_sets_table",
+           "method_line", "run"]
 
 #: preset name -> data-module keyword arguments
 PRESETS: dict[str, dict] = EVALUATION_SETS
@@ -44,7 +45,7 @@ COLUMNS = ("PQ", "SQ", "RQ", "PQ_th", "PQ_st", "mask_AP", "mIoU", "mIoU_gt_prese
 # the loader settings and the test size follow the experiment's data section (the reference tests every
 # set at its COCO test size: short side 1024, long side <= 2560, batch 1)
 _SHARED_KEYS = ("eval_batch_size", "eval_short_side", "eval_max_long_side", "num_workers", "pin_memory",
-                "size_divisibility")
+                "size_divisibility", "vocabulary_variant")
 
 
 def parse_set(text: str) -> tuple[str, dict | None]:
@@ -102,27 +103,38 @@ def evaluate_sets(cfg: DictConfig, ckpt: str, sets: list[str]) -> tuple[list[dic
         dm.size_divisibility = max(int(getattr(dm, "size_divisibility", 1)), model.backbone.size_divisibility)
         trainer = build_trainer(cfg, out_dir / f"test_sets_{label}")
         metrics = merge_metrics(trainer.test(model, datamodule=dm, verbose=False))
-        rows.append({"set": label, "classes": len(categories), **metrics})
+        rows.append({"set": label, "classes": len(categories), **metrics,
+                     "test_size": f"{dm.eval_short_side}/{dm.eval_max_long_side}"})
     model.inference_cfg = original
     return rows, out_dir
 
 
-def format_sets_table(rows: list[dict]) -> tuple[str, str]:
-    """(Markdown, CSV) of the rows: ``set``, ``classes``, then :data:`COLUMNS` (1 decimal in Markdown);
-    the Markdown ends with a note naming the mIoU conventions by detectron2 version."""
+def method_line(cfg: DictConfig) -> str:
+    """The line above a ``--sets`` table: which recipe, and what its ``mIoU`` column averages over."""
+    m = cfg.model
+    return (f"model: {cfg.run.name} ({m.backbone.name} backbone, {m.supervision.name} supervision, "
+            f"classifier {m.inference.classifier}); test size per set: short side / max long side; "
+            f"mIoU = mIoU_{m.inference.miou_average}")
+
+
+def format_sets_table(rows: list[dict], method: str | None = None) -> tuple[str, str]:
+    """(Markdown, CSV) of the rows: ``set``, ``classes``, :data:`COLUMNS` (1 decimal in Markdown), then
+    ``test_size``; the Markdown starts with ``method`` (:func:`method_line`) when given and ends with a
+    note naming the mIoU conventions by detectron2 version."""
     from odise_pl.metrics.semantic_iou import miou_footnote
 
-    head = ["set", "classes", *COLUMNS]
-    md = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    head = ["set", "classes", *COLUMNS, "test_size"]
+    md = ([method, ""] if method else []) + ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(head)
     for row in rows:
         values = [row.get(c) for c in COLUMNS]
         md.append(f"| {row['set']} | {row['classes']} | "
-                  + " | ".join("-" if v is None else f"{float(v):.1f}" for v in values) + " |")
+                  + " | ".join("-" if v is None else f"{float(v):.1f}" for v in values)
+                  + f" | {row.get('test_size', '-')} |")
         cells = ("" if v is None else f"{float(v):.4f}" for v in values)
-        writer.writerow([row["set"], row["classes"], *cells])
+        writer.writerow([row["set"], row["classes"], *cells, row.get("test_size", "")])
     md += ["", miou_footnote()]
     return "\n".join(md) + "\n", buf.getvalue()
 
@@ -130,7 +142,7 @@ def format_sets_table(rows: list[dict]) -> tuple[str, str]:
 def run(cfg: DictConfig, ckpt: str, sets: list[str]) -> str:
     """Evaluate, write ``test_sets_N.{md,csv}`` beside the checkpoint, return the Markdown table."""
     rows, out_dir = evaluate_sets(cfg, ckpt, sets)
-    markdown, table_csv = format_sets_table(rows)
+    markdown, table_csv = format_sets_table(rows, method_line(cfg))
     first = next_free_path(out_dir / "test_sets_{n}.md", companions=(".csv",))
     md_path = write_new(first, markdown, companions=(".csv",))
     write_text(md_path.with_suffix(".csv"), table_csv)

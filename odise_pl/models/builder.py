@@ -32,15 +32,17 @@ def section_to_dataclass(section: Any, cls: type | None) -> Any:
 typed = instantiate_section  # a section, or its dataclass instance as it is
 
 
-def supervision_text_bank(clip: SharedClip, templates: list[str]) -> TextEmbeddingBank:
-    """The trained classifier's text bank: **raw** (un-normalised) CLIP text embeddings, as the
-    reference feeds its trainable ``text_proj`` (``ClipAdapter(normalize=False)``)."""
-    return TextEmbeddingBank(clip, templates=list(templates), normalize=False)
+def supervision_text_bank(clip: SharedClip, templates: list[str], normalize: bool = False) -> TextEmbeddingBank:
+    """The trained classifier's text bank: **raw** (un-normalised) CLIP text embeddings, as ODISE
+    feeds its trainable ``text_proj`` (``ClipAdapter(normalize=False)``); ``normalize`` for strategies
+    that classify against the CLIP embeddings themselves (``normalized_text``, FC-CLIP)."""
+    return TextEmbeddingBank(clip, templates=list(templates), normalize=normalize)
 
 
-def encode_vocabulary(clip: SharedClip, names: list[list[str]], templates: list[str]) -> TextEmbeddings:
-    """Raw CLIP text embeddings of every name of every class (through the cached text bank)."""
-    return supervision_text_bank(clip, templates)(names)
+def encode_vocabulary(clip: SharedClip, names: list[list[str]], templates: list[str],
+                      normalize: bool = False) -> TextEmbeddings:
+    """CLIP text embeddings of every name of every class (through the cached text bank)."""
+    return supervision_text_bank(clip, templates, normalize)(names)
 
 
 def build_model(cfg: DictConfig, categories: list[dict], *, ignore_index: int = 255,
@@ -66,7 +68,8 @@ def build_model(cfg: DictConfig, categories: list[dict], *, ignore_index: int = 
     sup_cfg = section_to_dataclass(model_cfg.supervision, sup_entry.config)
     train_names = [class_names(c) for c in categories]
     templates = getattr(sup_cfg, "prompt_templates", ["{}"])
-    train_text = encode_vocabulary(clip, train_names, templates)
+    normalized = bool(getattr(sup_entry.cls, "normalized_text", False))
+    train_text = encode_vocabulary(clip, train_names, templates, normalized)
     void = clip.encode_text([""])[0]
     supervision = sup_entry.cls.from_config(
         sup_cfg, train_text=train_text, void_text_embed=void, embed_dim=mg_cfg.embed_dim,
@@ -77,16 +80,18 @@ def build_model(cfg: DictConfig, categories: list[dict], *, ignore_index: int = 
 
     eval_categories = eval_categories or categories
     eval_names = [class_names(c) for c in eval_categories]
-    eval_text = encode_vocabulary(clip, eval_names, templates)
+    eval_text = encode_vocabulary(clip, eval_names, templates, normalized)
     is_thing = torch.tensor([bool(c.get("isthing", True)) for c in eval_categories])
     inference = typed(model_cfg.inference, InferenceConfig)
-    open_vocab = build_open_vocab(clip, inference, train_names, eval_names)
+    open_vocab = build_open_vocab(getattr(backbone, "clip", clip) if inference.clip_features == "backbone"
+                                  else clip, inference, train_names, eval_names)
     optim = typed(cfg.optim, OptimConfig)
     module = OdiseModule(backbone=backbone, mask_generator=mask_generator, supervision=supervision,
                          criterion=criterion, eval_text=eval_text, eval_is_thing=is_thing, inference=inference,
                          optim=optim, max_steps=int(cfg.trainer.max_steps), ignore_index=ignore_index,
                          config=OmegaConf.to_container(cfg, resolve=True), open_vocab=open_vocab,
-                         text_bank=supervision_text_bank(clip, templates), fused_optimizer=speed.fused_optimizer)
+                         text_bank=supervision_text_bank(clip, templates, normalized),
+                         fused_optimizer=speed.fused_optimizer)
     apply_model_speed(module, model_cfg.get("speed"), clip)
     return module
 
@@ -118,16 +123,17 @@ def apply_model_speed(module: OdiseModule, section, clip: SharedClip | None = No
 
 def build_open_vocab(clip: SharedClip, inference: InferenceConfig, train_names: list[list[str]],
                      eval_names: list[list[str]]):
-    """The CLIP-fusion head for ``inference.classifier`` "clip"/"ensemble" (None for "diffusion")."""
+    """The CLIP-fusion head for ``inference.classifier`` "clip"/"ensemble" (None for "in_vocab")."""
     from odise_pl.models.open_vocab.ensemble import seen_class_mask
     from odise_pl.models.open_vocab.inference_head import OpenVocabHead
 
     mode = inference.classifier
-    if mode == "diffusion":
+    if mode == "in_vocab":
         return None
     head = OpenVocabHead(clip, mode=mode, alpha=inference.alpha, beta=inference.beta,
                          templates=list(inference.clip_prompt_templates), train_names=train_names,
-                         alignment=inference.clip_mask_alignment)
+                         alignment=inference.clip_mask_alignment, features=inference.clip_features,
+                         ensemble_on_valid_mask=inference.ensemble_on_valid_mask)
     head.set_vocabulary(eval_names, seen=seen_class_mask(eval_names, train_names))  # logs the split (INFO)
     return head
 

@@ -25,6 +25,7 @@ import open_clip
 import torch
 from torch import nn
 
+import odise_pl.models.tiny_timm  # noqa: F401  (registers the tiny timm trunks the tiny configs name)
 from odise_pl.errors import WeightsError
 from odise_pl.models.frozen import freeze
 

@@ -103,10 +103,19 @@ class OdiseModule(L.LightningModule):
             self.open_vocab.set_vocabulary(groups)
 
     # -------------------------------------------------------------------------------------- forward
-    def forward(self, images: torch.Tensor, captions: list[str] | None = None) -> dict:
-        """images (B,3,H,W) in [0,255] -> mask generator outputs (see Mask2FormerMaskGenerator)."""
-        feats = self.backbone(images.float(), captions)
-        return self.mask_generator(feats)
+    def forward(self, images: torch.Tensor, captions: list[str] | None = None,
+                image_sizes: torch.Tensor | None = None) -> dict:
+        """images (B,3,H,W) in [0,255] -> mask generator outputs (see Mask2FormerMaskGenerator), plus the
+        backbone's ``clip_dense`` map when it gives one (the open-vocabulary head may pool it).
+
+        ``image_sizes`` (B,2) valid (h, w): read by backbones that pad after normalising.
+        """
+        kwargs = {"image_sizes": image_sizes} if getattr(self.backbone, "wants_image_sizes", False) else {}
+        feats = self.backbone(images.float(), captions, **kwargs)
+        out = self.mask_generator(feats)
+        if "clip_dense" in feats:
+            out["clip_dense"] = feats["clip_dense"]
+        return out
 
     @property
     def num_queries(self) -> int:
@@ -142,7 +151,7 @@ class OdiseModule(L.LightningModule):
 
     # ------------------------------------------------------------------------------------- training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        out = self(batch["images"], self.batch_captions(batch))
+        out = self(batch["images"], self.batch_captions(batch))  # LSJ crops fill the batch: no padding
         batch = {**batch, "targets": self.supervision.prepare_targets(batch["targets"])}
         logits = [self.supervision.training_logits(e, batch, **self._query_kwargs(q))
                   for e, q in zip(out["mask_embeds"], out["queries"])]
@@ -165,7 +174,7 @@ class OdiseModule(L.LightningModule):
         logits = self.supervision.classify(embeds, self.eval_text.to(embeds.device),
                                            **self._query_kwargs(out["queries"][-1]))
         if self.open_vocab is not None:
-            probs = self.open_vocab(images, masks, logits, image_sizes=image_sizes)
+            probs = self.open_vocab(images, masks, logits, image_sizes=image_sizes, dense=out.get("clip_dense"))
         else:
             probs = logits.float().softmax(-1)
         return probs, masks
@@ -207,7 +216,7 @@ class OdiseModule(L.LightningModule):
             raise ValueError(f"{images.shape[0]} images but {len(sizes)} image sizes")
         outputs = sizes if output_sizes is None else [tuple(int(v) for v in s) for s in output_sizes]
         sizes_t = torch.tensor(sizes, device=images.device)
-        probs, masks = self.predict_probs(images, self(images, captions), sizes_t)
+        probs, masks = self.predict_probs(images, self(images, captions, sizes_t), sizes_t)
         cfg = self.inference_cfg
         padded = tuple(images.shape[-2:])
         results = []
@@ -216,7 +225,8 @@ class OdiseModule(L.LightningModule):
                 probs[i], masks[i], image_size=size, output_size=output, padded=padded,
                 is_thing=self.eval_is_thing, tasks=tasks, object_mask_threshold=cfg.object_mask_threshold,
                 overlap_threshold=cfg.overlap_threshold, instance_topk=getattr(cfg, "instance_topk", 100),
-                semantic_size=None if semantic_sizes is None else semantic_sizes[i])
+                semantic_size=None if semantic_sizes is None else semantic_sizes[i],
+                semantic_order=getattr(cfg, "semantic_postprocess", "masks_first"))
             results.append({"probs": probs[i].float(), **res})
         return results
 

@@ -1,4 +1,4 @@
-"""AdamW without weight decay on norms and biases; linear warm-up then step decay (the reference recipe).
+"""AdamW with a no-decay parameter group; linear warm-up (or none) then step decay.
 
 The reference (ODISE ``configs/Panoptic/odise_label_coco_50e.py`` on detectron2 / fvcore) builds the
 parameter groups with detectron2's ``get_default_optimizer_params(weight_decay_norm=0,
@@ -7,6 +7,11 @@ weight_decay_bias=0)`` and the schedule with ``WarmupParamScheduler(MultiStepPar
 warmup_factor=0.067)`` read through ``LRMultiplier`` at ``where = step / max_steps``.  :func:`lr_factor`
 is that multiplier with the milestones and the warm-up length given as ``optim.milestones`` (fractions
 of ``trainer.max_steps``) and ``optim.warmup_steps``.
+
+Which parameters skip weight decay is ``optim.no_decay`` (:data:`NO_DECAY_RULES`): ODISE's
+``norm_and_bias`` (the default) or FC-CLIP's ``norm_and_embedding`` (``train_net.py:188-234`` of
+bytedance/fc-clip: ``WEIGHT_DECAY_NORM = WEIGHT_DECAY_EMBED = 0``, biases and ``logit_scale`` decayed).
+FC-CLIP has no warm-up (``WARMUP_FACTOR 1.0``): ``optim.warmup_steps: 0``.
 """
 
 from __future__ import annotations
@@ -24,25 +29,44 @@ NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, 
 WHERE_EPSILON = 1e-6
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def _norm_or_bias(module: nn.Module, name: str) -> bool:
+    return isinstance(module, NORM_TYPES) or name == "bias"
+
+
+def _norm_or_embedding(module: nn.Module, name: str) -> bool:
+    return isinstance(module, (*NORM_TYPES, nn.Embedding))
+
+
+#: ``optim.no_decay`` -> ``f(module, parameter's own name)``: True where the parameter gets no weight decay
+NO_DECAY_RULES = {"norm_and_bias": _norm_or_bias, "norm_and_embedding": _norm_or_embedding}
+
+
+def param_groups(model: nn.Module, weight_decay: float, no_decay: str = "norm_and_bias") -> list[dict]:
     """Trainable parameters split into a decayed group and a no-decay group.
 
-    No decay (detectron2's rule with ``weight_decay_norm=0, weight_decay_bias=0``): every parameter of a
-    norm layer (:data:`NORM_TYPES`, by module type) and every parameter whose own name is exactly
-    ``bias``; so an attention's ``in_proj_bias`` *is* decayed.  Frozen parameters are left out; a
-    parameter shared by several modules appears once.
+    Args:
+        no_decay: the rule (:data:`NO_DECAY_RULES`, both detectron2's ``get_default_optimizer_params``
+            by module type). ``"norm_and_bias"`` (ODISE: ``weight_decay_norm=0, weight_decay_bias=0``):
+            every parameter of a norm layer (:data:`NORM_TYPES`) and every parameter whose own name is
+            exactly ``bias``; so an attention's ``in_proj_bias`` *is* decayed. ``"norm_and_embedding"``
+            (FC-CLIP: ``weight_decay_norm=0, weight_decay_embed=0``): norm layers and every
+            ``nn.Embedding`` (queries, level embeddings, the void vector); biases and plain
+            ``nn.Parameter`` s such as ``logit_scale`` are decayed.
+
+    Frozen parameters are left out; a parameter shared by several modules appears once.
     """
-    decay, no_decay, seen = [], [], set()
+    rule = NO_DECAY_RULES[no_decay]
+    decay, no_decay_params, seen = [], [], set()
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
             if not p.requires_grad or id(p) in seen:
                 continue
             seen.add(id(p))
-            if isinstance(module, NORM_TYPES) or name == "bias":
-                no_decay.append(p)
+            if rule(module, name):
+                no_decay_params.append(p)
             else:
                 decay.append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay_params, "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]
 
 
@@ -55,7 +79,7 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, *, fused: bool = False) 
             PyTorch's default (``foreach`` on CUDA, a per-parameter loop on the CPU). The three compute the
             same update in another order (float32 rounding; ``tests/models/test_optim_fused.py``).
     """
-    groups = param_groups(model, cfg.weight_decay)
+    groups = param_groups(model, cfg.weight_decay, cfg.no_decay)
     if not groups:
         raise ValueError("the model has no trainable parameters")
     kwargs = {}

@@ -29,8 +29,10 @@ from odise_pl.reference.key_map import CHECKED_BUFFERS, reference_to_ours
 TRAINING_VOCABULARY = "coco_panoptic_with_prompt_eng"
 
 
-def read_released_checkpoint(path: str | Path, *, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
-    """The ``"model"`` state dict of a released ODISE ``.pth`` (detectron2 format).
+def read_released_checkpoint(path: str | Path, *, trust_pickle: bool = False, what: str = "ODISE checkpoint",
+                             example: str = "odise_label_coco_50e-b67d2efc.pth from the NVlabs/ODISE v1.0.0 "
+                                            "release") -> dict[str, torch.Tensor]:
+    """The ``"model"`` state dict of a released ODISE (or FC-CLIP: ``what``, ``example``) ``.pth`` (detectron2 format).
 
     Read with ``torch.load(weights_only=True)``; a file that also pickles Python objects (a
     detectron2 trainer or scheduler state) needs ``trust_pickle=True`` (``--trust-pickle``), which
@@ -38,10 +40,7 @@ def read_released_checkpoint(path: str | Path, *, trust_pickle: bool = False) ->
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise CheckpointError(
-            f"ODISE checkpoint '{path}' not found (e.g. odise_label_coco_50e-b67d2efc.pth from "
-            f"the NVlabs/ODISE v1.0.0 release)."
-        )
+        raise CheckpointError(f"{what} '{path}' not found (e.g. {example}).")
     try:
         data = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as err:

@@ -189,6 +189,8 @@ def reference_to_ours(
     ours: Mapping[str, torch.Tensor],
     *,
     source: str = "the reference checkpoint",
+    renamer: Callable[[str, Mapping[str, torch.Tensor]], list] = rename,
+    hint: str = "label vs caption, decoder layers, tap count",
 ) -> dict[str, torch.Tensor]:
     """Map the trainable weights of a released ODISE state dict onto an odise-pl state dict.
 
@@ -196,6 +198,8 @@ def reference_to_ours(
         reference: the ``"model"`` dict of a released ``.pth`` (or the trainable part of a full one).
         ours: the target model's ``state_dict()`` (tensors on any device, "meta" too): names and shapes.
         source: how errors name the file.
+        renamer: ``rename`` of another method's names (FC-CLIP: :mod:`odise_pl.reference.fcclip_convert`).
+        hint: what to check when a key has no place (named in the error).
 
     Returns:
         ``{our_key: tensor}`` for every reference key (the checked buffers excepted).
@@ -209,7 +213,7 @@ def reference_to_ours(
     for key, value in reference.items():
         if key in CHECKED_BUFFERS:
             continue
-        targets = rename(key, ours)
+        targets = renamer(key, ours)
         if not targets:
             unknown.append(key)
             continue
@@ -224,8 +228,7 @@ def reference_to_ours(
     if unknown:
         raise ConfigError(
             f"{source}: {len(unknown)} key(s) have no place in this model, e.g. "
-            f"{'; '.join(unknown[:5])}. Is the experiment the checkpoint's (label vs caption, "
-            f"decoder layers, tap count)?"
+            f"{'; '.join(unknown[:5])}. Is the experiment the checkpoint's ({hint})?"
         )
     if mismatched:
         raise ConfigError(

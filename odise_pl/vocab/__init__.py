@@ -21,6 +21,10 @@ Sources:
     (:func:`default_vocabulary`); :func:`build_vocabulary` combines it with a
     user vocabulary the way the command line does.
 
+Method variants of a builtin list are ``<name>_<variant>`` (:func:`builtin_variant`, files in
+``variants/<variant>/``): FC-CLIP ships ODISE's lists with three typo fixes (``coco_panoptic_with_prompt_eng_fcclip``: "children", "baseball
+field"; ``ade20k_847_with_prompt_eng_fcclip``: "giraffe"); a list it did not change has no variant.
+
 Thing/stuff flags of the builtin lists are dataset facts: COCO panoptic and
 ADE20K-150 from ``<stem>_things.txt`` beside the lists, LVIS is all things, the
 semantic-only benchmarks (A-847, PC-59/459, PAS-21) have ``None``.
@@ -46,7 +50,7 @@ from odise_pl.errors import VocabularyError
 __all__ = [
     "VocabClass", "Vocabulary", "normalize_name", "parse_vocabulary", "parse_vocabulary_lines",
     "load_vocabulary_file", "load_vocabulary", "is_builtin_name", "load_builtin", "builtin_names",
-    "default_vocabulary", "build_vocabulary",
+    "builtin_variant", "default_vocabulary", "build_vocabulary",
 ]
 
 _MARKERS = {"thing": True, "stuff": False}
@@ -54,6 +58,8 @@ _ID_LINE = re.compile(r"^(\d+)\s*:(.*)$", re.ASCII)
 _INVALID = "invalid_class_id"
 _ALL_THINGS = {"lvis_1203"}  # LVIS annotates objects only
 DEFAULT_SOURCES = ("coco_panoptic", "ade20k_150", "lvis_1203")
+#: suffixes of the method variants of a builtin list (``<name>_fcclip``: FC-CLIP's copy with its typo fixes)
+VARIANTS = ("fcclip",)
 
 
 def normalize_name(name: str) -> str:
@@ -288,11 +294,42 @@ def builtin_names() -> tuple[str, ...]:
 
 
 def _base_name(name: str) -> str:
-    return name[: -len("_with_prompt_eng")] if name.endswith("_with_prompt_eng") else name
+    """The list's dataset: ``coco_panoptic_with_prompt_eng_fcclip`` -> ``coco_panoptic``."""
+    for variant in VARIANTS:
+        name = name.removesuffix(f"_{variant}")
+    return name.removesuffix("_with_prompt_eng")
+
+
+def _variant_file(name: str):
+    """The file of ``<builtin>_<variant>`` (``variants/<variant>/<builtin>.txt``), or None."""
+    for variant in VARIANTS:
+        stem = name.removesuffix(f"_{variant}")
+        if stem != name:
+            file = resources.files(__name__).joinpath("variants", variant, f"{stem}.txt")
+            return file if file.is_file() else None
+    return None
+
+
+def builtin_variant(name: str, variant: str | None) -> str:
+    """``name``'s builtin ``variant`` where one is shipped, else ``name`` (the method left it unchanged).
+
+    Example:
+        >>> builtin_variant("coco_panoptic_with_prompt_eng", "fcclip")
+        'coco_panoptic_with_prompt_eng_fcclip'
+        >>> builtin_variant("ade20k_150_with_prompt_eng", "fcclip")
+        'ade20k_150_with_prompt_eng'
+    """
+    if variant is None:
+        return name
+    if variant not in VARIANTS:
+        raise VocabularyError(f"unknown vocabulary variant '{variant}'; known: {', '.join(VARIANTS)}.")
+    candidate = f"{name}_{variant}"
+    return candidate if _variant_file(candidate) is not None else name
 
 
 def _read_builtin(name: str) -> Vocabulary:
-    text = _data_dir().joinpath(f"{name}.txt").read_text(encoding="utf-8")
+    file = _variant_file(name) or _data_dir().joinpath(f"{name}.txt")
+    text = file.read_text(encoding="utf-8")
     return parse_vocabulary_lines(text.splitlines(), source=name, name=name, allow_duplicates=True)
 
 
@@ -320,7 +357,7 @@ def load_builtin(name: str) -> Vocabulary:
     Class ids (``source_id``) are the ids of the file; skipped ``invalid_class_id``
     lines keep the numbering. Thing flags come from the dataset (see the module docstring).
     """
-    if name not in builtin_names():
+    if name not in builtin_names() and _variant_file(name) is None:
         close = difflib.get_close_matches(name, builtin_names(), n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         raise VocabularyError(f"unknown builtin vocabulary '{name}'.{hint} "
@@ -338,14 +375,15 @@ def is_builtin_name(name_or_path: str | Path) -> bool:
     return text in builtin_names() and not Path(text).expanduser().exists()
 
 
-def load_vocabulary(name_or_path: str | Path) -> Vocabulary:
+def load_vocabulary(name_or_path: str | Path, variant: str | None = None) -> Vocabulary:
     """A vocabulary by name or path: a shipped list (``"ade20k_150"``, where no file of that name exists),
-    else a vocabulary file (:func:`load_vocabulary_file`).
+    else a vocabulary file (:func:`load_vocabulary_file`). ``variant`` picks a method's copy of a shipped
+    list (:func:`builtin_variant`, ``data.vocabulary_variant``); a file is read as it is.
 
     A plain word that is neither is taken for a mistyped builtin name (the error suggests the closest).
     """
     if is_builtin_name(name_or_path):
-        return load_builtin(str(name_or_path))
+        return load_builtin(builtin_variant(str(name_or_path), variant))
     path = Path(name_or_path).expanduser()
     if not path.exists() and not path.suffix and len(path.parts) == 1:
         return load_builtin(str(name_or_path))  # raises: unknown builtin vocabulary, did you mean ...

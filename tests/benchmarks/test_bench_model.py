@@ -42,3 +42,18 @@ def test_bench_model_tiny_writes_json(tmp_path):
         assert row["images_per_s"] > 0
     infer = rows[0]
     assert infer["gflops_per_image"] > 0 and "pct_of_989_peak" in infer
+
+
+def test_bench_model_fcclip_tiny_at_a_non_square_size(tmp_path):
+    """FC-CLIP in the same script: its recipe at toy size, an H x W image padded to /32, the reference path."""
+    bench = _load()
+    out = tmp_path / "fcclip.json"
+    bench.main(["--method", "fcclip", "--tiny", "--device", "cpu", "--hw", "48", "83", "--iters", "1",
+                "--warmup", "0", "--mode", "infer", "--batch", "1", "--precision", "fp32", "--num-classes", "5",
+                "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert report["method"] == "fcclip" and report["hw"] == [48, 83] and report["attention_processors"] is None
+    assert report["params"]["trainable"] > 0 and report["params"]["frozen"] > 0
+    (row,) = report["results"]
+    assert "error" not in row, row
+    assert row["images_per_s"] > 0 and row["gflops_per_image"] > 0

@@ -49,7 +49,7 @@ def test_a_mistyped_choice_names_file_line_choices_and_the_closest(write):
     with pytest.raises(ConfigError) as err:
         load_config(path, PARTS)
     message = str(err.value)
-    assert "exp.yaml: 'model.inference.classifier' must be one of diffusion, clip, ensemble (line 3)" in message
+    assert "exp.yaml: 'model.inference.classifier' must be one of in_vocab, clip, ensemble (line 3)" in message
     assert "got 'ensmble' (str). Did you mean 'ensemble'?" in message
 
 
@@ -113,7 +113,7 @@ def test_cross_key_rules_are_config_errors_naming_the_key(write):
 
 
 def test_choices_are_read_back_from_the_field_and_defaults_must_be_among_them():
-    assert choices_of(InferenceConfig, "classifier") == ("diffusion", "clip", "ensemble")
+    assert choices_of(InferenceConfig, "classifier") == ("in_vocab", "clip", "ensemble")
     assert "bf16-mixed" in choices_of(TrainerConfig, "precision")
     assert choices_of(TrainerConfig, "max_steps") == ()
     from odise_pl.metrics.semantic_iou import AVERAGES

@@ -51,7 +51,10 @@ def test_sets_table_has_pq_only_for_panoptic_sets(tmp_path, capsys):
     assert rows[0]["PQ"] != "" and rows[1]["PQ"] == ""  # no panoptic ground truth in PAS-21
     assert all(0 <= float(r["mIoU"]) <= 100 for r in rows)
     md = (tmp_path / "w" / "test_sets_0.md").read_text()
-    assert md.count("\n") == 6 and md.splitlines()[-1].startswith("mIoU follows model.inference.miou_average")
+    assert md.count("\n") == 8 and md.splitlines()[-1].startswith("mIoU follows model.inference.miou_average")
+    # the method, its test size per set and its mIoU convention are named (issue #23)
+    assert md.startswith("model: ") and md.splitlines()[0].endswith("mIoU = mIoU_either_present")
+    assert [r["test_size"] for r in rows] == ["64/64", "64/64"] and "| 64/64 |" in md
     assert "mIoU_either_present = detectron2 v0.6: classes in GT or prediction" in md
 
 

@@ -3,7 +3,8 @@
 A backbone is an ``nn.Module`` whose ``forward(images, captions=None)`` takes
 ``images`` (B, 3, H, W) float pixels in [0, 255], RGB, H and W multiples of
 ``size_divisibility``, and returns ``{"s2": (B, C2, H/4, W/4), "s3": .../8,
-"s4": .../16, "s5": .../32}``.  It normalises its own input.  Its frozen
+"s4": .../16, "s5": .../32}`` (a ConvNeXt ``clip`` backbone adds ``"clip_dense"``, the CLIP trunk's
+stride-32 map, for FC-CLIP's out-of-vocabulary head).  It normalises its own input.  Its frozen
 weights are marked with :func:`odise_pl.models.frozen.freeze`; only its own
 adapters (projections, captioner) train.
 """

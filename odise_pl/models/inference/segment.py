@@ -16,10 +16,14 @@ import torch.nn.functional as F
 
 from odise_pl.models.inference.instance import instance_inference
 from odise_pl.models.inference.panoptic import panoptic_inference
-from odise_pl.models.inference.semantic import semantic_argmax
+from odise_pl.models.inference.semantic import semantic_argmax, semantic_argmax_scores_resized
 
 #: the post-processing outputs :func:`postprocess_image` can produce
 TASKS = ("panoptic", "semantic", "instances")
+#: ``model.inference.semantic_postprocess``: ``masks_first`` (ODISE: mask logits to the output size, then the
+#: semantic map) or ``scores_when_semantic_only`` (FC-CLIP: when semantic is the only task, the class-score map
+#: at the padded input size is cropped and resized instead; :func:`semantic_argmax_scores_resized`)
+SEMANTIC_ORDERS = ("masks_first", "scores_when_semantic_only")
 
 
 def masks_to_output(masks: torch.Tensor, image_size: Sequence[int], output_size: Sequence[int],
@@ -59,7 +63,8 @@ def check_tasks(tasks: Sequence[str]) -> tuple[str, ...]:
 def postprocess_image(probs: torch.Tensor, masks: torch.Tensor, *, image_size: Sequence[int],
                       output_size: Sequence[int], padded: Sequence[int], is_thing: torch.Tensor,
                       tasks: Sequence[str], object_mask_threshold: float = 0.0, overlap_threshold: float = 0.8,
-                      instance_topk: int = 100, semantic_size: Sequence[int] | None = None) -> dict:
+                      instance_topk: int = 100, semantic_size: Sequence[int] | None = None,
+                      semantic_order: str = "masks_first") -> dict:
     """One image: masks to the output size, then the panoptic, semantic and instance outputs asked for.
 
     Args:
@@ -74,6 +79,7 @@ def postprocess_image(probs: torch.Tensor, masks: torch.Tensor, *, image_size: S
         instance_topk: see :func:`instance_inference`.
         semantic_size: the size of the semantic map (default ``output_size``; a smaller one bounds
             the cost of a large vocabulary, see :class:`~odise_pl.engine.predictor.Predictor`).
+        semantic_order: one of :data:`SEMANTIC_ORDERS`.
 
     Returns:
         ``panoptic``: ``(ids (H_out, W_out) int64, segments)``; ``semantic``: (H_s, W_s) int64;
@@ -94,6 +100,10 @@ def postprocess_image(probs: torch.Tensor, masks: torch.Tensor, *, image_size: S
     """
     tasks = check_tasks(tasks)
     probs = probs.float()
+    if tasks == ("semantic",) and semantic_order == "scores_when_semantic_only":
+        size = output_size if semantic_size is None else semantic_size
+        return {"semantic": semantic_argmax_scores_resized(probs, masks, image_size=image_size, output_size=size,
+                                                           padded=padded)}
     m = masks_to_output(masks, image_size, output_size, padded)
     result: dict = {}
     if "panoptic" in tasks:
@@ -108,4 +118,4 @@ def postprocess_image(probs: torch.Tensor, masks: torch.Tensor, *, image_size: S
     return result
 
 
-__all__ = ["TASKS", "check_tasks", "masks_to_output", "postprocess_image"]
+__all__ = ["SEMANTIC_ORDERS", "TASKS", "check_tasks", "masks_to_output", "postprocess_image"]

@@ -84,18 +84,22 @@ class PooledMaskEmbed(nn.Module):
     ``x = pool_proj(hard_mask_pool(mask_features, mask_logits)) + q`` with ``q = decoder_norm(query)``
     and ``pool_proj = Linear(LayerNorm(.))``; then ``mask_embed = MLP3(LayerNorm(x))``. The pooled
     features and the query are added *before* the LayerNorm + MLP, which sees both.
+    With ``pre_mlp_norm=False`` it is FC-CLIP's class embedding: ``MLP3(x)``, no LayerNorm before
+    the MLP (``_mask_pooling_proj`` / ``class_embed`` in fc-clip's decoder); keys
+    ``mask_embed.layers.{0,1,2}`` instead of ``mask_embed.0`` (the norm) + ``mask_embed.1.layers.*``.
 
     Shape:
         queries (B,Q,C), mask_logits (B,Q,h,w), mask_features (B,M,h,w) -> (B,Q,D); M == C.
     """
 
-    def __init__(self, hidden_dim: int, mask_dim: int, embed_dim: int) -> None:
+    def __init__(self, hidden_dim: int, mask_dim: int, embed_dim: int, *, pre_mlp_norm: bool = True) -> None:
         super().__init__()
         if hidden_dim != mask_dim:
             raise ConfigError(f"PooledMaskEmbed adds pooled mask features ({mask_dim}) to the queries "
                              f"({hidden_dim}): model.mask_generator.mask_dim must equal hidden_dim")
         self.pool_proj = nn.Sequential(nn.LayerNorm(hidden_dim), nn.Linear(hidden_dim, hidden_dim))
-        self.mask_embed = nn.Sequential(nn.LayerNorm(mask_dim), MLP(mask_dim, hidden_dim, embed_dim, 3))
+        mlp = MLP(mask_dim, hidden_dim, embed_dim, 3)
+        self.mask_embed = nn.Sequential(nn.LayerNorm(mask_dim), mlp) if pre_mlp_norm else mlp
         self.embed_dim = embed_dim
 
     def pooled(self, queries: torch.Tensor, mask_logits: torch.Tensor, mask_features: torch.Tensor) -> torch.Tensor:
@@ -121,13 +125,14 @@ class Mask2FormerMaskGenerator(Mask2FormerPreTrainedModel):
     """
 
     def __init__(self, *, config: Mask2FormerConfig, input_shape: dict[str, ShapeSpec], embed_dim: int = 256,
-                 gradient_checkpointing: bool = False) -> None:
+                 gradient_checkpointing: bool = False, pre_mlp_norm: bool = True) -> None:
         super().__init__(config)
         self.levels = [k for k in LEVELS if k in input_shape]
         channels = [input_shape[k].channels for k in self.levels]
         self.pixel_decoder = Mask2FormerPixelDecoder(config, feature_channels=channels)
         self.transformer = Mask2FormerTransformerModule(in_features=config.feature_size, config=config)
-        self.mask_embed = PooledMaskEmbed(config.hidden_dim, config.mask_feature_size, embed_dim)
+        self.mask_embed = PooledMaskEmbed(config.hidden_dim, config.mask_feature_size, embed_dim,
+                                          pre_mlp_norm=pre_mlp_norm)
         self.transformer.decoder.gradient_checkpointing = gradient_checkpointing
         self.post_init()
 
@@ -135,7 +140,7 @@ class Mask2FormerMaskGenerator(Mask2FormerPreTrainedModel):
     def from_config(cls, cfg: MaskGeneratorConfig, input_shape: dict[str, ShapeSpec]) -> Mask2FormerMaskGenerator:
         strides = [input_shape[k].stride for k in LEVELS if k in input_shape]
         generator = cls(config=hf_config(cfg, strides), input_shape=input_shape, embed_dim=cfg.embed_dim,
-                        gradient_checkpointing=cfg.gradient_checkpointing)
+                        gradient_checkpointing=cfg.gradient_checkpointing, pre_mlp_norm=cfg.pre_mlp_norm)
         apply_init(generator, cfg.init)  # model.mask_generator.init (default: the original Mask2Former's)
         return generator
 

@@ -12,7 +12,7 @@ alone (the void column excluded) and ``p_void`` is the void entry of the
 softmax over all K+1. ``void_in_class_softmax=True`` takes p from the K+1
 softmax instead (sliced, not renormalised).
 
-Modes (``inference.classifier``): ``"diffusion"`` (p only: the plain K+1 softmax),
+Modes (``inference.classifier``): ``"in_vocab"`` (p only: the plain K+1 softmax),
 ``"clip"`` (q only, with the diffusion classifier's ``p_void``) and ``"ensemble"``.
 """
 
@@ -23,11 +23,13 @@ from dataclasses import dataclass
 
 import torch
 
-from odise_pl.config.schema import InferenceConfig, choices_of
+from odise_pl.config.schema import InferenceConfig, aliases_of, choices_of
 from odise_pl.vocab import Vocabulary, normalize_name
 
-MODES = choices_of(InferenceConfig, "classifier")  # diffusion, clip, ensemble
-REFERENCE_WEIGHTS = {"category_label": (0.3, 0.7), "caption_grounding": (0.35, 0.65)}
+MODES = choices_of(InferenceConfig, "classifier")  # in_vocab, clip, ensemble
+MODE_ALIASES = aliases_of(InferenceConfig, "classifier")  # diffusion -> in_vocab (the old name)
+#: (alpha, beta) of each reference recipe, by supervision: ODISE's label and caption models, FC-CLIP's
+REFERENCE_WEIGHTS = {"category_label": (0.3, 0.7), "caption_grounding": (0.35, 0.65), "fcclip_label": (0.4, 0.8)}
 
 
 @dataclass(frozen=True)
@@ -72,27 +74,31 @@ def seen_class_mask(classes: Vocabulary | Sequence[Sequence[str]],
 
 def geometric_ensemble(diffusion_logits: torch.Tensor, clip_logits: torch.Tensor | None,
                        seen: torch.Tensor | None, *, alpha: float = 0.3, beta: float = 0.7,
-                       mode: str = "ensemble", void_in_class_softmax: bool = False) -> torch.Tensor:
+                       mode: str = "ensemble", void_in_class_softmax: bool = False,
+                       valid: torch.Tensor | None = None) -> torch.Tensor:
     """Combine the two classifiers into class probabilities.
 
     Args:
         diffusion_logits: (B,Q,K+1) logits of the trained classifier, void last.
-        clip_logits: (B,Q,K) CLIP mask-classifier logits (unused in "diffusion" mode).
+        clip_logits: (B,Q,K) CLIP mask-classifier logits (unused in "in_vocab" mode).
         seen: (K,) bool seen-class mask (:func:`seen_class_mask`); needed in "ensemble" mode.
         alpha: CLIP's weight for seen classes.
         beta: CLIP's weight for unseen classes.
-        mode: "diffusion", "clip" or "ensemble".
+        mode: "in_vocab", "clip" or "ensemble".
         void_in_class_softmax: take p from the K+1 softmax (see the module docstring).
+        valid: optional (B,Q) bool; CLIP's weight is 0 for a False query (FC-CLIP's
+            ``ensemble_on_valid_mask``: masks with no pixel at CLIP's resolution keep p).
 
     Returns:
         (B,Q,K+1) probabilities (each row sums to 1), void last.
     """
+    mode = MODE_ALIASES.get(mode, mode)
     if mode not in MODES:
         raise ValueError(f"unknown classifier mode '{mode}': use one of {', '.join(MODES)}")
     logits = diffusion_logits.float()
     log_all = logits.log_softmax(dim=-1)  # (B,Q,K+1)
     p_void = log_all[..., -1:].exp()  # (B,Q,1)
-    if mode == "diffusion":
+    if mode == "in_vocab":
         return log_all.exp()
     K = logits.shape[-1] - 1
     if clip_logits is None or clip_logits.shape[-1] != K or clip_logits.shape[:-1] != logits.shape[:-1]:
@@ -106,16 +112,26 @@ def geometric_ensemble(diffusion_logits: torch.Tensor, clip_logits: torch.Tensor
             raise ValueError(f"ensemble mode needs a ({K},) seen-class mask, got "
                              f"{None if seen is None else tuple(seen.shape)}")
         log_p = log_all[..., :-1] if void_in_class_softmax else logits[..., :-1].log_softmax(dim=-1)
-        weight = torch.where(seen.to(logits.device), alpha, beta).to(logits.dtype)  # (K,) CLIP's exponent
-        class_probs = ((1 - weight) * log_p + weight * log_q).softmax(dim=-1)  # renormalised over K
+        class_probs = mixed_log_probs(log_p, log_q, seen, alpha, beta, valid).softmax(dim=-1)  # renormalised over K
     return torch.cat([class_probs * (1 - p_void), p_void], dim=-1)
+
+
+def mixed_log_probs(log_p: torch.Tensor, log_q: torch.Tensor, seen: torch.Tensor, alpha: float, beta: float,
+                    valid: torch.Tensor | None = None) -> torch.Tensor:
+    """``(1 - w) log p + w log q`` (B,Q,K) with CLIP's weight ``w`` = alpha for seen classes, beta for unseen
+    (0 for a query whose ``valid`` (B,Q) is False): the log of the reference's ``p^(1-w) q^w``, before the
+    renormalisation over K."""
+    weight = torch.where(seen.to(log_p.device), alpha, beta).to(log_p.dtype)  # (K,) CLIP's exponent
+    if valid is not None:
+        weight = weight * valid.to(device=log_p.device, dtype=log_p.dtype).unsqueeze(-1)  # (B,Q,K)
+    return (1 - weight) * log_p + weight * log_q
 
 
 class GeometricEnsemble(torch.nn.Module):
     """Module form of :func:`geometric_ensemble` holding the mode, weights and seen mask.
 
     Args:
-        mode: "diffusion", "clip" or "ensemble".
+        mode: "in_vocab", "clip" or "ensemble".
         alpha, beta: CLIP's weight for seen / unseen classes.
         seen: (K,) bool seen-class mask, or None (set it later with :meth:`set_seen`).
         void_in_class_softmax: see the module docstring.
@@ -124,6 +140,7 @@ class GeometricEnsemble(torch.nn.Module):
     def __init__(self, *, mode: str = "ensemble", alpha: float = 0.3, beta: float = 0.7,
                  seen: torch.Tensor | None = None, void_in_class_softmax: bool = False) -> None:
         super().__init__()
+        mode = MODE_ALIASES.get(mode, mode)
         if mode not in MODES:
             raise ValueError(f"unknown classifier mode '{mode}': use one of {', '.join(MODES)}")
         for key, value in (("alpha", alpha), ("beta", beta)):
@@ -135,18 +152,18 @@ class GeometricEnsemble(torch.nn.Module):
 
     @property
     def needs_clip(self) -> bool:
-        return self.mode != "diffusion"
+        return self.mode != "in_vocab"
 
     def set_seen(self, seen: torch.Tensor | SeenSplit) -> None:
         """Set the (K,) seen mask for a new test vocabulary."""
         mask = seen.mask if isinstance(seen, SeenSplit) else seen
         self.seen = mask.bool().to(self.seen.device if self.seen is not None else mask.device)
 
-    def forward(self, diffusion_logits: torch.Tensor,
-                clip_logits: torch.Tensor | None = None) -> torch.Tensor:
-        """(B,Q,K+1) and (B,Q,K) logits -> (B,Q,K+1) probabilities."""
+    def forward(self, diffusion_logits: torch.Tensor, clip_logits: torch.Tensor | None = None,
+                valid: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,Q,K+1) and (B,Q,K) logits (and optional (B,Q) valid masks) -> (B,Q,K+1) probabilities."""
         return geometric_ensemble(diffusion_logits, clip_logits, self.seen, alpha=self.alpha, beta=self.beta,
-                                  mode=self.mode, void_in_class_softmax=self.void_in_class_softmax)
+                                  mode=self.mode, void_in_class_softmax=self.void_in_class_softmax, valid=valid)
 
     def extra_repr(self) -> str:
         return f"mode={self.mode}, alpha={self.alpha}, beta={self.beta}"

@@ -9,8 +9,8 @@
 * the geometric ensemble (:class:`~.ensemble.GeometricEnsemble`) with its seen/unseen
   class split (:func:`~.ensemble.seen_class_mask` against the training vocabulary).
 
-``forward(images, mask_logits, logits)`` turns the trained (diffusion) classifier's
-(B,Q,K+1) logits into (B,Q,K+1) probabilities of the chosen mode: ``"diffusion"`` (plain
+``forward(images, mask_logits, logits)`` turns the trained (in-vocabulary) classifier's
+(B,Q,K+1) logits into (B,Q,K+1) probabilities of the chosen mode: ``"in_vocab"`` (plain
 softmax, CLIP unused), ``"clip"`` or ``"ensemble"``.
 
 The head holds no weights of its own: the shared CLIP is kept out of the module tree
@@ -33,12 +33,16 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from odise_pl.models.open_vocab.ensemble import MODES, GeometricEnsemble, SeenSplit, seen_class_mask
+from odise_pl.config.schema import InferenceConfig, choices_of
+from odise_pl.models.open_vocab.dense_pooling import DenseMaskClassifier
+from odise_pl.models.open_vocab.ensemble import MODE_ALIASES, MODES, GeometricEnsemble, SeenSplit, seen_class_mask
 from odise_pl.models.open_vocab.mask_classifier import ClipMaskClassifier
 from odise_pl.models.open_vocab.text_bank import DEFAULT_TEMPLATES, TextEmbeddingBank
 from odise_pl.models.supervision.base import TextEmbeddings
 
 log = logging.getLogger("odise_pl")
+#: where the CLIP branch's mask embeddings come from (``model.inference.clip_features``)
+FEATURES = choices_of(InferenceConfig, "clip_features")
 
 
 class OpenVocabHead(nn.Module):
@@ -46,7 +50,7 @@ class OpenVocabHead(nn.Module):
 
     Args:
         clip: the shared frozen CLIP (:func:`odise_pl.models.clip_model.load_clip`).
-        mode: ``"diffusion"``, ``"clip"`` or ``"ensemble"`` (``inference.classifier``).
+        mode: ``"in_vocab"``, ``"clip"`` or ``"ensemble"`` (``inference.classifier``).
         alpha: CLIP's weight for classes seen in training.
         beta: CLIP's weight for unseen classes.
         seen: optional (K,) bool seen-class mask (or :class:`SeenSplit`) of the initial vocabulary.
@@ -57,14 +61,21 @@ class OpenVocabHead(nn.Module):
         text_bank: a prebuilt text bank (default: one on ``clip`` with ``templates``).
         alignment: how masks meet the image in the CLIP branch (``model.inference.clip_mask_alignment``,
             see :data:`~.mask_classifier.ALIGNMENTS`).
+        features: ``"image"`` (CLIP runs on the image: :class:`ClipMaskClassifier`, ODISE) or ``"backbone"``
+            (the backbone's ``clip_dense`` map of the same pass is pooled: :class:`DenseMaskClassifier`,
+            FC-CLIP; ``forward`` then needs ``dense``) (``model.inference.clip_features``).
+        ensemble_on_valid_mask: CLIP's weight is 0 for masks empty at CLIP's resolution
+            (``features="backbone"``; FC-CLIP's ``ENSEMBLE_ON_VALID_MASK``).
     """
 
     def __init__(self, clip, mode: str = "ensemble", alpha: float = 0.3, beta: float = 0.7,
                  seen: torch.Tensor | SeenSplit | None = None, templates: Sequence[str] = DEFAULT_TEMPLATES, *,
                  train_names: Sequence[Sequence[str]] | None = None,
                  mask_classifier: ClipMaskClassifier | None = None,
-                 text_bank: TextEmbeddingBank | None = None, alignment: str = "reference") -> None:
+                 text_bank: TextEmbeddingBank | None = None, alignment: str = "reference",
+                 features: str = "image", ensemble_on_valid_mask: bool = False) -> None:
         super().__init__()
+        mode = MODE_ALIASES.get(mode, mode)
         if mode not in MODES:
             raise ValueError(f"unknown classifier mode '{mode}': set model.inference.classifier to one of "
                              f"{', '.join(MODES)}")
@@ -72,7 +83,14 @@ class OpenVocabHead(nn.Module):
         self.ensemble = GeometricEnsemble(mode=mode, alpha=alpha, beta=beta, seen=mask)
         self.train_names = [list(g) for g in train_names] if train_names is not None else None
         # Kept out of the module tree on purpose (see the module docstring); _apply moves them.
-        self.__dict__["mask_classifier"] = mask_classifier or ClipMaskClassifier(clip, alignment=alignment)
+        if features not in FEATURES:
+            raise ValueError(f"model.inference.clip_features: {features!r} is not one of {', '.join(FEATURES)}")
+        self.features = features
+        self.ensemble_on_valid_mask = bool(ensemble_on_valid_mask)
+        if mask_classifier is None:
+            mask_classifier = DenseMaskClassifier(clip) if features == "backbone" else \
+                ClipMaskClassifier(clip, alignment=alignment)
+        self.__dict__["mask_classifier"] = mask_classifier
         self.__dict__["text_bank"] = text_bank or TextEmbeddingBank(clip, templates=templates)
         self.text: TextEmbeddings | None = None
         self.split: SeenSplit | None = None
@@ -140,8 +158,23 @@ class OpenVocabHead(nn.Module):
         return self.mask_classifier.logits(embeds, self.text.to(embeds.device))
 
     @torch.no_grad()
+    def dense_clip_logits(self, dense: torch.Tensor | None,
+                          mask_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The backbone's (B,C,H/32,W/32) map and (B,Q,h,w) mask logits -> (B,Q,K) CLIP class logits and
+        (B,Q) bool masks non-empty at the map's resolution (``clip_features: backbone``)."""
+        if self.text is None:
+            raise RuntimeError("OpenVocabHead has no vocabulary: call set_vocabulary(names) first")
+        if dense is None:
+            raise ValueError("model.inference.clip_features: backbone pools the backbone's clip_dense map, and "
+                             "this backbone gives none: use the clip backbone with a ConvNeXt CLIP, or "
+                             "clip_features: image.")
+        embeds, valid = self.mask_classifier(dense, mask_logits)
+        return self.mask_classifier.logits(embeds, self.text.to(embeds.device)), valid
+
+    @torch.no_grad()
     def forward(self, images: torch.Tensor, mask_logits: torch.Tensor, logits: torch.Tensor, *,
-                image_sizes: torch.Tensor | None = None, is_probs: bool = False) -> torch.Tensor:
+                image_sizes: torch.Tensor | None = None, is_probs: bool = False,
+                dense: torch.Tensor | None = None) -> torch.Tensor:
         """Fuse the trained classifier with CLIP.
 
         Args:
@@ -150,6 +183,7 @@ class OpenVocabHead(nn.Module):
             logits: (B,Q,K+1) logits of the trained classifier (void last), or its
                 probabilities with ``is_probs=True`` (their log is used: exactly equivalent).
             image_sizes: optional (B,2) valid (h, w) before padding (padding is cut off for CLIP).
+            dense: the backbone's ``clip_dense`` map (B,C,H/32,W/32), read with ``features="backbone"``.
 
         Returns:
             (B,Q,K+1) class probabilities, void last. In "clip" and "ensemble" mode these are, as in the
@@ -159,13 +193,17 @@ class OpenVocabHead(nn.Module):
         logits = logits.float()
         if is_probs:
             logits = logits.clamp(min=torch.finfo(torch.float32).tiny).log()
-        if self.mode == "diffusion":
+        if self.mode == "in_vocab":
             return logits.softmax(-1)
         if self.num_classes is not None and logits.shape[-1] - 1 != self.num_classes:
             raise ValueError(f"the classifier scores {logits.shape[-1] - 1} classes but the open-vocabulary "
                              f"head's vocabulary has {self.num_classes}: change vocabularies with "
                              f"OdiseModule.set_vocabulary, which updates both.")
-        fused = self.ensemble(logits, self.clip_logits(images, mask_logits, image_sizes))
+        if self.features == "backbone":
+            clip, valid = self.dense_clip_logits(dense, mask_logits)
+            fused = self.ensemble(logits, clip, valid if self.ensemble_on_valid_mask else None)
+        else:
+            fused = self.ensemble(logits, self.clip_logits(images, mask_logits, image_sizes))
         return (fused + 1e-8).log().softmax(-1)
 
     def extra_repr(self) -> str:

@@ -40,6 +40,24 @@ from odise_pl.vocab import Vocabulary
 
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
 RAW_NAME_TEMPLATES = ("{}",)  # the reference's category-label head embeds the bare names
+#: ViLD's 14 prompt templates, as FC-CLIP uses them (``VILD_PROMPT``, fc-clip ``fcclip/fcclip.py:26-41``;
+#: templates 2-5 have no final period): every name gets all 14, normalised, averaged, normalised again
+VILD_TEMPLATES = (
+    "a photo of a {}.",
+    "This is a photo of a {}",
+    "There is a {} in the scene",
+    "There is the {} in the scene",
+    "a photo of a {} in the scene",
+    "a photo of a small {}.",
+    "a photo of a medium {}.",
+    "a photo of a large {}.",
+    "This is a photo of a small {}.",
+    "This is a photo of a medium {}.",
+    "This is a photo of a large {}.",
+    "There is a small {} in the scene.",
+    "There is a medium {} in the scene.",
+    "There is a large {} in the scene.",
+)
 _FORMAT_VERSION = 1
 
 

@@ -3,4 +3,5 @@
 from odise_pl.models.supervision import (
     caption_grounding,  # noqa: F401
     category_label,  # noqa: F401
+    fcclip_label,  # noqa: F401
 )
