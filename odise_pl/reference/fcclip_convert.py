@@ -101,7 +101,7 @@ def convert_fcclip_state_dict(state: dict[str, torch.Tensor], cfg: DictConfig, *
     Raises:
         ConfigError: an unknown, mis-shaped or missing key, named as the file spells it.
     """
-    from odise_pl.commands.summary import build_on_meta
+    from odise_pl.models.on_meta import build_on_meta
 
     clip_keys = [k for k in state if k.startswith(CLIP_PREFIX)]
     trained = {k: v for k, v in state.items() if not k.startswith(CLIP_PREFIX)}
