@@ -54,7 +54,7 @@ def _convert(pth, out, capsys) -> tuple[int, str, str]:
 def test_real_size_checkpoint_converts_every_value_and_loads_with_no_key_left(released, tmp_path, capsys):
     from safetensors.torch import load_file
 
-    from odise_pl.commands.summary import build_on_meta
+    from odise_pl.models.on_meta import build_on_meta
     from odise_pl.config import load_config
     from odise_pl.reference.fcclip_convert import rename
 
@@ -88,7 +88,7 @@ def test_real_size_checkpoint_converts_every_value_and_loads_with_no_key_left(re
 
 @pytest.fixture(scope="module")
 def meta_model():
-    from odise_pl.commands.summary import build_on_meta
+    from odise_pl.models.on_meta import build_on_meta
     from odise_pl.config import load_config
 
     return build_on_meta(load_config(EXPERIMENT))
