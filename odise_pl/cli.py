@@ -102,6 +102,7 @@ COMMAND_MODULES: list[str] = [
     "retrieval",
     "sweep",
     "reference",
+    "app",
 ]
 
 
