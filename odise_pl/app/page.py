@@ -29,7 +29,6 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # read by gradio when it starts: before the import
 
 import gradio as gr  # noqa: E402  (after the environment above)
-import numpy as np  # noqa: E402
 
 from odise_pl.app.session import DemoSession  # noqa: E402
 from odise_pl.errors import OdiseError  # noqa: E402
@@ -44,6 +43,7 @@ EXAMPLE_VOCABULARIES = {
 }
 #: the annotated image on the page is at most this many pixels on its long side (the downloads keep the full size)
 DISPLAY_LONG_SIDE = 1024
+MASK_OPACITY = 0.6
 TABLE_HEADERS = ["id", "class", "score", "area (px)", "area (%)", "thing"]
 
 
@@ -93,7 +93,8 @@ def annotated_image(pred, labels: list[str]) -> tuple:
     if scale < 1.0:
         dh, dw = max(1, round(h * scale)), max(1, round(w * scale))
         image, ids = resize_image(image, dh, dw), resize_nearest(ids, dh, dw)
-    return image, [((ids == seg["id"]).astype(np.float32), label) for seg, label in zip(pred.segments, labels)]
+    # a mask's value is its opacity on the page: the photo shows through
+    return image, [((ids == seg["id"]) * MASK_OPACITY, label) for seg, label in zip(pred.segments, labels)]
 
 
 def describe(segment: dict, total: int) -> str:
@@ -132,7 +133,8 @@ def build_page(session: DemoSession, *, title: str = "odise-pl") -> gr.Blocks:
         table = [[s["id"], s["category_name"], round(s["score"], 3), s["area"], round(100 * s["area"] / total, 2),
                   s["is_thing"]] for s in segments]
         labels = legend_labels(pred.segments)
-        summary = (f"{len(segments)} segments, {len(result.class_names):,} classes, classifier {classifier}. "
+        summary = (f"{len(segments)} segment{'s' * (len(segments) != 1)}, {len(result.class_names):,} classes, "
+                   f"classifier {classifier}. "
                    "Select a segment in the legend or the image for its class, score and area.")
         return (annotated_image(pred, labels), segments, table, [str(p) for p in result.files],
                 {"segments": segments, "total": total}, summary)
@@ -147,8 +149,8 @@ def build_page(session: DemoSession, *, title: str = "odise-pl") -> gr.Blocks:
                     "Upload a photo, name the classes to look for, press **Segment**.")
         with gr.Row():
             with gr.Column(scale=1):
-                image = gr.Image(type="filepath", label="image", sources=["upload", "clipboard"])
-                vocabulary = gr.Textbox(label="vocabulary", placeholder="cat,kitten;dog;grass:stuff",
+                image = gr.Image(type="filepath", label="image", sources=["upload", "clipboard"], elem_id="image")
+                vocabulary = gr.Textbox(label="vocabulary", placeholder="cat,kitten;dog;grass:stuff", elem_id="vocabulary",
                                         info="';' between classes, ',' between synonyms, optional ':thing' / ':stuff'")
                 add_default = gr.Checkbox(value=False, label=f"add the default COCO + ADE20K + LVIS vocabulary "
                                                              f"({n_default:,} classes)")
@@ -160,12 +162,12 @@ def build_page(session: DemoSession, *, title: str = "odise-pl") -> gr.Blocks:
                                       label="alpha: CLIP's weight for classes seen in training")
                     beta = gr.Slider(0, 1, value=session.default_beta, step=0.05,
                                      label="beta: CLIP's weight for unseen classes")
-                button = gr.Button("Segment", variant="primary")
+                button = gr.Button("Segment", variant="primary", elem_id="segment")
                 gr.Examples(examples=[[str(EXAMPLES_DIR / name), vocab] for name, vocab in EXAMPLE_VOCABULARIES.items()],
                             inputs=[image, vocabulary])
             with gr.Column(scale=2):
                 annotated = gr.AnnotatedImage(label="segments", show_legend=True, elem_id="annotated")
-                summary = gr.Markdown()
+                summary = gr.Markdown(elem_id="summary")
                 selected = gr.Markdown(elem_id="selected")
                 table = gr.Dataframe(headers=TABLE_HEADERS, label="segments", interactive=False)
                 downloads = gr.File(file_count="multiple", label="downloads: panoptic PNG, JSON, overlay")
