@@ -51,6 +51,7 @@ def browser(tmp_path, monkeypatch):
     options.binary_location = str(CHROMIUM)
     for flag in [*FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"]:
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # every request the page makes
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
     try:
         yield driver
@@ -85,6 +86,12 @@ def test_a_photo_and_a_typed_vocabulary_give_a_legend_of_typed_classes(served, b
     with Image.open(shot) as picture:
         assert picture.size[0] >= 1000
     print(f"screenshot: {shot}")
+    requested = {json.loads(entry["message"])["message"]["params"]["request"]["url"]
+                 for entry in browser.get_log("performance")
+                 if json.loads(entry["message"])["message"]["method"] == "Network.requestWillBeSent"}
+    web = {url for url in requested if url.startswith(("http:", "https:", "ws:", "wss:"))}  # not chrome:// pages
+    elsewhere = sorted(url for url in web if not url.startswith(page.local_url))
+    assert web and elsewhere == [], elsewhere  # the page loads nothing from the network
 
 
 def test_an_8000x8000_photo_is_segmented_within_the_limits(served, tmp_path):
