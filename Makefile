@@ -26,7 +26,7 @@ test: install
 	$(VENV)/bin/lint-imports  # the layers of docs/architecture.md ([tool.importlinter] in pyproject.toml)
 	$(PY) -m pytest -q -m "not slow"
 
-# the slow end-to-end tests (SLURM, DDP, notebooks, resume after kills); .ci/run runs them after make test
+# the slow end-to-end tests (SLURM, DDP, notebooks, resume after kills, the app in a browser); .ci/run runs them after make test
 test-slow: install
 	$(PY) -m pytest -q -m slow
 

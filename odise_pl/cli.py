@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "sweep": "odise_pl.commands.sweep",
     "convert-reference": "odise_pl.commands.reference",  # one module adds both reference commands
     "verify-reference": "odise_pl.commands.reference",
+    "app": "odise_pl.commands.app",
 }
 
 

@@ -31,18 +31,11 @@ by name on stderr and skipped; the exit code is then 1 (0 when all images worked
 from __future__ import annotations
 
 import argparse
-import io
-import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # imported when the command runs (the CLI starts light)
-    import numpy as np
-
-from odise_pl.atomic_files import create, first_free
-
-OUTPUT_SUFFIXES = ("_panoptic.png", ".json", "_overlay.png")
+# the writers of the three files, shared with the web demo (odise_pl/app)
+from odise_pl.engine.prediction_files import OUTPUT_SUFFIXES, write_outputs
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -66,49 +59,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. model.inference.classifier=clip")
     p.set_defaults(func=run)
     return p
-
-
-def output_paths(out_dir: Path, stem: str) -> tuple[Path, Path, Path]:
-    """The three output paths for ``stem``: the first numbered variant (``stem.N``) none of whose files exists."""
-    def group(n: int) -> tuple[Path, Path, Path]:
-        name = stem if n == 0 else f"{stem}.{n}"
-        return tuple(out_dir / f"{name}{suffix}" for suffix in OUTPUT_SUFFIXES)  # type: ignore[return-value]
-
-    return group(first_free(group))
-
-
-def encode_panoptic_png(ids: np.ndarray) -> bytes:
-    """(H,W) int ids -> PNG bytes with COCO's RGB encoding (id = R + 256 G + 256^2 B)."""
-    from PIL import Image
-
-    from odise_pl.formats.coco_panoptic import id_to_rgb
-
-    buf = io.BytesIO()
-    Image.fromarray(id_to_rgb(ids)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def render_overlay(pred, names: list[str]) -> bytes:
-    """PNG bytes of the image with coloured segments and class names."""
-    from odise_pl.callbacks.drawing import colorize_panoptic, draw_labels, overlay
-
-    segs = [{"id": s["id"], "category": s["category_id"], "isthing": s["is_thing"]} for s in pred.segments]
-    blended = overlay(pred.image, colorize_panoptic(pred.panoptic, segs))
-    buf = io.BytesIO()
-    draw_labels(blended, pred.panoptic, segs, names).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def write_outputs(pred, image_path: Path, out_dir: Path, predictor) -> tuple[Path, Path, Path]:
-    png_path, json_path, overlay_path = output_paths(out_dir, image_path.stem)
-    h, w = pred.panoptic.shape
-    record = {"file_name": str(image_path), "height": int(h), "width": int(w),
-              "classifier": predictor.classifier, "vocabulary_size": len(predictor.vocabulary),
-              "segments": pred.segments}
-    create(png_path, encode_panoptic_png(pred.panoptic))
-    create(json_path, (json.dumps(record, indent=1) + "\n").encode("utf-8"))
-    create(overlay_path, render_overlay(pred, predictor.vocabulary.names))
-    return png_path, json_path, overlay_path
 
 
 def run(args: argparse.Namespace) -> int:

@@ -168,6 +168,11 @@ class Predictor:
         self.model.set_vocabulary(vocabulary.synonyms, vocabulary.thing_mask(default=True))
         self.vocabulary = vocabulary
 
+    def set_classifier(self, classifier: str, alpha: float | None = None, beta: float | None = None) -> None:
+        """Use another classifier / ensemble weights (:meth:`OdiseModule.set_classifier
+        <odise_pl.models.odise_module.OdiseModule.set_classifier>`; ValueError when it cannot)."""
+        self.model.set_classifier(classifier, alpha, beta)
+
     # ------------------------------------------------------------------ prediction
     def read_image(self, path: str | Path) -> np.ndarray:
         """(H,W,3) uint8 RGB; raises :class:`~odise_pl.errors.DatasetError` naming an unreadable file."""

@@ -6,6 +6,7 @@ only composes the parts it is given, trains them, and evaluates them.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import warnings
 from collections.abc import Sequence
@@ -14,7 +15,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from odise_pl.config.schema import InferenceConfig, OptimConfig
+from odise_pl.config.schema import InferenceConfig, OptimConfig, aliases_of, choices_of
 from odise_pl.metrics.mask_ap import mask_ap_metric, panoptic_to_instances, summarize_mask_ap
 from odise_pl.metrics.panoptic_quality import PanopticQuality
 from odise_pl.metrics.semantic_iou import AVERAGES, SemanticIoU
@@ -101,6 +102,32 @@ class OdiseModule(L.LightningModule):
         self.set_eval_vocabulary(text, torch.tensor([bool(t) for t in is_thing], device=self.device))
         if self.open_vocab is not None and hasattr(self.open_vocab, "set_vocabulary"):
             self.open_vocab.set_vocabulary(groups)
+
+    def set_classifier(self, classifier: str, alpha: float | None = None, beta: float | None = None) -> None:
+        """Switch the test-time classifier (``model.inference.classifier``) and CLIP's ensemble weights.
+
+        ``clip`` and ``ensemble`` need the CLIP branch (:attr:`open_vocab`), which the builder adds when
+        the model is built with one of them; a model built so can switch to every choice, one built
+        with the trained classifier alone keeps it. ``alpha`` / ``beta`` None keep the current weights.
+        """
+        choices = choices_of(InferenceConfig, "classifier")
+        classifier = aliases_of(InferenceConfig, "classifier").get(classifier, classifier)  # e.g. diffusion
+        if classifier not in choices:
+            raise ValueError(f"unknown classifier '{classifier}': use one of {', '.join(choices)}")
+        cfg = self.inference_cfg
+        new = dataclasses.replace(cfg, classifier=classifier, alpha=cfg.alpha if alpha is None else float(alpha),
+                                  beta=cfg.beta if beta is None else float(beta))
+        bad = [f"{key}={getattr(new, key)}" for key in ("alpha", "beta") if not 0 <= getattr(new, key) <= 1]
+        if bad:
+            raise ValueError(f"{', '.join(bad)} outside [0, 1] (CLIP's weight in the ensemble)")
+        head = self.open_vocab
+        if head is None or not hasattr(head, "ensemble"):
+            if classifier != cfg.classifier:
+                raise ValueError(f"this model was built with model.inference.classifier={cfg.classifier}, without "
+                                 f"the CLIP branch: build it with classifier=ensemble to switch to '{classifier}'")
+        else:
+            head.ensemble.mode, head.ensemble.alpha, head.ensemble.beta = classifier, new.alpha, new.beta
+        self.inference_cfg = new
 
     # -------------------------------------------------------------------------------------- forward
     def forward(self, images: torch.Tensor, captions: list[str] | None = None,

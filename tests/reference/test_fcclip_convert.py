@@ -54,8 +54,8 @@ def _convert(pth, out, capsys) -> tuple[int, str, str]:
 def test_real_size_checkpoint_converts_every_value_and_loads_with_no_key_left(released, tmp_path, capsys):
     from safetensors.torch import load_file
 
-    from odise_pl.models.on_meta import build_on_meta
     from odise_pl.config import load_config
+    from odise_pl.models.on_meta import build_on_meta
     from odise_pl.reference.fcclip_convert import rename
 
     pth, state = released
@@ -88,8 +88,8 @@ def test_real_size_checkpoint_converts_every_value_and_loads_with_no_key_left(re
 
 @pytest.fixture(scope="module")
 def meta_model():
-    from odise_pl.models.on_meta import build_on_meta
     from odise_pl.config import load_config
+    from odise_pl.models.on_meta import build_on_meta
 
     return build_on_meta(load_config(EXPERIMENT))
 
