@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--sets", nargs="+", default=None, metavar="SET",
                            help="evaluate on several sets, one Markdown + CSV table: config (this experiment's "
                                 "data), ade20k_panoptic, ade20k_847, pascal_context_459, pascal_context_59, "
-                                "pascal_voc_21; NAME=FOLDER gives a set's dataset folder")
+                                "pascal_voc_21; NAME=FOLDER gives a set's dataset folder; NAME=SET.yaml is a "
+                                "set of your own (a file with a data: section, docs/custom_datasets.md)")
         p.set_defaults(func=cmd_evaluate, stage=name)
 
     p = sub.add_parser("config", help="print the resolved config")
