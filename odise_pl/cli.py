@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                     populate=synth_arguments)
     data.add_parser("prepare-ade20k", help="write ADE20K-150's semantic, panoptic and instance ground "
                     "truth as the reference's scripts do", populate=prepare_ade20k_arguments)
+    data.add_parser("check", help="read every item of an evaluation set and report every problem "
+                    "(exit 1 if any)", populate=check_arguments)
 
     # further commands live in odise_pl/commands/<name>.py, each with add_parser(subparsers); those
     # modules import only light modules at the top (their handlers import the implementation)
@@ -93,6 +95,13 @@ def prepare_ade20k_arguments(p: argparse.ArgumentParser) -> None:
 
     ade20k_prepare.add_prepare_arguments(p)
     p.set_defaults(func=ade20k_prepare.run_prepare)
+
+
+def check_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments and handler of ``odise-pl data check``."""
+    from odise_pl.commands import data_check
+
+    data_check.add_arguments(p)
 
 
 #: modules of odise_pl/commands/ that add a sub-command (one line each)
