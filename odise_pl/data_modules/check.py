@@ -14,9 +14,11 @@ the vocabulary and not the ignore label), ``unknown segment id`` (in a PNG, miss
 ``segments_info``), ``duplicate id`` (image, annotation, segment or category ids), ``bad json``,
 ``vocabulary`` and ``layout`` (a missing folder, no labels at all).
 
-Example:
+Example (the set shipped in the repository's ``examples/custom_dataset``):
     >>> from pathlib import Path
-    >>> report = check_set({"name": "semantic_seg", "dataset": "custom", "root": "examples/custom_dataset"})
+    >>> import odise_pl
+    >>> example = Path(odise_pl.__file__).parents[1] / "examples" / "custom_dataset"
+    >>> report = check_set({"name": "semantic_seg", "dataset": "custom", "root": str(example)})
     >>> report.items, report.problems
     (2, [])
 """
