@@ -50,6 +50,9 @@ def test_semantic_and_panoptic_sets_of_your_own_are_scored(tiny_weights, tmp_pat
     for row in rows.values():
         assert 0 <= float(row["mIoU"]) <= 100 and 0 < float(row["pACC"]) <= 100
     assert "| mine | 5 | - |" in out
+    # the same ground truth both ways (label PNGs vs. panoptic PNG + JSON), the same model and names:
+    # the semantic scores agree to the last digit
+    assert (rows["mine"]["mIoU"], rows["mine"]["pACC"]) == (rows["panoptic"]["mIoU"], rows["panoptic"]["pACC"])
 
 
 def test_set_files_keep_their_own_keys_and_paths():
