@@ -30,16 +30,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def set_arguments(text: str) -> dict:
     """The data-module keyword arguments that ``text`` names."""
-    from odise_pl.engine.evaluate import parse_set
+    from odise_pl.data_modules.set_file import is_set_file
+    from odise_pl.engine.evaluate import PRESETS, parse_set
     from odise_pl.errors import ConfigError
 
     if Path(text).is_dir():
         return {"name": "semantic_seg", "dataset": "custom", "root": text}
-    label, kwargs = parse_set(text)
-    if kwargs is None:
-        raise ConfigError(f"odise-pl data check {text}: give a set file, a folder or a builtin set name; "
-                          "'config' means an experiment's data, which data check does not read.")
-    return kwargs
+    if not is_set_file(text) and text.partition("=")[0] not in PRESETS:
+        raise ConfigError(f"odise-pl data check {text}: neither a set file (.yaml / .yml), an existing folder "
+                          f"nor a builtin set ({', '.join(PRESETS)}, optionally NAME=FOLDER); see "
+                          "docs/custom_datasets.md.")
+    return parse_set(text)[1]
 
 
 def run(args: argparse.Namespace) -> int:

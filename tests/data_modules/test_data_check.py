@@ -178,3 +178,6 @@ def test_a_set_that_cannot_be_named_is_an_error_line(tmp_path, capsys):
     assert main(["data", "check", str(tmp_path / "bad.yaml")]) == 2
     err = capsys.readouterr().err
     assert "bad.yaml: unknown key 'data.label_sufix' (line 4). Did you mean 'data.label_suffix'?" in err
+    assert main(["data", "check", str(tmp_path / "no_such_folder")]) == 2
+    assert "no_such_folder: neither a set file (.yaml / .yml), an existing folder nor a builtin set" in \
+        capsys.readouterr().err
