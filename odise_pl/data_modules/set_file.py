@@ -69,6 +69,7 @@ def load_set_file(path: str | Path) -> dict:
         value = kwargs.get(key)
         if isinstance(value, str) and not Path(value).expanduser().is_absolute():
             beside = path.parent / value
-            if key == "root" or beside.exists():  # else a builtin vocabulary name
+            names_a_file = beside.exists() or Path(value).suffix or len(Path(value).parts) > 1
+            if key == "root" or names_a_file:  # else a builtin vocabulary name (no suffix, no folder)
                 kwargs[key] = str(beside)
     return kwargs

@@ -100,12 +100,14 @@ def evaluate_sets(cfg: DictConfig, ckpt: str, sets: list[str]) -> tuple[list[dic
 
     parsed = [parse_set(s) for s in sets]  # all errors before any work
     weights_file(ckpt)  # a missing checkpoint is named before anything is built
+    modules = [set_datamodule(cfg, kwargs) for _, kwargs in parsed]
+    for dm in modules:
+        dm.categories  # noqa: B018 - a bad vocabulary or dataset JSON fails before the checkpoint is read
     model, _ = build_trained(cfg, ckpt)  # the training categories travel with the checkpoint
     out_dir = output_dir_of(ckpt)
     original = model.inference_cfg
     rows = []
-    for label, kwargs in parsed:
-        dm = set_datamodule(cfg, kwargs)
+    for (label, kwargs), dm in zip(parsed, modules):
         categories = dm.categories
         panoptic = not (kwargs or {}).get("name") == "semantic_seg"
         model.inference_cfg = replace(original, panoptic_on=original.panoptic_on and panoptic,

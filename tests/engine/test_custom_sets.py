@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 from pathlib import Path
 
@@ -77,7 +78,6 @@ def test_bad_set_files_are_one_error_line_naming_file_key_and_line(tmp_path, cap
                  str(REPO / "experiments" / "quickstart.yaml"), "--sets", f"mine={tmp_path / 'set.yaml'}"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("odise-pl: error: ") and "Traceback" not in err
-    import re
     assert re.search(expected, err), err
 
 
@@ -85,3 +85,13 @@ def test_a_missing_set_file_is_named(tmp_path, capsys):
     assert main(["test", "--ckpt", str(tmp_path / "w.safetensors"), "-c", str(REPO / "experiments" / "quickstart.yaml"),
                  "--sets", f"mine={tmp_path / 'nope.yml'}"]) == 2
     assert f"set file {tmp_path / 'nope.yml'} does not exist" in capsys.readouterr().err
+
+
+def test_a_missing_vocabulary_file_is_named_before_the_model_loads(tiny_weights, tmp_path, capsys):
+    overrides, ckpt = tiny_weights
+    shutil.copytree(EXAMPLE, tmp_path / "example")
+    (tmp_path / "example" / "vocabulary.txt").unlink()
+    assert main(["test", "-c", str(REPO / "experiments" / "quickstart.yaml"), *overrides, "--ckpt", str(ckpt),
+                 "--sets", f"mine={tmp_path / 'example' / 'semantic.yaml'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"odise-pl: error: vocabulary file '{tmp_path / 'example' / 'vocabulary.txt'}' not found")
