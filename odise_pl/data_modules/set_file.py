@@ -11,7 +11,8 @@
 
 The section is validated as an experiment's ``data`` section (unknown keys, wrong types and
 values outside their choices are errors naming the file and line). ``root`` and a ``vocabulary``
-that names a file are taken relative to the YAML file's folder, so a set file travels with its data.
+that names a file (it exists there, or has a suffix or a folder; else it is a builtin list's name)
+are taken relative to the YAML file's folder, so a set file travels with its data.
 """
 
 from __future__ import annotations

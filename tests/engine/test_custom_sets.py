@@ -95,3 +95,15 @@ def test_a_missing_vocabulary_file_is_named_before_the_model_loads(tiny_weights,
                  "--sets", f"mine={tmp_path / 'example' / 'semantic.yaml'}"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"odise-pl: error: vocabulary file '{tmp_path / 'example' / 'vocabulary.txt'}' not found")
+
+
+def test_a_panoptic_set_without_synonyms_takes_the_json_names(tmp_path):
+    from odise_pl.config import load_config
+    from odise_pl.engine.evaluate import set_datamodule
+
+    shutil.copytree(EXAMPLE, tmp_path / "example")
+    set_file = tmp_path / "example" / "panoptic.yaml"
+    set_file.write_text("\n".join(line for line in set_file.read_text().splitlines() if "vocabulary" not in line))
+    dm = set_datamodule(load_config(REPO / "experiments" / "quickstart.yaml"), parse_set(str(set_file))[1])
+    assert [(c["id"], c["name"], c["isthing"]) for c in dm.categories] == [
+        (1, "person", True), (2, "horse", True), (3, "tree", False), (4, "sky", False), (5, "grass", False)]
