@@ -135,7 +135,7 @@ class SemanticSegDataset(Dataset):
         if bad.any():
             raise DatasetError(f"{label_path} holds the label {int(labels[bad][0])}, outside "
                                f"0..{self.num_classes - 1} and not the ignore label {self.ignore_index}; "
-                               "is data.dataset right?")
+                               "is data.dataset right? (odise-pl data check lists every such file)")
         image = read_rgb_image(image_path, labels.shape)
         if image.shape[:2] != labels.shape:
             raise DatasetError(f"image {image_path} is {image.shape[1]}x{image.shape[0]} but its labels "
