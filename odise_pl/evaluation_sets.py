@@ -46,11 +46,16 @@ SEMANTIC_SETS = {
         "pascal_voc_21_with_prompt_eng",
         "PAS-21 is PASCAL VOC 2012 (VOCtrainval_11-May-2012.tar, host.robots.ox.ac.uk/pascal/VOC/voc2012) "
         "with its SegmentationClass labels, converted by ODISE's datasets/prepare_voc_sem_seg.py"),
+    # your own set: these are only defaults (docs/custom_datasets.md); the vocabulary is a file under root
+    "custom": SemanticSetSpec(
+        ".", "images", "labels", ".png", 255, "vocabulary.txt",
+        "a set of your own: label images of class indices (0 = the vocabulary file's first class) named "
+        "like the images; see docs/custom_datasets.md"),
 }
 
 
 #: ``--sets`` name -> data-module keyword arguments (the panoptic set, then every semantic set)
 EVALUATION_SETS: dict[str, dict] = {
     "ade20k_panoptic": {"name": "ade20k_panoptic"},
-    **{name: {"name": "semantic_seg", "dataset": name} for name in SEMANTIC_SETS},
+    **{name: {"name": "semantic_seg", "dataset": name} for name in SEMANTIC_SETS if name != "custom"},
 }

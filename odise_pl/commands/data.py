@@ -1,4 +1,4 @@
-"""``odise-pl data synth|prepare-ade20k ...``: dataset tools.
+"""``odise-pl data synth|prepare-ade20k|check ...``: dataset tools.
 
 Their arguments come from modules that import lightning, so each is added only when its sub-command is
 used (:class:`~odise_pl.commands.lazy_parser.LazyArgumentParser`); its handler is the data module's own.
@@ -18,6 +18,8 @@ def add_parser(sub) -> None:
                     populate=synth_arguments)
     data.add_parser("prepare-ade20k", help="write ADE20K-150's semantic, panoptic and instance ground "
                     "truth as the reference's scripts do", populate=prepare_ade20k_arguments)
+    data.add_parser("check", help="read every item of an evaluation set and report every problem "
+                    "(exit 1 if any)", populate=check_arguments)
 
 
 def synth_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,3 +36,10 @@ def prepare_ade20k_arguments(p: argparse.ArgumentParser) -> None:
 
     ade20k_prepare.add_prepare_arguments(p)
     p.set_defaults(func=ade20k_prepare.run_prepare)
+
+
+def check_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments and handler of ``odise-pl data check``."""
+    from odise_pl.commands import data_check
+
+    data_check.add_arguments(p)

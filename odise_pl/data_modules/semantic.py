@@ -14,7 +14,12 @@ evaluates) and its ignore label:
 ``pascal_context_459`` (PC)    ``annotations_ctx459/validation/*.tif`` (uint16)       65535
 ``pascal_context_59``          ``annotations_ctx59/validation/*.png``                 255
 ``pascal_voc_21`` (PAS-21)     ``annotations_pascal21/validation/*.png``              255
+``custom`` (your own set)      ``labels/*.png`` (any ``label_suffix``)                255
 ============================  =====================================================  =========
+
+``dataset: custom`` is any set of your own: every key may be set (``root``, ``image_dir``,
+``label_dir``, ``label_suffix``, ``ignore_index``) and ``vocabulary`` names a file with one class
+per line in label order (``docs/custom_datasets.md``; default ``<root>/vocabulary.txt``).
 
 In the uint16 sets 255 is a real class. Items carry ``gt_semantic`` only (no panoptic ground
 truth), so the module scores mIoU / pACC / fwIoU on them and leaves PQ out.
@@ -52,10 +57,16 @@ class SemanticSegConfig(CocoPanopticConfig):
     root: str | None = None  # type: ignore[assignment]
     image_dir: str | None = None
     label_dir: str | None = None
+    label_suffix: str | None = None  # the label files' ending (default: the set's, .png for custom)
     vocabulary: str | None = None
     ignore_index: int | None = None  # type: ignore[assignment]
     eval_short_side: int = 1024     # every set as the reference (pano_open_d2_eval.py): 1024 / 2560, batch 1
     eval_max_long_side: int = 2560
+
+
+def label_stem(label: Path, suffix: str) -> str:
+    """The image stem a label file belongs to: its name without ``suffix`` (``a_gt.png`` -> ``a``)."""
+    return label.name[: -len(suffix)] if suffix and label.name.endswith(suffix) else label.stem
 
 
 class SemanticSegDataset(Dataset):
@@ -80,7 +91,7 @@ class SemanticSegDataset(Dataset):
         if bad.any():
             raise DatasetError(f"{label_path} holds the label {int(labels[bad][0])}, outside "
                                f"0..{self.num_classes - 1} and not the ignore label {self.ignore_index}; "
-                               "is data.dataset right?")
+                               "is data.dataset right? (odise-pl data check lists every such file)")
         image = read_rgb_image(image_path, labels.shape)
         if image.shape[:2] != labels.shape:
             raise DatasetError(f"image {image_path} is {image.shape[1]}x{image.shape[0]} but its labels "
@@ -106,19 +117,22 @@ class SemanticSegDataModule(CocoPanopticDataModule):
         self.spec = SEMANTIC_SETS[cfg.dataset]
         values = asdict(cfg)
         dataset, image_dir = values.pop("dataset"), values.pop("image_dir")
-        label_dir = values.pop("label_dir")
+        label_dir, label_suffix = values.pop("label_dir"), values.pop("label_suffix")
         for key in ("root", "vocabulary", "ignore_index"):
             if values[key] is None:
                 values[key] = getattr(self.spec, key)
+        if dataset == "custom" and cfg.vocabulary is None:  # the default file lives under the set's root
+            values["vocabulary"] = str(Path(values["root"]) / self.spec.vocabulary)
         super().__init__(**values)
         self.dataset = dataset
         self.image_dir = image_dir or self.spec.image_dir
         self.label_dir = label_dir or self.spec.label_dir
+        self.label_suffix = label_suffix or self.spec.label_suffix
 
     def expected_layout(self) -> str:
         return (f"Expected for data.dataset={self.dataset} under data.root={self.root}:\n"
                 f"  {self.image_dir}/   images (.jpg)\n"
-                f"  {self.label_dir}/   labels named like the images ({self.spec.label_suffix}, "
+                f"  {self.label_dir}/   labels named like the images ({self.label_suffix}, "
                 f"ignore {self.ignore_index})\n"
                 f"Download: {self.spec.download}. Set data.root (or data.image_dir / data.label_dir) "
                 "to its folder.")
@@ -127,9 +141,10 @@ class SemanticSegDataModule(CocoPanopticDataModule):
     def categories(self) -> list[dict]:
         """The set's vocabulary (package data), ``isthing`` False where the list does not say."""
         if self._categories is None:
-            from odise_pl.vocab import load_vocabulary
+            from odise_pl.vocab import load_vocabulary, load_vocabulary_file
 
-            vocab = load_vocabulary(self.vocabulary, self.vocabulary_variant)
+            vocab = (load_vocabulary_file(self.vocabulary) if self.dataset == "custom"
+                     else load_vocabulary(self.vocabulary, self.vocabulary_variant))
             synonyms = vocab.synonyms
             rows = zip(vocab.names, vocab.is_thing, synonyms)
             self._categories = [{"id": i, "name": name, "isthing": bool(thing), "synonyms": syn}
@@ -146,19 +161,25 @@ class SemanticSegDataModule(CocoPanopticDataModule):
         for folder, what in ((Path(self.root), "dataset root"), (image_dir, "image directory"),
                              (label_dir, "label directory")):
             self._check_dir(folder, what)
-        images = {p.stem: p for p in sorted(image_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
         pairs = []
-        for label in sorted(label_dir.glob(f"*{self.spec.label_suffix}")):
-            if label.stem not in images:
-                raise DatasetError(f"{label} has no image {image_dir / label.stem}.jpg.\n"
-                                   f"{self.expected_layout()}")
-            pairs.append((images[label.stem], label))
+        for label, image in self.label_image_pairs():
+            if image is None:
+                raise DatasetError(f"{label} has no image {image_dir / label_stem(label, self.label_suffix)}.jpg."
+                                   f"\n{self.expected_layout()}")
+            pairs.append((image, label))
         if not pairs:
-            raise DatasetError(f"{label_dir} holds no {self.spec.label_suffix} labels.\n"
+            raise DatasetError(f"{label_dir} holds no {self.label_suffix} labels.\n"
                                f"{self.expected_layout()}")
         self.datasets["val"] = SemanticSegDataset(
             pairs, num_classes=self.num_classes, ignore_index=int(self.ignore_index),
             transform=ResizeShortestEdge(self.eval_short_side, self.eval_max_long_side))
+
+    def label_image_pairs(self) -> list[tuple[Path, Path | None]]:
+        """Every label file of the set with its image (None where it has none), in name order."""
+        image_dir, label_dir = Path(self.root) / self.image_dir, Path(self.root) / self.label_dir
+        images = {p.stem: p for p in sorted(image_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+        return [(label, images.get(label_stem(label, self.label_suffix)))
+                for label in sorted(label_dir.glob(f"*{self.label_suffix}"))]
 
     def train_dataloader(self):
         self.setup("fit")

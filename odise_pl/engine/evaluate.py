@@ -5,7 +5,8 @@
 
 ``odise-pl test [-c X.yaml] --ckpt C --sets ...``: one checkpoint on several evaluation sets, one table.
 
-A set is ``config`` (the experiment's own ``data`` section), or a preset name, optionally with
+A set is ``config`` (the experiment's own ``data`` section), ``NAME=SET.yaml`` (a set of your own:
+a file with a ``data:`` section, ``docs/custom_datasets.md``), or a preset name, optionally with
 its dataset folder: ``ade20k_panoptic[=ROOT]``, ``ade20k_847[=ROOT]``, ``pascal_context_459``,
 ``pascal_context_59``, ``pascal_voc_21`` (see :mod:`odise_pl.data_modules.ade20k` and
 :mod:`odise_pl.data_modules.semantic` for the layouts and what to download). For each set the
@@ -49,13 +50,21 @@ _SHARED_KEYS = ("eval_batch_size", "eval_short_side", "eval_max_long_side", "num
 
 
 def parse_set(text: str) -> tuple[str, dict | None]:
-    """``"config"`` -> ("config", None); ``"NAME[=ROOT]"`` -> (NAME, data-module kwargs)."""
+    """``"config"`` -> ("config", None); ``"NAME[=ROOT]"`` -> (NAME, data-module kwargs);
+    ``"NAME=SET.yaml"`` or ``"SET.yaml"`` (a set of your own, named NAME or the file's stem) -> the
+    kwargs of the file's ``data:`` section (:mod:`odise_pl.data_modules.set_file`)."""
+    from odise_pl.data_modules.set_file import is_set_file, load_set_file
+
     name, _, root = text.partition("=")
+    if is_set_file(root or name):
+        label = name if root else Path(name).stem
+        return label, load_set_file(root or name)
     if name == "config":
         return name, None
     if name not in PRESETS:
         raise ConfigError(f"--sets {text!r}: unknown set {name!r}; use config or one of {', '.join(PRESETS)} "
-                          "(optionally NAME=DATASET_FOLDER).")
+                          "(optionally NAME=DATASET_FOLDER), or NAME=SET.yaml for a set of your own "
+                          "(docs/custom_datasets.md).")
     kwargs = dict(PRESETS[name])
     if root:
         kwargs["root"] = root
@@ -87,12 +96,14 @@ def evaluate_sets(cfg: DictConfig, ckpt: str, sets: list[str]) -> tuple[list[dic
 
     parsed = [parse_set(s) for s in sets]  # all errors before any work
     weights_file(ckpt)  # a missing checkpoint is named before anything is built
+    modules = [set_datamodule(cfg, kwargs) for _, kwargs in parsed]
+    for dm in modules:
+        dm.categories  # noqa: B018 - a bad vocabulary or dataset JSON fails before the checkpoint is read
     model, _ = build_trained(cfg, ckpt)  # the training categories travel with the checkpoint
     out_dir = output_dir_of(ckpt)
     original = model.inference_cfg
     rows = []
-    for label, kwargs in parsed:
-        dm = set_datamodule(cfg, kwargs)
+    for (label, kwargs), dm in zip(parsed, modules):
         categories = dm.categories
         panoptic = not (kwargs or {}).get("name") == "semantic_seg"
         model.inference_cfg = replace(original, panoptic_on=original.panoptic_on and panoptic,
