@@ -61,7 +61,7 @@ def test_fit_with_a_mistyped_classifier_exits_2_before_any_weights(constructor_c
     message = _error(capsys)
     assert code == 2
     assert "override 'model.inference.classifier=ensmble': 'model.inference.classifier' must be one of " \
-           "diffusion, clip, ensemble" in message, message
+           "in_vocab, clip, ensemble" in message, message
     assert "Did you mean 'ensemble'?" in message, message
     assert constructor_calls == []
     assert not (tmp_path / "runs").exists()

@@ -31,8 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from odise_pl.data_modules.panoptic_files import image_key, read_json, read_panoptic_png, read_rgb_image
+from odise_pl.data_modules.panoptic_files import image_key, read_json, read_rgb_image
 from odise_pl.errors import OdiseError
+from odise_pl.formats.coco_panoptic import read_label_image, read_panoptic_png
 
 __all__ = ["Problem", "CheckReport", "check_set", "KINDS"]
 
@@ -81,12 +82,6 @@ def _read(report: CheckReport, path: Path, reader, *args):
         return None
 
 
-def _label_image(path: Path) -> np.ndarray:
-    from odise_pl.metrics.panoptic_io import read_label_image
-
-    return read_label_image(path).numpy()
-
-
 def _check_values(report: CheckReport, path: Path, labels: np.ndarray, num_classes: int | None,
                   ignore_index: int) -> None:
     if num_classes is None:
@@ -133,7 +128,7 @@ def _check_semantic(dm, report: CheckReport) -> None:
             report.add(label, "missing image", f"no image {image_dir / stem}.jpg (or .jpeg / .png)")
             continue
         report.items += 1
-        labels = _read(report, label, _label_image)
+        labels = _read(report, label, read_label_image)
         if labels is None:
             continue
         photo = _read(report, image, read_rgb_image, labels.shape)
@@ -212,7 +207,7 @@ def _check_annotation(ann, images, cats, dm, json_path: Path, report: CheckRepor
         report.add(png if ids is not None else image, "size mismatch", f"{shown} (image {image.name})")
     if dm.val_semantic_dir and ids is not None:
         label = root / dm.val_semantic_dir / f"{image.stem}.png"
-        labels = _read(report, label, _label_image) if label.is_file() else None
+        labels = _read(report, label, read_label_image) if label.is_file() else None
         if labels is None and not label.is_file():
             report.add(label, "missing label", f"no semantic label map for {where} (data.val_semantic_dir)")
         elif labels is not None and labels.shape != ids.shape:

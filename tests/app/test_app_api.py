@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from odise_pl.cli import main
-from odise_pl.data_modules.panoptic_files import read_panoptic_png
+from odise_pl.formats.coco_panoptic import read_panoptic_png
 from tests.app.conftest import PHOTOS
 
 TYPED = "person,man,woman;dog;grass:stuff;sky:stuff;tree:stuff"

@@ -113,12 +113,12 @@ def test_a_missing_key_is_refused_on_the_command_line_naming_it(released, tmp_pa
     ("add", "sem_seg_head.predictor.class_embed.layers.3.weight"),
 ])
 def test_a_missing_misshaped_or_unknown_key_is_named_as_spelt(released, meta_model, monkeypatch, change, named):
-    import odise_pl.commands.summary as summary
+    import odise_pl.models.on_meta as on_meta
     from odise_pl.config import load_config
     from odise_pl.errors import ConfigError
     from odise_pl.reference.fcclip_convert import convert_fcclip_state_dict
 
-    monkeypatch.setattr(summary, "build_on_meta", lambda cfg: meta_model)  # built once for these cases
+    monkeypatch.setattr(on_meta, "build_on_meta", lambda cfg: meta_model)  # built once for these cases
     _, state = released
     state = dict(state)
     if change == "drop":
@@ -133,11 +133,11 @@ def test_a_missing_misshaped_or_unknown_key_is_named_as_spelt(released, meta_mod
 
 
 def test_a_file_with_the_clip_weights_is_accepted_and_says_so_once(released, meta_model, monkeypatch):
-    import odise_pl.commands.summary as summary
+    import odise_pl.models.on_meta as on_meta
     from odise_pl.config import load_config
     from odise_pl.reference.fcclip_convert import convert_fcclip_state_dict
 
-    monkeypatch.setattr(summary, "build_on_meta", lambda cfg: meta_model)
+    monkeypatch.setattr(on_meta, "build_on_meta", lambda cfg: meta_model)
     _, state = released
     state = {**state, "backbone.clip_model.logit_scale": torch.tensor(4.6),
              "backbone.clip_model.visual.trunk.stem.0.weight": torch.zeros(192, 3, 4, 4)}
