@@ -64,7 +64,7 @@ before / after on one module). What this module patches is third-party code: the
   (:mod:`odise_pl.models.mask_generator.matching`; default: B x L copies, 20 at the reference's
   settings), and the number of masks (an all-reduce under DDP) once per step instead of once per layer.
   Identical indices to the per-layer matcher for the same random state; identical losses for the same
-  assignment (``tests/models/test_batched_matching.py``). The points are drawn in another order than
+  assignment (``tests/models/mask_generator/test_batched_matching.py``). The points are drawn in another order than
   the default path's (all matching draws first), so a step's random draws differ, not their law.
 * ``no_host_syncs``: the crowd segments found with one copy of all ``iscrowd`` flags per step (default: a
   boolean indexing, i.e. a sync, per image), and the pixel decoder's encoder layers without

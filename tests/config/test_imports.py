@@ -104,7 +104,7 @@ def test_a_module_that_fails_names_the_exception_and_its_line_without_a_tracebac
         load_config(path)
     assert err.value.__cause__ is None and err.value.__suppress_context__
     assert name not in sys.modules  # a failed import leaves nothing half-registered in sys.modules
-    # (through the command line: tests/test_config_before_weights.py)
+    # (through the command line: tests/commands/test_config_before_weights.py)
 
 
 def _install_plugin(site: Path, dist: str, value: str, module_text: str, stem: str) -> None:

@@ -127,7 +127,7 @@ def test_collect_on_something_that_is_not_a_sweep(tmp_path, capsys, what):
 
 
 def test_collect_writes_the_hparams_view_grouped_by_point(tmp_path):
-    from tests.test_sweep_command import hparams_rows
+    from tests.commands.test_sweep_command import hparams_rows
 
     sweep_dir = tmp_path / "sweep"
     for seed, pq in ((0, 10.0), (1, 20.0)):

@@ -9,7 +9,7 @@ values), concatenates them, copies them to the host **once**, solves every assig
 sends all the indices back in one (pinned, non-blocking) copy.
 
 With the same random state, the indices equal those of calling the matcher layer by layer in the same
-order (``tests/models/test_batched_matching.py``). Inside the loss the point samples are drawn in another
+order (``tests/models/mask_generator/test_batched_matching.py``). Inside the loss the point samples are drawn in another
 order (all the matching points first, then the loss points), so a training step differs from the
 default path in its random draws, not in its distribution.
 """

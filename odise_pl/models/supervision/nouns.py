@@ -27,7 +27,7 @@ Differences from the reference, on purpose:
   so that the grounding loss leaves that caption out as a target (as the
   reference does).
 
-Example (loading spaCy's pipeline takes seconds, so not a doctest; tests/supervision/test_nouns.py
+Example (loading spaCy's pipeline takes seconds, so not a doctest; tests/models/supervision/test_nouns.py
 checks it)::
 
     extractor = NounExtractor()

@@ -17,7 +17,7 @@ from odise_pl.models.frozen import strip_pretrained_frozen
 from odise_pl.models.optim import param_groups
 from odise_pl.registry import BACKBONES
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 #: tiny sections: (yaml section, patch size of the frozen model)
 TINY = {

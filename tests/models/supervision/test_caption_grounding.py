@@ -207,7 +207,7 @@ def test_builds_from_config_and_trains_one_step_in_the_module(tiny_clip, tmp_pat
     from odise_pl.models.builder import build_model
     from odise_pl.models.supervision.nouns import SpacyModelError
 
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]
     cfg = load_config(repo / "experiments" / "quickstart_caption.yaml",
                       ["model.mask_generator.num_queries=6", "model.mask_generator.train_num_points=256"])
     cats = [dict(c, synonyms=[c["name"]]) for c in categories_json()]

@@ -5,7 +5,7 @@ from pathlib import Path
 from odise_pl.cli import main
 from tests.micro_run import micro_run
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = micro_run(None, steps=4, val_every=2, num_val=4)  # demo --out places the data and the runs
 
 

@@ -16,7 +16,7 @@ import pytest
 from odise_pl.cli import main
 from tests.micro_run import shorter_sweep
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SWEEP = str(REPO / "experiments" / "sweeps" / "backbones_tiny.yaml")
 RUNS = ["backbone=clip", "backbone=clip_odise-tiny-vit", "backbone=mae", "backbone=dino", "backbone=dino_v1",
         "backbone=diffusion_unet"]

@@ -14,7 +14,7 @@ from torch import nn
 from odise_pl.models.supervision.base import SupervisionStrategy, TextEmbeddings
 from odise_pl.registry import SUPERVISIONS
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @dataclass

@@ -115,7 +115,7 @@ def test_the_fixture_recipe_shares_one_14_template_classifier():
 
     from odise_pl.config import load_config
 
-    cfg = load_config(str(Path(__file__).resolve().parents[2] / "experiments" / "reference" / "fcclip_fixture.yaml"), [])
+    cfg = load_config(str(Path(__file__).resolve().parents[3] / "experiments" / "reference" / "fcclip_fixture.yaml"), [])
     assert list(cfg.model.inference.clip_prompt_templates) == list(VILD_TEMPLATES)
     assert list(cfg.model.supervision.get("prompt_templates", VILD_TEMPLATES)) == list(VILD_TEMPLATES)
     assert (cfg.model.backbone.adapter, cfg.model.backbone.padding, cfg.model.inference.clip_features) == (

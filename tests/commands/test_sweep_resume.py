@@ -21,7 +21,7 @@ from odise_pl.cli import main
 from odise_pl.models import clip_model
 from tests.dying_fit import dying_command
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MAX_STEPS = 4
 
 
