@@ -52,11 +52,9 @@ from odise_pl.data_modules.transforms import build_targets
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default=None, help="a COCO-panoptic-format folder (default: generate one)")
-    p.add_argument("--data-dir", default=None,
-                   help="where to generate (and reuse) the synthetic folder (default: a temporary folder)")
+    p.add_argument("--data-dir", default=None, help="where to generate (and reuse) the synthetic folder (default: a temporary folder)")
     p.add_argument("--num-images", type=int, default=64, help="images to generate (default 64)")
     p.add_argument("--image-size", type=int, default=640, help="side of the generated images (default 640)")
     p.add_argument("--crop-size", type=int, nargs="+", default=[1024, 256])
@@ -89,9 +87,14 @@ def dataset_root(args: argparse.Namespace, tmp: str) -> Path:
 def data_module(root: Path, crop: int, workers: int, batch_size: int) -> CocoPanopticDataModule:
     """The training data module of the reference recipe (LSJ 0.1-2.0, flip) at ``crop``."""
     captions = "annotations/captions_train2017.json"
-    dm = CocoPanopticDataModule(root=str(root), crop_size=crop, num_workers=workers, batch_size=batch_size,
-                                train_captions_json=captions if (root / captions).is_file() else None,
-                                pin_memory=False)
+    dm = CocoPanopticDataModule(
+        root=str(root),
+        crop_size=crop,
+        num_workers=workers,
+        batch_size=batch_size,
+        train_captions_json=captions if (root / captions).is_file() else None,
+        pin_memory=False,
+    )
     dm.setup("fit")
     return dm
 
@@ -126,17 +129,23 @@ def stage_breakdown(dm: CocoPanopticDataModule, images: int, batch_size: int, se
         ids = read_panoptic_png(rec.panoptic_path).astype(np.int64)
         image = read_rgb_image(rec.image_path, ids.shape)
         t = add("decode", t)
-        distinct_ids(ids)                                  # the dataset's segment-id check
+        distinct_ids(ids)  # the dataset's segment-id check
         t = add("checks", t)
         image_t, ids_t, valid = dataset.transform(image, ids, rng)
         t = add("lsj", t)
         target = build_targets(ids_t, rec.segments, rec.image_id)
         add("targets", t)
-        items.append({"image": torch.from_numpy(np.ascontiguousarray(image_t.transpose(2, 0, 1))),
-                      "image_size": valid, "target": target, "captions": rec.captions})
+        items.append(
+            {
+                "image": torch.from_numpy(np.ascontiguousarray(image_t.transpose(2, 0, 1))),
+                "image_size": valid,
+                "target": target,
+                "captions": rec.captions,
+            }
+        )
     for start in range(0, len(items), batch_size):
         t = clock()
-        collate(items[start:start + batch_size])
+        collate(items[start : start + batch_size])
         add("collate", t)
     out: dict = {f"{k}_ms": round(1e3 * wall[k] / images, 3) for k in stages}
     out.update({f"{k}_cpu_ms": round(1e3 * cpu[k] / images, 3) for k in stages})
@@ -168,44 +177,57 @@ def loader_throughput(dm: CocoPanopticDataModule, batches: int, warmup: int) -> 
     del stream, loader  # stops the workers
     workers = dm.num_workers
     ips = counted / elapsed
-    return {"workers": workers, "batch_size": dm.batch_size, "batches": batches, "images": counted,
-            "batch_hw": list(pixels), "seconds": round(elapsed, 3), "warmup_s": round(warmup_s, 3),
-            "images_per_s": round(ips, 2), "images_per_s_per_worker": round(ips / max(1, workers), 2),
-            "ms_per_batch_median": round(1e3 * statistics.median(per_batch), 2),
-            # CPU seconds of the main process; with workers 0 it does all the work: images per CPU-second
-            "main_cpu_s": round(main_cpu, 3),
-            "images_per_cpu_s": round(counted / main_cpu, 2) if workers == 0 and main_cpu > 0 else None}
+    return {
+        "workers": workers,
+        "batch_size": dm.batch_size,
+        "batches": batches,
+        "images": counted,
+        "batch_hw": list(pixels),
+        "seconds": round(elapsed, 3),
+        "warmup_s": round(warmup_s, 3),
+        "images_per_s": round(ips, 2),
+        "images_per_s_per_worker": round(ips / max(1, workers), 2),
+        "ms_per_batch_median": round(1e3 * statistics.median(per_batch), 2),
+        # CPU seconds of the main process; with workers 0 it does all the work: images per CPU-second
+        "main_cpu_s": round(main_cpu, 3),
+        "images_per_cpu_s": round(counted / main_cpu, 2) if workers == 0 and main_cpu > 0 else None,
+    }
 
 
 # -------------------------------------------------------------------------------------- main
 def environment() -> dict:
     import PIL
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "pillow": PIL.__version__, "cpu_count": os.cpu_count(),
-            "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-            "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-            "processor": platform.processor() or platform.machine()}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "pillow": PIL.__version__,
+        "cpu_count": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "processor": platform.processor() or platform.machine(),
+    }
 
 
 def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
-    report: dict = {"env": environment(), "argv": sys.argv[1:] if __name__ == "__main__" else None,
-                    "results": []}
+    report: dict = {"env": environment(), "argv": sys.argv[1:] if __name__ == "__main__" else None, "results": []}
     with tempfile.TemporaryDirectory(prefix="bench_data_") as tmp:
         t0 = time.perf_counter()
         root = dataset_root(args, tmp)
-        report.update(root=str(root) if args.root or args.data_dir else "(temporary)",
-                      prepare_s=round(time.perf_counter() - t0, 2), num_images=args.num_images,
-                      image_size=args.image_size)
+        report.update(
+            root=str(root) if args.root or args.data_dir else "(temporary)",
+            prepare_s=round(time.perf_counter() - t0, 2),
+            num_images=args.num_images,
+            image_size=args.image_size,
+        )
         for crop in args.crop_size:
             dm = data_module(root, crop, 0, args.batch_size)
-            row = {"crop_size": crop, "stages": stage_breakdown(dm, args.stage_images, args.batch_size,
-                                                                args.seed), "loader": []}
+            row = {"crop_size": crop, "stages": stage_breakdown(dm, args.stage_images, args.batch_size, args.seed), "loader": []}
             print(json.dumps({"crop_size": crop, "stages": row["stages"]}), flush=True)
             for workers in args.workers:
-                result = loader_throughput(data_module(root, crop, workers, args.batch_size),
-                                           args.batches, args.warmup)
+                result = loader_throughput(data_module(root, crop, workers, args.batch_size), args.batches, args.warmup)
                 row["loader"].append(result)
                 print(json.dumps({"crop_size": crop, **result}), flush=True)
             report["results"].append(row)
@@ -214,15 +236,18 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def format_table(report: dict) -> str:
-    lines = ["crop | workers | images/s | images/s per worker | ms/batch | in-process CPU ms/image (decode, "
-             "checks, lsj, targets, collate)"]
+    lines = ["crop | workers | images/s | images/s per worker | ms/batch | in-process CPU ms/image (decode, checks, lsj, targets, collate)"]
     for row in report["results"]:
         s = row["stages"]
-        stages = (f"{s['total_cpu_ms']} ({s['decode_cpu_ms']}, {s['checks_cpu_ms']}, {s['lsj_cpu_ms']}, "
-                  f"{s['targets_cpu_ms']}, {s['collate_cpu_ms']})")
+        stages = (
+            f"{s['total_cpu_ms']} ({s['decode_cpu_ms']}, {s['checks_cpu_ms']}, {s['lsj_cpu_ms']}, "
+            f"{s['targets_cpu_ms']}, {s['collate_cpu_ms']})"
+        )
         for r in row["loader"]:
-            lines.append(f"{row['crop_size']} | {r['workers']} | {r['images_per_s']} | "
-                         f"{r['images_per_s_per_worker']} | {r['ms_per_batch_median']} | {stages}")
+            lines.append(
+                f"{row['crop_size']} | {r['workers']} | {r['images_per_s']} | "
+                f"{r['images_per_s_per_worker']} | {r['ms_per_batch_median']} | {stages}"
+            )
     return "\n".join(lines)
 
 

@@ -58,28 +58,42 @@ import odise_pl  # noqa: F401  (torchvision workaround before open_clip / torchm
 from odise_pl.config.schema import InferenceConfig, MaskGeneratorConfig, OptimConfig
 from odise_pl.models.speed import SpeedOptions, apply_speed_options, attention_processor_names
 
-H100_BF16_DENSE_PEAK = 989e12     # H100 SXM spec, dense bf16 tensor-core FLOP/s
-H100_BF16_MEASURED = 800e12       # large bf16 matmul measured on this workplace's H100 (approx.)
+H100_BF16_DENSE_PEAK = 989e12  # H100 SXM spec, dense bf16 tensor-core FLOP/s
+H100_BF16_MEASURED = 800e12  # large bf16 matmul measured on this workplace's H100 (approx.)
 PRECISIONS = ("fp32", "tf32", "bf16", "bf16-frozen", "bf16-weights")
 WINDOWS = ("reference", "none")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--tiny", action="store_true", help="tiny random model and size (CPU smoke test)")
-    p.add_argument("--method", default="odise", choices=("odise", "fcclip"),
-                   help="odise: the label model (SD v1.5 + ViT-L CLIP); fcclip: experiments/fcclip_coco.yaml")
-    p.add_argument("--hw", type=int, nargs=2, default=None, metavar=("H", "W"),
-                   help="inference image height and width (padded to /32), e.g. 800 1333; default --size square")
+    p.add_argument(
+        "--method",
+        default="odise",
+        choices=("odise", "fcclip"),
+        help="odise: the label model (SD v1.5 + ViT-L CLIP); fcclip: experiments/fcclip_coco.yaml",
+    )
+    p.add_argument(
+        "--hw",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("H", "W"),
+        help="inference image height and width (padded to /32), e.g. 800 1333; default --size square",
+    )
     p.add_argument("--size", type=int, default=None, help="square image side (default 1024, tiny 128)")
     p.add_argument("--batch", type=int, nargs="+", default=None, help="batch sizes (infer: 1 8, train: 2)")
     p.add_argument("--precision", nargs="+", default=["bf16"], choices=PRECISIONS)
     p.add_argument("--mode", nargs="+", default=["infer"], choices=("infer", "train"))
-    p.add_argument("--windows", nargs="+", default=["reference"], choices=WINDOWS,
-                   help="reference: windows of min(512, short side), each resized to 512 (the reference, in "
-                        "training and at inference); none: whole image")
+    p.add_argument(
+        "--windows",
+        nargs="+",
+        default=["reference"],
+        choices=WINDOWS,
+        help="reference: windows of min(512, short side), each resized to 512 (the reference, in "
+        "training and at inference); none: whole image",
+    )
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="regional torch.compile of the frozen UNet blocks")
     p.add_argument("--attention", default="sdpa", choices=("sdpa", "classic"))
@@ -109,14 +123,23 @@ def build_module(args: argparse.Namespace, device: torch.device):
     from odise_pl.models.supervision.category_label import CategoryLabelSupervision
 
     torch.manual_seed(0)
-    with torch.device(device):   # random init directly on the device (fast at 1.5B parameters)
+    with torch.device(device):  # random init directly on the device (fast at 1.5B parameters)
         if args.tiny:
             parts = build_tiny_stable_diffusion()
             vae, unet, text_encoder = parts.vae, parts.unet, parts.text_encoder
             clip = load_clip(ClipSpec("odise-tiny-vit", None), device=device)
-            mg_cfg = MaskGeneratorConfig(num_queries=10, hidden_dim=32, mask_dim=32, dec_layers=2, nheads=2,
-                                         dim_feedforward=64, enc_layers=1, enc_feedforward_dim=64,
-                                         embed_dim=32, train_num_points=256)
+            mg_cfg = MaskGeneratorConfig(
+                num_queries=10,
+                hidden_dim=32,
+                mask_dim=32,
+                dec_layers=2,
+                nheads=2,
+                dim_feedforward=64,
+                enc_layers=1,
+                enc_feedforward_dim=64,
+                embed_dim=32,
+                train_num_points=256,
+            )
             projection_dim, bottleneck = 32, 16
             window = 128  # the tiny size: windows run at their own size (not upsampled to 512)
         else:
@@ -124,26 +147,42 @@ def build_module(args: argparse.Namespace, device: torch.device):
             unet = UNet2DConditionModel(**sd15_unet_config())
             text_encoder = CLIPTextModel(CLIPTextConfig(**sd15_text_encoder_config()))
             clip = load_clip(ClipSpec("ViT-L-14-336", None), device=device)
-            mg_cfg = MaskGeneratorConfig()           # reference: 100 queries, 9 layers, ...
+            mg_cfg = MaskGeneratorConfig()  # reference: 100 queries, 9 layers, ...
             projection_dim, bottleneck = 512, 128
             window = 512
         backbone = DiffusionUNetBackbone(
-            vae=vae, unet=unet, text_encoder=text_encoder, tokenizer=clip_bpe_tokenizer(), clip=clip,
-            pretrained=False, caption_mode="implicit", window_size=window, window_stride=window,
-            projection_dim=projection_dim, bottleneck_width=bottleneck)
+            vae=vae,
+            unet=unet,
+            text_encoder=text_encoder,
+            tokenizer=clip_bpe_tokenizer(),
+            clip=clip,
+            pretrained=False,
+            caption_mode="implicit",
+            window_size=window,
+            window_stride=window,
+            projection_dim=projection_dim,
+            bottleneck_width=bottleneck,
+        )
         mask_generator = Mask2FormerMaskGenerator.from_config(mg_cfg, backbone.output_shape())
         k, width = args.num_classes, clip.embed_dim
         gen = torch.Generator(device="cpu").manual_seed(1)
         embeds = torch.randn(k, width, generator=gen, device="cpu").to(device)
         void = torch.randn(width, generator=gen, device="cpu").to(device)
         text = TextEmbeddings(embeds, torch.arange(k, device=device), k)
-        supervision = CategoryLabelSupervision(train_text=text, void_text_embed=void,
-                                               embed_dim=mg_cfg.embed_dim)
+        supervision = CategoryLabelSupervision(train_text=text, void_text_embed=void, embed_dim=mg_cfg.embed_dim)
         criterion = SetCriterion(mask_generator.config, supervision.num_match_classes)
         is_thing = torch.arange(k) % 3 != 0
-        module = OdiseModule(backbone=backbone, mask_generator=mask_generator, supervision=supervision,
-                             criterion=criterion, eval_text=text, eval_is_thing=is_thing,
-                             inference=InferenceConfig(), optim=OptimConfig(), max_steps=1000)
+        module = OdiseModule(
+            backbone=backbone,
+            mask_generator=mask_generator,
+            supervision=supervision,
+            criterion=criterion,
+            eval_text=text,
+            eval_is_thing=is_thing,
+            inference=InferenceConfig(),
+            optim=OptimConfig(),
+            max_steps=1000,
+        )
     return module.to(device)
 
 
@@ -169,8 +208,7 @@ def random_images(batch: int, size: int, device: torch.device, seed: int = 0) ->
     return torch.randint(0, 256, (batch, 3, size, size), generator=gen, dtype=torch.uint8).to(device)
 
 
-def padded_random_images(batch: int, hw: tuple[int, int], device: torch.device,
-                         divisor: int = 32) -> tuple[torch.Tensor, list]:
+def padded_random_images(batch: int, hw: tuple[int, int], device: torch.device, divisor: int = 32) -> tuple[torch.Tensor, list]:
     """``batch`` random (H, W) images zero-padded to a multiple of ``divisor``, and their valid sizes."""
     h, w = hw
     images = random_images(batch, max(h, w), torch.device("cpu"))[..., :h, :w]
@@ -178,8 +216,7 @@ def padded_random_images(batch: int, hw: tuple[int, int], device: torch.device,
     return images.to(device), [(h, w)] * batch
 
 
-def random_targets(batch: int, size: int, num_classes: int, device: torch.device,
-                   segments: int = 12) -> list[dict]:
+def random_targets(batch: int, size: int, num_classes: int, device: torch.device, segments: int = 12) -> list[dict]:
     """Random rectangles as ground-truth masks (N, H, W) with random labels."""
     gen = torch.Generator(device="cpu").manual_seed(2)
     targets = []
@@ -188,11 +225,16 @@ def random_targets(batch: int, size: int, num_classes: int, device: torch.device
         for i in range(segments):
             y0, x0 = torch.randint(0, size // 2, (2,), generator=gen).tolist()
             h, w = torch.randint(size // 8, size // 2, (2,), generator=gen).tolist()
-            masks[i, y0:y0 + h, x0:x0 + w] = True
-        targets.append({"masks": masks.to(device),
-                        "labels": torch.randint(0, num_classes, (segments,), generator=gen).to(device),
-                        "is_thing": torch.ones(segments, dtype=torch.bool, device=device),
-                        "iscrowd": torch.zeros(segments, dtype=torch.bool, device=device), "image_id": 0})
+            masks[i, y0 : y0 + h, x0 : x0 + w] = True
+        targets.append(
+            {
+                "masks": masks.to(device),
+                "labels": torch.randint(0, num_classes, (segments,), generator=gen).to(device),
+                "is_thing": torch.ones(segments, dtype=torch.bool, device=device),
+                "iscrowd": torch.zeros(segments, dtype=torch.bool, device=device),
+                "image_id": 0,
+            }
+        )
     return targets
 
 
@@ -204,10 +246,14 @@ def autocast_ctx(precision: str, device: torch.device):
 
 
 def speed_options(precision: str, args: argparse.Namespace) -> SpeedOptions:
-    return SpeedOptions(frozen_autocast=precision == "bf16-frozen",
-                        frozen_weights=precision == "bf16-weights",
-                        tf32=precision == "tf32", channels_last=args.channels_last, attention=args.attention,
-                        compile_unet=args.compile)
+    return SpeedOptions(
+        frozen_autocast=precision == "bf16-frozen",
+        frozen_weights=precision == "bf16-weights",
+        tf32=precision == "tf32",
+        channels_last=args.channels_last,
+        attention=args.attention,
+        compile_unet=args.compile,
+    )
 
 
 def infer_step(module, images: torch.Tensor, precision: str, postprocess: bool, sizes: list | None = None):
@@ -225,8 +271,7 @@ def make_train_step(module, images: torch.Tensor, targets: list[dict], precision
     from odise_pl.models.optim import build_optimizer
 
     optimizer = build_optimizer(module, module.optim_cfg)
-    batch = {"images": images, "targets": targets,
-             "image_sizes": torch.tensor([list(images.shape[-2:])] * images.shape[0])}
+    batch = {"images": images, "targets": targets, "image_sizes": torch.tensor([list(images.shape[-2:])] * images.shape[0])}
     params = [p for g in optimizer.param_groups for p in g["params"]]
 
     def step():
@@ -237,6 +282,7 @@ def make_train_step(module, images: torch.Tensor, targets: list[dict], precision
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return loss.detach()
+
     return step, optimizer
 
 
@@ -282,19 +328,18 @@ def reset_peak(device: torch.device) -> None:
 def peak_gib(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
-    return torch.cuda.max_memory_allocated(device) / 2 ** 30
+    return torch.cuda.max_memory_allocated(device) / 2**30
 
 
 # -------------------------------------------------------------------------------------- main
 def environment(device: torch.device) -> dict:
-    env = {"torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
-           "device": str(device)}
+    env = {"torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(), "device": str(device)}
     try:
         import diffusers
         import open_clip
         import transformers
-        env.update(diffusers=diffusers.__version__, transformers=transformers.__version__,
-                   open_clip=open_clip.__version__)
+
+        env.update(diffusers=diffusers.__version__, transformers=transformers.__version__, open_clip=open_clip.__version__)
     except ImportError:
         pass
     if device.type == "cuda":
@@ -319,14 +364,22 @@ def run(args: argparse.Namespace) -> dict:
         module = build_module(args, device)
     build_s = time.perf_counter() - t0
     module.eval()
-    weights_gib = (torch.cuda.memory_allocated(device) / 2 ** 30) if device.type == "cuda" else None
+    weights_gib = (torch.cuda.memory_allocated(device) / 2**30) if device.type == "cuda" else None
     unet = getattr(module.backbone, "unet", None)
-    report = {"env": environment(device), "argv": sys.argv[1:], "method": args.method, "size": size,
-              "hw": args.hw, "num_classes": args.num_classes,
-              "tiny": args.tiny, "build_s": round(build_s, 2), "params": param_counts(module),
-              "weights_gib_fp32": weights_gib,
-              "attention_processors": None if unet is None else attention_processor_names(unet),
-              "results": []}
+    report = {
+        "env": environment(device),
+        "argv": sys.argv[1:],
+        "method": args.method,
+        "size": size,
+        "hw": args.hw,
+        "num_classes": args.num_classes,
+        "tiny": args.tiny,
+        "build_s": round(build_s, 2),
+        "params": param_counts(module),
+        "weights_gib_fp32": weights_gib,
+        "attention_processors": None if unet is None else attention_processor_names(unet),
+        "results": [],
+    }
     print(json.dumps({k: v for k, v in report.items() if k != "results"}), flush=True)
 
     for window in args.windows if unet is not None else ["none"]:  # FC-CLIP sees the whole image
@@ -338,9 +391,16 @@ def run(args: argparse.Namespace) -> dict:
                 for mode in modes:
                     batches = args.batch or ([1, 8] if mode == "infer" else [2])
                     for batch in batches:
-                        row = {"mode": mode, "window": window, "precision": precision, "batch": batch,
-                               "size": size, "channels_last": args.channels_last, "compile": args.compile,
-                               "attention": handle.report.get("attention_processors")}
+                        row = {
+                            "mode": mode,
+                            "window": window,
+                            "precision": precision,
+                            "batch": batch,
+                            "size": size,
+                            "channels_last": args.channels_last,
+                            "compile": args.compile,
+                            "attention": handle.report.get("attention_processors"),
+                        }
                         try:
                             row.update(bench_one(module, args, device, mode, batch, size, precision))
                         except torch.OutOfMemoryError as err:  # record it, go on
@@ -356,8 +416,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def bench_one(module, args, device, mode: str, batch: int, size: int, precision: str) -> dict:
-    images, sizes = padded_random_images(batch, tuple(args.hw) if args.hw and mode == "infer" else (size, size),
-                                         device)
+    images, sizes = padded_random_images(batch, tuple(args.hw) if args.hw and mode == "infer" else (size, size), device)
     if args.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     row: dict = {}
@@ -367,8 +426,7 @@ def bench_one(module, args, device, mode: str, batch: int, size: int, precision:
             flops = count_flops(module, images[:1], precision)
             row["gflops_per_image"] = round(flops / 1e9, 1)
         reset_peak(device)
-        times = time_it(lambda: infer_step(module, images, precision, not args.no_postprocess, sizes),
-                        args.warmup, args.iters, device)
+        times = time_it(lambda: infer_step(module, images, precision, not args.no_postprocess, sizes), args.warmup, args.iters, device)
     else:
         module.train()
         targets = random_targets(batch, size, args.num_classes, device)
@@ -378,9 +436,14 @@ def bench_one(module, args, device, mode: str, batch: int, size: int, precision:
         del optimizer
         module.eval()
     median = statistics.median(times)
-    row.update(ms_per_iter_median=round(median, 2), ms_per_iter_mean=round(statistics.fmean(times), 2),
-               ms_per_iter_min=round(min(times), 2), images_per_s=round(batch * 1e3 / median, 3),
-               peak_gib=None if peak_gib(device) is None else round(peak_gib(device), 3), iters=len(times))
+    row.update(
+        ms_per_iter_median=round(median, 2),
+        ms_per_iter_mean=round(statistics.fmean(times), 2),
+        ms_per_iter_min=round(min(times), 2),
+        images_per_s=round(batch * 1e3 / median, 3),
+        peak_gib=None if peak_gib(device) is None else round(peak_gib(device), 3),
+        iters=len(times),
+    )
     if "gflops_per_image" in row:
         achieved = row["gflops_per_image"] * 1e9 * row["images_per_s"]
         row["achieved_tflops"] = round(achieved / 1e12, 1)
@@ -390,8 +453,18 @@ def bench_one(module, args, device, mode: str, batch: int, size: int, precision:
 
 
 def format_table(report: dict) -> str:
-    cols = ["mode", "window", "precision", "batch", "images_per_s", "ms_per_iter_median", "peak_gib",
-            "gflops_per_image", "pct_of_989_peak", "error"]
+    cols = [
+        "mode",
+        "window",
+        "precision",
+        "batch",
+        "images_per_s",
+        "ms_per_iter_median",
+        "peak_gib",
+        "gflops_per_image",
+        "pct_of_989_peak",
+        "error",
+    ]
     lines = [" | ".join(cols)]
     for r in report["results"]:
         lines.append(" | ".join("" if r.get(c) is None else str(r.get(c)) for c in cols))

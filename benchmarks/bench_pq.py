@@ -89,8 +89,8 @@ def reference(root: Path, repeat: int, in_memory: bool) -> tuple[float, float]:
     def run() -> None:
         pairs = [(a, copy.deepcopy(pred[a["image_id"]])) for a in gt["annotations"]]
         with contextlib.redirect_stdout(io.StringIO()):
-            stats.append(evaluation.pq_compute_single_core(0, pairs, str(root / "gt"), str(root / "pred"),
-                                                           categories))
+            stats.append(evaluation.pq_compute_single_core(0, pairs, str(root / "gt"), str(root / "pred"), categories))
+
     try:
         seconds = best_time(run, repeat)
     finally:
@@ -108,10 +108,11 @@ def reference_entry_point(root: Path, repeat: int) -> tuple[float, float]:
     multiprocessing.cpu_count = lambda: 1
     out = {}
     try:
+
         def run() -> None:
             with contextlib.redirect_stdout(io.StringIO()):
-                out.update(evaluation.pq_compute(str(root / "gt.json"), str(root / "pred.json"),
-                                                 str(root / "gt"), str(root / "pred")))
+                out.update(evaluation.pq_compute(str(root / "gt.json"), str(root / "pred.json"), str(root / "gt"), str(root / "pred")))
+
         seconds = best_time(run, repeat)
     finally:
         multiprocessing.cpu_count = original
@@ -126,13 +127,12 @@ def decode_floor(root: Path, repeat: int) -> float:
         for path in paths:
             with Image.open(path) as img:
                 img.load()
+
     return best_time(run, repeat)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--size", type=int, default=512, help="square map side in pixels")
     parser.add_argument("--segments", type=int, default=60, help="segments drawn per image")
@@ -158,24 +158,27 @@ def main() -> None:
             anns[folder] = [a["segments_info"] for a in data["annotations"]]
         names = [p.name for p in sorted((root / "gt").glob("*.png"))]
         maps = [(decode_panoptic_png(root / "gt" / f), decode_panoptic_png(root / "pred" / f)) for f in names]
-        tables = [tuple(SegmentTable.build([s["id"] for s in segs], [index[s["category_id"]] for s in segs],
-                                           [s.get("iscrowd", 0) for s in segs]) for segs in (g, p))
-                  for g, p in zip(anns["gt"], anns["pred"])]
+        tables = [
+            tuple(
+                SegmentTable.build([s["id"] for s in segs], [index[s["category_id"]] for s in segs], [s.get("iscrowd", 0) for s in segs])
+                for segs in (g, p)
+            )
+            for g, p in zip(anns["gt"], anns["pred"])
+        ]
         scratch = Scratch()
         totals = []
 
         def numpy_all() -> None:
             acc = [0, 0, 0, 0]
             for (gt_ids, pred_ids), (gt_t, pred_t) in zip(maps, tables):
-                acc = [a + b for a, b in zip(acc, pq_stats_numpy(gt_ids, gt_t, pred_ids, pred_t,
-                                                                 NUM_CATEGORIES, scratch))]
+                acc = [a + b for a, b in zip(acc, pq_stats_numpy(gt_ids, gt_t, pred_ids, pred_t, NUM_CATEGORIES, scratch))]
             totals[:] = acc
 
-        decoded = [(torch.from_numpy(p.astype(np.int64)), torch.from_numpy(g.astype(np.int64)))
-                   for g, p in maps]
-        torch_anns = {k: [[{"id": s["id"], "category": index[s["category_id"]],
-                            "iscrowd": s.get("iscrowd", 0)} for s in segs] for segs in v]
-                      for k, v in anns.items()}
+        decoded = [(torch.from_numpy(p.astype(np.int64)), torch.from_numpy(g.astype(np.int64))) for g, p in maps]
+        torch_anns = {
+            k: [[{"id": s["id"], "category": index[s["category_id"]], "iscrowd": s.get("iscrowd", 0)} for s in segs] for segs in v]
+            for k, v in anns.items()
+        }
         metric = PanopticQuality(is_thing=[bool(c["isthing"]) for c in CATEGORIES])
 
         def update_all() -> None:
@@ -189,8 +192,18 @@ def main() -> None:
             for key, (seconds, pq) in (
                 ("entry", reference_entry_point(root, 1)),
                 ("ref", reference(root, 1, in_memory=False)),
-                ("ours", (best_time(lambda: results.update(evaluate_panoptic_folders(
-                    root / "gt.json", root / "gt", root / "pred.json", root / "pred")), 1), None)),
+                (
+                    "ours",
+                    (
+                        best_time(
+                            lambda: results.update(
+                                evaluate_panoptic_folders(root / "gt.json", root / "gt", root / "pred.json", root / "pred")
+                            ),
+                            1,
+                        ),
+                        None,
+                    ),
+                ),
                 ("floor", (decode_floor(root, 1), None)),
                 ("ref_mem", reference(root, 1, in_memory=True)),
                 ("numpy", (best_time(numpy_all, 1), None)),
@@ -204,26 +217,34 @@ def main() -> None:
                 elif key == "ref_mem":
                     ref_mem_pq = pq
         entry_s, ref_s, ours_s, floor_s, ref_mem_s, numpy_s, update_s = (
-            min(times[k]) for k in ("entry", "ref", "ours", "floor", "ref_mem", "numpy", "update"))
-        numpy_pq = float(summarize_pq(*(torch.as_tensor(t) for t in totals),
-                                      torch.tensor([bool(c["isthing"]) for c in CATEGORIES]))["PQ"])
-    for name, value in (("evaluate_panoptic_folders", results["PQ"]), ("API in memory", ref_mem_pq),
-                        ("API pq_compute", entry_pq), ("pq_stats_numpy", numpy_pq),
-                        ("PanopticQuality", float(metric.compute()["PQ"]))):
+            min(times[k]) for k in ("entry", "ref", "ours", "floor", "ref_mem", "numpy", "update")
+        )
+        numpy_pq = float(summarize_pq(*(torch.as_tensor(t) for t in totals), torch.tensor([bool(c["isthing"]) for c in CATEGORIES]))["PQ"])
+    for name, value in (
+        ("evaluate_panoptic_folders", results["PQ"]),
+        ("API in memory", ref_mem_pq),
+        ("API pq_compute", entry_pq),
+        ("pq_stats_numpy", numpy_pq),
+        ("PanopticQuality", float(metric.compute()["PQ"])),
+    ):
         if abs(value - ref_pq) > 1e-6:
             raise SystemExit(f"PQ differs: {name} {value:.6f} vs API {ref_pq:.6f}")
 
-    print(f"{n} images of {args.size}x{args.size}, <= {args.segments} segments, 1 thread, "
-          f"best of {args.repeat} interleaved rounds; PQ = {ref_pq:.3f} (all agree to 1e-6)")
+    print(
+        f"{n} images of {args.size}x{args.size}, <= {args.segments} segments, 1 thread, "
+        f"best of {args.repeat} interleaved rounds; PQ = {ref_pq:.3f} (all agree to 1e-6)"
+    )
     print(f"{'':52s} {'images/s':>9s} {'ms/image':>9s}")
-    rows = [("folders: COCO API pq_compute (cpu_count=1)", entry_s),
-            ("folders: COCO API pq_compute_single_core", ref_s),
-            ("folders: odise-pl eval panoptic (workers=1)", ours_s),
-            ("folders: the same, first call (tables allocated)", cold_s),
-            ("decode floor: PIL Image.load of both PNGs", floor_s),
-            ("in memory: COCO API (decoding patched out)", ref_mem_s),
-            ("in memory: odise-pl pq_stats_numpy", numpy_s),
-            ("in memory: odise-pl PanopticQuality.update (torch)", update_s)]
+    rows = [
+        ("folders: COCO API pq_compute (cpu_count=1)", entry_s),
+        ("folders: COCO API pq_compute_single_core", ref_s),
+        ("folders: odise-pl eval panoptic (workers=1)", ours_s),
+        ("folders: the same, first call (tables allocated)", cold_s),
+        ("decode floor: PIL Image.load of both PNGs", floor_s),
+        ("in memory: COCO API (decoding patched out)", ref_mem_s),
+        ("in memory: odise-pl pq_stats_numpy", numpy_s),
+        ("in memory: odise-pl PanopticQuality.update (torch)", update_s),
+    ]
     for name, seconds in rows:
         print(f"{name:52s} {n / seconds:9.1f} {1000 * seconds / n:9.2f}")
     speedups = {
@@ -240,12 +261,23 @@ def main() -> None:
     for key, value in speedups.items():
         print(f"{key:40s} {value:6.2f}{'' if key == 'decode_share_of_ours' else 'x'}")
     if args.out:
-        Path(args.out).write_text(json.dumps({
-            "args": vars(args), "pq": ref_pq, "ms_per_image": {name: 1000 * sec / n for name, sec in rows},
-            "speedups": speedups,
-            "seconds_per_round": times, "platform": platform.processor() or platform.machine(),
-            "numpy": np.__version__, "pillow": Image.__version__, "python": platform.python_version()},
-            indent=1) + "\n")
+        Path(args.out).write_text(
+            json.dumps(
+                {
+                    "args": vars(args),
+                    "pq": ref_pq,
+                    "ms_per_image": {name: 1000 * sec / n for name, sec in rows},
+                    "speedups": speedups,
+                    "seconds_per_round": times,
+                    "platform": platform.processor() or platform.machine(),
+                    "numpy": np.__version__,
+                    "pillow": Image.__version__,
+                    "python": platform.python_version(),
+                },
+                indent=1,
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

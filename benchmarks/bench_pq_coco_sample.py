@@ -39,8 +39,7 @@ SAMPLE = REPO.parent / "shared" / "data" / "coco_panoptic_sample"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--copies", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--sample", default=str(SAMPLE))
@@ -94,10 +93,14 @@ def main() -> None:
         raise SystemExit(f"PQ differs: API {out['api']:.6f} vs odise-pl {out['ours']:.6f}")
     n = len(gts)
     ms = {k: 1000 * min(v) / n for k, v in times.items()}
-    print(f"{n} real COCO maps, PQ {out['api']:.6f} (both), ms/image: API {ms['api']:.2f}, "
-          f"odise-pl {ms['ours']:.2f}, decode floor {ms['floor']:.2f}")
-    print(f"speed-up {ms['api'] / ms['ours']:.2f}x, ceiling {ms['api'] / ms['floor']:.2f}x, slowest/fastest "
-          + ", ".join(f"{k} {max(v) / min(v):.2f}" for k, v in times.items()))
+    print(
+        f"{n} real COCO maps, PQ {out['api']:.6f} (both), ms/image: API {ms['api']:.2f}, "
+        f"odise-pl {ms['ours']:.2f}, decode floor {ms['floor']:.2f}"
+    )
+    print(
+        f"speed-up {ms['api'] / ms['ours']:.2f}x, ceiling {ms['api'] / ms['floor']:.2f}x, slowest/fastest "
+        + ", ".join(f"{k} {max(v) / min(v):.2f}" for k, v in times.items())
+    )
 
 
 if __name__ == "__main__":

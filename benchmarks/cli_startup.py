@@ -72,8 +72,19 @@ def summary(times: list[float], cpu: list[float] | None = None) -> dict:
 
 
 def eval_argv(root: Path, workers: int | None) -> list[str]:
-    argv = [sys.executable, "-m", "odise_pl.cli", "eval", "panoptic", "--gt-json", str(root / "gt.json"),
-            "--pred-json", str(root / "pred.json"), "--out", str(root / "result.json")]
+    argv = [
+        sys.executable,
+        "-m",
+        "odise_pl.cli",
+        "eval",
+        "panoptic",
+        "--gt-json",
+        str(root / "gt.json"),
+        "--pred-json",
+        str(root / "pred.json"),
+        "--out",
+        str(root / "result.json"),
+    ]
     return argv + ([] if workers is None else ["--workers", str(workers)])
 
 
@@ -93,10 +104,8 @@ def measure_startup(runs: int, tiny_set: Path) -> dict:
             cpu[name].append(cpu_s)
     out = {name: summary(times[name], cpu[name]) for name in commands}
     torch_s, torch_cpu = out["import_torch"]["median_s"], out["import_torch"]["median_cpu_s"]
-    out["ratios_to_import_torch"] = {name: out[name]["median_s"] / torch_s for name in commands
-                                     if name != "import_torch"}
-    out["cpu_ratios_to_import_torch"] = {name: out[name]["median_cpu_s"] / torch_cpu for name in commands
-                                         if name != "import_torch"}
+    out["ratios_to_import_torch"] = {name: out[name]["median_s"] / torch_s for name in commands if name != "import_torch"}
+    out["cpu_ratios_to_import_torch"] = {name: out[name]["median_cpu_s"] / torch_cpu for name in commands if name != "import_torch"}
     return out
 
 
@@ -129,13 +138,15 @@ def measure_workers(root: Path, images: int, workers: list[int], runs: int) -> d
     if len(set(pq.values())) != 1:
         raise SystemExit(f"PQ differs between worker counts: {pq}")
     floor_s = statistics.median(floor_runs)
-    out: dict = {"images": images, "pq": pq[workers[0]], "decode_floor": {
-        **summary(floor_runs), "ms_per_image": 1000 * floor_s / images}}
+    out: dict = {"images": images, "pq": pq[workers[0]], "decode_floor": {**summary(floor_runs), "ms_per_image": 1000 * floor_s / images}}
     for n in workers:
         med = statistics.median(times[n])
-        out[f"workers_{n}"] = {**summary(times[n]), "ms_per_image": 1000 * med / images,
-                               "images_per_s": images / med,
-                               "per_core_fraction_of_decode_floor": floor_s / (n * med)}
+        out[f"workers_{n}"] = {
+            **summary(times[n]),
+            "ms_per_image": 1000 * med / images,
+            "images_per_s": images / med,
+            "per_core_fraction_of_decode_floor": floor_s / (n * med),
+        }
     return out
 
 
@@ -162,22 +173,28 @@ def main() -> None:
         startup = measure_startup(args.runs, tiny)
         scaling = measure_workers(big, args.images, args.workers, args.runs)
     result = {
-        "args": vars(args), "startup": startup, "workers": scaling,
-        "machine": {"cpus": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)),
-                    "processor": platform.processor() or platform.machine(),
-                    "load_average_start": load_start, "load_average_end": os.getloadavg()},
+        "args": vars(args),
+        "startup": startup,
+        "workers": scaling,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "usable_cpus": len(os.sched_getaffinity(0)),
+            "processor": platform.processor() or platform.machine(),
+            "load_average_start": load_start,
+            "load_average_end": os.getloadavg(),
+        },
         "python": platform.python_version(),
     }
-    print(f"start-up, median of {args.runs} (s): " + ", ".join(
-        f"{k} {v['median_s']:.3f}" for k, v in startup.items() if "median_s" in v))
-    print("CPU-time ratio to import torch: " + ", ".join(
-        f"{k} {v:.2f}" for k, v in startup["cpu_ratios_to_import_torch"].items()))
+    print(f"start-up, median of {args.runs} (s): " + ", ".join(f"{k} {v['median_s']:.3f}" for k, v in startup.items() if "median_s" in v))
+    print("CPU-time ratio to import torch: " + ", ".join(f"{k} {v:.2f}" for k, v in startup["cpu_ratios_to_import_torch"].items()))
     print("ratio to import torch: " + ", ".join(f"{k} {v:.2f}" for k, v in startup["ratios_to_import_torch"].items()))
     for n in args.workers:
         row = scaling[f"workers_{n}"]
-        print(f"eval panoptic --workers {n}: {row['ms_per_image']:.2f} ms/image, {row['images_per_s']:.1f} img/s, "
-              f"per core {row['per_core_fraction_of_decode_floor']:.2f} of the decode floor "
-              f"({scaling['decode_floor']['ms_per_image']:.2f} ms/image)")
+        print(
+            f"eval panoptic --workers {n}: {row['ms_per_image']:.2f} ms/image, {row['images_per_s']:.1f} img/s, "
+            f"per core {row['per_core_fraction_of_decode_floor']:.2f} of the decode floor "
+            f"({scaling['decode_floor']['ms_per_image']:.2f} ms/image)"
+        )
     print(f"load average start / end: {load_start} / {result['machine']['load_average_end']}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -67,10 +67,19 @@ from odise_pl.models.host_syncs import HostSyncCounter
 from odise_pl.models.speed import SpeedOptions, apply_speed_options
 
 NEW_SWITCHES = ("fused_optimizer", "batched_matching", "no_host_syncs", "compile_decoder")
-BF16_DENSE_PEAK = 989e12          # H100 / H200 SXM spec, dense bf16 tensor-core FLOP/s (bench_model.py's)
-PARTS = ("frozen_forward", "pixel_decoder_forward", "transformer_decoder_forward", "hungarian_matching",
-         "point_sampled_losses", "backward", "generator_backward", "captioner_backward_through_unet",
-         "optimizer", "step_total")
+BF16_DENSE_PEAK = 989e12  # H100 / H200 SXM spec, dense bf16 tensor-core FLOP/s (bench_model.py's)
+PARTS = (
+    "frozen_forward",
+    "pixel_decoder_forward",
+    "transformer_decoder_forward",
+    "hungarian_matching",
+    "point_sampled_losses",
+    "backward",
+    "generator_backward",
+    "captioner_backward_through_unet",
+    "optimizer",
+    "step_total",
+)
 
 
 def _bench_model():
@@ -82,15 +91,13 @@ def _bench_model():
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--small", action="store_true", help="tiny random model at small shapes (CPU smoke test)")
     p.add_argument("--size", type=int, default=None, help="square crop side (default 1024; --small 64)")
     p.add_argument("--train-batch", type=int, default=2)
     p.add_argument("--infer-batch", type=int, default=None, help="default 8 (--small 2)")
-    p.add_argument("--after", nargs="*", default=list(NEW_SWITCHES), choices=NEW_SWITCHES,
-                   help="the switches of the 'after' runs")
+    p.add_argument("--after", nargs="*", default=list(NEW_SWITCHES), choices=NEW_SWITCHES, help="the switches of the 'after' runs")
     p.add_argument("--warmup", type=int, default=None, help="default 2 (--small 0)")
     p.add_argument("--iters", type=int, default=None, help="default 5 (--small 1)")
     p.add_argument("--num-classes", type=int, default=133)
@@ -179,6 +186,7 @@ def _timed(timer: PartTimer, name: str, fn):
     def wrapped(*args, **kwargs):
         with timer.part(name):
             return fn(*args, **kwargs)
+
     return wrapped
 
 
@@ -234,8 +242,7 @@ def make_train_step(module, images, targets, autocast, timer: PartTimer | None =
     from odise_pl.models.optim import build_optimizer
 
     optimizer = build_optimizer(module, module.optim_cfg, fused=module.fused_optimizer)
-    batch = {"images": images, "targets": targets,
-             "image_sizes": torch.tensor([list(images.shape[-2:])] * images.shape[0])}
+    batch = {"images": images, "targets": targets, "image_sizes": torch.tensor([list(images.shape[-2:])] * images.shape[0])}
     params = [p for g in optimizer.param_groups for p in g["params"]]
     timer = timer or PartTimer(images.device)
 
@@ -246,13 +253,14 @@ def make_train_step(module, images, targets, autocast, timer: PartTimer | None =
             with timer.part("backward"):
                 timer.start("generator_backward", ranges=False)
                 loss.backward()
-                timer.stop("generator_backward")          # (closed by the features' hook normally)
+                timer.stop("generator_backward")  # (closed by the features' hook normally)
                 timer.stop("captioner_backward_through_unet")
             with timer.part("optimizer"):
                 torch.nn.utils.clip_grad_norm_(params, module.optim_cfg.clip_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
         return loss.detach()
+
     return step, optimizer
 
 
@@ -275,8 +283,12 @@ def count_step_syncs(module, step, device: torch.device) -> dict:
             step()
     finally:
         del module.training_step
-    row = {"forward_and_loss": dict(inner.counts), "forward_and_loss_total": inner.total,
-           "step": dict(syncs.counts), "step_total": syncs.total}
+    row = {
+        "forward_and_loss": dict(inner.counts),
+        "forward_and_loss_total": inner.total,
+        "step": dict(syncs.counts),
+        "step_total": syncs.total,
+    }
     if device.type == "cuda":
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -286,8 +298,7 @@ def count_step_syncs(module, step, device: torch.device) -> dict:
                 torch.cuda.synchronize(device)
             finally:
                 torch.cuda.set_sync_debug_mode("default")
-        messages = collections.Counter(str(w.message).splitlines()[0][:120] for w in caught
-                                       if "synchroniz" in str(w.message))
+        messages = collections.Counter(str(w.message).splitlines()[0][:120] for w in caught if "synchroniz" in str(w.message))
         row["cuda_sync_warnings"] = sum(messages.values())
         row["cuda_sync_kinds"] = dict(messages.most_common(10))
     return row
@@ -305,7 +316,7 @@ def profile_step(bench, module, args, device, autocast) -> dict:
     try:
         step, optimizer = make_train_step(module, images, targets, autocast, timer)
         if not args.small:
-            step()                                          # warm-up (allocator, cuDNN autotune)
+            step()  # warm-up (allocator, cuDNN autotune)
         timer.reset()
         timer.active = True
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -318,8 +329,11 @@ def profile_step(bench, module, args, device, autocast) -> dict:
             prof.export_chrome_trace(args.trace)
         attr = "device_time_total" if device.type == "cuda" else "cpu_time_total"
         events = sorted(prof.key_averages(), key=lambda e: getattr(e, attr, 0), reverse=True)
-        top = [{"name": e.key[:100], "ms": round(getattr(e, attr, 0) / 1e3, 3), "calls": e.count}
-               for e in events if not e.key.startswith(("ProfilerStep", *PARTS))][:10]
+        top = [
+            {"name": e.key[:100], "ms": round(getattr(e, attr, 0) / 1e3, 3), "calls": e.count}
+            for e in events
+            if not e.key.startswith(("ProfilerStep", *PARTS))
+        ][:10]
         del optimizer
     finally:
         for fn in reversed(undo):
@@ -329,8 +343,13 @@ def profile_step(bench, module, args, device, autocast) -> dict:
     total = parts.get("step_total", {}).get("ms") or float("nan")
     for row in parts.values():
         row["pct_of_step"] = round(100 * row["ms"] / total, 1)
-    return {"settings": "before", "parts": parts, "host_syncs": syncs, "top_ops": top,
-            "time_kind": "cuda_events" if device.type == "cuda" else "host_clock"}
+    return {
+        "settings": "before",
+        "parts": parts,
+        "host_syncs": syncs,
+        "top_ops": top,
+        "time_kind": "cuda_events" if device.type == "cuda" else "host_clock",
+    }
 
 
 # ------------------------------------------------------------------------------------- before/after
@@ -343,21 +362,28 @@ def bench_variant(bench, module, args, device, autocast, precision: str) -> dict
     bench.reset_peak(device)
     times = bench.time_it(step, args.warmup, args.iters, device)
     median = statistics.median(times)
-    row["train"] = {"batch": args.train_batch, "ms_per_step_median": round(median, 2),
-                    "images_per_s": round(args.train_batch * 1e3 / median, 3), "peak_gib": _peak(bench, device)}
+    row["train"] = {
+        "batch": args.train_batch,
+        "ms_per_step_median": round(median, 2),
+        "images_per_s": round(args.train_batch * 1e3 / median, 3),
+        "peak_gib": _peak(bench, device),
+    }
     del optimizer
     module.zero_grad(set_to_none=True)
     module.eval()
     images = bench.random_images(args.infer_batch, args.size, device)
     flops = bench.count_flops(module, images[:1], precision)
     bench.reset_peak(device)
-    times = bench.time_it(lambda: bench.infer_step(module, images, precision, True), args.warmup, args.iters,
-                          device)
+    times = bench.time_it(lambda: bench.infer_step(module, images, precision, True), args.warmup, args.iters, device)
     median = statistics.median(times)
     ips = args.infer_batch * 1e3 / median
-    row["infer"] = {"batch": args.infer_batch, "ms_per_iter_median": round(median, 2),
-                    "images_per_s": round(ips, 3), "gflops_per_image": round(flops / 1e9, 1),
-                    "pct_of_989_peak": float(f"{100 * flops * ips / BF16_DENSE_PEAK:.4g}")}
+    row["infer"] = {
+        "batch": args.infer_batch,
+        "ms_per_iter_median": round(median, 2),
+        "images_per_s": round(ips, 3),
+        "gflops_per_image": round(flops / 1e9, 1),
+        "pct_of_989_peak": float(f"{100 * flops * ips / BF16_DENSE_PEAK:.4g}"),
+    }
     one = images[:1]
     bench.reset_peak(device)
     bench.time_it(lambda: bench.infer_step(module, one, precision, True), 0, 1, device)
@@ -377,12 +403,20 @@ def run(args: argparse.Namespace) -> dict:
     bench_args.num_classes = args.num_classes
     t0 = time.perf_counter()
     module = bench.build_module(bench_args, device).eval()
-    bench.set_windows(module, "reference", args.size if args.small else 512)   # small: no upsampling
-    precision = "bf16-weights"        # today's settings: autocast around the step + frozen weights in bf16
+    bench.set_windows(module, "reference", args.size if args.small else 512)  # small: no upsampling
+    precision = "bf16-weights"  # today's settings: autocast around the step + frozen weights in bf16
     autocast = functools.partial(bench.autocast_ctx, precision, device)
-    report = {"env": bench.environment(device), "argv": sys.argv[1:], "small": args.small, "size": args.size,
-              "precision": precision, "build_s": round(time.perf_counter() - t0, 2),
-              "params": bench.param_counts(module), "after_switches": list(args.after), "bf16_peak": BF16_DENSE_PEAK}
+    report = {
+        "env": bench.environment(device),
+        "argv": sys.argv[1:],
+        "small": args.small,
+        "size": args.size,
+        "precision": precision,
+        "build_s": round(time.perf_counter() - t0, 2),
+        "params": bench.param_counts(module),
+        "after_switches": list(args.after),
+        "bf16_peak": BF16_DENSE_PEAK,
+    }
     print(json.dumps(report), flush=True)
     before = SpeedOptions(frozen_weights=True)
     after = SpeedOptions(frozen_weights=True, **{name: True for name in args.after})
@@ -404,7 +438,8 @@ def run(args: argparse.Namespace) -> dict:
         handle.remove()
     report["speedup"] = {
         "train": round(report["after"]["train"]["images_per_s"] / report["before"]["train"]["images_per_s"], 3),
-        "infer": round(report["after"]["infer"]["images_per_s"] / report["before"]["infer"]["images_per_s"], 3)}
+        "infer": round(report["after"]["infer"]["images_per_s"] / report["before"]["infer"]["images_per_s"], 3),
+    }
     return report
 
 

@@ -35,10 +35,14 @@ def random_pair(rng: np.random.Generator, size: int, segments: int):
     shifted = np.roll(labels, (int(rng.integers(-6, 7)), int(rng.integers(-6, 7))), axis=(0, 1))
     pred = np.where(shifted > 0, pred_id[shifted - 1], 0)
     pred_cats = [c if rng.random() > 0.1 else int(rng.integers(0, NUM_CATEGORIES)) for c in cats]
-    gt_segs = [{"id": int(gt_id[i]), "category_id": cats[i] + 1, "iscrowd": crowd[i],
-                "area": int((labels == i + 1).sum())} for i in range(segments) if (labels == i + 1).any()]
-    pred_segs = [{"id": int(pred_id[i]), "category_id": pred_cats[i] + 1, "iscrowd": 0}
-                 for i in range(segments) if (shifted == i + 1).any()]
+    gt_segs = [
+        {"id": int(gt_id[i]), "category_id": cats[i] + 1, "iscrowd": crowd[i], "area": int((labels == i + 1).sum())}
+        for i in range(segments)
+        if (labels == i + 1).any()
+    ]
+    pred_segs = [
+        {"id": int(pred_id[i]), "category_id": pred_cats[i] + 1, "iscrowd": 0} for i in range(segments) if (shifted == i + 1).any()
+    ]
     return gt, gt_segs, pred, pred_segs
 
 

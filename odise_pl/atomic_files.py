@@ -164,8 +164,7 @@ def create(path: str | os.PathLike, data: str | bytes | Callable[[Any], Any]) ->
     return target
 
 
-def write_new(path: str | os.PathLike, data: str | bytes | Callable[[Any], Any], *,
-              companions: Iterable[str] = ()) -> Path:
+def write_new(path: str | os.PathLike, data: str | bytes | Callable[[Any], Any], *, companions: Iterable[str] = ()) -> Path:
     """Write ``data`` to the next free numbered name of ``path`` (never an existing file); returns it.
 
     The name is claimed with a hard link from the fsynced temporary file, which fails if another

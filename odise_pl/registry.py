@@ -54,10 +54,10 @@ class Registry:
     def register(self, name: str, *, config: type | None = None) -> Callable[[Any], Any]:
         def wrap(obj: Any) -> Any:
             if name in self._entries and self._entries[name].cls is not obj:
-                raise ValueError(f"{self.kind} '{name}' is registered twice "
-                                 f"({self._entries[name].cls!r} and {obj!r})")
+                raise ValueError(f"{self.kind} '{name}' is registered twice ({self._entries[name].cls!r} and {obj!r})")
             self._entries[name] = Entry(name, obj, config)
             return obj
+
         return wrap
 
     def get(self, name: str) -> Entry:
@@ -133,10 +133,12 @@ def load_plugins() -> list[str]:
                 target()
         except Exception as err:  # noqa: BLE001 - any failure of a plugin is reported the same way
             first = str(err).splitlines()[0] if str(err) else ""
-            raise ConfigError(f"the installed plugin '{point.name} = {point.value}' (entry point group "
-                              f"'{PLUGIN_GROUP}' of the distribution '{dist}') cannot be loaded: "
-                              f"{type(err).__name__}: {first}. Fix or reinstall that package, or uninstall it "
-                              f"(pip uninstall {dist}).") from None
+            raise ConfigError(
+                f"the installed plugin '{point.name} = {point.value}' (entry point group "
+                f"'{PLUGIN_GROUP}' of the distribution '{dist}') cannot be loaded: "
+                f"{type(err).__name__}: {first}. Fix or reinstall that package, or uninstall it "
+                f"(pip uninstall {dist})."
+            ) from None
         loaded.append(f"{dist}:{point.name}")
     _plugins_loaded = loaded
     return list(loaded)

@@ -33,8 +33,10 @@ def _total_norm(tensors) -> float:
     return float(torch.linalg.vector_norm(torch.stack([t.float().norm() for t in tensors])))
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a GPU")])])
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")])],
+)
 def test_grad_scaler_unscales_before_the_total_norm_clip(device):
     from lightning.pytorch.plugins.precision import MixedPrecision
 
@@ -48,17 +50,29 @@ def test_grad_scaler_unscales_before_the_total_norm_clip(device):
     true_norm = _total_norm(p.grad for p in reference.parameters())
     before = [p.detach().clone() for p in model.parameters()]
     # Lightning turns precision="16-mixed" into bf16 on CPU, so the fp16 plugin is given explicitly there
-    amp = (dict(precision="16-mixed") if device == "cuda" else
-           dict(plugins=[MixedPrecision("16-mixed", "cpu",
-                                        scaler=torch.amp.GradScaler("cpu", init_scale=2.0 ** 12))]))
-    trainer = L.Trainer(accelerator=device, devices=1, max_steps=1, gradient_clip_val=0.01,
-                        gradient_clip_algorithm="norm", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[record], **amp)
+    amp = (
+        dict(precision="16-mixed")
+        if device == "cuda"
+        else dict(plugins=[MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0**12))])
+    )
+    trainer = L.Trainer(
+        accelerator=device,
+        devices=1,
+        max_steps=1,
+        gradient_clip_val=0.01,
+        gradient_clip_algorithm="norm",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[record],
+        **amp,
+    )
     trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=8))
     assert isinstance(trainer.precision_plugin, MixedPrecision)
     assert trainer.precision_plugin.scaler is not None
-    assert record.scale > 1.0                                   # the loss really was scaled
-    assert record.norm == pytest.approx(true_norm, rel=2e-2)    # ... and unscaled before the clip
+    assert record.scale > 1.0  # the loss really was scaled
+    assert record.norm == pytest.approx(true_norm, rel=2e-2)  # ... and unscaled before the clip
     assert true_norm > 0.5
     step = _total_norm(p.detach().cpu() - b.cpu() for p, b in zip(model.parameters(), before))
-    assert step == pytest.approx(0.01, rel=1e-3)                # clipped to total L2 norm 0.01
+    assert step == pytest.approx(0.01, rel=1e-3)  # clipped to total L2 norm 0.01

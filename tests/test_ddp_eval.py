@@ -96,11 +96,16 @@ def _evaluate(tmp_path: Path, name: str, overrides: list[str], weights: Path) ->
     out.mkdir()
     script = tmp_path / "ddp_eval_script.py"
     script.write_text(SCRIPT)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE",
-                                                                    "MASTER_", "PL_", "RANK"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_", "PL_", "RANK"))}
     env["OMP_NUM_THREADS"] = "1"
-    proc = subprocess.run([sys.executable, str(script), str(QUICKSTART), json.dumps(overrides), str(weights),
-                           str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(QUICKSTART), json.dumps(overrides), str(weights), str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, f"{name} evaluation failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     ranks = [json.loads(p.read_text()) for p in sorted(out.glob("rank*.json"))]
     return {"metrics": json.loads((out / "metrics.json").read_text()), "ranks": ranks}
@@ -138,13 +143,18 @@ def test_two_process_ddp_evaluation_equals_single_process(tmp_path):
 
     # The summed rank-local states equal the single-process states (integers exactly).
     one = single["ranks"][0]["state"]
-    summed = {k: (torch.tensor(ddp["ranks"][0]["state"][k], dtype=torch.float64 if k == "iou_sum" else None)
-                  + torch.tensor(ddp["ranks"][1]["state"][k], dtype=torch.float64 if k == "iou_sum" else None)).tolist()
-              for k in one}
+    summed = {
+        k: (
+            torch.tensor(ddp["ranks"][0]["state"][k], dtype=torch.float64 if k == "iou_sum" else None)
+            + torch.tensor(ddp["ranks"][1]["state"][k], dtype=torch.float64 if k == "iou_sum" else None)
+        ).tolist()
+        for k in one
+    }
     for key in ("tp", "fp", "fn", "confmat"):
         assert summed[key] == one[key], key
-    assert torch.allclose(torch.tensor(summed["iou_sum"], dtype=torch.float64),
-                          torch.tensor(one["iou_sum"], dtype=torch.float64), rtol=0, atol=1e-12)
+    assert torch.allclose(
+        torch.tensor(summed["iou_sum"], dtype=torch.float64), torch.tensor(one["iou_sum"], dtype=torch.float64), rtol=0, atol=1e-12
+    )
     # tp + fn counts each non-crowd GT segment once: no image dropped, none counted twice.
     assert sum(one["tp"]) + sum(one["fn"]) == num_segments
     assert sum(summed["tp"]) + sum(summed["fn"]) == num_segments

@@ -63,8 +63,13 @@ SCRIPT = textwrap.dedent(
 
 
 def _overrides(tmp_path: Path) -> list[str]:
-    return [*micro_run(tmp_path, steps=MAX_STEPS, val_every=1000, num_val=1), "data.global_batch_size=2",
-            "trainer.limit_val_batches=0", "checkpoint.every_n_steps=0", "model.mask_generator.enc_layers=1"]
+    return [
+        *micro_run(tmp_path, steps=MAX_STEPS, val_every=1000, num_val=1),
+        "data.global_batch_size=2",
+        "trainer.limit_val_batches=0",
+        "checkpoint.every_n_steps=0",
+        "model.mask_generator.enc_layers=1",
+    ]
 
 
 def _train(tmp_path: Path, name: str, overrides: list[str]) -> tuple[list[dict], str]:
@@ -72,11 +77,16 @@ def _train(tmp_path: Path, name: str, overrides: list[str]) -> tuple[list[dict],
     out.mkdir()
     script = tmp_path / "ddp_batch_script.py"
     script.write_text(SCRIPT)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE",
-                                                                    "MASTER_", "PL_", "RANK"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_", "PL_", "RANK"))}
     env["OMP_NUM_THREADS"] = "1"
-    proc = subprocess.run([sys.executable, str(script), str(QUICKSTART), json.dumps(overrides), str(out)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(QUICKSTART), json.dumps(overrides), str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, f"{name} training failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     return [json.loads(p.read_text()) for p in sorted(out.glob("rank*.json"))], proc.stdout
 
@@ -91,8 +101,7 @@ def test_two_processes_of_batch_1_see_the_global_batch_of_one_process_of_batch_2
     build_datamodule(load_config(QUICKSTART, overrides)).prepare_data()  # the data, before any rank races on it
 
     single, single_out = _train(tmp_path, "single", [*overrides, "data.batch_size=2"])
-    ddp, ddp_out = _train(tmp_path, "ddp", [*overrides, "data.batch_size=1", "trainer.devices=2",
-                                            "trainer.strategy=ddp"])
+    ddp, ddp_out = _train(tmp_path, "ddp", [*overrides, "data.batch_size=1", "trainer.devices=2", "trainer.strategy=ddp"])
 
     assert "global batch 2 = 1 node(s) x 1 device(s) x per-device batch 2 x gradient accumulation 1" in single_out
     assert "global batch 2 = 1 node(s) x 2 device(s) x per-device batch 1 x gradient accumulation 1" in ddp_out

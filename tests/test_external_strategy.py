@@ -23,11 +23,21 @@ STRATEGY_FILE = str((EXAMPLE / "my_strategy.py").resolve())
 
 @pytest.mark.slow  # one tiny training in a new process (about 45 s of CPU time, more wall time on shared cores)
 def test_fit_trains_the_strategy_named_by_imports_in_a_new_process(tmp_path):
-    overrides = [*micro_run(tmp_path, steps=2, num_train=4), "data.global_batch_size=null",
-                 "model.backbone={name: clip, out_channels: 32}", "checkpoint.export_safetensors=false"]
+    overrides = [
+        *micro_run(tmp_path, steps=2, num_train=4),
+        "data.global_batch_size=null",
+        "model.backbone={name: clip, out_channels: 32}",
+        "checkpoint.export_safetensors=false",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-m", "odise_pl.cli", "fit", "-c", str(EXAMPLE / "experiment.yaml"),
-                           *overrides], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, "-m", "odise_pl.cli", "fit", "-c", str(EXAMPLE / "experiment.yaml"), *overrides],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     run_dir = tmp_path / "runs" / "external_strategy" / "version_0"
     assert f"run directory: {run_dir}" in done.stdout
@@ -69,6 +79,9 @@ def test_a_sweep_over_the_external_strategy_checks_its_keys_in_every_run(tmp_pat
 
     sweep = tmp_path / "scales.yaml"
     sweep.write_text(f"base: {EXAMPLE / 'experiment.yaml'}\ngrid:\n  model.supervision.scale: [20.0, -1.0]\n")
-    with pytest.raises(ConfigError, match=r"run 'scale=-1.0' \(2/2\).*'model.supervision.scale'.*must be > 0, "
-                                          r"got -1.0"):
+    with pytest.raises(
+        ConfigError,
+        match=r"run 'scale=-1.0' \(2/2\).*'model.supervision.scale'.*must be > 0, "
+        r"got -1.0",
+    ):
         plan(sweep, [])

@@ -22,13 +22,11 @@ QUICKSTART = str(REPO / "experiments" / "quickstart.yaml")
 
 
 def _overrides(tmp_path: Path) -> list[str]:  # the TensorBoard events are checked here
-    return [*micro_run(tmp_path, steps=4, num_train=16, num_val=4), "trainer.log_every_n_steps=1",
-            "logging.tensorboard=true"]
+    return [*micro_run(tmp_path, steps=4, num_train=16, num_val=4), "trainer.log_every_n_steps=1", "logging.tensorboard=true"]
 
 
 def _snapshot(directory: Path) -> dict[str, str]:
-    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(directory.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 def _tensorboard_tags(directory: Path) -> tuple[set[str], set[str]]:
@@ -86,8 +84,7 @@ def test_pretrained_frozen_parts_stay_out_of_checkpoints(tmp_path):
     from odise_pl.engine.components import build_all
     from odise_pl.models import frozen
 
-    cfg = load_config(QUICKSTART, [f"data.root={tmp_path / 'data'}", "data.num_train=2", "data.num_val=1",
-                                   "data.num_workers=0"])
+    cfg = load_config(QUICKSTART, [f"data.root={tmp_path / 'data'}", "data.num_train=2", "data.num_val=1", "data.num_workers=0"])
     _, model = build_all(cfg)
     clip = model.backbone.clip  # the process-wide shared CLIP: restore its marks afterwards
     saved = {name: clip.__dict__[name] for name in (frozen._FROZEN, frozen._PRETRAINED) if name in clip.__dict__}
@@ -116,4 +113,3 @@ def test_pretrained_frozen_parts_stay_out_of_checkpoints(tmp_path):
         for attr in (frozen._FROZEN, frozen._PRETRAINED):
             clip.__dict__.pop(attr, None)
         clip.__dict__.update(saved)
-

@@ -24,8 +24,9 @@ def test_the_notebooks_are_stored_without_outputs():
         nbformat.validate(nb)
         for index, cell in enumerate(nb.cells):
             if cell.cell_type == "code":
-                assert cell.outputs == [] and cell.execution_count is None, \
+                assert cell.outputs == [] and cell.execution_count is None, (
                     f"{path.name} cell {index} has outputs: clear them before committing (Kernel > Restart & Clear)"
+                )
         assert "../shared" not in path.read_text(), f"{path.name} reads the shared folder outside the repository"
 
 
@@ -35,8 +36,7 @@ def _execute(name: str, tmp_path: Path, monkeypatch) -> list[str]:
     monkeypatch.setenv("ODISE_NOTEBOOK_WORK", str(tmp_path))
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     nb = nbformat.read(REPO / "notebooks" / name, as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3",
-                   resources={"metadata": {"path": str(REPO / "notebooks")}}).execute()
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO / "notebooks")}}).execute()
     texts = []
     for cell in nb.cells:
         for out in cell.get("outputs", []):
@@ -67,5 +67,5 @@ def test_compare_backbones_notebook(tmp_path, monkeypatch):
     out = "\n".join(_execute("compare_backbones.ipynb", tmp_path, monkeypatch))
     assert "4 of 4 runs have final metrics" in out and "highest PQ: backbone=" in out
     assert (tmp_path / "sweeps" / "backbones_tiny" / "summary.csv").is_file()
-    assert (tmp_path / "sweeps" / "backbones_tiny" / "summary_points.csv").is_file()   # two seeds per backbone
+    assert (tmp_path / "sweeps" / "backbones_tiny" / "summary_points.csv").is_file()  # two seeds per backbone
     assert (tmp_path / "plots" / "final_metrics.png").is_file() and (tmp_path / "plots" / "validation_curves.png").is_file()

@@ -53,10 +53,28 @@ class _Rows(torch.utils.data.Dataset):
         return self.data[key[0]]
 
 
-def tiny_trainer(run_dir: Path, *, max_steps: int, every_n_steps: int = 1, on_nonfinite: str = "stop",
-                 max_skips: int = 100, callbacks: list | None = None) -> L.Trainer:
+def tiny_trainer(
+    run_dir: Path,
+    *,
+    max_steps: int,
+    every_n_steps: int = 1,
+    on_nonfinite: str = "stop",
+    max_skips: int = 100,
+    callbacks: list | None = None,
+) -> L.Trainer:
     return L.Trainer(
-        default_root_dir=str(run_dir), max_steps=max_steps, accelerator="cpu", devices=1, logger=False,
-        enable_progress_bar=False, enable_model_summary=False, plugins=[AtomicCheckpointIO()],
-        callbacks=[ResumeCheckpoint(str(run_dir / "checkpoints"), every_n_steps=every_n_steps), RngState(),
-                   NonFiniteLoss(on_nonfinite, max_skips), *(callbacks or [])])
+        default_root_dir=str(run_dir),
+        max_steps=max_steps,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        plugins=[AtomicCheckpointIO()],
+        callbacks=[
+            ResumeCheckpoint(str(run_dir / "checkpoints"), every_n_steps=every_n_steps),
+            RngState(),
+            NonFiniteLoss(on_nonfinite, max_skips),
+            *(callbacks or []),
+        ],
+    )

@@ -39,8 +39,7 @@ def main() -> None:
         stem = Path(image_info["file_name"]).stem
         photo = half(Image.open(SAMPLE / "images" / image_info["file_name"]).convert("RGB"), Image.BICUBIC)
         photo.save(HERE / "images" / f"{stem}.jpg", quality=85)
-        rgb = np.asarray(half(Image.open(SAMPLE / "panoptic" / ann["file_name"]).convert("RGB"),
-                              Image.NEAREST)).astype(np.int64)
+        rgb = np.asarray(half(Image.open(SAMPLE / "panoptic" / ann["file_name"]).convert("RGB"), Image.NEAREST)).astype(np.int64)
         ids = rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
         semantic = np.full(ids.shape, IGNORE, np.uint8)
         panoptic = np.zeros(ids.shape, np.int64)
@@ -56,20 +55,24 @@ def main() -> None:
             new_id = len(segments) + 1
             panoptic[mask] = new_id
             ys, xs = np.nonzero(mask)
-            segments.append({"id": new_id, "category_id": index + 1, "iscrowd": int(seg.get("iscrowd", 0)),
-                             "area": int(mask.sum()), "bbox": [int(xs.min()), int(ys.min()),
-                                                               int(xs.max() - xs.min() + 1),
-                                                               int(ys.max() - ys.min() + 1)]})
+            segments.append(
+                {
+                    "id": new_id,
+                    "category_id": index + 1,
+                    "iscrowd": int(seg.get("iscrowd", 0)),
+                    "area": int(mask.sum()),
+                    "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)],
+                }
+            )
         Image.fromarray(semantic).save(HERE / "labels" / f"{stem}.png")
         encoded = np.stack([panoptic % 256, panoptic // 256 % 256, panoptic // 65536], -1).astype(np.uint8)
         Image.fromarray(encoded).save(HERE / "panoptic" / f"{stem}.png")
-        images.append({"id": image_info["id"], "file_name": f"{stem}.jpg", "height": photo.height,
-                       "width": photo.width})
+        images.append({"id": image_info["id"], "file_name": f"{stem}.jpg", "height": photo.height, "width": photo.width})
         annotations.append({"image_id": image_info["id"], "file_name": f"{stem}.png", "segments_info": segments})
-    categories = [{"id": index + 1, "name": name, "isthing": thing}
-                  for index, name, thing in sorted(CLASSES.values())]
-    (HERE / "panoptic.json").write_text(json.dumps(
-        {"images": images, "annotations": annotations, "categories": categories}, indent=None, separators=(",", ":")) + "\n")
+    categories = [{"id": index + 1, "name": name, "isthing": thing} for index, name, thing in sorted(CLASSES.values())]
+    (HERE / "panoptic.json").write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": categories}, indent=None, separators=(",", ":")) + "\n"
+    )
 
 
 if __name__ == "__main__":

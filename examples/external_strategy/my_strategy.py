@@ -31,7 +31,7 @@ from odise_pl.registry import SUPERVISIONS
 class FixedScaleLabelConfig:
     """The YAML keys of ``model.supervision`` with ``name: fixed_scale_label``."""
 
-    scale: float = 20.0                                            # the fixed logit scale (1 / temperature)
+    scale: float = 20.0  # the fixed logit scale (1 / temperature)
     prompt_templates: list = field(default_factory=lambda: ["{}"])  # how class names are embedded
 
     def problems(self) -> list[tuple[str, str]]:
@@ -50,8 +50,7 @@ class FixedScaleLabelSupervision(SupervisionStrategy):
         scale: the fixed logit scale.
     """
 
-    def __init__(self, *, train_text: TextEmbeddings, void_text_embed: torch.Tensor, embed_dim: int,
-                 scale: float) -> None:
+    def __init__(self, *, train_text: TextEmbeddings, void_text_embed: torch.Tensor, embed_dim: int, scale: float) -> None:
         super().__init__()
         text_dim = train_text.embeds.shape[-1]
         self.text_proj = nn.Linear(text_dim, embed_dim)
@@ -62,22 +61,20 @@ class FixedScaleLabelSupervision(SupervisionStrategy):
         self.scale = float(scale)
 
     @classmethod
-    def from_config(cls, cfg: FixedScaleLabelConfig, *, train_text: TextEmbeddings,
-                    void_text_embed: torch.Tensor, embed_dim: int, **_: object) -> FixedScaleLabelSupervision:
-        return cls(train_text=train_text, void_text_embed=void_text_embed, embed_dim=embed_dim,
-                   scale=cfg.scale)
+    def from_config(
+        cls, cfg: FixedScaleLabelConfig, *, train_text: TextEmbeddings, void_text_embed: torch.Tensor, embed_dim: int, **_: object
+    ) -> FixedScaleLabelSupervision:
+        return cls(train_text=train_text, void_text_embed=void_text_embed, embed_dim=embed_dim, scale=cfg.scale)
 
-    def classify(self, mask_embeds: torch.Tensor, text: TextEmbeddings,
-                 queries: torch.Tensor | None = None) -> torch.Tensor:
+    def classify(self, mask_embeds: torch.Tensor, text: TextEmbeddings, queries: torch.Tensor | None = None) -> torch.Tensor:
         """mask_embeds (B, Q, D) -> logits (B, Q, K + 1), the last column void."""
         z = F.normalize(mask_embeds, dim=-1)
-        names = F.normalize(self.text_proj(text.embeds.to(z.dtype)), dim=-1)      # (N, D)
-        void = F.normalize(self.text_proj(self.void_embed.to(z.dtype)), dim=-1)   # (D,)
-        name_logits = self.scale * z @ names.t()                                  # (B, Q, N)
+        names = F.normalize(self.text_proj(text.embeds.to(z.dtype)), dim=-1)  # (N, D)
+        void = F.normalize(self.text_proj(self.void_embed.to(z.dtype)), dim=-1)  # (D,)
+        name_logits = self.scale * z @ names.t()  # (B, Q, N)
         class_logits = max_over_synonyms(name_logits, text.class_index.to(z.device), text.num_classes)
         return torch.cat([class_logits, self.scale * (z @ void).unsqueeze(-1)], dim=-1)
 
-    def training_logits(self, mask_embeds: torch.Tensor, batch: dict,
-                        queries: torch.Tensor | None = None) -> torch.Tensor:
+    def training_logits(self, mask_embeds: torch.Tensor, batch: dict, queries: torch.Tensor | None = None) -> torch.Tensor:
         train = TextEmbeddings(self.train_embeds, self.train_class_index, self.num_match_classes)
         return self.classify(mask_embeds, train)

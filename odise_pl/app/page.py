@@ -100,8 +100,10 @@ def annotated_image(pred, labels: list[str]) -> tuple:
 def describe(segment: dict, total: int) -> str:
     """The Markdown shown when a segment is selected: class, score and area."""
     kind = "thing" if segment["is_thing"] else "stuff"
-    return (f"**{segment['category_name']}** (segment {segment['id']}, {kind}): score {segment['score']:.3f}, "
-            f"area {segment['area']:,} px ({100 * segment['area'] / max(total, 1):.1f}% of the image)")
+    return (
+        f"**{segment['category_name']}** (segment {segment['id']}, {kind}): score {segment['score']:.3f}, "
+        f"area {segment['area']:,} px ({100 * segment['area'] / max(total, 1):.1f}% of the image)"
+    )
 
 
 def build_page(session: DemoSession, *, title: str = "odise-pl") -> gr.Blocks:
@@ -111,15 +113,29 @@ def build_page(session: DemoSession, *, title: str = "odise-pl") -> gr.Blocks:
     classifiers = list(session.classifiers)
     n_default = len(default_vocabulary())
 
-    def segment(image: dict | str | None, vocabulary: str, add_default: bool = False, lists: list[str] | None = None,
-                classifier: str = session.default_classifier, alpha: float = session.default_alpha,
-                beta: float = session.default_beta):
+    def segment(
+        image: dict | str | None,
+        vocabulary: str,
+        add_default: bool = False,
+        lists: list[str] | None = None,
+        classifier: str = session.default_classifier,
+        alpha: float = session.default_alpha,
+        beta: float = session.default_beta,
+    ):
         path, name = uploaded_path(image)
         if not path:
             raise gr.Error("upload an image first (or pick one of the examples).")
         try:
-            result = session.segment(path, vocabulary or "", name=name, add_default=bool(add_default), lists=lists or (),
-                                     classifier=classifier, alpha=alpha, beta=beta)
+            result = session.segment(
+                path,
+                vocabulary or "",
+                name=name,
+                add_default=bool(add_default),
+                lists=lists or (),
+                classifier=classifier,
+                alpha=alpha,
+                beta=beta,
+            )
         except OdiseError as err:
             raise gr.Error(str(err)) from None  # the message says it all: no traceback in the log
         except Exception as err:  # noqa: BLE001  (the page stays up and says what failed)
@@ -130,14 +146,24 @@ def build_page(session: DemoSession, *, title: str = "odise-pl") -> gr.Blocks:
         pred = result.prediction
         segments = [{k: s[k] for k in ("id", "category_name", "score", "area", "is_thing")} for s in pred.segments]
         total = int(pred.panoptic.size)
-        table = [[s["id"], s["category_name"], round(s["score"], 3), s["area"], round(100 * s["area"] / total, 2),
-                  s["is_thing"]] for s in segments]
+        table = [
+            [s["id"], s["category_name"], round(s["score"], 3), s["area"], round(100 * s["area"] / total, 2), s["is_thing"]]
+            for s in segments
+        ]
         labels = legend_labels(pred.segments)
-        summary = (f"{len(segments)} segment{'s' * (len(segments) != 1)}, {len(result.class_names):,} classes, "
-                   f"classifier {classifier}. "
-                   "Select a segment in the legend or the image for its class, score and area.")
-        return (annotated_image(pred, labels), segments, table, [str(p) for p in result.files],
-                {"segments": segments, "total": total}, summary)
+        summary = (
+            f"{len(segments)} segment{'s' * (len(segments) != 1)}, {len(result.class_names):,} classes, "
+            f"classifier {classifier}. "
+            "Select a segment in the legend or the image for its class, score and area."
+        )
+        return (
+            annotated_image(pred, labels),
+            segments,
+            table,
+            [str(p) for p in result.files],
+            {"segments": segments, "total": total},
+            summary,
+        )
 
     def select(state: dict | None, evt: gr.SelectData) -> str:
         if not state or evt.index is None or not 0 <= int(evt.index) < len(state["segments"]):
@@ -145,26 +171,34 @@ def build_page(session: DemoSession, *, title: str = "odise-pl") -> gr.Blocks:
         return describe(state["segments"][int(evt.index)], state["total"])
 
     with gr.Blocks(title=title, analytics_enabled=False) as page:
-        gr.Markdown(f"## {title}: open-vocabulary panoptic segmentation\n"
-                    "Upload a photo, name the classes to look for, press **Segment**.")
+        gr.Markdown(f"## {title}: open-vocabulary panoptic segmentation\nUpload a photo, name the classes to look for, press **Segment**.")
         with gr.Row():
             with gr.Column(scale=1):
                 image = gr.Image(type="filepath", label="image", sources=["upload", "clipboard"], elem_id="image")
-                vocabulary = gr.Textbox(label="vocabulary", placeholder="cat,kitten;dog;grass:stuff", elem_id="vocabulary",
-                                        info="';' between classes, ',' between synonyms, optional ':thing' / ':stuff'")
-                add_default = gr.Checkbox(value=False, label=f"add the default COCO + ADE20K + LVIS vocabulary "
-                                                             f"({n_default:,} classes)")
-                lists = gr.Dropdown(choices=list(builtin_names()), value=[], multiselect=True,
-                                    label="builtin lists", info="their classes are added to the typed ones")
+                vocabulary = gr.Textbox(
+                    label="vocabulary",
+                    placeholder="cat,kitten;dog;grass:stuff",
+                    elem_id="vocabulary",
+                    info="';' between classes, ',' between synonyms, optional ':thing' / ':stuff'",
+                )
+                add_default = gr.Checkbox(value=False, label=f"add the default COCO + ADE20K + LVIS vocabulary ({n_default:,} classes)")
+                lists = gr.Dropdown(
+                    choices=list(builtin_names()),
+                    value=[],
+                    multiselect=True,
+                    label="builtin lists",
+                    info="their classes are added to the typed ones",
+                )
                 with gr.Accordion("classifier", open=False):
                     classifier = gr.Radio(choices=classifiers, value=session.default_classifier, label="classifier")
-                    alpha = gr.Slider(0, 1, value=session.default_alpha, step=0.05,
-                                      label="alpha: CLIP's weight for classes seen in training")
-                    beta = gr.Slider(0, 1, value=session.default_beta, step=0.05,
-                                     label="beta: CLIP's weight for unseen classes")
+                    alpha = gr.Slider(
+                        0, 1, value=session.default_alpha, step=0.05, label="alpha: CLIP's weight for classes seen in training"
+                    )
+                    beta = gr.Slider(0, 1, value=session.default_beta, step=0.05, label="beta: CLIP's weight for unseen classes")
                 button = gr.Button("Segment", variant="primary", elem_id="segment")
-                gr.Examples(examples=[[str(EXAMPLES_DIR / name), vocab] for name, vocab in EXAMPLE_VOCABULARIES.items()],
-                            inputs=[image, vocabulary])
+                gr.Examples(
+                    examples=[[str(EXAMPLES_DIR / name), vocab] for name, vocab in EXAMPLE_VOCABULARIES.items()], inputs=[image, vocabulary]
+                )
             with gr.Column(scale=2):
                 annotated = gr.AnnotatedImage(label="segments", show_legend=True, elem_id="annotated")
                 summary = gr.Markdown(elem_id="summary")
@@ -173,22 +207,38 @@ def build_page(session: DemoSession, *, title: str = "odise-pl") -> gr.Blocks:
                 downloads = gr.File(file_count="multiple", label="downloads: panoptic PNG, JSON, overlay")
                 segments_json = gr.JSON(label="segments (JSON)", open=False)
         state = gr.State()
-        gr.on(triggers=[button.click, vocabulary.submit], fn=segment,
-              inputs=[image, vocabulary, add_default, lists, classifier, alpha, beta],
-              outputs=[annotated, segments_json, table, downloads, state, summary],
-              api_name="segment", concurrency_limit=1, preprocess=False)  # see uploaded_path
+        gr.on(
+            triggers=[button.click, vocabulary.submit],
+            fn=segment,
+            inputs=[image, vocabulary, add_default, lists, classifier, alpha, beta],
+            outputs=[annotated, segments_json, table, downloads, state, summary],
+            api_name="segment",
+            concurrency_limit=1,
+            preprocess=False,
+        )  # see uploaded_path
         annotated.select(select, inputs=[state], outputs=[selected], api_visibility="private")
     return page
 
 
-def launch(session: DemoSession, *, host: str = "127.0.0.1", port: int | None = 7860, block: bool = True,
-           title: str = "odise-pl") -> gr.Blocks:
+def launch(
+    session: DemoSession, *, host: str = "127.0.0.1", port: int | None = 7860, block: bool = True, title: str = "odise-pl"
+) -> gr.Blocks:
     """Serve the page (``block`` False: return at once, the server runs in a thread; ``page.close()`` stops it)."""
     page = build_page(session, title=title)
     page.queue(max_size=32)
-    page.launch(server_name=host, server_port=port, share=False, inbrowser=False, show_error=True, quiet=not block,
-                prevent_thread_lock=not block, allowed_paths=[str(EXAMPLES_DIR), str(session.out_dir)],
-                ssr_mode=False, mcp_server=False, enable_monitoring=False)
+    page.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        inbrowser=False,
+        show_error=True,
+        quiet=not block,
+        prevent_thread_lock=not block,
+        allowed_paths=[str(EXAMPLES_DIR), str(session.out_dir)],
+        ssr_mode=False,
+        mcp_server=False,
+        enable_monitoring=False,
+    )
     return page
 
 

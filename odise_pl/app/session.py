@@ -69,8 +69,15 @@ class DemoSession:
         max_pixels: scale larger images down to this many pixels before segmenting.
     """
 
-    def __init__(self, predictor, *, default_classifier: str | None = None, out_dir: str | Path | None = None,
-                 max_classes: int = DEFAULT_MAX_CLASSES, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    def __init__(
+        self,
+        predictor,
+        *,
+        default_classifier: str | None = None,
+        out_dir: str | Path | None = None,
+        max_classes: int = DEFAULT_MAX_CLASSES,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
         from odise_pl.config.schema import InferenceConfig, choices_of
 
         self.predictor = predictor
@@ -87,8 +94,9 @@ class DemoSession:
         predictor.set_classifier(self.default_classifier)
 
     @classmethod
-    def open(cls, ckpt: str | Path, config: str | None = None, overrides: Sequence[str] = (), *,
-             device: str | None = None, **kwargs) -> DemoSession:
+    def open(
+        cls, ckpt: str | Path, config: str | None = None, overrides: Sequence[str] = (), *, device: str | None = None, **kwargs
+    ) -> DemoSession:
         """Load a run directory, ``.ckpt`` or ``.safetensors`` (``config`` None: the run's own config)."""
         from odise_pl.engine.predictor import Predictor
         from odise_pl.engine.run_files import config_for
@@ -109,13 +117,17 @@ class DemoSession:
         if add_default:
             parts.append(default_vocabulary())
         if not parts:
-            raise VocabularyError("the vocabulary is empty: type classes such as 'cat,kitten;dog;grass:stuff', "
-                                  "pick a builtin list, or tick the default COCO + ADE20K + LVIS vocabulary.")
+            raise VocabularyError(
+                "the vocabulary is empty: type classes such as 'cat,kitten;dog;grass:stuff', "
+                "pick a builtin list, or tick the default COCO + ADE20K + LVIS vocabulary."
+            )
         vocab = parts[0].merge(*parts[1:], name="+".join(p.name for p in parts)) if len(parts) > 1 else parts[0]
         if len(vocab) > self.max_classes:
-            raise VocabularyError(f"the vocabulary has {len(vocab):,} classes; this app takes at most "
-                                  f"{self.max_classes:,} per request (start it with --max-classes N to allow more, "
-                                  "or use odise-pl predict, which has no limit).")
+            raise VocabularyError(
+                f"the vocabulary has {len(vocab):,} classes; this app takes at most "
+                f"{self.max_classes:,} per request (start it with --max-classes N to allow more, "
+                "or use odise-pl predict, which has no limit)."
+            )
         return vocab
 
     def _use_vocabulary(self, vocab) -> None:
@@ -125,9 +137,18 @@ class DemoSession:
             self._vocabulary_key = key
 
     # ------------------------------------------------------------------ one request
-    def segment(self, image: str | Path, vocabulary: str = "", *, add_default: bool = False,
-                lists: Sequence[str] = (), classifier: str | None = None, alpha: float | None = None,
-                beta: float | None = None, name: str | None = None) -> Segmentation:
+    def segment(
+        self,
+        image: str | Path,
+        vocabulary: str = "",
+        *,
+        add_default: bool = False,
+        lists: Sequence[str] = (),
+        classifier: str | None = None,
+        alpha: float | None = None,
+        beta: float | None = None,
+        name: str | None = None,
+    ) -> Segmentation:
         """Segment the image file ``image`` with the request's vocabulary and classifier (see the class).
         ``name``: the file's name as the user knows it (messages and the files' names; default: ``image``'s)."""
         from odise_pl.engine.prediction_files import write_outputs
@@ -142,8 +163,9 @@ class DemoSession:
         name = Path(name or Path(image).name).name  # a name, never a path
         pixels, notes = self.read_image(Path(image), name)
         self._use_vocabulary(vocab)
-        self.predictor.set_classifier(classifier, self.default_alpha if alpha is None else alpha,
-                                      self.default_beta if beta is None else beta)
+        self.predictor.set_classifier(
+            classifier, self.default_alpha if alpha is None else alpha, self.default_beta if beta is None else beta
+        )
         pred = self.predictor.predict(pixels)
         folder = self._result_folder()
         files = write_outputs(pred, Path(name), folder, self.predictor)
@@ -159,15 +181,18 @@ class DemoSession:
         except DatasetError as err:
             name = name or path.name
             reason = str(err.__cause__ or err).replace(str(path), name)  # no server paths in the page
-            raise DatasetError(f"'{name}' could not be read as an image ({reason}). Upload a JPEG, PNG, "
-                               "BMP, GIF, TIFF or WebP picture.") from err
+            raise DatasetError(
+                f"'{name}' could not be read as an image ({reason}). Upload a JPEG, PNG, BMP, GIF, TIFF or WebP picture."
+            ) from err
         h, w = pixels.shape[:2]
         if h * w <= self.max_pixels:
             return pixels, []
         scale = math.sqrt(self.max_pixels / (h * w))
         nh, nw = max(1, int(h * scale)), max(1, int(w * scale))
-        note = (f"the image is {w}x{h} ({h * w / 1e6:.0f} MP); it was segmented at {nw}x{nh} (this app's limit is "
-                f"{self.max_pixels / 1e6:.1f} MP: start it with --max-pixels to change it).")
+        note = (
+            f"the image is {w}x{h} ({h * w / 1e6:.0f} MP); it was segmented at {nw}x{nh} (this app's limit is "
+            f"{self.max_pixels / 1e6:.1f} MP: start it with --max-pixels to change it)."
+        )
         return resize_image(pixels, nh, nw), [note]
 
     def _result_folder(self) -> Path:

@@ -29,9 +29,14 @@ class ResumeCheckpoint(ModelCheckpoint):
     """
 
     def __init__(self, dirpath: str, every_n_steps: int = 0) -> None:
-        super().__init__(dirpath=dirpath, save_last=True, save_top_k=0,
-                         every_n_train_steps=int(every_n_steps) if every_n_steps > 0 else None,
-                         every_n_epochs=None if every_n_steps > 0 else 0, enable_version_counter=False)
+        super().__init__(
+            dirpath=dirpath,
+            save_last=True,
+            save_top_k=0,
+            every_n_train_steps=int(every_n_steps) if every_n_steps > 0 else None,
+            every_n_epochs=None if every_n_steps > 0 else 0,
+            enable_version_counter=False,
+        )
 
     def _save_last_now(self, trainer: L.Trainer) -> None:
         if not self._should_skip_saving_checkpoint(trainer):
@@ -57,9 +62,12 @@ class RngState(L.Callback):
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             # plain ints / tensors only, so that the checkpoint loads with weights_only=True
-            "numpy": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
-                      "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
-                      "gauss": float(np_state["gauss"])},
+            "numpy": {
+                "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                "pos": int(np_state["state"]["pos"]),
+                "has_gauss": int(np_state["has_gauss"]),
+                "gauss": float(np_state["gauss"]),
+            },
             "python": random.getstate(),
         }
 
@@ -74,7 +82,13 @@ class RngState(L.Callback):
         if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(state["cuda"])
         n = state["numpy"]
-        np.random.set_state({"bit_generator": "MT19937", "state": {"key": n["key"].numpy().astype(np.uint32),
-                             "pos": n["pos"]}, "has_gauss": n["has_gauss"], "gauss": n["gauss"]})
+        np.random.set_state(
+            {
+                "bit_generator": "MT19937",
+                "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
+                "has_gauss": n["has_gauss"],
+                "gauss": n["gauss"],
+            }
+        )
         version, internal, gauss = state["python"]
         random.setstate((version, tuple(internal), gauss))

@@ -42,8 +42,7 @@ def overlay(image: np.ndarray, color: np.ndarray, alpha: float = 0.55) -> np.nda
     return out.clip(0, 255).astype(np.uint8)
 
 
-def draw_labels(image: np.ndarray, ids: torch.Tensor | np.ndarray, segments: list[dict],
-                names: list[str]) -> Image.Image:
+def draw_labels(image: np.ndarray, ids: torch.Tensor | np.ndarray, segments: list[dict], names: list[str]) -> Image.Image:
     """Write each segment's class name at the centre of its largest area."""
     ids = ids.cpu().numpy() if isinstance(ids, torch.Tensor) else np.asarray(ids)
     pil = Image.fromarray(image)

@@ -53,7 +53,7 @@ def run_hparams(pl_module: torch.nn.Module, config: dict) -> dict:
     run_name = str(config.get("run", {}).get("name", ""))
     return {
         "run": run_name,
-        "point": point_of(run_name)[0],   # the replicates of a sweep point (backbone=mae/seed=N) share it
+        "point": point_of(run_name)[0],  # the replicates of a sweep point (backbone=mae/seed=N) share it
         "seed": int(config.get("seed", 0) or 0),
         "backbone": str(config.get("model", {}).get("backbone", {}).get("name", "")),
         "backbone_weights": backbone_weights(config),

@@ -54,12 +54,17 @@ class NonFiniteLoss(L.Callback):
         return ", ".join(shown) if shown else "(no loss terms recorded)"
 
     def _message(self, trainer, pl_module, loss: torch.Tensor) -> str:
-        kept = (f"The last good checkpoint is {self._last_saved[1]} (step {self._last_saved[0]}); rerun the "
-                "same command to resume from it" if self._last_saved else "No checkpoint was written yet")
-        return (f"non-finite training loss ({float(loss.detach()):.4g}) at global step {trainer.global_step} "
-                f"(epoch {trainer.current_epoch}); loss terms: {self._terms(pl_module)}. {kept}. "
-                "Lower optim.lr, raise optim.warmup_steps or enable optim.clip_grad_norm; or set "
-                "trainer.on_nonfinite=skip to skip such steps.")
+        kept = (
+            f"The last good checkpoint is {self._last_saved[1]} (step {self._last_saved[0]}); rerun the same command to resume from it"
+            if self._last_saved
+            else "No checkpoint was written yet"
+        )
+        return (
+            f"non-finite training loss ({float(loss.detach()):.4g}) at global step {trainer.global_step} "
+            f"(epoch {trainer.current_epoch}); loss terms: {self._terms(pl_module)}. {kept}. "
+            "Lower optim.lr, raise optim.warmup_steps or enable optim.clip_grad_norm; or set "
+            "trainer.on_nonfinite=skip to skip such steps."
+        )
 
     # -- the guard -----------------------------------------------------------------------
     def on_before_backward(self, trainer, pl_module, loss: torch.Tensor) -> None:
@@ -70,8 +75,10 @@ class NonFiniteLoss(L.Callback):
         self.skipped += 1
         self._drop_grads = True
         if self.skipped > self.max_skips:
-            raise NumericalError(f"more than trainer.max_nonfinite_skips={self.max_skips} steps had a "
-                                 f"non-finite loss; the last: {self._message(trainer, pl_module, loss)}")
+            raise NumericalError(
+                f"more than trainer.max_nonfinite_skips={self.max_skips} steps had a "
+                f"non-finite loss; the last: {self._message(trainer, pl_module, loss)}"
+            )
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         if self._drop_grads:  # no gradient: the optimizer leaves every parameter and its state alone

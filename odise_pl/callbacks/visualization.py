@@ -10,8 +10,7 @@ import torch.nn.functional as F
 from odise_pl.callbacks.drawing import colorize_panoptic, overlay
 
 
-def segments_from_masks(masks: torch.Tensor, labels: torch.Tensor, is_thing: torch.Tensor | None = None
-                        ) -> tuple[torch.Tensor, list[dict]]:
+def segments_from_masks(masks: torch.Tensor, labels: torch.Tensor, is_thing: torch.Tensor | None = None) -> tuple[torch.Tensor, list[dict]]:
     """Training targets (N binary masks + labels) -> an id map and its segments, for pictures.
 
     Args:
@@ -79,8 +78,9 @@ class PanopticVisualizer(L.Callback):
         n = self.num_images
         targets = batch["targets"][:n]
         orig = [tuple(int(s) for s in t["orig_size"]) for t in targets]
-        self.log_panels(experiment, "val", pl_module, batch, orig, trainer.global_step,
-                        [(t["gt_panoptic"], t["gt_segments"]) for t in targets])
+        self.log_panels(
+            experiment, "val", pl_module, batch, orig, trainer.global_step, [(t["gt_panoptic"], t["gt_segments"]) for t in targets]
+        )
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         every, step = self.training_interval(pl_module), trainer.global_step
@@ -104,19 +104,27 @@ class PanopticVisualizer(L.Callback):
         finally:
             pl_module.train(was_training)
 
-    def log_panels(self, experiment, stage: str, pl_module, batch: dict, output_sizes: list[tuple[int, int]],
-                   step: int, ground_truth: list[tuple[torch.Tensor, list[dict]]]) -> None:
+    def log_panels(
+        self,
+        experiment,
+        stage: str,
+        pl_module,
+        batch: dict,
+        output_sizes: list[tuple[int, int]],
+        step: int,
+        ground_truth: list[tuple[torch.Tensor, list[dict]]],
+    ) -> None:
         """Predict the first ``len(output_sizes)`` images of ``batch`` and log one panel per image."""
         n = len(output_sizes)
         images, sizes = batch["images"][:n], batch["image_sizes"][:n]
         captions = pl_module.batch_captions(batch)
-        results = pl_module.segment(images, sizes, output_sizes, captions=captions[:n] if captions else None,
-                                    tasks=("panoptic",))
+        results = pl_module.segment(images, sizes, output_sizes, captions=captions[:n] if captions else None, tasks=("panoptic",))
         for i, (res, (gt_ids, gt_segs), size) in enumerate(zip(results, ground_truth, output_sizes)):
             h, w = (int(s) for s in sizes[i])
             img = F.interpolate(images[i, :, :h, :w].float()[None], size=size, mode="bilinear", align_corners=False)[0]
             img = img.clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
             ids, segs = res["panoptic"]
-            panel = np.concatenate([img, overlay(img, colorize_panoptic(gt_ids, gt_segs)),
-                                    overlay(img, colorize_panoptic(ids, segs))], axis=1)
+            panel = np.concatenate(
+                [img, overlay(img, colorize_panoptic(gt_ids, gt_segs)), overlay(img, colorize_panoptic(ids, segs))], axis=1
+            )
             experiment.add_image(f"{stage}/panoptic_{i}", panel, step, dataformats="HWC")

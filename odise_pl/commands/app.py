@@ -24,22 +24,39 @@ from odise_pl.app.session import DEFAULT_MAX_CLASSES, DEFAULT_MAX_PIXELS
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("app", help="web demo of a trained run (Gradio), with a /segment API",
-                              description=__doc__.replace("``", ""),
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-c", "--config", default=None,
-                   help="experiment YAML file the checkpoint was trained with (default: the config.yaml of the "
-                        "run directory --ckpt is in)")
-    p.add_argument("--ckpt", required=True,
-                   help="a run directory (config.yaml, categories.json, weights.safetensors), a .ckpt or a "
-                        ".safetensors file (e.g. written by convert-reference)")
+    p = subparsers.add_parser(
+        "app",
+        help="web demo of a trained run (Gradio), with a /segment API",
+        description=__doc__.replace("``", ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "-c",
+        "--config",
+        default=None,
+        help="experiment YAML file the checkpoint was trained with (default: the config.yaml of the run directory --ckpt is in)",
+    )
+    p.add_argument(
+        "--ckpt",
+        required=True,
+        help="a run directory (config.yaml, categories.json, weights.safetensors), a .ckpt or a "
+        ".safetensors file (e.g. written by convert-reference)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
-    p.add_argument("--max-classes", type=int, default=DEFAULT_MAX_CLASSES,
-                   help=f"largest vocabulary one request may use (default {DEFAULT_MAX_CLASSES})")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                   help=f"larger images are scaled down to this many pixels first (default {DEFAULT_MAX_PIXELS})")
+    p.add_argument(
+        "--max-classes",
+        type=int,
+        default=DEFAULT_MAX_CLASSES,
+        help=f"largest vocabulary one request may use (default {DEFAULT_MAX_CLASSES})",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"larger images are scaled down to this many pixels first (default {DEFAULT_MAX_PIXELS})",
+    )
     p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. model.inference.alpha=0.4")
     p.set_defaults(func=run)
     return p
@@ -51,8 +68,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_classes < 1 or args.max_pixels < 1:
         raise ConfigError("--max-classes and --max-pixels must be positive.")
-    session = DemoSession.open(args.ckpt, args.config, args.overrides, device=args.device,
-                               max_classes=args.max_classes, max_pixels=args.max_pixels)
+    session = DemoSession.open(
+        args.ckpt, args.config, args.overrides, device=args.device, max_classes=args.max_classes, max_pixels=args.max_pixels
+    )
     from odise_pl.app.page import launch  # imports gradio
 
     try:

@@ -12,14 +12,14 @@ from odise_pl.commands.lazy_parser import LazyArgumentParser
 
 
 def add_parser(sub) -> None:
-    data = sub.add_parser("data", help="dataset tools").add_subparsers(
-        dest="data_command", required=True, parser_class=LazyArgumentParser)
-    data.add_parser("synth", help="generate procedural scenes in COCO panoptic format",
-                    populate=synth_arguments)
-    data.add_parser("prepare-ade20k", help="write ADE20K-150's semantic, panoptic and instance ground "
-                    "truth as the reference's scripts do", populate=prepare_ade20k_arguments)
-    data.add_parser("check", help="read every item of an evaluation set and report every problem "
-                    "(exit 1 if any)", populate=check_arguments)
+    data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True, parser_class=LazyArgumentParser)
+    data.add_parser("synth", help="generate procedural scenes in COCO panoptic format", populate=synth_arguments)
+    data.add_parser(
+        "prepare-ade20k",
+        help="write ADE20K-150's semantic, panoptic and instance ground truth as the reference's scripts do",
+        populate=prepare_ade20k_arguments,
+    )
+    data.add_parser("check", help="read every item of an evaluation set and report every problem (exit 1 if any)", populate=check_arguments)
 
 
 def synth_arguments(p: argparse.ArgumentParser) -> None:

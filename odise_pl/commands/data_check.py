@@ -20,11 +20,16 @@ __all__ = ["add_arguments", "run"]
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments and handler of ``odise-pl data check``."""
-    p.add_argument("set", metavar="SET.yaml|DIR",
-                   help="a set file with a data: section (docs/custom_datasets.md), a folder in the layout "
-                        "of dataset: custom (images/, labels/*.png, vocabulary.txt), or a builtin set NAME[=FOLDER]")
-    p.epilog = ("exit status: 0 all items read cleanly; 1 problems found (each listed as FILE: KIND: message); "
-                "2 the set cannot be read as a set (bad set file or name)")
+    p.add_argument(
+        "set",
+        metavar="SET.yaml|DIR",
+        help="a set file with a data: section (docs/custom_datasets.md), a folder in the layout "
+        "of dataset: custom (images/, labels/*.png, vocabulary.txt), or a builtin set NAME[=FOLDER]",
+    )
+    p.epilog = (
+        "exit status: 0 all items read cleanly; 1 problems found (each listed as FILE: KIND: message); "
+        "2 the set cannot be read as a set (bad set file or name)"
+    )
     p.set_defaults(func=run)
 
 
@@ -37,9 +42,11 @@ def set_arguments(text: str) -> dict:
     if Path(text).is_dir():
         return {"name": "semantic_seg", "dataset": "custom", "root": text}
     if not is_set_file(text) and text.partition("=")[0] not in PRESETS:
-        raise ConfigError(f"odise-pl data check {text}: neither a set file (.yaml / .yml), an existing folder "
-                          f"nor a builtin set ({', '.join(PRESETS)}, optionally NAME=FOLDER); see "
-                          "docs/custom_datasets.md.")
+        raise ConfigError(
+            f"odise-pl data check {text}: neither a set file (.yaml / .yml), an existing folder "
+            f"nor a builtin set ({', '.join(PRESETS)}, optionally NAME=FOLDER); see "
+            "docs/custom_datasets.md."
+        )
     return parse_set(text)[1]
 
 

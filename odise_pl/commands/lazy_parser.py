@@ -33,8 +33,7 @@ class LazyArgumentParser(argparse.ArgumentParser):
         *args, **kwargs: those of :class:`argparse.ArgumentParser`.
     """
 
-    def __init__(self, *args, populate: Callable[[argparse.ArgumentParser], object] | None = None,
-                 **kwargs) -> None:
+    def __init__(self, *args, populate: Callable[[argparse.ArgumentParser], object] | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.populate = populate
 

@@ -39,22 +39,33 @@ from odise_pl.engine.prediction_files import OUTPUT_SUFFIXES, write_outputs
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("predict", help="segment images with any vocabulary",
-                              description=__doc__.replace("``", ""),
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-c", "--config", default=None,
-                   help="experiment YAML file the checkpoint was trained with (default: the config.yaml of the "
-                        "run directory --ckpt is in)")
-    p.add_argument("--ckpt", required=True,
-                   help="a run directory (config.yaml, categories.json, weights.safetensors), a .ckpt or a "
-                        ".safetensors file; the training categories travel with it: no dataset is needed")
+    p = subparsers.add_parser(
+        "predict",
+        help="segment images with any vocabulary",
+        description=__doc__.replace("``", ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "-c",
+        "--config",
+        default=None,
+        help="experiment YAML file the checkpoint was trained with (default: the config.yaml of the run directory --ckpt is in)",
+    )
+    p.add_argument(
+        "--ckpt",
+        required=True,
+        help="a run directory (config.yaml, categories.json, weights.safetensors), a .ckpt or a "
+        ".safetensors file; the training categories travel with it: no dataset is needed",
+    )
     p.add_argument("--input", required=True, help="an image, a folder of images, or a glob pattern (quote it)")
     p.add_argument("--out", required=True, help="output folder (created; existing files are never overwritten)")
-    p.add_argument("--vocab", default=None, help="classes: ';' between classes, ',' between synonyms, "
-                                                 "optional ':thing'/':stuff', e.g. 'cat,kitten;dog;grass:stuff'")
+    p.add_argument(
+        "--vocab",
+        default=None,
+        help="classes: ';' between classes, ',' between synonyms, optional ':thing'/':stuff', e.g. 'cat,kitten;dog;grass:stuff'",
+    )
     p.add_argument("--vocab-file", default=None, help="vocabulary file (one class per line) or a builtin list name")
-    p.add_argument("--no-default-vocab", action="store_true",
-                   help="do not append the default COCO + ADE20K-150 + LVIS vocabulary")
+    p.add_argument("--no-default-vocab", action="store_true", help="do not append the default COCO + ADE20K-150 + LVIS vocabulary")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
     p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. model.inference.classifier=clip")
     p.set_defaults(func=run)
@@ -71,12 +82,12 @@ def run(args: argparse.Namespace) -> int:
     vocabulary = build_vocabulary(args.vocab, args.vocab_file, include_default=not args.no_default_vocab)
     images = list_images(args.input)
     if not images:
-        raise DatasetError(f"no images found at '{args.input}': give an image file, a folder with "
-                           f"images, or a quoted glob pattern such as 'photos/*.jpg'.")
+        raise DatasetError(
+            f"no images found at '{args.input}': give an image file, a folder with images, or a quoted glob pattern such as 'photos/*.jpg'."
+        )
     out_dir = Path(args.out).expanduser()
     out_dir.mkdir(parents=True, exist_ok=True)
-    predictor = Predictor.from_config_file(args.config, args.ckpt, args.overrides, device=args.device,
-                                           vocabulary=vocabulary)
+    predictor = Predictor.from_config_file(args.config, args.ckpt, args.overrides, device=args.device, vocabulary=vocabulary)
     failed: list[str] = []
     for path in tqdm(images, desc="predict", unit="img", file=sys.stderr, dynamic_ncols=True):
         try:
@@ -87,11 +98,13 @@ def run(args: argparse.Namespace) -> int:
             continue
         paths = write_outputs(pred, path, out_dir, predictor)
         if paths[0].name != f"{path.stem}{OUTPUT_SUFFIXES[0]}":
-            tqdm.write(f"odise-pl predict: outputs for {path.name} exist in {out_dir}; wrote "
-                       f"{paths[1].name} etc. instead (nothing is overwritten)", file=sys.stderr)
+            tqdm.write(
+                f"odise-pl predict: outputs for {path.name} exist in {out_dir}; wrote "
+                f"{paths[1].name} etc. instead (nothing is overwritten)",
+                file=sys.stderr,
+            )
     done = len(images) - len(failed)
-    print(f"{done} of {len(images)} images segmented into {out_dir} "
-          f"({len(vocabulary)} classes, classifier: {predictor.classifier})")
+    print(f"{done} of {len(images)} images segmented into {out_dir} ({len(vocabulary)} classes, classifier: {predictor.classifier})")
     if failed:
         print(f"odise-pl predict: {len(failed)} image(s) could not be read: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -93,8 +93,7 @@ def add_parser(sub) -> None:
     which.add_argument("--odise-ckpt", help="ODISE's released checkpoint (detectron2 .pth)")
     which.add_argument("--fcclip-ckpt", help="FC-CLIP's released fcclip_cocopan.pth (no CLIP weights inside)")
     p.add_argument(
-        "-c", "--config", required=True,
-        help="its experiment, e.g. experiments/odise_label_coco.yaml or experiments/fcclip_coco.yaml"
+        "-c", "--config", required=True, help="its experiment, e.g. experiments/odise_label_coco.yaml or experiments/fcclip_coco.yaml"
     )
     p.add_argument("--out", required=True, help="the run directory to write (must not exist yet)")
     p.add_argument(
@@ -105,16 +104,17 @@ def add_parser(sub) -> None:
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model.backbone.pretrained=DIR")
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser(
-        "verify-reference", help="check the model against the official code's recorded tensors"
-    )
-    p.add_argument("--fixture", default=None,
-                   help="fixture folder (default: the project's tests/data copy: reference_fixture, fcclip_fixture)")
-    p.add_argument("--kind", default="all", choices=("label", "caption", "fcclip", "all"),
-                   help="ODISE's label / caption fixture, FC-CLIP's, or all three (default)")
+    p = sub.add_parser("verify-reference", help="check the model against the official code's recorded tensors")
     p.add_argument(
-        "--device", default="cpu", help="cpu (default) or cuda: where the fixture models run (float32, TF32 off)"
+        "--fixture", default=None, help="fixture folder (default: the project's tests/data copy: reference_fixture, fcclip_fixture)"
     )
+    p.add_argument(
+        "--kind",
+        default="all",
+        choices=("label", "caption", "fcclip", "all"),
+        help="ODISE's label / caption fixture, FC-CLIP's, or all three (default)",
+    )
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda: where the fixture models run (float32, TF32 off)")
     p.add_argument("--json", default=None, help="also write every check to this JSON file (never overwritten)")
     p.add_argument("-v", "--verbose", action="store_true", help="print every check, not only failures")
     p.set_defaults(func=cmd_verify)

@@ -15,9 +15,12 @@ import json
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("retrieval", help="image-caption retrieval accuracy of a caption model",
-                              description=__doc__.replace("``", ""),
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "retrieval",
+        help="image-caption retrieval accuracy of a caption model",
+        description=__doc__.replace("``", ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("-c", "--config", required=True, help="experiment YAML file (caption_grounding supervision)")
     p.add_argument("--ckpt", default=None, help="checkpoint file (default: the untrained model)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
@@ -27,8 +30,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def evaluate_retrieval(cfg, ckpt: str | None = None, *, device: str = "cpu",
-                       max_batches: int | None = None) -> dict[str, float]:
+def evaluate_retrieval(cfg, ckpt: str | None = None, *, device: str = "cpu", max_batches: int | None = None) -> dict[str, float]:
     """Build the model of ``cfg`` (optionally from a checkpoint) and run
     :func:`~odise_pl.engine.retrieval.retrieval_accuracy` on its validation split."""
     from odise_pl.engine.components import build_all
@@ -50,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate_retrieval(cfg, args.ckpt, device=args.device, max_batches=args.max_batches)
     print(f"{int(result['num_images'])} images, {int(result['num_captions'])} captions (recall %, chance in brackets)")
     for k in (1, 5):
-        print(f"  R@{k}: image->caption {result[f'i2t_r{k}']:5.1f} ({result[f'i2t_chance_r{k}']:.1f})   "
-              f"caption->image {result[f't2i_r{k}']:5.1f} ({result[f't2i_chance_r{k}']:.1f})")
+        print(
+            f"  R@{k}: image->caption {result[f'i2t_r{k}']:5.1f} ({result[f'i2t_chance_r{k}']:.1f})   "
+            f"caption->image {result[f't2i_r{k}']:5.1f} ({result[f't2i_chance_r{k}']:.1f})"
+        )
     print(json.dumps(result))
     return 0

@@ -41,9 +41,19 @@ from odise_pl.errors import ConfigError
 
 def launcher_flags(args: argparse.Namespace) -> dict:
     """The launcher settings given on the command line (None: not given)."""
-    return {"name": args.launcher, "max_parallel": args.max_parallel, "partition": args.partition,
-            "account": args.account, "qos": args.qos, "nodes": args.nodes, "gpus_per_node": args.gpus_per_node,
-            "cpus_per_task": args.cpus_per_task, "mem": args.mem, "time": args.time, "wait": args.wait or None}
+    return {
+        "name": args.launcher,
+        "max_parallel": args.max_parallel,
+        "partition": args.partition,
+        "account": args.account,
+        "qos": args.qos,
+        "nodes": args.nodes,
+        "gpus_per_node": args.gpus_per_node,
+        "cpus_per_task": args.cpus_per_task,
+        "mem": args.mem,
+        "time": args.time,
+        "wait": args.wait or None,
+    }
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -100,8 +110,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
     sweep_dir, records = collect(args.config, list(getattr(args, "overrides", []) or []), _seeds(args))
     print((sweep_dir / "summary.md").read_text())
-    print(f"sweep directory: {sweep_dir}  ({state_counts(records)}; HPARAMS view: "
-          f"tensorboard --logdir {sweep_dir / HPARAMS_DIR})")
+    print(f"sweep directory: {sweep_dir}  ({state_counts(records)}; HPARAMS view: tensorboard --logdir {sweep_dir / HPARAMS_DIR})")
     return 0
 
 
@@ -109,16 +118,16 @@ def cmd_plot(args: argparse.Namespace) -> int:
     """``odise-pl sweep plot -c SWEEP.yaml|SWEEP_DIR [--out DIR] [--seeds ...]``: prints the PNGs written."""
     from odise_pl.sweeps.plot import plot_sweep
 
-    for path in plot_sweep(args.config, list(getattr(args, "overrides", []) or []), _seeds(args),
-                           out=getattr(args, "out", None)):
+    for path in plot_sweep(args.config, list(getattr(args, "overrides", []) or []), _seeds(args), out=getattr(args, "out", None)):
         print(path)
     return 0
 
 
 def seeds_argument(p: argparse.ArgumentParser) -> None:
     """``--seeds`` of ``collect`` / ``plot``: the seeds the sweep ran with."""
-    p.add_argument("--seeds", default=None, metavar="0,1,2",
-                   help="the seeds the sweep ran with (default: the sweep file's, or those it recorded)")
+    p.add_argument(
+        "--seeds", default=None, metavar="0,1,2", help="the seeds the sweep ran with (default: the sweep file's, or those it recorded)"
+    )
 
 
 def plot_arguments(p: argparse.ArgumentParser) -> None:
@@ -131,13 +140,14 @@ def plot_arguments(p: argparse.ArgumentParser) -> None:
 #: the exit code; it imports the library when it runs (the CLI starts light). Adding a sub-command is one
 #: line here.
 SUBCOMMANDS: dict[str, tuple] = {
-    "status": ("each run's state: pending, running, done, failed (with its log's tail)",
-               cmd_status, None),
-    "collect": ("the summary (summary.md / .csv, mean, std and 95% CI over seeds, HPARAMS view) rebuilt from the "
-                "run directories; -c takes the sweep file or its directory",
-                cmd_collect, seeds_argument),
-    "plot": ("PNGs of the final metrics (seed error bars) and the validation curves; --out DIR",
-             cmd_plot, plot_arguments),
+    "status": ("each run's state: pending, running, done, failed (with its log's tail)", cmd_status, None),
+    "collect": (
+        "the summary (summary.md / .csv, mean, std and 95% CI over seeds, HPARAMS view) rebuilt from the "
+        "run directories; -c takes the sweep file or its directory",
+        cmd_collect,
+        seeds_argument,
+    ),
+    "plot": ("PNGs of the final metrics (seed error bars) and the validation curves; --out DIR", cmd_plot, plot_arguments),
 }
 
 RUN = "run"  # the hidden sub-command of `odise-pl sweep -c S.yaml [key=value ...]`
@@ -168,30 +178,39 @@ def add_run_arguments(p: argparse.ArgumentParser, *, suppress: bool = False) -> 
     default = {"default": argparse.SUPPRESS} if suppress else {}
     from odise_pl.launchers import LAUNCHER_NAMES
 
-    p.add_argument("--dry-run", action="store_true", **default,
-                   help="print one `odise-pl fit` command per run, run nothing")
-    p.add_argument("--seeds", metavar="0,1,2", **default,
-                   help="run every point once per seed (the runs get seed=N and the name suffix /seed=N); "
-                        "replaces the sweep file's seeds")
+    p.add_argument("--dry-run", action="store_true", **default, help="print one `odise-pl fit` command per run, run nothing")
+    p.add_argument(
+        "--seeds",
+        metavar="0,1,2",
+        **default,
+        help="run every point once per seed (the runs get seed=N and the name suffix /seed=N); replaces the sweep file's seeds",
+    )
     group = p.add_argument_group("launcher (default: the sweep file's 'launcher' section, else inline)")
-    group.add_argument("--launcher", choices=LAUNCHER_NAMES, **default,
-                       help="inline: one run after another here; local: --max-parallel runs at once on this "
-                            "machine, on disjoint GPUs; slurm: one SLURM job per run (submitit)")
+    group.add_argument(
+        "--launcher",
+        choices=LAUNCHER_NAMES,
+        **default,
+        help="inline: one run after another here; local: --max-parallel runs at once on this "
+        "machine, on disjoint GPUs; slurm: one SLURM job per run (submitit)",
+    )
     group.add_argument("--max-parallel", type=int, metavar="K", **default, help="local: runs at once")
     group.add_argument("--wait", action="store_true", **default, help="slurm: wait until every job has ended")
-    for flag, kind, text in (("--partition", str, "SLURM partition"), ("--account", str, "SLURM account"),
-                             ("--qos", str, "SLURM quality of service"),
-                             ("--nodes", int, "nodes per job (-> trainer.num_nodes)"),
-                             ("--gpus-per-node", int, "GPUs per node, one task each (-> trainer.devices)"),
-                             ("--cpus-per-task", int, "CPUs per task"), ("--mem", str, "memory per node, e.g. 64G"),
-                             ("--time", int, "time limit per job, minutes")):
+    for flag, kind, text in (
+        ("--partition", str, "SLURM partition"),
+        ("--account", str, "SLURM account"),
+        ("--qos", str, "SLURM quality of service"),
+        ("--nodes", int, "nodes per job (-> trainer.num_nodes)"),
+        ("--gpus-per-node", int, "GPUs per node, one task each (-> trainer.devices)"),
+        ("--cpus-per-task", int, "CPUs per task"),
+        ("--mem", str, "memory per node, e.g. 64G"),
+        ("--time", int, "time limit per job, minutes"),
+    ):
         group.add_argument(flag, type=kind, **default, help=text)
 
 
 def add_common_arguments(p: argparse.ArgumentParser, *, suppress: bool = False) -> None:
     default = {"default": argparse.SUPPRESS} if suppress else {}
-    p.add_argument("-c", "--config", **default,
-                   help="sweep YAML file, e.g. experiments/sweeps/backbones.yaml")
+    p.add_argument("-c", "--config", **default, help="sweep YAML file, e.g. experiments/sweeps/backbones.yaml")
     p.add_argument("overrides", nargs="*", help="key=value applied to every run, e.g. trainer.max_steps=100")
 
 
@@ -199,18 +218,22 @@ def run(args: argparse.Namespace) -> int:
     """``odise-pl sweep [NAME]``: the run form, or the sub-command NAME of :data:`SUBCOMMANDS`."""
     name = getattr(args, "sweep_command", None) or RUN
     if getattr(args, "config", None) is None:
-        raise ConfigError(f"odise-pl sweep{'' if name == RUN else ' ' + name} needs -c SWEEP.yaml, e.g. "
-                          "-c experiments/sweeps/backbones_tiny.yaml.")
+        raise ConfigError(
+            f"odise-pl sweep{'' if name == RUN else ' ' + name} needs -c SWEEP.yaml, e.g. -c experiments/sweeps/backbones_tiny.yaml."
+        )
     if name == RUN:
         return cmd_sweep(args)
     return int(SUBCOMMANDS[name][1](args) or 0)
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("sweep", help="run every run of a sweep file (inline, local or slurm); sweep status|...",
-                       description="odise-pl sweep -c S.yaml [options] [key=value ...] runs the sweep; "
-                       f"odise-pl sweep {{{','.join(SUBCOMMANDS)}}} -c S.yaml [key=value ...] "
-                       + "; ".join(f"{name}: {text}" for name, (text, _, _) in SUBCOMMANDS.items()))
+    p = sub.add_parser(
+        "sweep",
+        help="run every run of a sweep file (inline, local or slurm); sweep status|...",
+        description="odise-pl sweep -c S.yaml [options] [key=value ...] runs the sweep; "
+        f"odise-pl sweep {{{','.join(SUBCOMMANDS)}}} -c S.yaml [key=value ...] "
+        + "; ".join(f"{name}: {text}" for name, (text, _, _) in SUBCOMMANDS.items()),
+    )
     p.add_argument("-c", "--config", default=None, help="sweep YAML file, e.g. experiments/sweeps/backbones.yaml")
     add_run_arguments(p)
     parsers = {}
@@ -224,6 +247,11 @@ def add_parser(sub) -> None:
         if extra is not None:
             extra(sp)
         parsers[name] = sp
-    p.add_argument("sweep_command", action=OptionalSubcommand, parsers=parsers, metavar="[status|key=value ...]",
-                   help="a sub-command (" + ", ".join(SUBCOMMANDS) + "), or the overrides of every run")
+    p.add_argument(
+        "sweep_command",
+        action=OptionalSubcommand,
+        parsers=parsers,
+        metavar="[status|key=value ...]",
+        help="a sub-command (" + ", ".join(SUBCOMMANDS) + "), or the overrides of every run",
+    )
     p.set_defaults(func=run, overrides=[])

@@ -77,21 +77,26 @@ def declared_imports(value: Any, *, where: str, folder: Path) -> list[DeclaredIm
     """
     entries = [value] if isinstance(value, str) else value
     if not isinstance(entries, list) or not all(isinstance(e, str) and e.strip() for e in entries):
-        raise ConfigError(f"{where}: '{IMPORTS_KEY}' must be a list of module names or .py files, got "
-                          f"{value!r}. Write e.g. 'imports: [my_strategy.py, my_package.parts]'.")
+        raise ConfigError(
+            f"{where}: '{IMPORTS_KEY}' must be a list of module names or .py files, got "
+            f"{value!r}. Write e.g. 'imports: [my_strategy.py, my_package.parts]'."
+        )
     found = []
     for entry in (e.strip() for e in entries):
         if is_path(entry):
             if not entry.endswith(".py"):
-                raise ConfigError(f"{where}: '{IMPORTS_KEY}' entry '{entry}' looks like a path but is not a "
-                                  ".py file; name the file (e.g. my_strategy.py) or a module (my_package.parts).")
+                raise ConfigError(
+                    f"{where}: '{IMPORTS_KEY}' entry '{entry}' looks like a path but is not a "
+                    ".py file; name the file (e.g. my_strategy.py) or a module (my_package.parts)."
+                )
             path = Path(os.path.expanduser(entry))
             target = str((path if path.is_absolute() else folder / path).resolve())
         elif _MODULE_NAME.fullmatch(entry):
             target = entry
         else:
-            raise ConfigError(f"{where}: '{IMPORTS_KEY}' entry '{entry}' is neither a module name "
-                              "(my_package.parts) nor a .py file (my_strategy.py).")
+            raise ConfigError(
+                f"{where}: '{IMPORTS_KEY}' entry '{entry}' is neither a module name (my_package.parts) nor a .py file (my_strategy.py)."
+            )
         found.append(DeclaredImport(target, where, display_path(folder) or "."))
     return found
 
@@ -124,8 +129,9 @@ def _failure(entry: DeclaredImport, what: str, err: BaseException) -> ConfigErro
     ours = [f for f in frames if "importlib" not in f.filename]
     at = f" (raised at {display_path(Path(ours[-1].filename))}:{ours[-1].lineno})" if ours else ""
     first = str(err).splitlines()[0] if str(err) else ""
-    return ConfigError(f"{entry.where}: importing {what} failed: {type(err).__name__}: {first}{at}. "
-                       f"Fix that module, or remove it from '{IMPORTS_KEY}'.")
+    return ConfigError(
+        f"{entry.where}: importing {what} failed: {type(err).__name__}: {first}{at}. Fix that module, or remove it from '{IMPORTS_KEY}'."
+    )
 
 
 def _import_module(entry: DeclaredImport) -> None:
@@ -134,11 +140,15 @@ def _import_module(entry: DeclaredImport) -> None:
         importlib.import_module(name)
     except ModuleNotFoundError as err:
         if err.name is not None and name != err.name and not name.startswith(err.name + "."):
-            raise ConfigError(f"{entry.where}: the module '{name}' in '{IMPORTS_KEY}' needs '{err.name}', "
-                              f"which is not installed. Install it (pip install ...).") from None
-        raise ConfigError(f"{entry.where}: cannot import the module '{name}' named in '{IMPORTS_KEY}': "
-                          f"{err}. Install the package that provides it, put its folder on PYTHONPATH, "
-                          f"or name a .py file instead (relative to {entry.folder}).") from None
+            raise ConfigError(
+                f"{entry.where}: the module '{name}' in '{IMPORTS_KEY}' needs '{err.name}', "
+                f"which is not installed. Install it (pip install ...)."
+            ) from None
+        raise ConfigError(
+            f"{entry.where}: cannot import the module '{name}' named in '{IMPORTS_KEY}': "
+            f"{err}. Install the package that provides it, put its folder on PYTHONPATH, "
+            f"or name a .py file instead (relative to {entry.folder})."
+        ) from None
     except Exception as err:  # noqa: BLE001 - any failure of user code is reported the same way
         raise _failure(entry, f"the module '{name}'", err) from None
 
@@ -147,20 +157,26 @@ def _import_file(entry: DeclaredImport) -> None:
     path = Path(entry.target)
     shown = display_path(path)
     if not path.is_file():
-        raise ConfigError(f"{entry.where}: the file '{shown}' named in '{IMPORTS_KEY}' does not exist. Paths in "
-                          f"'{IMPORTS_KEY}' are relative to the declaring file's folder, {entry.folder}.")
+        raise ConfigError(
+            f"{entry.where}: the file '{shown}' named in '{IMPORTS_KEY}' does not exist. Paths in "
+            f"'{IMPORTS_KEY}' are relative to the declaring file's folder, {entry.folder}."
+        )
     name = path.stem
     if not name.isidentifier():
-        raise ConfigError(f"{entry.where}: '{shown}' in '{IMPORTS_KEY}' cannot be a module name; rename the "
-                          "file to letters, digits and underscores (e.g. my_strategy.py).")
+        raise ConfigError(
+            f"{entry.where}: '{shown}' in '{IMPORTS_KEY}' cannot be a module name; rename the "
+            "file to letters, digits and underscores (e.g. my_strategy.py)."
+        )
     loaded = sys.modules.get(name)
     if loaded is not None:
         origin = getattr(loaded, "__file__", None)
         if origin is not None and Path(origin).resolve() == path:
             return
-        raise ConfigError(f"{entry.where}: '{shown}' in '{IMPORTS_KEY}' would be the module '{name}', but a "
-                          f"module of that name is already imported (from {origin or 'built-in'}). "
-                          "Rename the file.")
+        raise ConfigError(
+            f"{entry.where}: '{shown}' in '{IMPORTS_KEY}' would be the module '{name}', but a "
+            f"module of that name is already imported (from {origin or 'built-in'}). "
+            "Rename the file."
+        )
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module

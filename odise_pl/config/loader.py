@@ -72,17 +72,18 @@ def _base_paths(data: dict, path: Path, lines: dict[str, int]) -> list[Path]:
     names = [bases] if isinstance(bases, str) else bases
     if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
         line = f" (line {lines[BASE_KEY]})" if BASE_KEY in lines else ""
-        raise ConfigError(f"{shown}: '{BASE_KEY}'{line} must be a file name or a list of file "
-                          f"names, got {bases!r}.")
+        raise ConfigError(f"{shown}: '{BASE_KEY}'{line} must be a file name or a list of file names, got {bases!r}.")
     resolved = []
     for name in names:
         base = Path(os.path.expanduser(name))
         base = base if base.is_absolute() else path.parent / base
         if not base.is_file():
             line = f" (line {lines[BASE_KEY]})" if BASE_KEY in lines else ""
-            raise ConfigError(f"{shown}: base file '{name}'{line} not found (looked for "
-                              f"{display_path(base)}). Paths in '{BASE_KEY}' are relative to "
-                              f"the including file's folder, {display_path(path.parent) or '.'}.")
+            raise ConfigError(
+                f"{shown}: base file '{name}'{line} not found (looked for "
+                f"{display_path(base)}). Paths in '{BASE_KEY}' are relative to "
+                f"the including file's folder, {display_path(path.parent) or '.'}."
+            )
         resolved.append(base)
     return resolved
 
@@ -104,15 +105,14 @@ def _load_tree(path: Path, chain: tuple[Path, ...]) -> tuple[dict, Provenance, l
     """
     real = path.resolve()
     if real in chain:
-        cycle = " -> ".join(display_path(p) for p in (*chain[chain.index(real):], real))
+        cycle = " -> ".join(display_path(p) for p in (*chain[chain.index(real) :], real))
         raise ConfigError(f"circular '{BASE_KEY}' chain: {cycle}. Remove one of these inclusions.")
     shown = display_path(path)
     data, lines = read_yaml(path)
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{shown}: the top level must be a mapping of keys (e.g. 'trainer: ...'), "
-                          f"got a {type(data).__name__}.")
+        raise ConfigError(f"{shown}: the top level must be a mapping of keys (e.g. 'trainer: ...'), got a {type(data).__name__}.")
     merged: dict = {}
     provenance = Provenance()
     imports: list[DeclaredImport] = []
@@ -123,8 +123,7 @@ def _load_tree(path: Path, chain: tuple[Path, ...]) -> tuple[dict, Provenance, l
         provenance.update(base_prov)
         imports = merged_imports(imports, base_imports)
     merged = deep_merge(merged, data, replace_when=_replace_on_new_name)
-    provenance.update({key: Origin(shown, line) for key, line in lines.items()
-                       if key != BASE_KEY and key.partition(".")[0] != IMPORTS_KEY})
+    provenance.update({key: Origin(shown, line) for key, line in lines.items() if key != BASE_KEY and key.partition(".")[0] != IMPORTS_KEY})
     return merged, provenance, merged_imports(imports, own)
 
 
@@ -137,15 +136,12 @@ def _parse_override(text: Any) -> tuple[list[str], Any]:
     key, _, raw = text.partition("=")
     key = key.strip()
     if key[:1] in ("+", "~"):
-        raise ConfigError(f"{where}: Hydra-style '{key[0]}' prefixes are not supported; "
-                          "write dotted.key=value.")
+        raise ConfigError(f"{where}: Hydra-style '{key[0]}' prefixes are not supported; write dotted.key=value.")
     parts = key.split(".")
     if not key or any(not p.strip() for p in parts):
-        raise ConfigError(f"{where}: '{key}' is not a dotted key; "
-                          "write e.g. model.inference.classifier=clip.")
+        raise ConfigError(f"{where}: '{key}' is not a dotted key; write e.g. model.inference.classifier=clip.")
     if any(c in key for c in "[]"):
-        raise ConfigError(f"{where}: list items cannot be set one by one; set the whole list, "
-                          "e.g. optim.milestones=[0.5,0.9].")
+        raise ConfigError(f"{where}: list items cannot be set one by one; set the whole list, e.g. optim.milestones=[0.5,0.9].")
     value, _ = parse_yaml(raw, where, is_value=True)
     return [p.strip() for p in parts], value
 
@@ -166,8 +162,10 @@ def _apply_override(data: dict, provenance: Provenance, text: str) -> dict:
         node = node.get(part) if isinstance(node, dict) else None
         if node is not None and not isinstance(node, dict):
             prefix = ".".join(parts[: depth + 1])
-            raise ConfigError(f"override {text!r}: '{prefix}' is {repr(node)[:60]}, not a section, so "
-                              f"'{'.'.join(parts)}' cannot be set. Set '{prefix}' itself.")
+            raise ConfigError(
+                f"override {text!r}: '{prefix}' is {repr(node)[:60]}, not a section, so "
+                f"'{'.'.join(parts)}' cannot be set. Set '{prefix}' itself."
+            )
     dotted = ".".join(parts)
     merged = deep_merge(data, nested, replace_when=_replace_on_new_name)
     provenance.set_subtree(dotted, value, Origin(f"override {text!r}"))

@@ -75,7 +75,7 @@ DISPATCHED_SECTIONS = {
 
 @dataclass
 class RunConfig:
-    root: str = "runs"             # every run writes into ROOT/NAME/VERSION
+    root: str = "runs"  # every run writes into ROOT/NAME/VERSION
     name: str = "default"
     version: str | None = None  # None: the next free version_N; an existing one resumes (last.ckpt)
 
@@ -109,8 +109,8 @@ class MaskGeneratorConfig:
     enc_layers: int = 6
     enc_feedforward_dim: int = 1024
     enc_num_points: int = 4
-    embed_dim: int = 256           # mask embedding width (PooledMaskEmbed output)
-    pre_mlp_norm: bool = True      # LayerNorm before the mask-embedding MLP (ODISE); false: FC-CLIP's
+    embed_dim: int = 256  # mask embedding width (PooledMaskEmbed output)
+    pre_mlp_norm: bool = True  # LayerNorm before the mask-embedding MLP (ODISE); false: FC-CLIP's
     class_weight: float = 2.0
     mask_weight: float = 5.0
     dice_weight: float = 5.0
@@ -126,9 +126,14 @@ class MaskGeneratorConfig:
 
     def problems(self) -> list[tuple[str, str]]:
         if self.mask_dim != self.hidden_dim:
-            return [("mask_dim", f"{self.mask_dim} must equal model.mask_generator.hidden_dim "
-                     f"({self.hidden_dim}): the pooled mask features are added to the queries. Set both "
-                     "to the same width.")]
+            return [
+                (
+                    "mask_dim",
+                    f"{self.mask_dim} must equal model.mask_generator.hidden_dim "
+                    f"({self.hidden_dim}): the pooled mask features are added to the queries. Set both "
+                    "to the same width.",
+                )
+            ]
         return []
 
 
@@ -149,8 +154,8 @@ class InferenceConfig:
     # the paper's ablation: in_vocab (the trained classifier alone: ODISE's diffusion-feature head, FC-CLIP's
     # in-vocabulary head) | clip (the frozen CLIP mask classifier) | ensemble (geometric, alpha/beta)
     classifier: str = choice("in_vocab", ("in_vocab", "clip", "ensemble"), aliases={"diffusion": "in_vocab"})
-    alpha: float = 0.3              # ensemble weight of CLIP for classes seen in training
-    beta: float = 0.7               # ... and for unseen classes
+    alpha: float = 0.3  # ensemble weight of CLIP for classes seen in training
+    beta: float = 0.7  # ... and for unseen classes
     clip_prompt_templates: list = field(default_factory=lambda: ["a photo of a {}."])
     # CLIP branch: "reference" (image cropped to its valid area, masks of the padded grid: the
     # reference's slight misalignment) | "cropped" (both cropped: the corrected variant)
@@ -161,15 +166,24 @@ class InferenceConfig:
     ensemble_on_valid_mask: bool = False  # CLIP's weight 0 for masks empty at stride 32 (FC-CLIP's ResNets)
 
     def problems(self) -> list[tuple[str, str]]:
-        found = [(key, f"{getattr(self, key)} is outside [0, 1] (it is CLIP's weight in the ensemble).")
-                 for key in ("alpha", "beta") if not 0 <= getattr(self, key) <= 1]
+        found = [
+            (key, f"{getattr(self, key)} is outside [0, 1] (it is CLIP's weight in the ensemble).")
+            for key in ("alpha", "beta")
+            if not 0 <= getattr(self, key) <= 1
+        ]
         templates = self.clip_prompt_templates
         if not templates:
-            found.append(("clip_prompt_templates", "is empty: give at least one template, e.g. "
-                          "['a photo of a {}.'] (or ['{}'] for the bare names)."))
-        found += [("clip_prompt_templates", f"{t!r} must contain '{{}}' exactly once (where the class "
-                   "name goes) and no other braces, e.g. 'a photo of a {}.'.")
-                  for t in templates if not is_prompt_template(t)]
+            found.append(
+                ("clip_prompt_templates", "is empty: give at least one template, e.g. ['a photo of a {}.'] (or ['{}'] for the bare names).")
+            )
+        found += [
+            (
+                "clip_prompt_templates",
+                f"{t!r} must contain '{{}}' exactly once (where the class name goes) and no other braces, e.g. 'a photo of a {{}}.'.",
+            )
+            for t in templates
+            if not is_prompt_template(t)
+        ]
         return found
 
 
@@ -178,21 +192,26 @@ class SpeedConfig:
     """``model.speed``: speed switches of the frozen parts (``odise_pl.models.speed``; each keeps a stated
     tolerance of the float32 outputs). They may differ between training and evaluating a checkpoint."""
 
-    frozen_autocast: bool = False   # run the frozen SD / CLIP parts under bf16 autocast
-    frozen_weights: bool = False    # store the frozen SD / CLIP weights in bf16 (needs frozen_autocast)
-    channels_last: bool = False     # NHWC convolutions in the VAE and UNet
+    frozen_autocast: bool = False  # run the frozen SD / CLIP parts under bf16 autocast
+    frozen_weights: bool = False  # store the frozen SD / CLIP weights in bf16 (needs frozen_autocast)
+    channels_last: bool = False  # NHWC convolutions in the VAE and UNet
     attention: str = choice("sdpa", ("sdpa", "classic"))  # diffusers' attention processor
-    compile_unet: bool = False      # regional torch.compile of the UNet blocks
-    tf32: bool = False              # TF32 matmuls / convolutions (CUDA)
-    fused_optimizer: bool = False   # AdamW(fused=True) on CUDA, foreach elsewhere (default: torch's choice)
+    compile_unet: bool = False  # regional torch.compile of the UNet blocks
+    tf32: bool = False  # TF32 matmuls / convolutions (CUDA)
+    fused_optimizer: bool = False  # AdamW(fused=True) on CUDA, foreach elsewhere (default: torch's choice)
     batched_matching: bool = False  # Hungarian matching of all layers and images with one device-to-host copy
-    no_host_syncs: bool = False     # crowd filtering with one copy per step; no finite check per encoder layer
-    compile_decoder: bool = False   # regional torch.compile of the masked-attention decoder layers
+    no_host_syncs: bool = False  # crowd filtering with one copy per step; no finite check per encoder layer
+    compile_decoder: bool = False  # regional torch.compile of the masked-attention decoder layers
 
     def problems(self) -> list[tuple[str, str]]:
         if self.frozen_weights and not self.frozen_autocast:
-            return [("frozen_weights", "true stores the frozen weights in bf16, so they must also run "
-                     "under bf16: set model.speed.frozen_autocast: true as well (or frozen_weights: false).")]
+            return [
+                (
+                    "frozen_weights",
+                    "true stores the frozen weights in bf16, so they must also run "
+                    "under bf16: set model.speed.frozen_autocast: true as well (or frozen_weights: false).",
+                )
+            ]
         return []
 
 
@@ -214,9 +233,9 @@ class OptimConfig:
     # detectron2 rule) | norm_and_embedding (FC-CLIP's: norms and nn.Embeddings; biases decayed)
     no_decay: str = choice("norm_and_bias", ("norm_and_bias", "norm_and_embedding"))
     betas: list = field(default_factory=lambda: [0.9, 0.999])
-    clip_grad_norm: float = 0.01      # 0 disables clipping
-    warmup_steps: int = 250           # 0: no warm-up (FC-CLIP's recipe)
-    warmup_factor: float = 0.067      # lr multiplier at step 0 of the linear warm-up (the reference's)
+    clip_grad_norm: float = 0.01  # 0 disables clipping
+    warmup_steps: int = 250  # 0: no warm-up (FC-CLIP's recipe)
+    warmup_factor: float = 0.067  # lr multiplier at step 0 of the linear warm-up (the reference's)
     # fractions of max_steps: the reference's 163889/184375 and 177546/184375 (x0.1 from step 81,945
     # and 88,774 of 92,188; odise_pl.models.optim.lr_factor)
     milestones: list = field(default_factory=lambda: [0.8888894915254237, 0.9629613559322034])
@@ -229,13 +248,12 @@ class TrainerConfig:
     devices: Any = 1
     num_nodes: int = 1
     # ddp and fsdp: configured by odise_pl.engine.scale_out; the others go to Lightning as they are
-    strategy: str = choice("auto", ("auto", "ddp", "fsdp", "ddp_spawn", "ddp_fork", "ddp_notebook",
-                                    "single_device"))
-    ddp_static_graph: bool = True    # ddp: static graph, no unused-parameter search
+    strategy: str = choice("auto", ("auto", "ddp", "fsdp", "ddp_spawn", "ddp_fork", "ddp_notebook", "single_device"))
+    ddp_static_graph: bool = True  # ddp: static graph, no unused-parameter search
     fsdp_sharding: str = choice("FULL_SHARD", ("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD"))
     precision: str = choice("32-true", ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true"))
     max_steps: int = 92000
-    val_check_interval: Any = 5000   # steps (int) or fraction of an epoch (float)
+    val_check_interval: Any = 5000  # steps (int) or fraction of an epoch (float)
     check_val_every_n_epoch: int | None = None
     limit_val_batches: Any = 1.0
     log_every_n_steps: int = 20
@@ -253,16 +271,16 @@ class TrainerConfig:
 class CheckpointConfig:
     """``RUN_DIR/checkpoints/last.ckpt``, written atomically, holds everything a resume needs."""
 
-    every_n_steps: int = 1000        # also written at the end of every validation; 0: only then
+    every_n_steps: int = 1000  # also written at the end of every validation; 0: only then
     export_safetensors: bool = True  # RUN_DIR/weights.safetensors (trained weights only) at the end
 
 
 @dataclass
 class LoggingConfig:
     tensorboard: bool = True
-    vis_every_n_steps: int = 500     # training pictures in TensorBoard every N steps (0: none)
+    vis_every_n_steps: int = 500  # training pictures in TensorBoard every N steps (0: none)
     num_vis_images: int = 4
-    log_per_class: bool = False      # per-class PQ/SQ/RQ/IoU to TensorBoard after each evaluation
+    log_per_class: bool = False  # per-class PQ/SQ/RQ/IoU to TensorBoard after each evaluation
 
 
 @dataclass

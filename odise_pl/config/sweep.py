@@ -95,8 +95,9 @@ _OverrideDumper.yaml_implicit_resolvers = dict(yaml_loader_class().yaml_implicit
 
 
 def _flow_yaml(value: Any, *, allow_unicode: bool = True) -> str:
-    text = yaml.dump(value, Dumper=_OverrideDumper, default_flow_style=True, width=2**31,
-                     sort_keys=False, allow_unicode=allow_unicode).strip()
+    text = yaml.dump(
+        value, Dumper=_OverrideDumper, default_flow_style=True, width=2**31, sort_keys=False, allow_unicode=allow_unicode
+    ).strip()
     for marker in ("\n...", "..."):
         if text.endswith(marker):
             return text[: -len(marker)].strip()
@@ -129,21 +130,22 @@ def format_value(value: Any) -> str:
         text = ""
     if text and _reads_back(text, value):
         return text
-    raise ConfigError(f"the sweep value {value!r} cannot be written as a command-line override; "
-                      "use plain strings, numbers, lists and mappings.")
+    raise ConfigError(
+        f"the sweep value {value!r} cannot be written as a command-line override; use plain strings, numbers, lists and mappings."
+    )
 
 
 def labels_for(keys: list[str]) -> dict[str, str]:
     """Short unique labels for dotted keys: the last part, or the section for ``.name``."""
+
     def parts_of(key: str) -> list[str]:
         parts = key.split(".")
         return parts[:-1] if parts[-1] == "name" and len(parts) > 1 else parts
 
     depth = {key: 1 for key in keys}
     while True:
-        labels = {key: ".".join(parts_of(key)[-depth[key]:]) for key in keys}
-        clashes = {k for k in keys if list(labels.values()).count(labels[k]) > 1
-                   and depth[k] < len(parts_of(k))}
+        labels = {key: ".".join(parts_of(key)[-depth[key] :]) for key in keys}
+        clashes = {k for k in keys if list(labels.values()).count(labels[k]) > 1 and depth[k] < len(parts_of(k))}
         if not clashes:
             return labels
         for key in clashes:
@@ -165,12 +167,11 @@ def shown_value(value: Any) -> str:
 
 
 def _run_name(values: dict[str, Any], labels: dict[str, str]) -> str:
-    parts = [f"{labels[key]}={_UNSAFE.sub('_', shown_value(value)).strip('_')}"
-             for key, value in values.items()]
+    parts = [f"{labels[key]}={_UNSAFE.sub('_', shown_value(value)).strip('_')}" for key, value in values.items()]
     name = ",".join(parts).strip(".") or "run"
     if len(name) > _MAX_NAME:
         digest = hashlib.sha1(name.encode()).hexdigest()[:8]
-        name = f"{name[:_MAX_NAME - 9]}-{digest}"
+        name = f"{name[: _MAX_NAME - 9]}-{digest}"
     return name
 
 
@@ -183,13 +184,14 @@ def _value_lists(spec: Any, kind: str, shown: str, lines: dict[str, int]) -> dic
     if spec is None:
         return {}
     if not isinstance(spec, dict):
-        raise ConfigError(f"{_where(shown, lines, kind)} must map dotted keys to lists of values, "
-                          f"e.g. '{kind}: {{model.inference.classifier: [clip, ensemble]}}'.")
+        raise ConfigError(
+            f"{_where(shown, lines, kind)} must map dotted keys to lists of values, "
+            f"e.g. '{kind}: {{model.inference.classifier: [clip, ensemble]}}'."
+        )
     out = {}
     for key, values in spec.items():
         if not isinstance(values, list) or not values:
-            raise ConfigError(f"{_where(shown, lines, f'{kind}.{key}')} must be a non-empty list "
-                              f"of values, got {values!r}.")
+            raise ConfigError(f"{_where(shown, lines, f'{kind}.{key}')} must be a non-empty list of values, got {values!r}.")
         out[str(key)] = values
     return out
 
@@ -221,12 +223,10 @@ def check_seeds(seeds: Any, where: str) -> list[int]:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ConfigError(f"{where}: seed {seed!r} is not an integer; {example}.")
         if not low <= seed <= high:
-            raise ConfigError(f"{where}: seed {seed} is out of range; seeds are integers from {low} "
-                              f"to {high}.")
+            raise ConfigError(f"{where}: seed {seed} is out of range; seeds are integers from {low} to {high}.")
     repeated = sorted({s for s in seeds if seeds.count(s) > 1})
     if repeated:
-        raise ConfigError(f"{where}: seed {repeated[0]} is listed more than once; each seed names one "
-                          "replicate, list it once.")
+        raise ConfigError(f"{where}: seed {repeated[0]} is listed more than once; each seed names one replicate, list it once.")
     return list(seeds)
 
 
@@ -242,13 +242,13 @@ def parse_seeds(text: str) -> list[int]:
         try:
             values.append(int(part))
         except ValueError:
-            raise ConfigError(f"--seeds {text!r}: {part!r} is not an integer; give comma-separated "
-                              "integers, e.g. --seeds 0,1,2.") from None
+            raise ConfigError(f"--seeds {text!r}: {part!r} is not an integer; give comma-separated integers, e.g. --seeds 0,1,2.") from None
     return check_seeds(values, f"--seeds {text!r}")
 
 
-def _sweep_seeds(data: dict, shown: str, lines: dict[str, int], override: list[int] | None,
-                 varied: list[str], common: list[str]) -> list[int] | None:
+def _sweep_seeds(
+    data: dict, shown: str, lines: dict[str, int], override: list[int] | None, varied: list[str], common: list[str]
+) -> list[int] | None:
     """The sweep's seeds (``override``, from the command line, replaces the file's), checked against
     the keys the sweep sets otherwise."""
     seeds = override
@@ -257,12 +257,15 @@ def _sweep_seeds(data: dict, shown: str, lines: dict[str, int], override: list[i
     if seeds is None:
         return None
     if SEED_KEY in varied:
-        raise ConfigError(f"{shown}: '{SEED_KEY}' is varied by 'grid'/'zip' and by 'seeds'; keep it in one "
-                          "('seeds' makes replicates of every point).")
+        raise ConfigError(
+            f"{shown}: '{SEED_KEY}' is varied by 'grid'/'zip' and by 'seeds'; keep it in one ('seeds' makes replicates of every point)."
+        )
     fixed = [o for o in common if o.split("=", 1)[0].strip() == SEED_KEY]
     if fixed:
-        raise ConfigError(f"{_where(shown, lines, 'overrides')} sets {fixed[0]!r}, but the sweep has "
-                          f"'seeds', which set '{SEED_KEY}' per run; drop one of them.")
+        raise ConfigError(
+            f"{_where(shown, lines, 'overrides')} sets {fixed[0]!r}, but the sweep has "
+            f"'seeds', which set '{SEED_KEY}' per run; drop one of them."
+        )
     return seeds
 
 
@@ -270,15 +273,16 @@ def _read_sweep(path: Path) -> tuple[dict, dict[str, int], str]:
     shown = display_path(path)
     data, lines = read_yaml(path)
     if not isinstance(data, dict):
-        raise ConfigError(f"{shown}: a sweep file must be a mapping with 'base' and 'grid' "
-                          f"and/or 'zip', got {type(data).__name__}.")
+        raise ConfigError(f"{shown}: a sweep file must be a mapping with 'base' and 'grid' and/or 'zip', got {type(data).__name__}.")
     for key in data:
         if key not in SWEEP_KEYS:
             close = difflib.get_close_matches(str(key), SWEEP_KEYS, n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"{shown}: unknown sweep key '{key}'"
-                              + (f" (line {lines[str(key)]})" if str(key) in lines else "")
-                              + f".{hint} Valid keys: {', '.join(SWEEP_KEYS)}.")
+            raise ConfigError(
+                f"{shown}: unknown sweep key '{key}'"
+                + (f" (line {lines[str(key)]})" if str(key) in lines else "")
+                + f".{hint} Valid keys: {', '.join(SWEEP_KEYS)}."
+            )
     return data, lines, shown
 
 
@@ -302,8 +306,10 @@ def expand_sweep(path: PathLike, *, validate: bool = True, seeds: list[int] | No
     data, lines, shown = _read_sweep(path)
     base = data.get("base")
     if not isinstance(base, str) or not base:
-        raise ConfigError(f"{shown}: 'base' must name the experiment file the runs start from "
-                          "(relative to the sweep file), e.g. 'base: ../odise_label_coco.yaml'.")
+        raise ConfigError(
+            f"{shown}: 'base' must name the experiment file the runs start from "
+            "(relative to the sweep file), e.g. 'base: ../odise_label_coco.yaml'."
+        )
     base_path = Path(os.path.normpath(path.parent / base))
     common = data.get("overrides") or []
     if not isinstance(common, list) or not all(isinstance(o, str) for o in common):
@@ -317,8 +323,10 @@ def expand_sweep(path: PathLike, *, validate: bool = True, seeds: list[int] | No
     lengths = {key: len(values) for key, values in zipped.items()}
     if len(set(lengths.values())) > 1:
         listed = ", ".join(f"'{k}' has {n}" for k, n in lengths.items())
-        raise ConfigError(f"{_where(shown, lines, 'zip')}: all lists must have the same length, but "
-                          f"{listed}. Make them equal, or move independent keys to 'grid'.")
+        raise ConfigError(
+            f"{_where(shown, lines, 'zip')}: all lists must have the same length, but "
+            f"{listed}. Make them equal, or move independent keys to 'grid'."
+        )
     both = sorted(set(grid) & set(zipped))
     if both:
         raise ConfigError(f"{shown}: '{both[0]}' is in both 'grid' and 'zip'; keep it in one.")
@@ -343,9 +351,17 @@ def expand_sweep(path: PathLike, *, validate: bool = True, seeds: list[int] | No
                 runs.append(SweepRun(name, [*common, *varied], base_path, sweep_name, values))
                 continue
             for seed in seeds:
-                runs.append(SweepRun(f"{name}/{SEED_KEY}={seed}", [*common, *varied, f"{SEED_KEY}={seed}"],
-                                     base_path, sweep_name, {**values, SEED_KEY: seed},
-                                     point=name, seed=seed))
+                runs.append(
+                    SweepRun(
+                        f"{name}/{SEED_KEY}={seed}",
+                        [*common, *varied, f"{SEED_KEY}={seed}"],
+                        base_path,
+                        sweep_name,
+                        {**values, SEED_KEY: seed},
+                        point=name,
+                        seed=seed,
+                    )
+                )
     if validate:
         _validate_runs(runs, shown)
     return runs

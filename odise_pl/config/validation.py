@@ -134,9 +134,14 @@ def _global_batch_rule(cfg: DictConfig) -> list[tuple[str, str]]:
     batch = cfg.data.get("global_batch_size")
     accumulate = cfg.trainer.accumulate_grad_batches
     if batch is not None and accumulate != 1:
-        return [("trainer.accumulate_grad_batches", f"{accumulate} contradicts data.global_batch_size={batch}, "
-                 "which derives the gradient accumulation. Leave trainer.accumulate_grad_batches at 1, "
-                 "or set data.global_batch_size: null.")]
+        return [
+            (
+                "trainer.accumulate_grad_batches",
+                f"{accumulate} contradicts data.global_batch_size={batch}, "
+                "which derives the gradient accumulation. Leave trainer.accumulate_grad_batches at 1, "
+                "or set data.global_batch_size: null.",
+            )
+        ]
     return []
 
 
@@ -186,12 +191,10 @@ class Validator:
     def not_a_choice(self, dotted: str, value: Any, choices: tuple) -> None:
         close = closest_choice(value, choices)
         hint = f" Did you mean '{close}'?" if close is not None else ""
-        self._problem(dotted, f"'{dotted}' must be one of {', '.join(map(str, choices))}",
-                      f", got {_given(value)}.{hint}")
+        self._problem(dotted, f"'{dotted}' must be one of {', '.join(map(str, choices))}", f", got {_given(value)}.{hint}")
 
     # -- the walk ------------------------------------------------------------------------
-    def section(self, target: DictConfig, data: dict, prefix: str, skip: tuple = (),
-                extra: tuple = ()) -> None:
+    def section(self, target: DictConfig, data: dict, prefix: str, skip: tuple = (), extra: tuple = ()) -> None:
         """Write ``data`` into the schema node ``target`` key by key, recording problems.
 
         Args:
@@ -217,8 +220,7 @@ class Validator:
             try:
                 OmegaConf.update(target, key, value, merge=False)
             except OmegaConfBaseException:
-                self._problem(dotted, f"wrong type for '{dotted}'",
-                              f": expected {_expected(node)}, got {_given(value)}.")
+                self._problem(dotted, f"wrong type for '{dotted}'", f": expected {_expected(node)}, got {_given(value)}.")
                 continue
             choices = _choices(target, key)
             if choices and not _is_interpolation(value) and target[key] not in choices:
@@ -234,28 +236,36 @@ class Validator:
         if value is _ABSENT:
             value = {"name": default_name} if default_name else {}
         if not isinstance(value, dict):
-            self._problem(path, f"'{path}'", f" must be a section with a 'name', got {_given(value)}. "
-                          f"Write e.g. '{path.rpartition('.')[2]}: {{name: ...}}'.")
+            self._problem(
+                path,
+                f"'{path}'",
+                f" must be a section with a 'name', got {_given(value)}. Write e.g. '{path.rpartition('.')[2]}: {{name: ...}}'.",
+            )
             return None
         registry = getattr(registry_module, registry_attr)
         name = value.get("name", default_name)
         if not isinstance(name, str):
-            self._problem(f"{path}.name", f"'{path}.name'", f" must be the name of a registered "
-                          f"{registry.kind}, got {_given(name)}. Available: {', '.join(registry.names())}.")
+            self._problem(
+                f"{path}.name",
+                f"'{path}.name'",
+                f" must be the name of a registered {registry.kind}, got {_given(name)}. Available: {', '.join(registry.names())}.",
+            )
             return None
         try:
             entry = registry.get(name)
         except RegistryError:
             close = difflib.get_close_matches(name, registry.names(), n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
-            self._problem(f"{path}.name", f"unknown {registry.kind} '{name}' for '{path}.name'",
-                          f".{hint} Available: {', '.join(registry.names()) or 'none'}.")
+            self._problem(
+                f"{path}.name",
+                f"unknown {registry.kind} '{name}' for '{path}.name'",
+                f".{hint} Available: {', '.join(registry.names()) or 'none'}.",
+            )
             return None
         options = {k: v for k, v in value.items() if k != "name"}
         if entry.config is None:
             for key in options:
-                self.unknown(f"{path}.{key}", [],
-                             f": the {registry.kind} '{name}' takes no options besides 'name'")
+                self.unknown(f"{path}.{key}", [], f": the {registry.kind} '{name}' takes no options besides 'name'")
             return {"name": name}
         target = OmegaConf.structured(entry.config)
         self.section(target, options, path + ".", extra=("name",))
@@ -286,8 +296,7 @@ class Validator:
 
     def check_missing(self, cfg: DictConfig) -> None:
         for key in sorted(OmegaConf.missing_keys(cfg)):
-            self._problem(key, f"no value for '{key}'", f" (it is '???'). Set it in the file "
-                          f"or on the command line: {key}=VALUE.")
+            self._problem(key, f"no value for '{key}'", f" (it is '???'). Set it in the file or on the command line: {key}=VALUE.")
 
     def resolve(self, cfg: DictConfig) -> None:
         try:
@@ -325,8 +334,7 @@ def validate(data: dict, provenance: Provenance, source: str = "config") -> Dict
     cfg = OmegaConf.structured(ExperimentConfig)
     checker.section(cfg, data, "", skip=tuple(DISPATCHED_SECTIONS))
     sections = {path: checker.dispatched(data, path, attr) for path, attr in DISPATCHED_SECTIONS.items()}
-    parts = {path: part_config_class(attr, section) for (path, attr), section
-             in zip(DISPATCHED_SECTIONS.items(), sections.values())}
+    parts = {path: part_config_class(attr, section) for (path, attr), section in zip(DISPATCHED_SECTIONS.items(), sections.values())}
     checker.raise_if_any()
     for path, section in sections.items():
         if section is not None:

@@ -98,12 +98,15 @@ def _check_representable(data: Any, where: str) -> None:
     except RecursionError:
         raise ConfigError(f"{where}: the YAML is nested too deeply to be a configuration.") from None
     except GrammarParseError as err:
-        raise ConfigError(f"{where}: malformed interpolation: {str(err).splitlines()[0]}. Fix the "
-                          "'${...}' expression, or write a literal '${' as '\\${'.") from None
+        raise ConfigError(
+            f"{where}: malformed interpolation: {str(err).splitlines()[0]}. Fix the "
+            "'${...}' expression, or write a literal '${' as '\\${'."
+        ) from None
     except Exception as err:  # noqa: BLE001 - any OmegaConf refusal is a bad value in the file
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ConfigError(f"{where}: a value cannot be used in a configuration ({first}). "
-                          "Use plain strings, numbers, booleans, lists and mappings.") from None
+        raise ConfigError(
+            f"{where}: a value cannot be used in a configuration ({first}). Use plain strings, numbers, booleans, lists and mappings."
+        ) from None
 
 
 def parse_yaml(text: str, where: str, *, is_value: bool = False) -> tuple[Any, dict[str, int]]:
@@ -140,15 +143,19 @@ def parse_yaml(text: str, where: str, *, is_value: bool = False) -> tuple[Any, d
             at += f" (in what starts at line {start.line + 1}, column {start.column + 1})"
         problem = " ".join(p for p in (err.context, err.problem) if p).rstrip(".") or "invalid YAML"
         if is_value:
-            raise ConfigError(f"{where}: the value is not valid YAML ({problem}). Quote values with "
-                              "special characters, e.g. key='\"a: b\"'.") from None
+            raise ConfigError(
+                f"{where}: the value is not valid YAML ({problem}). Quote values with special characters, e.g. key='\"a: b\"'."
+            ) from None
         if err.problem and err.problem.startswith("found duplicate key"):
-            key = err.problem[len("found duplicate key"):].strip()
-            raise ConfigError(f"{where}: duplicate key '{key}'{at}: a key may appear only once in "
-                              "a mapping. Merge the two entries.") from None
-        raise ConfigError(f"{where}: malformed YAML{at}: {problem}. Fix the syntax there "
-                          "(check indentation, ':' after keys, and quote values with special "
-                          "characters).") from None
+            key = err.problem[len("found duplicate key") :].strip()
+            raise ConfigError(
+                f"{where}: duplicate key '{key}'{at}: a key may appear only once in a mapping. Merge the two entries."
+            ) from None
+        raise ConfigError(
+            f"{where}: malformed YAML{at}: {problem}. Fix the syntax there "
+            "(check indentation, ':' after keys, and quote values with special "
+            "characters)."
+        ) from None
     except RecursionError:
         raise ConfigError(f"{where}: the YAML is nested too deeply to be a configuration.") from None
     except Exception as err:  # noqa: BLE001 - the YAML library fails on bad text in many ways
@@ -176,8 +183,7 @@ def read_yaml(path: Path) -> tuple[Any, dict[str, int]]:
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as err:
-        raise ConfigError(f"{shown}: not a UTF-8 text file (byte {err.start}). "
-                          "Save the YAML as UTF-8.") from None
+        raise ConfigError(f"{shown}: not a UTF-8 text file (byte {err.start}). Save the YAML as UTF-8.") from None
     except OSError as err:
         raise ConfigError(f"{shown}: cannot be read ({err.strerror or err}).") from None
     return parse_yaml(text, shown)
@@ -197,8 +203,7 @@ def deep_merge(base: dict, top: dict, *, replace_when: Any = None, prefix: str =
     for key, new in top.items():
         old = merged.get(key)
         dotted = f"{prefix}{key}"
-        if (isinstance(old, dict) and isinstance(new, dict)
-                and not (replace_when and replace_when(dotted, old, new))):
+        if isinstance(old, dict) and isinstance(new, dict) and not (replace_when and replace_when(dotted, old, new)):
             merged[key] = deep_merge(old, new, replace_when=replace_when, prefix=dotted + ".")
         else:
             merged[key] = copy.deepcopy(new)

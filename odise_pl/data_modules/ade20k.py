@@ -32,8 +32,14 @@ from odise_pl.data_modules.ade20k_prepare import (
 from odise_pl.data_modules.coco_panoptic import CocoPanopticConfig, CocoPanopticDataModule
 from odise_pl.registry import DATA_MODULES
 
-__all__ = ["ADE20KPanopticConfig", "ADE20KPanopticDataModule", "prepare_ade20k", "ade20k_150_categories",
-           "read_catid_mapping", "DOWNLOAD_HINT"]
+__all__ = [
+    "ADE20KPanopticConfig",
+    "ADE20KPanopticDataModule",
+    "prepare_ade20k",
+    "ade20k_150_categories",
+    "read_catid_mapping",
+    "DOWNLOAD_HINT",
+]
 
 
 @dataclass

@@ -61,9 +61,18 @@ from odise_pl.atomic_files import write_text
 from odise_pl.errors import DatasetError
 from odise_pl.formats.coco_panoptic import rgb_to_id
 
-__all__ = ["prepare_ade20k", "PreparedSplit", "ade20k_150_categories", "ade20k_instance_categories",
-           "read_catid_mapping", "DOWNLOAD_HINT", "DEFAULT_ROOT", "DEFAULT_MAPPING",
-           "add_prepare_arguments", "run_prepare"]
+__all__ = [
+    "prepare_ade20k",
+    "PreparedSplit",
+    "ade20k_150_categories",
+    "ade20k_instance_categories",
+    "read_catid_mapping",
+    "DOWNLOAD_HINT",
+    "DEFAULT_ROOT",
+    "DEFAULT_MAPPING",
+    "add_prepare_arguments",
+    "run_prepare",
+]
 
 SPLITS = {"train": "training", "val": "validation"}
 DATA = Path(__file__).with_name("data")
@@ -96,8 +105,10 @@ def ade20k_150_categories(mapping: dict[int, int] | None = None) -> list[dict]:
     """
     mapping = read_catid_mapping(DEFAULT_MAPPING) if mapping is None else mapping
     things = set(mapping.values())
-    return [{"name": c["name"], "id": c["id"], "isthing": int(c["id"] in things), "color": list(c["color"])}
-            for c in _category_data()["categories"]]
+    return [
+        {"name": c["name"], "id": c["id"], "isthing": int(c["id"] in things), "color": list(c["color"])}
+        for c in _category_data()["categories"]
+    ]
 
 
 def ade20k_instance_categories(mapping: dict[int, int], where: str | Path = DEFAULT_MAPPING) -> list[dict]:
@@ -109,8 +120,10 @@ def ade20k_instance_categories(mapping: dict[int, int], where: str | Path = DEFA
     listed = _category_data()["instance_categories"]
     missing = [c["instance_id"] for c in listed if c["instance_id"] not in mapping]
     if missing:
-        raise DatasetError(f"{where} maps no ADE-150 class for the instance classes {missing[:5]} "
-                           f"({len(missing)} of {len(listed)}); the instance JSON lists all of them.")
+        raise DatasetError(
+            f"{where} maps no ADE-150 class for the instance classes {missing[:5]} "
+            f"({len(missing)} of {len(listed)}); the instance JSON lists all of them."
+        )
     return [{"id": mapping[c["instance_id"]], "name": c["name"]} for c in listed]
 
 
@@ -122,8 +135,9 @@ def read_catid_mapping(path: str | Path) -> dict[int, int]:
     """
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(f"The category mapping {path} does not exist; leave --catid-mapping out to use "
-                           "the packaged ade20k_instance_catid_mapping.txt.")
+        raise DatasetError(
+            f"The category mapping {path} does not exist; leave --catid-mapping out to use the packaged ade20k_instance_catid_mapping.txt."
+        )
     mapping: dict[int, int] = {}
     for n, line in enumerate(path.read_text().splitlines()[1:], start=2):
         fields = line.split()
@@ -132,13 +146,11 @@ def read_catid_mapping(path: str | Path) -> dict[int, int]:
         try:
             mapping[int(fields[0])] = int(fields[1]) - 1
         except (ValueError, IndexError):
-            raise DatasetError(f"{path} line {n}: expected '<instance id> <semantic id> ...', "
-                               f"got {line!r}.") from None
+            raise DatasetError(f"{path} line {n}: expected '<instance id> <semantic id> ...', got {line!r}.") from None
         if not 0 <= mapping[int(fields[0])] < 150:
             raise DatasetError(f"{path} line {n}: the semantic id {fields[1]} is outside 1..150.")
     if not mapping:
-        raise DatasetError(f"{path} maps no class; expected a header line, then "
-                           "'<instance id> <semantic id> ...'.")
+        raise DatasetError(f"{path} maps no class; expected a header line, then '<instance id> <semantic id> ...'.")
     return mapping
 
 
@@ -169,8 +181,7 @@ class _SegmentIds:
         return color
 
 
-def _read_annotations(sem_path: Path, inst_path: Path,
-                      size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def _read_annotations(sem_path: Path, inst_path: Path, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """The semantic (H, W) and instance (H, W, 3) uint8 maps, checked against the image size (W, H)."""
     with Image.open(sem_path) as img:
         if img.mode not in ("L", "P"):
@@ -178,13 +189,14 @@ def _read_annotations(sem_path: Path, inst_path: Path,
         semantic = np.asarray(img)
     with Image.open(inst_path) as img:
         if img.mode not in ("RGB", "RGBA"):
-            raise DatasetError(f"{inst_path} has mode {img.mode}; expected an RGB ADE instance map "
-                               "(R: instance class, G: instance id).")
+            raise DatasetError(f"{inst_path} has mode {img.mode}; expected an RGB ADE instance map (R: instance class, G: instance id).")
         instance = np.asarray(img)[..., :3]
     width, height = size
     if semantic.shape != (height, width) or instance.shape[:2] != (height, width):
-        raise DatasetError(f"{sem_path.stem}: image {width}x{height}, semantic {semantic.shape[::-1]}, "
-                           f"instance {instance.shape[1::-1]}: the annotations must have the image's size.")
+        raise DatasetError(
+            f"{sem_path.stem}: image {width}x{height}, semantic {semantic.shape[::-1]}, "
+            f"instance {instance.shape[1::-1]}: the annotations must have the image's size."
+        )
     return semantic, instance
 
 
@@ -197,13 +209,16 @@ def _instances(instance: np.ndarray, mapping: dict[int, int], where: Path):
         mask = ids == instance_id
         found = np.unique(classes[mask]).tolist()
         if len(found) != 1 or found[0] not in mapping:
-            raise DatasetError(f"{where}: instance {instance_id} has the instance class(es) {found}; "
-                               "expected one class listed in the category mapping file.")
+            raise DatasetError(
+                f"{where}: instance {instance_id} has the instance class(es) {found}; "
+                "expected one class listed in the category mapping file."
+            )
         yield mask, mapping[found[0]]
 
 
-def convert_panoptic(semantic: np.ndarray, instance: np.ndarray, mapping: dict[int, int],
-                     categories: list[dict], seed: int, where: Path) -> tuple[np.ndarray, list[dict]]:
+def convert_panoptic(
+    semantic: np.ndarray, instance: np.ndarray, mapping: dict[int, int], categories: list[dict], seed: int, where: Path
+) -> tuple[np.ndarray, list[dict]]:
     """One image as ``prepare_ade20k_pan_seg.py`` converts it (see the module docstring).
 
     Args:
@@ -223,20 +238,17 @@ def convert_panoptic(semantic: np.ndarray, instance: np.ndarray, mapping: dict[i
     labels = semantic.astype(np.int64) - 1  # -1: unlabeled
     present = np.unique(labels).tolist()
     if present[-1] >= len(categories):
-        raise DatasetError(f"{where} holds the label {present[-1] + 1}; ADE-150 labels are "
-                           f"0..{len(categories)}.")
+        raise DatasetError(f"{where} holds the label {present[-1] + 1}; ADE-150 labels are 0..{len(categories)}.")
     masks = [(labels == cat, cat) for cat in present if cat >= 0 and not categories[cat]["isthing"]]
     masks += list(_instances(instance, mapping, where))
     for mask, cat in masks:  # stuff first, then things over them; area and bbox before any paste
         color = ids.color(cat)
         pixels[mask] = color
-        segments.append({"id": int(rgb_to_id(color)), "category_id": int(cat), "area": int(mask.sum()),
-                         "bbox": _bbox(mask), "iscrowd": 0})
+        segments.append({"id": int(rgb_to_id(color)), "category_id": int(cat), "area": int(mask.sum()), "bbox": _bbox(mask), "iscrowd": 0})
     return pixels, segments
 
 
-def instance_annotations(instance: np.ndarray, mapping: dict[int, int], image_id: str, first_id: int,
-                         where: Path) -> list[dict]:
+def instance_annotations(instance: np.ndarray, mapping: dict[int, int], image_id: str, first_id: int, where: Path) -> list[dict]:
     """One image's instance-JSON annotations as ``prepare_ade20k_ins_seg.py`` writes them."""
     from pycocotools import mask as mask_util
 
@@ -244,8 +256,17 @@ def instance_annotations(instance: np.ndarray, mapping: dict[int, int], image_id
     for n, (mask, cat) in enumerate(_instances(instance, mapping, where)):
         rle = mask_util.encode(np.asfortranarray(mask[:, :, None].astype(np.uint8)))[0]
         rle["counts"] = rle["counts"].decode("utf-8")
-        out.append({"id": first_id + n, "image_id": image_id, "iscrowd": 0, "category_id": int(cat),
-                    "bbox": _bbox(mask), "segmentation": rle, "area": int(mask_util.area(rle))})
+        out.append(
+            {
+                "id": first_id + n,
+                "image_id": image_id,
+                "iscrowd": 0,
+                "category_id": int(cat),
+                "bbox": _bbox(mask),
+                "segmentation": rle,
+                "area": int(mask_util.area(rle)),
+            }
+        )
     return out
 
 
@@ -257,8 +278,7 @@ def write_semantic(sem_dir: Path, out_dir: Path) -> int:
         with Image.open(path) as img:
             labels = np.asarray(img)
         if labels.dtype != np.uint8 or labels.ndim != 2:
-            raise DatasetError(f"{path} is not an 8-bit single-channel label map ({labels.dtype}, "
-                               f"shape {labels.shape}).")
+            raise DatasetError(f"{path} is not an 8-bit single-channel label map ({labels.dtype}, shape {labels.shape}).")
         Image.fromarray(labels - np.uint8(1)).save(out_dir / path.name)  # uint8 wraps 0 to 255
         n += 1
     return n
@@ -276,13 +296,18 @@ class PreparedSplit:
 
 
 def _outputs(root: Path, split: str) -> PreparedSplit:
-    return PreparedSplit(0, root / f"ade20k_panoptic_{split}.json", root / f"ade20k_panoptic_{split}",
-                         root / f"ade20k_instance_{split}.json",
-                         root / "annotations_detectron2" / SPLITS[split])
+    return PreparedSplit(
+        0,
+        root / f"ade20k_panoptic_{split}.json",
+        root / f"ade20k_panoptic_{split}",
+        root / f"ade20k_instance_{split}.json",
+        root / "annotations_detectron2" / SPLITS[split],
+    )
 
 
-def _prepare_split(root: Path, split: str, mapping: dict[int, int], categories: list[dict],
-                   instance_categories: list[dict]) -> PreparedSplit:
+def _prepare_split(
+    root: Path, split: str, mapping: dict[int, int], categories: list[dict], instance_categories: list[dict]
+) -> PreparedSplit:
     folder = SPLITS[split]
     image_dir = root / "images" / folder
     out = _outputs(root, split)
@@ -310,16 +335,17 @@ def _prepare_split(root: Path, split: str, mapping: dict[int, int], categories: 
     if not images:
         raise DatasetError(f"{image_dir} holds no .jpg image. {DOWNLOAD_HINT}")
     write_text(out.panoptic_json, json.dumps({"images": images, "annotations": panoptic, "categories": categories}))
-    write_text(out.instance_json, json.dumps({"images": images, "categories": instance_categories,
-                                              "annotations": instances}))
+    write_text(out.instance_json, json.dumps({"images": images, "categories": instance_categories, "annotations": instances}))
     write_semantic(root / "annotations" / folder, out.semantic_dir)
-    return PreparedSplit(len(images), out.panoptic_json, out.panoptic_dir, out.instance_json,
-                         out.semantic_dir)
+    return PreparedSplit(len(images), out.panoptic_json, out.panoptic_dir, out.instance_json, out.semantic_dir)
 
 
-def prepare_ade20k(root: str | Path = DEFAULT_ROOT, catid_mapping: str | Path | None = None,
-                   splits: tuple[str, ...] = ("val", "train"),
-                   overwrite: bool = False) -> dict[str, PreparedSplit]:
+def prepare_ade20k(
+    root: str | Path = DEFAULT_ROOT,
+    catid_mapping: str | Path | None = None,
+    splits: tuple[str, ...] = ("val", "train"),
+    overwrite: bool = False,
+) -> dict[str, PreparedSplit]:
     """Write the semantic, panoptic and instance ground truth under ``root`` (see the module docstring).
 
     Args:
@@ -342,25 +368,27 @@ def prepare_ade20k(root: str | Path = DEFAULT_ROOT, catid_mapping: str | Path | 
     instance_categories = ade20k_instance_categories(mapping, mapping_path)
     todo = [split for split in splits if (root / "images" / SPLITS[split]).is_dir()]
     if not todo:
-        raise DatasetError(f"Neither {root / 'images' / 'validation'} nor {root / 'images' / 'training'} "
-                           f"exists. {DOWNLOAD_HINT}")
+        raise DatasetError(f"Neither {root / 'images' / 'validation'} nor {root / 'images' / 'training'} exists. {DOWNLOAD_HINT}")
     if not overwrite:
         out = [_outputs(root, split) for split in todo]
         existing = [p for o in out for p in (o.panoptic_json, o.instance_json) if p.exists()]
         existing += [o.semantic_dir for o in out if o.semantic_dir.is_dir() and any(o.semantic_dir.iterdir())]
         if existing:
-            raise DatasetError(f"{', '.join(map(str, existing))} exist(s) already; delete them or pass "
-                               "--overwrite.")
+            raise DatasetError(f"{', '.join(map(str, existing))} exist(s) already; delete them or pass --overwrite.")
     return {split: _prepare_split(root, split, mapping, categories, instance_categories) for split in todo}
 
 
 def add_prepare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--root", default=DEFAULT_ROOT,
-                        help=f"the unpacked ADEChallengeData2016 folder with annotations_instance/ "
-                             f"(default: {DEFAULT_ROOT}, where ODISE registers it)")
-    parser.add_argument("--catid-mapping", default=None,
-                        help="ade20k_instance_catid_mapping.txt (instance class -> ADE-150 class); "
-                             "default: the packaged copy of Mask2Former's")
+    parser.add_argument(
+        "--root",
+        default=DEFAULT_ROOT,
+        help=f"the unpacked ADEChallengeData2016 folder with annotations_instance/ (default: {DEFAULT_ROOT}, where ODISE registers it)",
+    )
+    parser.add_argument(
+        "--catid-mapping",
+        default=None,
+        help="ade20k_instance_catid_mapping.txt (instance class -> ADE-150 class); default: the packaged copy of Mask2Former's",
+    )
     parser.add_argument("--splits", nargs="+", choices=sorted(SPLITS), default=["val", "train"])
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     return parser
@@ -370,6 +398,8 @@ def run_prepare(args: argparse.Namespace) -> int:
     """``odise-pl data prepare-ade20k``."""
     written = prepare_ade20k(args.root, args.catid_mapping, tuple(args.splits), args.overwrite)
     for split, out in written.items():
-        print(f"{split}: {out.images} images -> {out.panoptic_json} + {out.panoptic_dir}/ (PQ), "
-              f"{out.semantic_dir}/ (mIoU), {out.instance_json} (mask AP)")
+        print(
+            f"{split}: {out.images} images -> {out.panoptic_json} + {out.panoptic_dir}/ (PQ), "
+            f"{out.semantic_dir}/ (mIoU), {out.instance_json} (mask AP)"
+        )
     return 0

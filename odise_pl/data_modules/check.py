@@ -37,8 +37,18 @@ from odise_pl.formats.coco_panoptic import read_label_image, read_panoptic_png
 
 __all__ = ["Problem", "CheckReport", "check_set", "KINDS"]
 
-KINDS = ("missing image", "missing label", "unreadable", "size mismatch", "label values", "unknown segment id",
-         "duplicate id", "bad json", "vocabulary", "layout")
+KINDS = (
+    "missing image",
+    "missing label",
+    "unreadable",
+    "size mismatch",
+    "label values",
+    "unknown segment id",
+    "duplicate id",
+    "bad json",
+    "vocabulary",
+    "layout",
+)
 _LISTED = 8  # values / ids quoted per problem
 
 
@@ -82,15 +92,18 @@ def _read(report: CheckReport, path: Path, reader, *args):
         return None
 
 
-def _check_values(report: CheckReport, path: Path, labels: np.ndarray, num_classes: int | None,
-                  ignore_index: int) -> None:
+def _check_values(report: CheckReport, path: Path, labels: np.ndarray, num_classes: int | None, ignore_index: int) -> None:
     if num_classes is None:
         return
     values, counts = np.unique(labels, return_counts=True)
     bad = ((values < 0) | (values >= num_classes)) & (values != ignore_index)
     if bad.any():
-        report.add(path, "label values", f"{_listed(values[bad])} ({int(counts[bad].sum())} pixels) outside the "
-                   f"vocabulary's classes 0..{num_classes - 1} and not the ignore label {ignore_index}")
+        report.add(
+            path,
+            "label values",
+            f"{_listed(values[bad])} ({int(counts[bad].sum())} pixels) outside the "
+            f"vocabulary's classes 0..{num_classes - 1} and not the ignore label {ignore_index}",
+        )
 
 
 def _num_classes(report: CheckReport, dm, vocabulary_file: Path | None) -> int | None:
@@ -133,8 +146,9 @@ def _check_semantic(dm, report: CheckReport) -> None:
             continue
         photo = _read(report, image, read_rgb_image, labels.shape)
         if photo is not None and photo.shape[:2] != labels.shape:
-            report.add(label, "size mismatch", f"{labels.shape[1]}x{labels.shape[0]} but its image {image} is "
-                       f"{photo.shape[1]}x{photo.shape[0]}")
+            report.add(
+                label, "size mismatch", f"{labels.shape[1]}x{labels.shape[0]} but its image {image} is {photo.shape[1]}x{photo.shape[0]}"
+            )
         _check_values(report, label, labels, num_classes, int(dm.ignore_index))
 
 
@@ -153,8 +167,9 @@ def _check_panoptic_json(data, json_path: Path, report: CheckReport) -> tuple[di
         annotated = [image_key(a["image_id"]) for a in annotations]
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
         what = f"missing key {err}" if isinstance(err, KeyError) else f"a bad value ({err})"
-        report.add(json_path, "bad json", f"{what}; expected 'images', 'annotations' (with 'segments_info') "
-                   "and 'categories' as in COCO panoptic")
+        report.add(
+            json_path, "bad json", f"{what}; expected 'images', 'annotations' (with 'segments_info') and 'categories' as in COCO panoptic"
+        )
         return None
     for ids, what in ((cats, "category"), (image_ids, "image"), (annotated, "annotation image")):
         if _duplicates(ids):
@@ -175,16 +190,15 @@ def _check_annotation(ann, images, cats, dm, json_path: Path, report: CheckRepor
         return
     where = f"image id {ann['image_id']} in {json_path}"
     if info is None:
-        report.add(json_path, "missing image", f"annotation {png.name} refers to image id {ann['image_id']}, "
-                   "which is not in 'images'")
+        report.add(json_path, "missing image", f"annotation {png.name} refers to image id {ann['image_id']}, which is not in 'images'")
         return
     if _duplicates(seg_ids):
-        report.add(json_path, "duplicate id", f"segment id {_listed(_duplicates(seg_ids))} listed more than "
-                   f"once in segments_info of {where}")
+        report.add(
+            json_path, "duplicate id", f"segment id {_listed(_duplicates(seg_ids))} listed more than once in segments_info of {where}"
+        )
     unknown = sorted({c for c in categories if c not in cats})
     if unknown:
-        report.add(json_path, "bad json", f"segments of {where} have category_id {_listed(unknown)}, not in "
-                   "'categories'")
+        report.add(json_path, "bad json", f"segments of {where} have category_id {_listed(unknown)}, not in 'categories'")
     image = root / dm.val_image_dir / str(info.get("file_name"))
     report.items += 1
     if not png.is_file():
@@ -211,8 +225,9 @@ def _check_annotation(ann, images, cats, dm, json_path: Path, report: CheckRepor
         if labels is None and not label.is_file():
             report.add(label, "missing label", f"no semantic label map for {where} (data.val_semantic_dir)")
         elif labels is not None and labels.shape != ids.shape:
-            report.add(label, "size mismatch", f"{labels.shape[1]}x{labels.shape[0]} but the panoptic PNG {png} "
-                       f"is {ids.shape[1]}x{ids.shape[0]}")
+            report.add(
+                label, "size mismatch", f"{labels.shape[1]}x{labels.shape[0]} but the panoptic PNG {png} is {ids.shape[1]}x{ids.shape[0]}"
+            )
         if labels is not None:
             _check_values(report, label, labels, len(cats), int(dm.ignore_index))
 
@@ -259,6 +274,5 @@ def check_set(kwargs: dict) -> CheckReport:
     elif isinstance(dm, CocoPanopticDataModule):
         _check_panoptic(dm, report)
     else:
-        raise ConfigError(f"odise-pl data check reads semantic_seg and COCO-panoptic-format sets; "
-                          f"{type(dm).__name__} is neither.")
+        raise ConfigError(f"odise-pl data check reads semantic_seg and COCO-panoptic-format sets; {type(dm).__name__} is neither.")
     return report

@@ -29,8 +29,9 @@ from odise_pl.errors import DatasetError
 _SHOWN_IDS = 10
 
 
-def load_captions(json_path: str | Path, image_ids: Iterable[int], *,
-                  unknown_images: Literal["warn", "ignore", "error"] = "warn") -> dict[int, list[str]]:
+def load_captions(
+    json_path: str | Path, image_ids: Iterable[int], *, unknown_images: Literal["warn", "ignore", "error"] = "warn"
+) -> dict[int, list[str]]:
     """The captions of each given image, in the order of the file.
 
     Captions are stripped of surrounding white space; blank ones are dropped.
@@ -60,9 +61,11 @@ def load_captions(json_path: str | Path, image_ids: Iterable[int], *,
         texts = []
         for ann in coco.imgToAnns.get(image_id, []):
             if not isinstance(ann.get("caption"), str):
-                raise DatasetError(f"{path}: annotation {ann.get('id')!r} of image {image_id} has no "
-                                   f"'caption' string; is this a COCO captions file "
-                                   f"(annotations/captions_*2017.json)?")
+                raise DatasetError(
+                    f"{path}: annotation {ann.get('id')!r} of image {image_id} has no "
+                    f"'caption' string; is this a COCO captions file "
+                    f"(annotations/captions_*2017.json)?"
+                )
             if ann["caption"].strip():
                 texts.append(ann["caption"].strip())
         captions[image_id] = texts
@@ -72,14 +75,17 @@ def load_captions(json_path: str | Path, image_ids: Iterable[int], *,
         raise DatasetError(
             f"{path}: {len(missing)} of {len(wanted)} images have no caption, e.g. image ids "
             f"{_first(missing)}. Use the captions file of the same split as the panoptic "
-            f"annotations (captions_train2017.json for train2017, captions_val2017.json for val2017).")
+            f"annotations (captions_train2017.json for train2017, captions_val2017.json for val2017)."
+        )
 
     known = set(wanted)
     unknown = sorted(i for i in coco.imgToAnns if i not in known)
     if unknown and unknown_images != "ignore":
         count = sum(len(coco.imgToAnns[i]) for i in unknown)
-        message = (f"{path}: {count} captions belong to {len(unknown)} images outside the "
-                   f"{len(wanted)} requested ones, e.g. image ids {_first(unknown)}")
+        message = (
+            f"{path}: {count} captions belong to {len(unknown)} images outside the "
+            f"{len(wanted)} requested ones, e.g. image ids {_first(unknown)}"
+        )
         if unknown_images == "error":
             raise DatasetError(message + "; pass unknown_images='warn' or 'ignore' to use a subset.")
         warnings.warn(message + "; they are not used.", stacklevel=2)
@@ -90,21 +96,23 @@ def _read(path: Path):
     from pycocotools.coco import COCO
 
     if not path.is_file():
-        raise DatasetError(f"captions file {path} does not exist; expected COCO's "
-                           f"annotations/captions_{{train,val}}2017.json "
-                           f"(from annotations_trainval2017.zip).")
+        raise DatasetError(
+            f"captions file {path} does not exist; expected COCO's "
+            f"annotations/captions_{{train,val}}2017.json "
+            f"(from annotations_trainval2017.zip)."
+        )
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # COCO() prints its progress
             coco = COCO(str(path))
     except json.JSONDecodeError as err:
-        raise DatasetError(f"{path}: not valid JSON (line {err.lineno}, "
-                           f"column {err.colno}: {err.msg}).") from err
+        raise DatasetError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}).") from err
     except (AssertionError, KeyError, TypeError) as err:
-        raise DatasetError(f"{path}: not a COCO annotation file (a dict with an 'annotations' list of "
-                           f"{{'id', 'image_id', 'caption'}}): {type(err).__name__}: {err}.") from err
+        raise DatasetError(
+            f"{path}: not a COCO annotation file (a dict with an 'annotations' list of "
+            f"{{'id', 'image_id', 'caption'}}): {type(err).__name__}: {err}."
+        ) from err
     if not isinstance(coco.dataset.get("annotations"), list):
-        raise DatasetError(f"{path}: no 'annotations' list; expected a COCO captions file "
-                           f"(annotations/captions_{{train,val}}2017.json).")
+        raise DatasetError(f"{path}: no 'annotations' list; expected a COCO captions file (annotations/captions_{{train,val}}2017.json).")
     return coco
 
 

@@ -61,10 +61,18 @@ class CocoPanopticDataset(Dataset):
         num_classes: the valid semantic labels are 0..num_classes-1 (checked with ``semantic_dir``).
     """
 
-    def __init__(self, records: list[PanopticRecord], *, transform, train: bool,
-                 ignore_index: int = 255, skip_bad_samples: bool = False,
-                 json_path: Path | str = "", semantic_dir: Path | None = None,
-                 num_classes: int | None = None) -> None:
+    def __init__(
+        self,
+        records: list[PanopticRecord],
+        *,
+        transform,
+        train: bool,
+        ignore_index: int = 255,
+        skip_bad_samples: bool = False,
+        json_path: Path | str = "",
+        semantic_dir: Path | None = None,
+        num_classes: int | None = None,
+    ) -> None:
         self.records = records
         self.semantic_dir = None if semantic_dir is None else Path(semantic_dir)
         self.num_classes = num_classes
@@ -117,8 +125,10 @@ class CocoPanopticDataset(Dataset):
         ids = read_panoptic_png(rec.panoptic_path).astype(np.int64)  # (H, W)
         image = read_rgb_image(rec.image_path, ids.shape)  # (H, W, 3)
         if image.shape[:2] != ids.shape:
-            raise DatasetError(f"image {rec.image_path} is {image.shape[1]}x{image.shape[0]} but its "
-                               f"panoptic PNG {rec.panoptic_path} is {ids.shape[1]}x{ids.shape[0]}.")
+            raise DatasetError(
+                f"image {rec.image_path} is {image.shape[1]}x{image.shape[0]} but its "
+                f"panoptic PNG {rec.panoptic_path} is {ids.shape[1]}x{ids.shape[0]}."
+            )
         present = distinct_ids(ids)
         known = {s["id"]: s for s in rec.segments}
         unknown = [int(u) for u in present if u != 0 and int(u) not in known]
@@ -127,40 +137,50 @@ class CocoPanopticDataset(Dataset):
             raise DatasetError(
                 f"panoptic PNG {rec.panoptic_path} contains segment id {u} (RGB "
                 f"{', '.join(map(str, id_to_rgb(u).tolist()))}) that is not in segments_info of image id "
-                f"{rec.image_id} in {self.json_path}; the PNG and the JSON do not match.")
+                f"{rec.image_id} in {self.json_path}; the PNG and the JSON do not match."
+            )
         image_t, ids_t, valid = self.transform(image, ids, self.rng if rng is None else rng)
         target = build_targets(ids_t, rec.segments, rec.image_id)
         if not self.train:
-            lut = np.array([known[int(u)]["category"] if int(u) in known else self.ignore_index
-                            for u in present], dtype=np.int64)
+            lut = np.array([known[int(u)]["category"] if int(u) in known else self.ignore_index for u in present], dtype=np.int64)
             # every listed segment with its JSON area, pixel-less ones too: PQ takes them as the
             # COCO panoptic API does (a listed segment without pixels is a false negative)
             target.update(
                 orig_size=(int(ids.shape[0]), int(ids.shape[1])),
                 gt_panoptic=torch.from_numpy(ids),
-                gt_segments=[{"id": s["id"], "category": s["category"], "iscrowd": s["iscrowd"],
-                              "isthing": s["isthing"], "area": s.get("area")} for s in rec.segments],
-                gt_semantic=(self.read_semantic(rec, ids.shape) if self.semantic_dir is not None
-                             else torch.from_numpy(lut[np.searchsorted(present, ids)])),
-                file_name=str(rec.image_path))
-        return {"image": image_to_tensor(image_t), "image_size": valid, "target": target,
-                "captions": rec.captions}
-
+                gt_segments=[
+                    {"id": s["id"], "category": s["category"], "iscrowd": s["iscrowd"], "isthing": s["isthing"], "area": s.get("area")}
+                    for s in rec.segments
+                ],
+                gt_semantic=(
+                    self.read_semantic(rec, ids.shape)
+                    if self.semantic_dir is not None
+                    else torch.from_numpy(lut[np.searchsorted(present, ids)])
+                ),
+                file_name=str(rec.image_path),
+            )
+        return {"image": image_to_tensor(image_t), "image_size": valid, "target": target, "captions": rec.captions}
 
     def read_semantic(self, rec: PanopticRecord, shape: tuple[int, int]) -> torch.Tensor:
         """(H, W) int64 ``gt_semantic`` of ``rec`` from ``semantic_dir``, checked against the panoptic map."""
         path = self.semantic_dir / f"{rec.image_path.stem}.png"
         if not path.is_file():
-            raise DatasetError(f"semantic label map {path} (of image {rec.image_path}) does not exist; "
-                               "it is the mIoU ground truth (data.val_semantic_dir).")
+            raise DatasetError(
+                f"semantic label map {path} (of image {rec.image_path}) does not exist; "
+                "it is the mIoU ground truth (data.val_semantic_dir)."
+            )
         labels = torch.from_numpy(read_label_image(path))
         if tuple(labels.shape) != tuple(shape):
-            raise DatasetError(f"semantic label map {path} is {labels.shape[1]}x{labels.shape[0]} but the "
-                               f"panoptic PNG {rec.panoptic_path} is {shape[1]}x{shape[0]}.")
+            raise DatasetError(
+                f"semantic label map {path} is {labels.shape[1]}x{labels.shape[0]} but the "
+                f"panoptic PNG {rec.panoptic_path} is {shape[1]}x{shape[0]}."
+            )
         bad = (labels != self.ignore_index) & ((labels < 0) | (labels >= (self.num_classes or 1 << 30)))
         if bool(bad.any()):
-            raise DatasetError(f"semantic label map {path} holds the label {int(labels[bad][0])}, outside "
-                               f"0..{self.num_classes - 1} and not the ignore label {self.ignore_index}.")
+            raise DatasetError(
+                f"semantic label map {path} holds the label {int(labels[bad][0])}, outside "
+                f"0..{self.num_classes - 1} and not the ignore label {self.ignore_index}."
+            )
         return labels
 
 
@@ -195,7 +215,7 @@ class CocoPanopticConfig:
     val_semantic_dir: str | None = None
     train_captions_json: str | None = None  # e.g. annotations/captions_train2017.json
     val_captions_json: str | None = None
-    batch_size: int = 2                 # per process; the reference uses 64 in total (2 x 32 GPUs)
+    batch_size: int = 2  # per process; the reference uses 64 in total (2 x 32 GPUs)
     # images per optimizer step over all processes; batch_size is then the largest per-device batch
     # and the gradient accumulation adapts to the number of devices (odise_pl.engine.scale_out)
     global_batch_size: int | None = None
@@ -207,9 +227,9 @@ class CocoPanopticConfig:
     flip: bool = True
     eval_short_side: int = 1024
     eval_max_long_side: int = 2560
-    size_divisibility: int = 32         # the model may raise it to its backbone's
-    vocabulary: str | None = None    # null: JSON names; else an odise_pl.vocab builtin or a file (the
-                                        # reference recipe: coco_panoptic_with_prompt_eng)
+    size_divisibility: int = 32  # the model may raise it to its backbone's
+    vocabulary: str | None = None  # null: JSON names; else an odise_pl.vocab builtin or a file (the
+    # reference recipe: coco_panoptic_with_prompt_eng)
     vocabulary_variant: str | None = None  # a method's copy of a builtin list where it ships one (fcclip)
     ignore_index: int = 255
     skip_bad_samples: bool = False
@@ -236,8 +256,10 @@ def vocabulary_synonyms(vocabulary: str, num_classes: int, variant: str | None =
 
     vocab = load_vocabulary(vocabulary, variant)
     if len(vocab) != num_classes:
-        raise ConfigError(f"data.vocabulary={vocabulary!r} has {len(vocab)} classes but the dataset JSON "
-                          f"has {num_classes} categories; pick a vocabulary of this dataset or null.")
+        raise ConfigError(
+            f"data.vocabulary={vocabulary!r} has {len(vocab)} classes but the dataset JSON "
+            f"has {num_classes} categories; pick a vocabulary of this dataset or null."
+        )
     return vocab.synonyms
 
 
@@ -271,13 +293,16 @@ class CocoPanopticDataModule(L.LightningDataModule):
         lines = [f"Expected COCO panoptic layout under data.root={self.root}:"]
         for split in ("train", "val"):
             get = partial(getattr, self)
-            lines += [f"  {get(split + '_image_dir')}/   images named as in 'images[].file_name'",
-                      f"  {get(split + '_panoptic_dir')}/   PNGs named as in 'annotations[].file_name' "
-                      "(id = R + 256 G + 256^2 B)",
-                      f"  {get(split + '_json')}   COCO panoptic JSON"]
+            lines += [
+                f"  {get(split + '_image_dir')}/   images named as in 'images[].file_name'",
+                f"  {get(split + '_panoptic_dir')}/   PNGs named as in 'annotations[].file_name' (id = R + 256 G + 256^2 B)",
+                f"  {get(split + '_json')}   COCO panoptic JSON",
+            ]
             if get(split + "_semantic_dir"):
-                lines.append(f"  {get(split + '_semantic_dir')}/   semantic label PNGs named like the images "
-                             f"(the mIoU ground truth; {self.ignore_index} unlabeled)")
+                lines.append(
+                    f"  {get(split + '_semantic_dir')}/   semantic label PNGs named like the images "
+                    f"(the mIoU ground truth; {self.ignore_index} unlabeled)"
+                )
             if get(split + "_captions_json"):
                 lines.append(f"  {get(split + '_captions_json')}   COCO captions JSON")
         lines.append("Paths are relative to data.root; override data.train_json etc. to change them.")
@@ -305,8 +330,10 @@ class CocoPanopticDataModule(L.LightningDataModule):
             except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
                 if isinstance(err, (DatasetError, ConfigError)):
                     raise
-                raise DatasetError(f"panoptic JSON {json_path}: bad 'categories' entry ({type(err).__name__}: "
-                                   f"{err}); each needs 'id' (int), 'name' and 'isthing' (0/1).") from None
+                raise DatasetError(
+                    f"panoptic JSON {json_path}: bad 'categories' entry ({type(err).__name__}: "
+                    f"{err}); each needs 'id' (int), 'name' and 'isthing' (0/1)."
+                ) from None
         return self._categories
 
     def _set_categories(self, cats: list[dict]) -> None:
@@ -322,8 +349,10 @@ class CocoPanopticDataModule(L.LightningDataModule):
         else:
             synonyms = [[clean_category_name(str(c["name"]))] for c in cats]
             names = [str(c["name"]) for c in cats]
-        self._categories = [{"id": int(c["id"]), "name": name, "isthing": bool(c["isthing"]), "synonyms": syn}
-                            for c, name, syn in zip(cats, names, synonyms)]
+        self._categories = [
+            {"id": int(c["id"]), "name": name, "isthing": bool(c["isthing"]), "synonyms": syn}
+            for c, name, syn in zip(cats, names, synonyms)
+        ]
 
     @property
     def num_classes(self) -> int:
@@ -355,18 +384,29 @@ class CocoPanopticDataModule(L.LightningDataModule):
             for rec in records:
                 rec.captions = captions[rec.image_id]
         if [int(c["id"]) for c in cats] != [c["id"] for c in self.categories]:
-            raise DatasetError(f"the categories of {json_path} differ from those of the other split "
-                               "(ids or order); both splits must list the same categories.")
-        transform = (LargeScaleJitter(self.crop_size, self.min_scale, self.max_scale, self.flip) if train
-                     else ResizeShortestEdge(self.eval_short_side, self.eval_max_long_side))
+            raise DatasetError(
+                f"the categories of {json_path} differ from those of the other split "
+                "(ids or order); both splits must list the same categories."
+            )
+        transform = (
+            LargeScaleJitter(self.crop_size, self.min_scale, self.max_scale, self.flip)
+            if train
+            else ResizeShortestEdge(self.eval_short_side, self.eval_max_long_side)
+        )
         semantic = getattr(self, f"{split}_semantic_dir")
         semantic_dir = None if train or not semantic else self._path(semantic)
         if semantic_dir is not None:
             self._check_dir(semantic_dir, "semantic label directory")
-        return CocoPanopticDataset(records, transform=transform, train=train,
-                                   ignore_index=self.ignore_index,
-                                   skip_bad_samples=self.skip_bad_samples, json_path=json_path,
-                                   semantic_dir=semantic_dir, num_classes=len(cats))
+        return CocoPanopticDataset(
+            records,
+            transform=transform,
+            train=train,
+            ignore_index=self.ignore_index,
+            skip_bad_samples=self.skip_bad_samples,
+            json_path=json_path,
+            semantic_dir=semantic_dir,
+            num_classes=len(cats),
+        )
 
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets a stage needs (``fit``: train + val; others: val)."""
@@ -382,16 +422,20 @@ class CocoPanopticDataModule(L.LightningDataModule):
         workers = int(self.num_workers)
         if workers == 0:
             dataset.reseed(np.random.SeedSequence([torch.initial_seed() % 2**63, rank]))
-        common = dict(num_workers=workers, collate_fn=PanopticCollate(self.size_divisibility),
-                      pin_memory=bool(self.pin_memory and torch.cuda.is_available()),
-                      persistent_workers=workers > 0,
-                      worker_init_fn=partial(seed_worker, rank=rank) if workers > 0 else None,
-                      # a private generator: loading never draws from the global RNG that training uses
-                      generator=torch.Generator().manual_seed((torch.initial_seed() + rank) % 2**63))
+        common = dict(
+            num_workers=workers,
+            collate_fn=PanopticCollate(self.size_divisibility),
+            pin_memory=bool(self.pin_memory and torch.cuda.is_available()),
+            persistent_workers=workers > 0,
+            worker_init_fn=partial(seed_worker, rank=rank) if workers > 0 else None,
+            # a private generator: loading never draws from the global RNG that training uses
+            generator=torch.Generator().manual_seed((torch.initial_seed() + rank) % 2**63),
+        )
         if train:  # seeded by seed_everything(seed); the position is saved in checkpoints
             sampler = ResumableShuffleSampler(dataset, seed=torch.initial_seed(), num_replicas=world, rank=rank)
-            return ResumableDataLoader(dataset, batch_size=self.batch_size, sampler=sampler,
-                                       drop_last=len(sampler) >= self.batch_size, **common)
+            return ResumableDataLoader(
+                dataset, batch_size=self.batch_size, sampler=sampler, drop_last=len(sampler) >= self.batch_size, **common
+            )
         sampler = InferenceShardSampler(dataset, num_replicas=world, rank=rank)
         return DataLoader(dataset, batch_size=self.eval_batch_size, sampler=sampler, **common)
 

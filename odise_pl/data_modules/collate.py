@@ -35,8 +35,7 @@ class PanopticCollate:
         items = [item for item in items if item is not None]
         d = self.size_divisibility
         if not items:
-            return {"images": torch.zeros(0, 3, d, d, dtype=torch.uint8),
-                    "image_sizes": torch.zeros(0, 2, dtype=torch.long), "targets": []}
+            return {"images": torch.zeros(0, 3, d, d, dtype=torch.uint8), "image_sizes": torch.zeros(0, 2, dtype=torch.long), "targets": []}
         height = math.ceil(max(it["image"].shape[1] for it in items) / d) * d
         width = math.ceil(max(it["image"].shape[2] for it in items) / d) * d
         images = torch.zeros(len(items), 3, height, width, dtype=torch.uint8)

@@ -21,8 +21,9 @@ def read_json(path: Path, what: str, layout: str = "") -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise DatasetError(f"{what} {path} is not valid JSON ({err.msg} at line {err.lineno}, "
-                           f"column {err.colno}); re-download or regenerate it.") from err
+        raise DatasetError(
+            f"{what} {path} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); re-download or regenerate it."
+        ) from err
     except UnicodeDecodeError as err:
         raise DatasetError(f"{what} {path} is not UTF-8 text ({err}); is it really a JSON file?") from err
     except RecursionError:
@@ -40,16 +41,21 @@ def read_rgb_image(path: Path, expected_hw: tuple[int, int] | None = None) -> np
         with Image.open(path) as raw:
             raw.load()
             image = ImageOps.exif_transpose(raw)
-            if expected_hw is not None and (image.height, image.width) != tuple(expected_hw) \
-                    and (raw.height, raw.width) == tuple(expected_hw):
+            if (
+                expected_hw is not None
+                and (image.height, image.width) != tuple(expected_hw)
+                and (raw.height, raw.width) == tuple(expected_hw)
+            ):
                 image = raw
             return np.asarray(image.convert("RGB"))
     except FileNotFoundError as err:
-        raise DatasetError(f"image {path} does not exist (listed in the JSON); "
-                           "check the image directory or set data.skip_bad_samples=true.") from err
+        raise DatasetError(
+            f"image {path} does not exist (listed in the JSON); check the image directory or set data.skip_bad_samples=true."
+        ) from err
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        raise DatasetError(f"cannot decode image {path}: {err}. The file is corrupt or truncated; "
-                           "replace it or set data.skip_bad_samples=true.") from err
+        raise DatasetError(
+            f"cannot decode image {path}: {err}. The file is corrupt or truncated; replace it or set data.skip_bad_samples=true."
+        ) from err
 
 
 @dataclass
@@ -74,8 +80,9 @@ def image_key(value) -> int | str:
     return int(value)
 
 
-def load_panoptic_json(json_path: Path, image_dir: Path, panoptic_dir: Path, *,
-                       layout: str = "") -> tuple[list[dict], list[PanopticRecord]]:
+def load_panoptic_json(
+    json_path: Path, image_dir: Path, panoptic_dir: Path, *, layout: str = ""
+) -> tuple[list[dict], list[PanopticRecord]]:
     """Read a COCO panoptic JSON.
 
     Returns:
@@ -91,26 +98,38 @@ def load_panoptic_json(json_path: Path, image_dir: Path, panoptic_dir: Path, *,
         for ann in data["annotations"]:
             image = images.get(image_key(ann["image_id"]))
             if image is None:
-                raise DatasetError(f"{json_path}: annotation {ann['file_name']} refers to image id "
-                                   f"{ann['image_id']}, which is not in 'images'.")
+                raise DatasetError(
+                    f"{json_path}: annotation {ann['file_name']} refers to image id {ann['image_id']}, which is not in 'images'."
+                )
             segments = []
             for seg in ann["segments_info"]:
                 if int(seg["category_id"]) not in contiguous:
-                    raise DatasetError(f"{json_path}: segment {seg['id']} of image id {ann['image_id']} "
-                                       f"has category_id {seg['category_id']}, not in 'categories'.")
+                    raise DatasetError(
+                        f"{json_path}: segment {seg['id']} of image id {ann['image_id']} "
+                        f"has category_id {seg['category_id']}, not in 'categories'."
+                    )
                 k = contiguous[int(seg["category_id"])]
-                segments.append({"id": int(seg["id"]), "category": k, "isthing": isthing[k],
-                                 "iscrowd": bool(seg.get("iscrowd", 0)),
-                                 "area": None if seg.get("area") is None else int(seg["area"])})
-            records.append(PanopticRecord(image_key(ann["image_id"]), image_dir / image["file_name"],
-                                          panoptic_dir / ann["file_name"], segments))
+                segments.append(
+                    {
+                        "id": int(seg["id"]),
+                        "category": k,
+                        "isthing": isthing[k],
+                        "iscrowd": bool(seg.get("iscrowd", 0)),
+                        "area": None if seg.get("area") is None else int(seg["area"]),
+                    }
+                )
+            records.append(
+                PanopticRecord(image_key(ann["image_id"]), image_dir / image["file_name"], panoptic_dir / ann["file_name"], segments)
+            )
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
         if isinstance(err, DatasetError):
             raise
         what = f"missing key {err}" if isinstance(err, KeyError) else f"a bad value ({err})"
-        raise DatasetError(f"panoptic JSON {json_path} is malformed: {what}. "
-                           "Expected 'images', 'annotations' (with 'segments_info') and "
-                           "'categories' as in COCO panoptic.") from err
+        raise DatasetError(
+            f"panoptic JSON {json_path} is malformed: {what}. "
+            "Expected 'images', 'annotations' (with 'segments_info') and "
+            "'categories' as in COCO panoptic."
+        ) from err
     return categories, records
 
 

@@ -47,8 +47,7 @@ class InferenceShardSampler(DistributedSampler):
         [[0, 1, 2], [3, 4]]
     """
 
-    def __init__(self, dataset: Sized | int, num_replicas: int | None = None,
-                 rank: int | None = None) -> None:
+    def __init__(self, dataset: Sized | int, num_replicas: int | None = None, rank: int | None = None) -> None:
         size = dataset if isinstance(dataset, int) else len(dataset)
         world, here = current_world()
         num_replicas = world if num_replicas is None else num_replicas
@@ -104,15 +103,21 @@ class ResumableShuffleSampler(DistributedSampler):
         1
     """
 
-    def __init__(self, dataset: Sized | int, *, seed: int, num_replicas: int | None = None,
-                 rank: int | None = None, drop_last: bool = False) -> None:
+    def __init__(
+        self, dataset: Sized | int, *, seed: int, num_replicas: int | None = None, rank: int | None = None, drop_last: bool = False
+    ) -> None:
         size = dataset if isinstance(dataset, int) else len(dataset)
         world, here = current_world()
-        super().__init__(range(size), num_replicas=world if num_replicas is None else num_replicas,
-                         rank=here if rank is None else rank, shuffle=True, seed=int(seed) % 2**63,
-                         drop_last=drop_last)
-        self.start = 0        # position in this rank's epoch where the next iteration begins
-        self.iter_start = 0   # where the current iteration began
+        super().__init__(
+            range(size),
+            num_replicas=world if num_replicas is None else num_replicas,
+            rank=here if rank is None else rank,
+            shuffle=True,
+            seed=int(seed) % 2**63,
+            drop_last=drop_last,
+        )
+        self.start = 0  # position in this rank's epoch where the next iteration begins
+        self.iter_start = 0  # where the current iteration began
 
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
@@ -130,8 +135,12 @@ class ResumableShuffleSampler(DistributedSampler):
 
     def state_dict(self, consumed_in_iteration: int = 0) -> dict:
         """Epoch and samples of it consumed: those before this iteration plus ``consumed_in_iteration``."""
-        return {"epoch": int(self.epoch), "seed": int(self.seed), "num_samples": int(self.num_samples),
-                "consumed": min(self.iter_start + int(consumed_in_iteration), int(self.num_samples))}
+        return {
+            "epoch": int(self.epoch),
+            "seed": int(self.seed),
+            "num_samples": int(self.num_samples),
+            "consumed": min(self.iter_start + int(consumed_in_iteration), int(self.num_samples)),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Resume at ``state``: a finished epoch resumes at the start of the next one."""

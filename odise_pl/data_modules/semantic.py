@@ -43,8 +43,7 @@ from odise_pl.evaluation_sets import SEMANTIC_SETS, SemanticSetSpec
 from odise_pl.formats.coco_panoptic import read_label_image
 from odise_pl.registry import DATA_MODULES
 
-__all__ = ["SEMANTIC_SETS", "SemanticSetSpec", "SemanticSegConfig", "SemanticSegDataset",
-           "SemanticSegDataModule"]
+__all__ = ["SEMANTIC_SETS", "SemanticSetSpec", "SemanticSegConfig", "SemanticSegDataset", "SemanticSegDataModule"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -60,7 +59,7 @@ class SemanticSegConfig(CocoPanopticConfig):
     label_suffix: str | None = None  # the label files' ending (default: the set's, .png for custom)
     vocabulary: str | None = None
     ignore_index: int | None = None  # type: ignore[assignment]
-    eval_short_side: int = 1024     # every set as the reference (pano_open_d2_eval.py): 1024 / 2560, batch 1
+    eval_short_side: int = 1024  # every set as the reference (pano_open_d2_eval.py): 1024 / 2560, batch 1
     eval_max_long_side: int = 2560
 
 
@@ -72,8 +71,7 @@ def label_stem(label: Path, suffix: str) -> str:
 class SemanticSegDataset(Dataset):
     """Evaluation items: the resized image and, at the original size, ``gt_semantic``."""
 
-    def __init__(self, pairs: list[tuple[Path, Path]], *, num_classes: int, ignore_index: int,
-                 transform: ResizeShortestEdge) -> None:
+    def __init__(self, pairs: list[tuple[Path, Path]], *, num_classes: int, ignore_index: int, transform: ResizeShortestEdge) -> None:
         self.pairs, self.num_classes, self.ignore_index = pairs, num_classes, ignore_index
         self.transform = transform
         self.num_skipped = 0
@@ -89,20 +87,29 @@ class SemanticSegDataset(Dataset):
         labels = read_label_image(label_path)
         bad = (labels >= self.num_classes) & (labels != self.ignore_index)
         if bad.any():
-            raise DatasetError(f"{label_path} holds the label {int(labels[bad][0])}, outside "
-                               f"0..{self.num_classes - 1} and not the ignore label {self.ignore_index}; "
-                               "is data.dataset right? (odise-pl data check lists every such file)")
+            raise DatasetError(
+                f"{label_path} holds the label {int(labels[bad][0])}, outside "
+                f"0..{self.num_classes - 1} and not the ignore label {self.ignore_index}; "
+                "is data.dataset right? (odise-pl data check lists every such file)"
+            )
         image = read_rgb_image(image_path, labels.shape)
         if image.shape[:2] != labels.shape:
-            raise DatasetError(f"image {image_path} is {image.shape[1]}x{image.shape[0]} but its labels "
-                               f"{label_path} are {labels.shape[1]}x{labels.shape[0]}.")
+            raise DatasetError(
+                f"image {image_path} is {image.shape[1]}x{image.shape[0]} but its labels "
+                f"{label_path} are {labels.shape[1]}x{labels.shape[0]}."
+            )
         image_t, _, valid = self.transform(image, labels)
         h, w = valid
-        target = {"masks": torch.zeros(0, h, w, dtype=torch.bool), "labels": torch.zeros(0, dtype=torch.long),
-                  "is_thing": torch.zeros(0, dtype=torch.bool), "iscrowd": torch.zeros(0, dtype=torch.bool),
-                  "image_id": int(index if not isinstance(index, tuple) else index[0]),
-                  "orig_size": (int(labels.shape[0]), int(labels.shape[1])),
-                  "gt_semantic": torch.from_numpy(labels.astype(np.int64)), "file_name": str(image_path)}
+        target = {
+            "masks": torch.zeros(0, h, w, dtype=torch.bool),
+            "labels": torch.zeros(0, dtype=torch.long),
+            "is_thing": torch.zeros(0, dtype=torch.bool),
+            "iscrowd": torch.zeros(0, dtype=torch.bool),
+            "image_id": int(index if not isinstance(index, tuple) else index[0]),
+            "orig_size": (int(labels.shape[0]), int(labels.shape[1])),
+            "gt_semantic": torch.from_numpy(labels.astype(np.int64)),
+            "file_name": str(image_path),
+        }
         return {"image": image_to_tensor(image_t), "image_size": valid, "target": target, "captions": None}
 
 
@@ -130,12 +137,14 @@ class SemanticSegDataModule(CocoPanopticDataModule):
         self.label_suffix = label_suffix or self.spec.label_suffix
 
     def expected_layout(self) -> str:
-        return (f"Expected for data.dataset={self.dataset} under data.root={self.root}:\n"
-                f"  {self.image_dir}/   images (.jpg)\n"
-                f"  {self.label_dir}/   labels named like the images ({self.label_suffix}, "
-                f"ignore {self.ignore_index})\n"
-                f"Download: {self.spec.download}. Set data.root (or data.image_dir / data.label_dir) "
-                "to its folder.")
+        return (
+            f"Expected for data.dataset={self.dataset} under data.root={self.root}:\n"
+            f"  {self.image_dir}/   images (.jpg)\n"
+            f"  {self.label_dir}/   labels named like the images ({self.label_suffix}, "
+            f"ignore {self.ignore_index})\n"
+            f"Download: {self.spec.download}. Set data.root (or data.image_dir / data.label_dir) "
+            "to its folder."
+        )
 
     @property
     def categories(self) -> list[dict]:
@@ -143,43 +152,50 @@ class SemanticSegDataModule(CocoPanopticDataModule):
         if self._categories is None:
             from odise_pl.vocab import load_vocabulary, load_vocabulary_file
 
-            vocab = (load_vocabulary_file(self.vocabulary) if self.dataset == "custom"
-                     else load_vocabulary(self.vocabulary, self.vocabulary_variant))
+            vocab = (
+                load_vocabulary_file(self.vocabulary)
+                if self.dataset == "custom"
+                else load_vocabulary(self.vocabulary, self.vocabulary_variant)
+            )
             synonyms = vocab.synonyms
             rows = zip(vocab.names, vocab.is_thing, synonyms)
-            self._categories = [{"id": i, "name": name, "isthing": bool(thing), "synonyms": syn}
-                                for i, (name, thing, syn) in enumerate(rows)]
+            self._categories = [
+                {"id": i, "name": name, "isthing": bool(thing), "synonyms": syn} for i, (name, thing, syn) in enumerate(rows)
+            ]
         return self._categories
 
     def setup(self, stage: str | None = None) -> None:
         if stage == "fit":
-            raise ConfigError(f"data.name=semantic_seg ({self.dataset}) is an evaluation set; train on "
-                              "coco_panoptic and use it with odise-pl validate / test.")
+            raise ConfigError(
+                f"data.name=semantic_seg ({self.dataset}) is an evaluation set; train on "
+                "coco_panoptic and use it with odise-pl validate / test."
+            )
         if "val" in self.datasets:
             return
         image_dir, label_dir = Path(self.root) / self.image_dir, Path(self.root) / self.label_dir
-        for folder, what in ((Path(self.root), "dataset root"), (image_dir, "image directory"),
-                             (label_dir, "label directory")):
+        for folder, what in ((Path(self.root), "dataset root"), (image_dir, "image directory"), (label_dir, "label directory")):
             self._check_dir(folder, what)
         pairs = []
         for label, image in self.label_image_pairs():
             if image is None:
-                raise DatasetError(f"{label} has no image {image_dir / label_stem(label, self.label_suffix)}.jpg."
-                                   f"\n{self.expected_layout()}")
+                raise DatasetError(
+                    f"{label} has no image {image_dir / label_stem(label, self.label_suffix)}.jpg.\n{self.expected_layout()}"
+                )
             pairs.append((image, label))
         if not pairs:
-            raise DatasetError(f"{label_dir} holds no {self.label_suffix} labels.\n"
-                               f"{self.expected_layout()}")
+            raise DatasetError(f"{label_dir} holds no {self.label_suffix} labels.\n{self.expected_layout()}")
         self.datasets["val"] = SemanticSegDataset(
-            pairs, num_classes=self.num_classes, ignore_index=int(self.ignore_index),
-            transform=ResizeShortestEdge(self.eval_short_side, self.eval_max_long_side))
+            pairs,
+            num_classes=self.num_classes,
+            ignore_index=int(self.ignore_index),
+            transform=ResizeShortestEdge(self.eval_short_side, self.eval_max_long_side),
+        )
 
     def label_image_pairs(self) -> list[tuple[Path, Path | None]]:
         """Every label file of the set with its image (None where it has none), in name order."""
         image_dir, label_dir = Path(self.root) / self.image_dir, Path(self.root) / self.label_dir
         images = {p.stem: p for p in sorted(image_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
-        return [(label, images.get(label_stem(label, self.label_suffix)))
-                for label in sorted(label_dir.glob(f"*{self.label_suffix}"))]
+        return [(label, images.get(label_stem(label, self.label_suffix))) for label in sorted(label_dir.glob(f"*{self.label_suffix}"))]
 
     def train_dataloader(self):
         self.setup("fit")

@@ -47,23 +47,30 @@ def load_set_file(path: str | Path) -> dict:
 
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"set file {path} does not exist. Give a YAML file with a 'data:' section "
-                          "(see docs/custom_datasets.md), or a builtin set name.")
+        raise ConfigError(
+            f"set file {path} does not exist. Give a YAML file with a 'data:' section (see docs/custom_datasets.md), or a builtin set name."
+        )
     raw, lines = read_yaml(path)
     others = sorted(k for k in raw or {} if k != "data") if isinstance(raw, dict) else []
     if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict):
-        raise ConfigError(f"{path}: a set file holds one 'data:' section with at least its 'name' "
-                          "(e.g. 'data: {name: semantic_seg, dataset: custom, root: .}'); see "
-                          "docs/custom_datasets.md.")
+        raise ConfigError(
+            f"{path}: a set file holds one 'data:' section with at least its 'name' "
+            "(e.g. 'data: {name: semantic_seg, dataset: custom, root: .}'); see "
+            "docs/custom_datasets.md."
+        )
     if others:
         line = lines.get(others[0])
-        raise ConfigError(f"{path}: unknown key '{others[0]}'" + (f" (line {line})" if line else "")
-                          + "; a set file holds only a 'data:' section.")
+        raise ConfigError(
+            f"{path}: unknown key '{others[0]}'" + (f" (line {line})" if line else "") + "; a set file holds only a 'data:' section."
+        )
     if "name" not in raw["data"]:
         line = lines.get("data")
-        raise ConfigError(f"{path}: 'data' has no 'name'" + (f" (line {line})" if line else "")
-                          + ": write e.g. 'name: semantic_seg' (with 'dataset: custom') or "
-                          "'name: coco_panoptic'.")
+        raise ConfigError(
+            f"{path}: 'data' has no 'name'"
+            + (f" (line {line})" if line else "")
+            + ": write e.g. 'name: semantic_seg' (with 'dataset: custom') or "
+            "'name: coco_panoptic'."
+        )
     section = load_config(path).data  # validated: errors name the file and line
     kwargs = {key: section[key] for key in raw["data"]}
     for key in _PATH_KEYS:

@@ -42,15 +42,19 @@ GENERATOR_VERSION = 1
 THINGS = ("circle", "square", "triangle", "star", "cross")
 STUFF = ("sky", "grass", "water", "sand", "wall")
 # original ids are non-contiguous on purpose (as in COCO), JSON order = contiguous order
-CATEGORY_IDS = {"circle": 1, "square": 2, "triangle": 3, "star": 5, "cross": 7,
-                "sky": 21, "grass": 22, "water": 24, "sand": 25, "wall": 27}
-PALETTE = {"red": (215, 35, 35), "orange": (245, 140, 20), "yellow": (240, 220, 30),
-           "purple": (140, 50, 190), "pink": (245, 120, 200), "white": (245, 245, 245),
-           "black": (25, 25, 25), "cyan": (20, 215, 215)}
-DEFAULT_COLOUR = {"circle": "red", "square": "yellow", "triangle": "purple", "star": "orange",
-                  "cross": "black"}
-STUFF_COLOUR = {"sky": (135, 190, 235), "grass": (60, 150, 50), "water": (30, 70, 150),
-                "sand": (220, 195, 140), "wall": (150, 140, 135)}
+CATEGORY_IDS = {"circle": 1, "square": 2, "triangle": 3, "star": 5, "cross": 7, "sky": 21, "grass": 22, "water": 24, "sand": 25, "wall": 27}
+PALETTE = {
+    "red": (215, 35, 35),
+    "orange": (245, 140, 20),
+    "yellow": (240, 220, 30),
+    "purple": (140, 50, 190),
+    "pink": (245, 120, 200),
+    "white": (245, 245, 245),
+    "black": (25, 25, 25),
+    "cyan": (20, 215, 215),
+}
+DEFAULT_COLOUR = {"circle": "red", "square": "yellow", "triangle": "purple", "star": "orange", "cross": "black"}
+STUFF_COLOUR = {"sky": (135, 190, 235), "grass": (60, 150, 50), "water": (30, 70, 150), "sand": (220, 195, 140), "wall": (150, 140, 135)}
 PLURAL = {"cross": "crosses"}
 NUMBER = ("no", "a", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 SPLITS = ("train", "val")
@@ -58,10 +62,11 @@ SPLITS = ("train", "val")
 
 def categories_json() -> list[dict]:
     """The category list (things first, then stuff) as written to the panoptic JSON."""
-    cats = [{"id": CATEGORY_IDS[n], "name": n, "isthing": 1, "supercategory": "shape",
-             "color": list(PALETTE[DEFAULT_COLOUR[n]])} for n in THINGS]
-    cats += [{"id": CATEGORY_IDS[n], "name": n, "isthing": 0, "supercategory": "background",
-              "color": list(STUFF_COLOUR[n])} for n in STUFF]
+    cats = [
+        {"id": CATEGORY_IDS[n], "name": n, "isthing": 1, "supercategory": "shape", "color": list(PALETTE[DEFAULT_COLOUR[n]])}
+        for n in THINGS
+    ]
+    cats += [{"id": CATEGORY_IDS[n], "name": n, "isthing": 0, "supercategory": "background", "color": list(STUFF_COLOUR[n])} for n in STUFF]
     return cats
 
 
@@ -103,8 +108,7 @@ def _stuff_layout(num: int, size: int, rng: np.random.Generator) -> np.ndarray:
     region = np.zeros((size, size), np.int64)
     for i in range(1, num):
         cut = (i + rng.uniform(-0.3, 0.3)) / num * size
-        wave = rng.uniform(0, 0.06 * size) * np.sin(2 * np.pi * rng.uniform(0.5, 2) * across / size
-                                                    + rng.uniform(0, 2 * np.pi))
+        wave = rng.uniform(0, 0.06 * size) * np.sin(2 * np.pi * rng.uniform(0.5, 2) * across / size + rng.uniform(0, 2 * np.pi))
         region += along >= cut + wave
     return region
 
@@ -124,8 +128,7 @@ def _shape_mask(category: str, cx: float, cy: float, r: float, angle: float, siz
             radii, angles = [r, 0.45 * r] * 5, np.arange(10) * np.pi / 5
         else:  # cross: a plus sign of arm half-width w
             w = 0.33 * r
-            pts = [(w, r), (w, w), (r, w), (r, -w), (w, -w), (w, -r),
-                   (-w, -r), (-w, -w), (-r, -w), (-r, w), (-w, w), (-w, r)]
+            pts = [(w, r), (w, w), (r, w), (r, -w), (w, -w), (w, -r), (-w, -r), (-w, -w), (-r, -w), (-r, w), (-w, w), (-w, r)]
             radii = [np.hypot(x, y) for x, y in pts]
             angles = np.array([np.arctan2(y, x) for x, y in pts])
         angles = np.asarray(angles) + angle
@@ -149,7 +152,7 @@ def _draw_image(size: int, rng: np.random.Generator):
 
     def new_id() -> int:
         while True:
-            sid = int(rng.integers(1, 256 ** 3))
+            sid = int(rng.integers(1, 256**3))
             if sid not in used:
                 used.add(sid)
                 return sid
@@ -166,8 +169,8 @@ def _draw_image(size: int, rng: np.random.Generator):
     if rng.random() < 0.3:  # an unlabeled (VOID) noise patch
         h, w = (rng.uniform(0.1, 0.22, 2) * size).astype(int) + 2
         y, x = rng.integers(0, size - h), rng.integers(0, size - w)
-        image[y:y + h, x:x + w] = rng.uniform(0, 255, (h, w, 3))
-        ids[y:y + h, x:x + w] = 0
+        image[y : y + h, x : x + w] = rng.uniform(0, 255, (h, w, 3))
+        ids[y : y + h, x : x + w] = 0
     if rng.random() < 0.2:  # a crowd: a cluster of tiny shapes as one iscrowd segment
         category = THINGS[rng.integers(len(THINGS))]
         colour, rgb = _thing_colour(category, rng)
@@ -175,8 +178,7 @@ def _draw_image(size: int, rng: np.random.Generator):
         cx, cy = rng.uniform(0.2, 0.8, 2) * size
         for _ in range(int(rng.integers(8, 15))):
             dx, dy = rng.uniform(-0.13, 0.13, 2) * size
-            m = _shape_mask(category, cx + dx, cy + dy, rng.uniform(0.015, 0.03) * size,
-                            rng.uniform(0, 2 * np.pi), size)
+            m = _shape_mask(category, cx + dx, cy + dy, rng.uniform(0.015, 0.03) * size, rng.uniform(0, 2 * np.pi), size)
             image[m], ids[m] = rgb, crowd.segment_id
         instances.append(crowd)
     for _ in range(int(rng.choice([1, 2, 3, 4, 5], p=[0.15, 0.25, 0.25, 0.2, 0.15]))):
@@ -203,9 +205,15 @@ def _segments(ids: np.ndarray, instances: list[_Instance], min_area: int):
             continue
         ys, xs = np.nonzero(mask)
         x0, y0 = int(xs.min()), int(ys.min())
-        segments.append({"id": inst.segment_id, "category_id": CATEGORY_IDS[inst.category],
-                         "area": area, "bbox": [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1],
-                         "iscrowd": int(inst.iscrowd)})
+        segments.append(
+            {
+                "id": inst.segment_id,
+                "category_id": CATEGORY_IDS[inst.category],
+                "area": area,
+                "bbox": [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1],
+                "iscrowd": int(inst.iscrowd),
+            }
+        )
         kept.append(inst)
     return segments, kept
 
@@ -233,17 +241,19 @@ def _captions(instances: list[_Instance], rng: np.random.Generator) -> list[str]
         by_colour[(inst.colour, inst.category)] = by_colour.get((inst.colour, inst.category), 0) + 1
     extra = [f"a cluster of tiny {PLURAL.get(c.category, c.category + 's')}" for c in crowd]
     shapes = _join([_count(n, c) for c, n in by_shape.items()] + extra) if things or crowd else ""
-    coloured = _join([_count(n, f"{col} {c}") for (col, c), n in by_colour.items()] + extra) \
-        if things or crowd else ""
+    coloured = _join([_count(n, f"{col} {c}") for (col, c), n in by_colour.items()] + extra) if things or crowd else ""
     ground = _join([("a " + s) if s == "wall" else s for s in stuff])
     total = len(things)
-    templates = [f"{coloured} over {ground}.", f"{shapes} in front of {ground}.",
-                 f"a picture of {coloured}.", f"{ground} with {shapes} on top.",
-                 f"a scene of {ground} with {coloured}.",
-                 f"there {'is' if total == 1 else 'are'} {_count(total, 'shape')} on {ground}."]
+    templates = [
+        f"{coloured} over {ground}.",
+        f"{shapes} in front of {ground}.",
+        f"a picture of {coloured}.",
+        f"{ground} with {shapes} on top.",
+        f"a scene of {ground} with {coloured}.",
+        f"there {'is' if total == 1 else 'are'} {_count(total, 'shape')} on {ground}.",
+    ]
     if not (things or crowd):
-        templates = [f"a picture of {ground}.", f"an empty scene of {ground}.",
-                     f"{ground} and nothing else.", f"a texture of {ground}."]
+        templates = [f"a picture of {ground}.", f"an empty scene of {ground}.", f"{ground} and nothing else.", f"a texture of {ground}."]
     order = rng.permutation(len(templates))[: int(rng.integers(3, 6))]
     return [templates[i][0].upper() + templates[i][1:] for i in sorted(order)]
 
@@ -258,8 +268,7 @@ def _semantic(ids: np.ndarray, segments: list[dict]) -> np.ndarray:
 
 
 def _write_split(out: Path, split: str, count: int, seed: int, size: int, quality: int) -> None:
-    image_dir, pan_dir, sem_dir = (out / f"{split}2017", out / f"panoptic_{split}2017",
-                                   out / f"panoptic_semseg_{split}2017")
+    image_dir, pan_dir, sem_dir = (out / f"{split}2017", out / f"panoptic_{split}2017", out / f"panoptic_semseg_{split}2017")
     for d in (image_dir, pan_dir, sem_dir, out / "annotations"):
         d.mkdir(parents=True, exist_ok=True)
     images, annotations, captions = [], [], []
@@ -279,16 +288,22 @@ def _write_split(out: Path, split: str, count: int, seed: int, size: int, qualit
         for text in _captions(kept, rng):
             captions.append({"id": len(captions) + 1 + first_id * 10, "image_id": image_id, "caption": text})
     info = {"description": f"odise-pl synthetic shapes ({split})", "version": str(GENERATOR_VERSION)}
-    panoptic = {"info": info, "licenses": [], "images": images, "annotations": annotations,
-                "categories": categories_json()}
+    panoptic = {"info": info, "licenses": [], "images": images, "annotations": annotations, "categories": categories_json()}
     write_text(out / "annotations" / f"panoptic_{split}2017.json", json.dumps(panoptic))
     caption_json = {"info": info, "licenses": [], "images": images, "annotations": captions}
     write_text(out / "annotations" / f"captions_{split}2017.json", json.dumps(caption_json))
 
 
-def generate_synthetic_coco(out_dir: str | os.PathLike, num_train: int, num_val: int, seed: int,
-                            image_size: int = 128, *, jpeg_quality: int = 95,
-                            overwrite: bool = False) -> Path:
+def generate_synthetic_coco(
+    out_dir: str | os.PathLike,
+    num_train: int,
+    num_val: int,
+    seed: int,
+    image_size: int = 128,
+    *,
+    jpeg_quality: int = 95,
+    overwrite: bool = False,
+) -> Path:
     """Generate a synthetic dataset in the COCO panoptic layout (see the module docstring).
 
     The same arguments give byte-identical files; image ``i`` of a split depends only on
@@ -309,17 +324,23 @@ def generate_synthetic_coco(out_dir: str | os.PathLike, num_train: int, num_val:
     """
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise DatasetError(f"{out} exists and is not empty; pass overwrite=True (--overwrite) "
-                           "or choose another folder. Nothing was written.")
+        raise DatasetError(
+            f"{out} exists and is not empty; pass overwrite=True (--overwrite) or choose another folder. Nothing was written."
+        )
     if image_size < 32 or num_train < 0 or num_val < 0:
-        raise DatasetError(f"bad synthetic dataset size: image_size={image_size} (>= 32), "
-                           f"num_train={num_train}, num_val={num_val} (>= 0)")
+        raise DatasetError(f"bad synthetic dataset size: image_size={image_size} (>= 32), num_train={num_train}, num_val={num_val} (>= 0)")
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     for split, count in (("train", num_train), ("val", num_val)):
         _write_split(tmp, split, count, seed, image_size, jpeg_quality)
-    manifest = {"generator_version": GENERATOR_VERSION, "num_train": num_train, "num_val": num_val,
-                "seed": seed, "image_size": image_size, "jpeg_quality": jpeg_quality}
+    manifest = {
+        "generator_version": GENERATOR_VERSION,
+        "num_train": num_train,
+        "num_val": num_val,
+        "seed": seed,
+        "image_size": image_size,
+        "jpeg_quality": jpeg_quality,
+    }
     write_json(tmp / "synthetic_shapes.json", manifest)
     if overwrite and out.exists():
         shutil.rmtree(out)
@@ -350,10 +371,8 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 def run_synth(args: argparse.Namespace) -> int:
     """Run ``odise-pl data synth`` with parsed ``args``; returns the exit code."""
     start = time.perf_counter()
-    out = generate_synthetic_coco(args.out, args.num_train, args.num_val, args.seed, args.image_size,
-                                  overwrite=args.overwrite)
-    print(f"wrote {args.num_train} train + {args.num_val} val images ({args.image_size}px) to {out} "
-          f"in {time.perf_counter() - start:.1f} s")
+    out = generate_synthetic_coco(args.out, args.num_train, args.num_val, args.seed, args.image_size, overwrite=args.overwrite)
+    print(f"wrote {args.num_train} train + {args.num_val} val images ({args.image_size}px) to {out} in {time.perf_counter() - start:.1f} s")
     return 0
 
 
@@ -383,11 +402,15 @@ class SyntheticShapesConfig(CocoPanopticConfig):
 class SyntheticShapesDataModule(CocoPanopticDataModule):
     """:class:`CocoPanopticDataModule` on generated shapes; generates them on first use."""
 
-    def __init__(self, *, num_train: int = 1000, num_val: int = 100, seed: int = 0,
-                 image_size: int = 128, **kwargs) -> None:
+    def __init__(self, *, num_train: int = 1000, num_val: int = 100, seed: int = 0, image_size: int = 128, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.generation = {"generator_version": GENERATOR_VERSION, "num_train": num_train,
-                           "num_val": num_val, "seed": seed, "image_size": image_size}
+        self.generation = {
+            "generator_version": GENERATOR_VERSION,
+            "num_train": num_train,
+            "num_val": num_val,
+            "seed": seed,
+            "image_size": image_size,
+        }
 
     def prepare_data(self) -> None:
         """Generate the folder if absent; refuse a folder generated with other parameters."""
@@ -402,8 +425,10 @@ class SyntheticShapesDataModule(CocoPanopticDataModule):
             diff = {k: (found.get(k), v) for k, v in self.generation.items() if found.get(k) != v}
             if diff:
                 detail = ", ".join(f"{k}: folder has {a}, config asks {b}" for k, (a, b) in diff.items())
-                raise DatasetError(f"{root} holds synthetic shapes generated with other parameters "
-                                   f"({detail}). Delete the folder or set data.root to another one.")
+                raise DatasetError(
+                    f"{root} holds synthetic shapes generated with other parameters "
+                    f"({detail}). Delete the folder or set data.root to another one."
+                )
 
     @property
     def categories(self) -> list[dict]:

@@ -94,8 +94,8 @@ class LargeScaleJitter:
         image = resize_image(np.ascontiguousarray(image), params.height, params.width)
         ids = resize_nearest(ids, params.height, params.width)
         c = self.crop_size
-        image = image[params.top:params.top + c, params.left:params.left + c]
-        ids = ids[params.top:params.top + c, params.left:params.left + c]
+        image = image[params.top : params.top + c, params.left : params.left + c]
+        ids = ids[params.top : params.top + c, params.left : params.left + c]
         valid = image.shape[:2]
         out_image = np.full((c, c, 3), self.pad_value, np.uint8)
         out_ids = np.zeros((c, c), np.int64)

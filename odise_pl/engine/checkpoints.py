@@ -36,19 +36,49 @@ from odise_pl.atomic_files import atomic_write
 from odise_pl.errors import CheckpointError
 
 #: keys that may change when a run is resumed (where it runs and how it reports, not what it learns)
-RESUME_MAY_DIFFER = ("run", "logging", "checkpoint", "trainer.max_steps", "trainer.accelerator",
-                     "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.ddp_static_graph",
-                     "trainer.fsdp_sharding", "trainer.enable_progress_bar",
-                     "trainer.log_every_n_steps", "trainer.val_check_interval", "trainer.limit_val_batches",
-                     "trainer.on_nonfinite", "trainer.max_nonfinite_skips", "data.root", "data.num_workers",
-                     "data.pin_memory", "data.eval_batch_size", "data.skip_bad_samples", "model.inference",
-                     "model.speed", "imports")  # imports: absolute paths, may move with the project
+RESUME_MAY_DIFFER = (
+    "run",
+    "logging",
+    "checkpoint",
+    "trainer.max_steps",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.strategy",
+    "trainer.ddp_static_graph",
+    "trainer.fsdp_sharding",
+    "trainer.enable_progress_bar",
+    "trainer.log_every_n_steps",
+    "trainer.val_check_interval",
+    "trainer.limit_val_batches",
+    "trainer.on_nonfinite",
+    "trainer.max_nonfinite_skips",
+    "data.root",
+    "data.num_workers",
+    "data.pin_memory",
+    "data.eval_batch_size",
+    "data.skip_bad_samples",
+    "model.inference",
+    "model.speed",
+    "imports",
+)  # imports: absolute paths, may move with the project
 #: keys that may differ when a checkpoint is only evaluated: anything but the trained architecture
 EVALUATE_MUST_MATCH = ("model.clip", "model.backbone", "model.mask_generator", "model.supervision")
 #: training-only keys of the trained parts: they may differ when a checkpoint is evaluated or fine-tuned
-TRAINING_ONLY_KEYS = tuple(f"model.mask_generator.{k}" for k in (
-    "class_weight", "mask_weight", "dice_weight", "no_object_weight", "train_num_points", "oversample_ratio",
-    "importance_sample_ratio", "gradient_checkpointing", "init"))  # init: the weights are loaded over it
+TRAINING_ONLY_KEYS = tuple(
+    f"model.mask_generator.{k}"
+    for k in (
+        "class_weight",
+        "mask_weight",
+        "dice_weight",
+        "no_object_weight",
+        "train_num_points",
+        "oversample_ratio",
+        "importance_sample_ratio",
+        "gradient_checkpointing",
+        "init",
+    )
+)  # init: the weights are loaded over it
 
 
 # ----------------------------------------------------------------------------- writing
@@ -65,7 +95,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             kept = f" The previous {Path(path).name} is intact." if Path(path).is_file() else ""
             raise CheckpointError(
                 f"cannot write checkpoint {path}: {reason}.{kept} Free space in {Path(path).parent} (or "
-                "set run.root to a disk with room), then run the same command again to resume.") from err
+                "set run.root to a disk with room), then run the same command again to resume."
+            ) from err
 
     def load_checkpoint(self, path, map_location: Any = None, weights_only: bool | None = True) -> dict[str, Any]:
         return read_checkpoint(path)
@@ -76,8 +107,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """``torch.load(path, weights_only=True)`` on the CPU, with errors that name the file."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint '{path}' not found. Give the path of a .ckpt file, e.g. "
-                              "RUN_DIR/checkpoints/last.ckpt.")
+        raise CheckpointError(f"checkpoint '{path}' not found. Give the path of a .ckpt file, e.g. RUN_DIR/checkpoints/last.ckpt.")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -85,14 +115,17 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(
             f"checkpoint {path} holds more than tensors and plain values ({first}); it is not loaded "
             "because unpickling it could run arbitrary code. Use a checkpoint written by odise-pl, "
-            "or export the weights of the trusted one as safetensors.") from None
+            "or export the weights of the trusted one as safetensors."
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({first}). Use an earlier "
-                              "checkpoint, or delete it to start the run again.") from None
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or corrupt ({first}). Use an earlier checkpoint, or delete it to start the run again."
+        ) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise CheckpointError(f"{path} is not a Lightning checkpoint (no 'state_dict'); give a .ckpt "
-                              "written by odise-pl fit, or a .safetensors export.")
+        raise CheckpointError(
+            f"{path} is not a Lightning checkpoint (no 'state_dict'); give a .ckpt written by odise-pl fit, or a .safetensors export."
+        )
     return ckpt
 
 
@@ -110,8 +143,7 @@ def _covered(key: str, prefixes: Iterable[str]) -> bool:
     return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
-def config_differences(saved: dict, current: dict, *, ignore: Iterable[str] = (),
-                       only: Iterable[str] | None = None) -> list[str]:
+def config_differences(saved: dict, current: dict, *, ignore: Iterable[str] = (), only: Iterable[str] | None = None) -> list[str]:
     """``key: checkpoint VALUE, now VALUE`` for every dotted key that differs.
 
     Args:
@@ -131,8 +163,15 @@ def config_differences(saved: dict, current: dict, *, ignore: Iterable[str] = ()
     return lines
 
 
-def check_config(ckpt: dict, cfg: DictConfig | dict, path: str | os.PathLike, *, ignore: Iterable[str] = (),
-                 only: Iterable[str] | None = None, action: str = "resume from it") -> None:
+def check_config(
+    ckpt: dict,
+    cfg: DictConfig | dict,
+    path: str | os.PathLike,
+    *,
+    ignore: Iterable[str] = (),
+    only: Iterable[str] | None = None,
+    action: str = "resume from it",
+) -> None:
     """Raise :class:`CheckpointError` listing the differences between ``cfg`` and the checkpoint's config."""
     saved = (ckpt.get("hyper_parameters") or {}).get("config")
     if not saved:
@@ -146,7 +185,8 @@ def check_config(ckpt: dict, cfg: DictConfig | dict, path: str | os.PathLike, *,
             f"checkpoint {path} was trained with another configuration ({len(diffs)} difference"
             f"{'s' if len(diffs) > 1 else ''}), so it is refused:\n{shown}{more}\n"
             f"Use the experiment file and overrides it was trained with to {action} "
-            "(its config.yaml is in the run directory), or start a new run.")
+            "(its config.yaml is in the run directory), or start a new run."
+        )
 
 
 # ----------------------------------------------------------------------------- weights
@@ -156,8 +196,7 @@ def trained_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     if hasattr(model, "on_save_checkpoint"):
         model.on_save_checkpoint(holder)
     # tensors only: a module's extra state (e.g. the caption strategy's sampling step) is not a weight
-    return {k: v.detach().cpu().contiguous() for k, v in holder["state_dict"].items()
-            if isinstance(v, torch.Tensor)}
+    return {k: v.detach().cpu().contiguous() for k, v in holder["state_dict"].items() if isinstance(v, torch.Tensor)}
 
 
 def export_safetensors(model: torch.nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> Path:
@@ -210,6 +249,7 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike, ckpt: dict | N
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:
         detail = "\n".join(str(err).splitlines()[:6])
-        raise CheckpointError(f"the weights in {path} do not fit this model:\n{detail}\n"
-                              "Use the configuration the checkpoint was trained with.") from None
+        raise CheckpointError(
+            f"the weights in {path} do not fit this model:\n{detail}\nUse the configuration the checkpoint was trained with."
+        ) from None
     return ckpt

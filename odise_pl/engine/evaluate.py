@@ -33,20 +33,25 @@ from odise_pl.atomic_files import next_free_path, write_new, write_text
 from odise_pl.errors import ConfigError
 from odise_pl.evaluation_sets import EVALUATION_SETS
 
-__all__ = ["PRESETS", "COLUMNS", "parse_set", "set_datamodule", "evaluate", "evaluate_sets", "format_sets_table",
-           "method_line", "run"]
+__all__ = ["PRESETS", "COLUMNS", "parse_set", "set_datamodule", "evaluate", "evaluate_sets", "format_sets_table", "method_line", "run"]
 
 #: preset name -> data-module keyword arguments
 PRESETS: dict[str, dict] = EVALUATION_SETS
 
 #: table columns after ``set`` (``-`` where a set has no such score, e.g. PQ on a semantic set)
-COLUMNS = ("PQ", "SQ", "RQ", "PQ_th", "PQ_st", "mask_AP", "mIoU", "mIoU_gt_present", "mIoU_either_present",
-           "pACC")
+COLUMNS = ("PQ", "SQ", "RQ", "PQ_th", "PQ_st", "mask_AP", "mIoU", "mIoU_gt_present", "mIoU_either_present", "pACC")
 
 # the loader settings and the test size follow the experiment's data section (the reference tests every
 # set at its COCO test size: short side 1024, long side <= 2560, batch 1)
-_SHARED_KEYS = ("eval_batch_size", "eval_short_side", "eval_max_long_side", "num_workers", "pin_memory",
-                "size_divisibility", "vocabulary_variant")
+_SHARED_KEYS = (
+    "eval_batch_size",
+    "eval_short_side",
+    "eval_max_long_side",
+    "num_workers",
+    "pin_memory",
+    "size_divisibility",
+    "vocabulary_variant",
+)
 
 
 def parse_set(text: str) -> tuple[str, dict | None]:
@@ -62,9 +67,11 @@ def parse_set(text: str) -> tuple[str, dict | None]:
     if name == "config":
         return name, None
     if name not in PRESETS:
-        raise ConfigError(f"--sets {text!r}: unknown set {name!r}; use config or one of {', '.join(PRESETS)} "
-                          "(optionally NAME=DATASET_FOLDER), or NAME=SET.yaml for a set of your own "
-                          "(docs/custom_datasets.md).")
+        raise ConfigError(
+            f"--sets {text!r}: unknown set {name!r}; use config or one of {', '.join(PRESETS)} "
+            "(optionally NAME=DATASET_FOLDER), or NAME=SET.yaml for a set of your own "
+            "(docs/custom_datasets.md)."
+        )
     kwargs = dict(PRESETS[name])
     if root:
         kwargs["root"] = root
@@ -106,16 +113,15 @@ def evaluate_sets(cfg: DictConfig, ckpt: str, sets: list[str]) -> tuple[list[dic
     for (label, kwargs), dm in zip(parsed, modules):
         categories = dm.categories
         panoptic = not (kwargs or {}).get("name") == "semantic_seg"
-        model.inference_cfg = replace(original, panoptic_on=original.panoptic_on and panoptic,
-                                      instance_on=original.instance_on and panoptic)
+        model.inference_cfg = replace(
+            original, panoptic_on=original.panoptic_on and panoptic, instance_on=original.instance_on and panoptic
+        )
         model.ignore_index = dm.ignore_index
-        model.set_vocabulary([class_names(c) for c in categories],
-                             [bool(c.get("isthing")) for c in categories])
+        model.set_vocabulary([class_names(c) for c in categories], [bool(c.get("isthing")) for c in categories])
         dm.size_divisibility = max(int(getattr(dm, "size_divisibility", 1)), model.backbone.size_divisibility)
         trainer = build_trainer(cfg, out_dir / f"test_sets_{label}")
         metrics = merge_metrics(trainer.test(model, datamodule=dm, verbose=False))
-        rows.append({"set": label, "classes": len(categories), **metrics,
-                     "test_size": f"{dm.eval_short_side}/{dm.eval_max_long_side}"})
+        rows.append({"set": label, "classes": len(categories), **metrics, "test_size": f"{dm.eval_short_side}/{dm.eval_max_long_side}"})
     model.inference_cfg = original
     return rows, out_dir
 
@@ -123,9 +129,11 @@ def evaluate_sets(cfg: DictConfig, ckpt: str, sets: list[str]) -> tuple[list[dic
 def method_line(cfg: DictConfig) -> str:
     """The line above a ``--sets`` table: which recipe, and what its ``mIoU`` column averages over."""
     m = cfg.model
-    return (f"model: {cfg.run.name} ({m.backbone.name} backbone, {m.supervision.name} supervision, "
-            f"classifier {m.inference.classifier}); test size per set: short side / max long side; "
-            f"mIoU = mIoU_{m.inference.miou_average}")
+    return (
+        f"model: {cfg.run.name} ({m.backbone.name} backbone, {m.supervision.name} supervision, "
+        f"classifier {m.inference.classifier}); test size per set: short side / max long side; "
+        f"mIoU = mIoU_{m.inference.miou_average}"
+    )
 
 
 def format_sets_table(rows: list[dict], method: str | None = None) -> tuple[str, str]:
@@ -141,9 +149,11 @@ def format_sets_table(rows: list[dict], method: str | None = None) -> tuple[str,
     writer.writerow(head)
     for row in rows:
         values = [row.get(c) for c in COLUMNS]
-        md.append(f"| {row['set']} | {row['classes']} | "
-                  + " | ".join("-" if v is None else f"{float(v):.1f}" for v in values)
-                  + f" | {row.get('test_size', '-')} |")
+        md.append(
+            f"| {row['set']} | {row['classes']} | "
+            + " | ".join("-" if v is None else f"{float(v):.1f}" for v in values)
+            + f" | {row.get('test_size', '-')} |"
+        )
         cells = ("" if v is None else f"{float(v):.4f}" for v in values)
         writer.writerow([row["set"], row["classes"], *cells, row.get("test_size", "")])
     md += ["", miou_footnote()]

@@ -26,8 +26,15 @@ from odise_pl.engine.weights import init_weights
 from odise_pl.errors import ConfigError
 
 
-def fit(cfg: DictConfig, *, evaluate_untrained: bool = False, ckpt_path: str | None = None,
-        init_from: str | None = None, callbacks: list | None = None, plugins: list | None = None) -> dict:
+def fit(
+    cfg: DictConfig,
+    *,
+    evaluate_untrained: bool = False,
+    ckpt_path: str | None = None,
+    init_from: str | None = None,
+    callbacks: list | None = None,
+    plugins: list | None = None,
+) -> dict:
     """Train ``cfg`` (resuming where :func:`resume_point` says), then evaluate; returns the final metrics.
 
     ``init_from``: a run directory, ``.ckpt`` or ``.safetensors`` whose weights a new run starts from
@@ -39,15 +46,19 @@ def fit(cfg: DictConfig, *, evaluate_untrained: bool = False, ckpt_path: str | N
     run_dir, resume = resume_point(cfg, ckpt_path)
     if resume is not None:  # refuse a checkpoint of another experiment before building anything
         check_config(read_checkpoint(resume), cfg, resume, ignore=RESUME_MAY_DIFFER)
-        print(f"resuming from {resume}" + (f" (--init-from {init_from} is not used: the checkpoint holds the "
-                                           "weights trained since)" if init_from else ""))
+        print(
+            f"resuming from {resume}"
+            + (f" (--init-from {init_from} is not used: the checkpoint holds the weights trained since)" if init_from else "")
+        )
     elif init_from is not None:
         source = run_directory_of(init_from)
         if source is not None and source.resolve() == run_dir.resolve():
-            raise ConfigError(f"--init-from {init_from} would fine-tune into its own run directory {run_dir}: "
-                              "set run.name (or run.version) to a new name.")
+            raise ConfigError(
+                f"--init-from {init_from} would fine-tune into its own run directory {run_dir}: "
+                "set run.name (or run.version) to a new name."
+            )
         weights_file(init_from)  # a missing start point is named before anything is built
-    dm, model = build_all(cfg)   # bad data or config fails here, before the run directory exists
+    dm, model = build_all(cfg)  # bad data or config fails here, before the run directory exists
     results: dict = {"run_dir": str(run_dir)}
     if resume is None and init_from is not None:
         init_weights(model, init_from)
@@ -58,8 +69,9 @@ def fit(cfg: DictConfig, *, evaluate_untrained: bool = False, ckpt_path: str | N
     if launch_rank() == 0:
         save_config(cfg, run_dir)
         write_categories(run_dir, **categories)
-    trainer = build_trainer(cfg, run_dir, datamodule=dm, extra_plugins=plugins,
-                            extra_callbacks=[CategoriesInCheckpoints(**categories), *(callbacks or [])])
+    trainer = build_trainer(
+        cfg, run_dir, datamodule=dm, extra_plugins=plugins, extra_callbacks=[CategoriesInCheckpoints(**categories), *(callbacks or [])]
+    )
     if evaluate_untrained and resume is None:
         results["untrained"] = merge_metrics(trainer.validate(model, datamodule=dm, verbose=False))
     trainer.fit(model, datamodule=dm, ckpt_path=str(resume) if resume is not None else None)
@@ -68,7 +80,6 @@ def fit(cfg: DictConfig, *, evaluate_untrained: bool = False, ckpt_path: str | N
         return results
     write_results(run_dir, results)  # first: the metrics are never lost to a failing export
     if cfg.checkpoint.export_safetensors:
-        metadata = {"global_step": trainer.global_step,
-                    SAFETENSORS_KEY: json.dumps(categories_payload(**categories), ensure_ascii=False)}
+        metadata = {"global_step": trainer.global_step, SAFETENSORS_KEY: json.dumps(categories_payload(**categories), ensure_ascii=False)}
         results["weights"] = str(export_safetensors(model, run_dir / WEIGHTS_FILE, metadata))
     return results

@@ -34,6 +34,7 @@ OUTPUT_SUFFIXES = ("_panoptic.png", ".json", "_overlay.png")
 
 def output_paths(out_dir: Path, stem: str) -> tuple[Path, Path, Path]:
     """The three output paths for ``stem``: the first numbered variant (``stem.N``) none of whose files exists."""
+
     def group(n: int) -> tuple[Path, Path, Path]:
         name = stem if n == 0 else f"{stem}.{n}"
         return tuple(out_dir / f"{name}{suffix}" for suffix in OUTPUT_SUFFIXES)  # type: ignore[return-value]
@@ -71,9 +72,14 @@ def write_outputs(pred, image_path: Path, out_dir: Path, predictor) -> tuple[Pat
     """
     png_path, json_path, overlay_path = output_paths(out_dir, image_path.stem)
     h, w = pred.panoptic.shape
-    record = {"file_name": str(image_path), "height": int(h), "width": int(w),
-              "classifier": predictor.classifier, "vocabulary_size": len(predictor.vocabulary),
-              "segments": pred.segments}
+    record = {
+        "file_name": str(image_path),
+        "height": int(h),
+        "width": int(w),
+        "classifier": predictor.classifier,
+        "vocabulary_size": len(predictor.vocabulary),
+        "segments": pred.segments,
+    }
     create(png_path, encode_panoptic_png(pred.panoptic))
     create(json_path, (json.dumps(record, indent=1) + "\n").encode("utf-8"))
     create(overlay_path, render_overlay(pred, predictor.vocabulary.names))

@@ -115,9 +115,17 @@ class Predictor:
         instances: also run the instance post-processing (default: ``model.inference.instance_on``).
     """
 
-    def __init__(self, cfg: DictConfig, ckpt: str | Path | None = None, *, device: str | torch.device | None = None,
-                 vocabulary: Vocabulary | None = None, max_mask_elements: int = 2 ** 26,
-                 max_semantic_elements: int = 2 ** 25, instances: bool | None = None) -> None:
+    def __init__(
+        self,
+        cfg: DictConfig,
+        ckpt: str | Path | None = None,
+        *,
+        device: str | torch.device | None = None,
+        vocabulary: Vocabulary | None = None,
+        max_mask_elements: int = 2**26,
+        max_semantic_elements: int = 2**25,
+        instances: bool | None = None,
+    ) -> None:
         from odise_pl.engine.components import build_all, data_config
         from odise_pl.engine.weights import build_trained
 
@@ -141,8 +149,7 @@ class Predictor:
             self.set_vocabulary(vocabulary)
 
     @classmethod
-    def from_config_file(cls, config: str | Path | None, ckpt: str | Path | None, overrides: Sequence[str] = (),
-                         **kwargs) -> Predictor:
+    def from_config_file(cls, config: str | Path | None, ckpt: str | Path | None, overrides: Sequence[str] = (), **kwargs) -> Predictor:
         """``config`` None: the config of the run directory ``ckpt`` is (in), with ``overrides`` on top."""
         from odise_pl.config import load_config
         from odise_pl.engine.run_files import config_for
@@ -195,8 +202,7 @@ class Predictor:
         model = self.model
         # the post-processing runs at the original size, shrunk to the budgets (see the module docstring)
         oh, ow = _output_size(h0, w0, model.num_queries, self.max_mask_elements)
-        sh, sw = (oh, ow) if self.device.type == "cuda" else \
-            _output_size(oh, ow, model.eval_text.num_classes, self.max_semantic_elements)
+        sh, sw = (oh, ow) if self.device.type == "cuda" else _output_size(oh, ow, model.eval_text.num_classes, self.max_semantic_elements)
         tasks = ("panoptic", "semantic", "instances") if self.instances else ("panoptic", "semantic")
         res = model.segment(batch, [(h, w)], [(oh, ow)], tasks=tasks, semantic_sizes=[(sh, sw)])[0]
         probs, (ids, raw_segments), semantic = res["probs"], res["panoptic"], res["semantic"]
@@ -208,11 +214,11 @@ class Predictor:
             ids = resize_nearest(ids, h0, w0)
             if instances is not None:
                 masks_np = instances["masks"].numpy()
-                instances["masks"] = torch.from_numpy(np.stack([resize_nearest(x, h0, w0) for x in masks_np])
-                                                      if len(masks_np) else np.zeros((0, h0, w0), bool))
+                instances["masks"] = torch.from_numpy(
+                    np.stack([resize_nearest(x, h0, w0) for x in masks_np]) if len(masks_np) else np.zeros((0, h0, w0), bool)
+                )
         segments = self._segments(ids, raw_segments)
-        return Prediction(image=image, panoptic=ids, segments=segments, semantic=semantic,
-                          instances=instances, probs=probs.cpu())
+        return Prediction(image=image, panoptic=ids, segments=segments, semantic=semantic, instances=instances, probs=probs.cpu())
 
     def _segments(self, ids: np.ndarray, raw: list[dict]) -> list[dict]:
         """Segment records from the final id map (areas and boxes at the original size)."""
@@ -227,9 +233,17 @@ class Predictor:
             rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
             y0, y1, x0, x1 = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
             k = int(s["category"])
-            out.append({"id": sid, "category_id": k, "category_name": names[k], "score": float(s["score"]),
-                        "is_thing": bool(s["isthing"]), "area": int(area[sid]),
-                        "bbox": [x0, y0, x1 - x0 + 1, y1 - y0 + 1]})
+            out.append(
+                {
+                    "id": sid,
+                    "category_id": k,
+                    "category_name": names[k],
+                    "score": float(s["score"]),
+                    "is_thing": bool(s["isthing"]),
+                    "area": int(area[sid]),
+                    "bbox": [x0, y0, x1 - x0 + 1, y1 - y0 + 1],
+                }
+            )
         return out
 
 
@@ -252,5 +266,4 @@ def _output_size(h: int, w: int, num_queries: int, budget: int) -> tuple[int, in
     return max(1, int(h * scale)), max(1, int(w * scale))
 
 
-__all__ = ["Prediction", "Predictor", "list_images", "vocabulary_from_categories",
-           "IMAGE_EXTENSIONS"]
+__all__ = ["Prediction", "Predictor", "list_images", "vocabulary_from_categories", "IMAGE_EXTENSIONS"]

@@ -30,8 +30,7 @@ LOG_RECORDS = ("💡 Tip: For seamless cloud logging", "`Trainer(limit_")
 class _DropRecords(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not (message.startswith(LOG_RECORDS[0]) or
-                    (message.startswith(LOG_RECORDS[1]) and "was configured so 100%" in message))
+        return not (message.startswith(LOG_RECORDS[0]) or (message.startswith(LOG_RECORDS[1]) and "was configured so 100%" in message))
 
 
 _FILTER = _DropRecords()
@@ -41,9 +40,14 @@ def quiet_framework_noise() -> None:
     """Install the filters (idempotent): warnings by message, log records on Lightning's loggers and handlers."""
     for pattern in WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero",
-                 "lightning.fabric.utilities.rank_zero", "lightning.pytorch.trainer.setup",
-                 "lightning.pytorch.trainer.connectors.logger_connector.logger_connector"):
+    for name in (
+        "lightning.pytorch",
+        "lightning.fabric",
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.fabric.utilities.rank_zero",
+        "lightning.pytorch.trainer.setup",
+        "lightning.pytorch.trainer.connectors.logger_connector.logger_connector",
+    ):
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)

@@ -69,18 +69,23 @@ def retrieval_recalls(scores: torch.Tensor, owner: torch.Tensor, ks: Sequence[in
         miss = torch.ones_like(c)
         for i in range(k_cap):
             miss = miss * ((m - c - i).clamp(min=0) / (m - i))
-        result.update({f"i2t_r{k}": 100.0 * i2t, f"t2i_r{k}": 100.0 * t2i,
-                       f"i2t_chance_r{k}": 100.0 * float((1 - miss).mean()),
-                       f"t2i_chance_r{k}": 100.0 * k_img / float(has_caption.sum())})
+        result.update(
+            {
+                f"i2t_r{k}": 100.0 * i2t,
+                f"t2i_r{k}": 100.0 * t2i,
+                f"i2t_chance_r{k}": 100.0 * float((1 - miss).mean()),
+                f"t2i_chance_r{k}": 100.0 * k_img / float(has_caption.sum()),
+            }
+        )
     if 1 in ks:
-        result.update({"i2t_top1": result["i2t_r1"], "t2i_top1": result["t2i_r1"],
-                       "chance": result["t2i_chance_r1"]})
+        result.update({"i2t_top1": result["i2t_r1"], "t2i_top1": result["t2i_r1"], "chance": result["t2i_chance_r1"]})
     return result
 
 
 @torch.no_grad()
-def retrieval_accuracy(model, dataloader: Iterable[dict], *, max_batches: int | None = None,
-                       ks: Sequence[int] = (1, 5), block_elements: int = 1 << 24) -> dict[str, float]:
+def retrieval_accuracy(
+    model, dataloader: Iterable[dict], *, max_batches: int | None = None, ks: Sequence[int] = (1, 5), block_elements: int = 1 << 24
+) -> dict[str, float]:
     """Image <-> caption retrieval with the grounding score ``g`` (the COCO protocol).
 
     Every caption of every image takes part; a caption's words are *all* its noun
@@ -102,8 +107,7 @@ def retrieval_accuracy(model, dataloader: Iterable[dict], *, max_batches: int | 
     """
     sup = model.supervision
     if not isinstance(sup, CaptionGroundingSupervision):
-        raise ConfigError(f"retrieval_accuracy needs the caption_grounding supervision, the model has "
-                          f"{type(sup).__name__}.")
+        raise ConfigError(f"retrieval_accuracy needs the caption_grounding supervision, the model has {type(sup).__name__}.")
     was_training = model.training
     model.eval()
     device = next(p for p in model.parameters()).device
@@ -113,8 +117,10 @@ def retrieval_accuracy(model, dataloader: Iterable[dict], *, max_batches: int | 
             if max_batches is not None and b >= max_batches:
                 break
             if batch.get("captions") is None:
-                raise DatasetError("retrieval_accuracy needs captions in the evaluation batches: set "
-                                   "data.val_captions_json (e.g. annotations/captions_val2017.json).")
+                raise DatasetError(
+                    "retrieval_accuracy needs captions in the evaluation batches: set "
+                    "data.val_captions_json (e.g. annotations/captions_val2017.json)."
+                )
             out = model(batch["images"].to(device), None)
             for caps in batch["captions"]:
                 kept = nonblank_captions(caps)
@@ -138,7 +144,7 @@ def retrieval_accuracy(model, dataloader: Iterable[dict], *, max_batches: int | 
         scale = sup.scale().float()
         n, q = z.shape[:2]
         rows = max(1, block_elements // max(1, len(words) * q * longest))
-        scores = torch.cat([image_caption_scores(z[i:i + rows], w, scale, mask) for i in range(0, n, rows)])
+        scores = torch.cat([image_caption_scores(z[i : i + rows], w, scale, mask) for i in range(0, n, rows)])
     finally:
         model.train(was_training)
     return retrieval_recalls(scores, owner_t, ks)

@@ -91,9 +91,11 @@ def _launch_id() -> str | None:
 def _claimed_run_dir(base: Path) -> Path:
     launch = _launch_id()
     if launch is None:
-        raise ConfigError(f"run.version is null in a {_launch_world_size()}-process launch without a job id, so the "
-                          "processes cannot agree on a new version_N: set run.version=NAME (the same on every "
-                          "process), or launch with torchrun --rdzv-id ID / under SLURM.")
+        raise ConfigError(
+            f"run.version is null in a {_launch_world_size()}-process launch without a job id, so the "
+            "processes cannot agree on a new version_N: set run.version=NAME (the same on every "
+            "process), or launch with torchrun --rdzv-id ID / under SLURM."
+        )
     claim = base / ".launches" / re.sub(r"[^\w.-]", "_", launch)
     if _env_int("RANK", "SLURM_PROCID") == 0:  # global rank 0 chooses
         if claim.is_file():  # the same job again (re-queued): its directory
@@ -105,9 +107,11 @@ def _claimed_run_dir(base: Path) -> Path:
     deadline = time.monotonic() + CLAIM_TIMEOUT_S
     while not claim.is_file():
         if time.monotonic() > deadline:
-            raise ConfigError(f"rank {launch_rank()} waited {CLAIM_TIMEOUT_S:.0f} s for rank 0 to choose the run "
-                              f"directory ({claim} was not written): is {base} on a file system all nodes "
-                              "share? Otherwise set run.version=NAME.")
+            raise ConfigError(
+                f"rank {launch_rank()} waited {CLAIM_TIMEOUT_S:.0f} s for rank 0 to choose the run "
+                f"directory ({claim} was not written): is {base} on a file system all nodes "
+                "share? Otherwise set run.version=NAME."
+            )
         time.sleep(0.2)
     return base / claim.read_text().strip()
 
@@ -156,14 +160,17 @@ def resume_point(cfg: DictConfig, resume: str | None = None) -> tuple[Path, Path
         if given.is_dir():
             run_dir, ckpt = given, given / "checkpoints" / "last.ckpt"
             if not ckpt.is_file():
-                raise CheckpointError(f"--resume {given}: no checkpoints/last.ckpt in this directory; give a "
-                                      "run directory of odise-pl fit or a .ckpt file.")
+                raise CheckpointError(
+                    f"--resume {given}: no checkpoints/last.ckpt in this directory; give a run directory of odise-pl fit or a .ckpt file."
+                )
         elif given.is_file():
             ckpt = given
             run_dir = given.parent.parent if given.parent.name == "checkpoints" else run_dir_for(cfg)
             if run_dir != given.parent.parent and (run_dir / "checkpoints" / "last.ckpt").exists():
-                raise ConfigError(f"--resume {given} would start in {run_dir}, which holds another run's "
-                                  "checkpoint; set run.version to a new name, or leave it null.")
+                raise ConfigError(
+                    f"--resume {given} would start in {run_dir}, which holds another run's "
+                    "checkpoint; set run.version to a new name, or leave it null."
+                )
         else:
             raise CheckpointError(f"--resume {resume}: no such checkpoint file or run directory.")
     else:
@@ -171,13 +178,17 @@ def resume_point(cfg: DictConfig, resume: str | None = None) -> tuple[Path, Path
         ckpt = run_dir / "checkpoints" / "last.ckpt"
         if not ckpt.is_file():
             if (run_dir / "metrics.json").exists():
-                raise ConfigError(f"run directory {run_dir} holds a finished run without a checkpoint to "
-                                  "resume: set run.version to a new name, or leave it null for the next "
-                                  "free version.")
+                raise ConfigError(
+                    f"run directory {run_dir} holds a finished run without a checkpoint to "
+                    "resume: set run.version to a new name, or leave it null for the next "
+                    "free version."
+                )
             return run_dir, None  # new, empty, or killed before its first checkpoint
     done = (run_dir / "metrics.json").exists()
     if done and int(read_checkpoint(ckpt).get("global_step", 0)) >= int(cfg.trainer.max_steps):
-        raise ConfigError(f"run {run_dir} already finished (trainer.max_steps={cfg.trainer.max_steps} "
-                          "reached, metrics.json written). Raise trainer.max_steps to train it further, "
-                          "or set run.version to a new name (null: the next free version) for a new run.")
+        raise ConfigError(
+            f"run {run_dir} already finished (trainer.max_steps={cfg.trainer.max_steps} "
+            "reached, metrics.json written). Raise trainer.max_steps to train it further, "
+            "or set run.version to a new name (null: the next free version) for a new run."
+        )
     return run_dir, ckpt

@@ -47,9 +47,9 @@ SAFETENSORS_KEY = "odise_pl.categories"
 PRODUCERS = {
     CONFIG_FILE: "odise-pl fit writes it when the run starts",
     CATEGORIES_FILE: "odise-pl fit writes it when the run starts (runs older than this file: give -c CONFIG "
-                     "and --ckpt RUN/checkpoints/last.ckpt, with the training data on disk)",
+    "and --ckpt RUN/checkpoints/last.ckpt, with the training data on disk)",
     WEIGHTS_FILE: "odise-pl fit exports it at the end of training (checkpoint.export_safetensors: true); "
-                  "a run that did not finish has RUN/checkpoints/last.ckpt instead, which --ckpt accepts",
+    "a run that did not finish has RUN/checkpoints/last.ckpt instead, which --ckpt accepts",
 }
 _NUMBERED_CONFIG = re.compile(r"^config\.(\d+)\.yaml$")
 
@@ -78,14 +78,12 @@ def check_categories(entries: Any, source: str) -> list[dict]:
         CheckpointError: naming ``source`` and the entry at fault.
     """
     if not isinstance(entries, list) or not entries:
-        raise CheckpointError(f"{source}: 'categories' must be a non-empty list of "
-                              '{"id", "name", "synonyms", "isthing"} entries.')
+        raise CheckpointError(f'{source}: \'categories\' must be a non-empty list of {{"id", "name", "synonyms", "isthing"}} entries.')
     checked = []
     for k, entry in enumerate(entries):
         where = f"{source}: category {k}"
         if not isinstance(entry, dict):
-            raise CheckpointError(f"{where} is {type(entry).__name__} {entry!r:.60}, not a mapping with "
-                                  "'name' and 'isthing'.")
+            raise CheckpointError(f"{where} is {type(entry).__name__} {entry!r:.60}, not a mapping with 'name' and 'isthing'.")
         name, isthing = entry.get("name"), entry.get("isthing")
         if not isinstance(name, str) or not name.strip():
             raise CheckpointError(f"{where} ({entry!r:.80}): 'name' must be a non-empty text.")
@@ -120,16 +118,16 @@ def parse_categories(payload: Any, source: str) -> TrainingCategories:
     if isinstance(payload, list):
         payload = {"categories": payload}
     if not isinstance(payload, dict) or "categories" not in payload:
-        raise CheckpointError(f"{source}: expected {{\"categories\": [...], \"ignore_index\": N}} or a list of "
-                              f"categories, got {type(payload).__name__}.")
+        raise CheckpointError(
+            f'{source}: expected {{"categories": [...], "ignore_index": N}} or a list of categories, got {type(payload).__name__}.'
+        )
     ignore = payload.get("ignore_index")
     if ignore is not None and (isinstance(ignore, bool) or not isinstance(ignore, int)):
         raise CheckpointError(f"{source}: 'ignore_index' must be an integer or null, got {ignore!r}.")
     return TrainingCategories(check_categories(payload["categories"], source), ignore, source)
 
 
-def write_categories(run_dir: str | os.PathLike, categories: Sequence[dict], *,
-                     ignore_index: int | None = None) -> Path:
+def write_categories(run_dir: str | os.PathLike, categories: Sequence[dict], *, ignore_index: int | None = None) -> Path:
     """Write ``RUN/categories.json`` atomically (:func:`odise_pl.atomic_files.atomic_write`); returns its path.
 
     Args:
@@ -154,8 +152,7 @@ def read_categories(path: str | os.PathLike) -> TrainingCategories:
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path} is not valid JSON ({err}); rewrite it with "
-                              "odise_pl.engine.run_files.write_categories.") from None
+        raise CheckpointError(f"{path} is not valid JSON ({err}); rewrite it with odise_pl.engine.run_files.write_categories.") from None
     return parse_categories(payload, str(path))
 
 
@@ -166,9 +163,16 @@ def save_config(cfg: DictConfig, run_dir: Path) -> Path:
     return write_new(Path(run_dir) / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
 
 
-def write_run_directory(run_dir: str | os.PathLike, *, config: DictConfig, categories: Sequence[dict],
-                        model: Any = None, weights: dict | None = None, ignore_index: int | None = None,
-                        metadata: dict | None = None) -> Path:
+def write_run_directory(
+    run_dir: str | os.PathLike,
+    *,
+    config: DictConfig,
+    categories: Sequence[dict],
+    model: Any = None,
+    weights: dict | None = None,
+    ignore_index: int | None = None,
+    metadata: dict | None = None,
+) -> Path:
     """Write a complete run directory (``config.yaml``, ``categories.json``, ``weights.safetensors``).
 
     For a model that did not come from ``odise-pl fit`` (e.g. converted released weights). Each file is
@@ -190,8 +194,9 @@ def write_run_directory(run_dir: str | os.PathLike, *, config: DictConfig, categ
     run_dir = Path(run_dir)
     taken = [name for name in (CONFIG_FILE, CATEGORIES_FILE, WEIGHTS_FILE) if (run_dir / name).exists()]
     if taken:
-        raise CheckpointError(f"{run_dir} already holds {', '.join(taken)}; it is not overwritten. Give a new "
-                              "directory, or delete it first.")
+        raise CheckpointError(
+            f"{run_dir} already holds {', '.join(taken)}; it is not overwritten. Give a new directory, or delete it first."
+        )
     payload = categories_payload(categories, ignore_index)  # bad categories fail before anything is written
     text = OmegaConf.to_yaml(config, resolve=True)
     atomic_write(run_dir / CONFIG_FILE, text)
@@ -270,8 +275,10 @@ def weights_file(path: str | os.PathLike) -> Path:
     if path.is_dir():
         return _require(path, WEIGHTS_FILE)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint '{path}' not found. Give a run directory ({CONFIG_FILE}, "
-                              f"{CATEGORIES_FILE}, {WEIGHTS_FILE}), a .ckpt or a .safetensors file.")
+        raise CheckpointError(
+            f"checkpoint '{path}' not found. Give a run directory ({CONFIG_FILE}, "
+            f"{CATEGORIES_FILE}, {WEIGHTS_FILE}), a .ckpt or a .safetensors file."
+        )
     return path
 
 
@@ -285,8 +292,10 @@ def config_for(ckpt: str | os.PathLike, config: str | None = None, overrides: Se
         return load_config(str(config_file(Path(ckpt).expanduser())), list(overrides))
     run_dir = run_directory_of(ckpt)
     if run_dir is None:
-        raise ConfigError(f"-c CONFIG is needed: {ckpt} is not (in) a run directory with a {CONFIG_FILE}. "
-                          "Give the experiment file the checkpoint was trained with.")
+        raise ConfigError(
+            f"-c CONFIG is needed: {ckpt} is not (in) a run directory with a {CONFIG_FILE}. "
+            "Give the experiment file the checkpoint was trained with."
+        )
     return load_config(str(config_file(run_dir)), list(overrides))
 
 
@@ -348,7 +357,27 @@ def training_categories(path: str | os.PathLike, ckpt: dict | None = None) -> Tr
     return read_categories(beside) if beside.is_file() else None
 
 
-__all__ = ["CATEGORIES_FILE", "CHECKPOINT_KEY", "CONFIG_FILE", "PRODUCERS", "SAFETENSORS_KEY", "WEIGHTS_FILE",
-           "TrainingCategories", "categories_payload", "check_categories", "config_file", "config_for",
-           "load_run_directory", "output_dir_of", "parse_categories", "read_categories", "run_directory_of",
-           "save_config", "saved_config", "training_categories", "weights_file", "write_categories", "write_run_directory"]
+__all__ = [
+    "CATEGORIES_FILE",
+    "CHECKPOINT_KEY",
+    "CONFIG_FILE",
+    "PRODUCERS",
+    "SAFETENSORS_KEY",
+    "WEIGHTS_FILE",
+    "TrainingCategories",
+    "categories_payload",
+    "check_categories",
+    "config_file",
+    "config_for",
+    "load_run_directory",
+    "output_dir_of",
+    "parse_categories",
+    "read_categories",
+    "run_directory_of",
+    "save_config",
+    "saved_config",
+    "training_categories",
+    "weights_file",
+    "write_categories",
+    "write_run_directory",
+]

@@ -39,8 +39,10 @@ class BatchPlan:
 
     def describe(self, num_nodes: int = 1) -> str:
         devices = self.world_size // max(num_nodes, 1)
-        return (f"global batch {self.global_batch_size} = {num_nodes} node(s) x {devices} device(s) x "
-                f"per-device batch {self.per_device} x gradient accumulation {self.accumulation}")
+        return (
+            f"global batch {self.global_batch_size} = {num_nodes} node(s) x {devices} device(s) x "
+            f"per-device batch {self.per_device} x gradient accumulation {self.accumulation}"
+        )
 
 
 def plan_global_batch(global_batch_size: int, *, world_size: int, max_per_device: int) -> BatchPlan:
@@ -52,14 +54,18 @@ def plan_global_batch(global_batch_size: int, *, world_size: int, max_per_device
         ConfigError: the sizes are not positive, or no split divides the global batch evenly.
     """
     if global_batch_size < 1 or world_size < 1 or max_per_device < 1:
-        raise ConfigError(f"data.global_batch_size={global_batch_size}, {world_size} process(es), "
-                          f"data.batch_size={max_per_device}: all must be positive integers.")
+        raise ConfigError(
+            f"data.global_batch_size={global_batch_size}, {world_size} process(es), "
+            f"data.batch_size={max_per_device}: all must be positive integers."
+        )
     if global_batch_size % world_size:
         fits = [n for n in range(1, global_batch_size + 1) if global_batch_size % n == 0]
-        raise ConfigError(f"data.global_batch_size={global_batch_size} cannot be divided evenly over "
-                          f"{world_size} processes (trainer.num_nodes x trainer.devices). Use a number of "
-                          f"processes that divides it ({', '.join(map(str, fits[:12]))}"
-                          f"{', ...' if len(fits) > 12 else ''}), or change data.global_batch_size.")
+        raise ConfigError(
+            f"data.global_batch_size={global_batch_size} cannot be divided evenly over "
+            f"{world_size} processes (trainer.num_nodes x trainer.devices). Use a number of "
+            f"processes that divides it ({', '.join(map(str, fits[:12]))}"
+            f"{', ...' if len(fits) > 12 else ''}), or change data.global_batch_size."
+        )
     per_process = global_batch_size // world_size
     for accumulation in range(1, per_process + 1):
         if per_process % accumulation == 0 and per_process // accumulation <= max_per_device:
@@ -80,13 +86,14 @@ def apply_global_batch(cfg, trainer, datamodule, run_dir: Path | None = None) ->
     if global_batch is None:
         return None
     if int(cfg.trainer.accumulate_grad_batches) != 1:
-        raise ConfigError(f"data.global_batch_size={global_batch} derives the gradient accumulation; "
-                          f"trainer.accumulate_grad_batches={cfg.trainer.accumulate_grad_batches} would "
-                          "contradict it. Leave trainer.accumulate_grad_batches at 1, or set "
-                          "data.global_batch_size: null.")
+        raise ConfigError(
+            f"data.global_batch_size={global_batch} derives the gradient accumulation; "
+            f"trainer.accumulate_grad_batches={cfg.trainer.accumulate_grad_batches} would "
+            "contradict it. Leave trainer.accumulate_grad_batches at 1, or set "
+            "data.global_batch_size: null."
+        )
     num_nodes = int(trainer.num_nodes)
-    plan = plan_global_batch(int(global_batch), world_size=int(trainer.num_devices) * num_nodes,
-                             max_per_device=int(cfg.data.batch_size))
+    plan = plan_global_batch(int(global_batch), world_size=int(trainer.num_devices) * num_nodes, max_per_device=int(cfg.data.batch_size))
     datamodule.batch_size = plan.per_device
     trainer.accumulate_grad_batches = plan.accumulation
     if trainer.is_global_zero:

@@ -21,8 +21,7 @@ from odise_pl.engine.run_files import saved_config, training_categories, weights
 from odise_pl.models.builder import build_model
 
 
-def load_checkpoint(model: torch.nn.Module, path: str | os.PathLike, ckpt: dict | None = None, *,
-                    action: str = "evaluate it") -> None:
+def load_checkpoint(model: torch.nn.Module, path: str | os.PathLike, ckpt: dict | None = None, *, action: str = "evaluate it") -> None:
     """Load a run directory, a ``.ckpt`` (``weights_only``) or a ``.safetensors`` file into ``model``.
 
     A checkpoint of another architecture is refused: the ``model.*`` keys of
@@ -36,8 +35,9 @@ def load_checkpoint(model: torch.nn.Module, path: str | os.PathLike, ckpt: dict 
     saved, _ = saved_config(path, ckpt)
     current = (getattr(model, "hparams", None) or {}).get("config")
     if saved and current:
-        check_config({"hyper_parameters": {"config": saved}}, current, path, only=EVALUATE_MUST_MATCH,
-                     ignore=TRAINING_ONLY_KEYS, action=action)
+        check_config(
+            {"hyper_parameters": {"config": saved}}, current, path, only=EVALUATE_MUST_MATCH, ignore=TRAINING_ONLY_KEYS, action=action
+        )
     load_weights(model, weights, ckpt)
 
 
@@ -81,10 +81,8 @@ def build_trained(cfg: DictConfig, ckpt: str | os.PathLike, *, eval_datamodule=N
     eval_categories = None
     if eval_datamodule is not None:
         eval_categories, ignore_index = eval_datamodule.categories, eval_datamodule.ignore_index
-    model = build_model(cfg, categories, ignore_index=255 if ignore_index is None else int(ignore_index),
-                        eval_categories=eval_categories)
+    model = build_model(cfg, categories, ignore_index=255 if ignore_index is None else int(ignore_index), eval_categories=eval_categories)
     load_checkpoint(model, ckpt, ckpt_dict)
     if eval_datamodule is not None:
-        eval_datamodule.size_divisibility = max(int(getattr(eval_datamodule, "size_divisibility", 1)),
-                                                model.backbone.size_divisibility)
+        eval_datamodule.size_divisibility = max(int(getattr(eval_datamodule, "size_divisibility", 1)), model.backbone.size_divisibility)
     return model, categories

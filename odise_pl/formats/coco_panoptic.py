@@ -48,8 +48,7 @@ def read_panoptic_png(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(f"panoptic PNG {path} does not exist; check the panoptic folder and the file_name "
-                           "its JSON annotation lists.")
+        raise DatasetError(f"panoptic PNG {path} does not exist; check the panoptic folder and the file_name its JSON annotation lists.")
     try:
         with Image.open(path) as img:
             w, h = img.size
@@ -66,8 +65,10 @@ def read_panoptic_png(path: str | Path) -> np.ndarray:
             if not direct:
                 out[...] = np.asarray(img.convert("RGBA")).view("<u4")[..., 0]
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DatasetError(f"cannot decode panoptic PNG {path}: {exc}. The file is corrupt or not an RGB PNG "
-                           "whose pixels encode segment ids as R + 256 G + 256^2 B; replace or re-export it.") from exc
+        raise DatasetError(
+            f"cannot decode panoptic PNG {path}: {exc}. The file is corrupt or not an RGB PNG "
+            "whose pixels encode segment ids as R + 256 G + 256^2 B; replace or re-export it."
+        ) from exc
     np.bitwise_and(out, (1 << ID_BITS) - 1, out=out)
     return out
 
@@ -83,8 +84,6 @@ def read_label_image(path: str | Path) -> np.ndarray:
         raise DatasetError(f"Label image {path} does not exist.")
     with Image.open(path) as img:
         if img.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L", "I;16N"):
-            raise DatasetError(
-                f"Label image {path} has mode {img.mode}; expected a single-channel label map."
-            )
+            raise DatasetError(f"Label image {path} has mode {img.mode}; expected a single-channel label map.")
         labels = np.asarray(img)
     return labels.astype(np.int64)

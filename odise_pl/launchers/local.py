@@ -48,10 +48,12 @@ def gpu_slots(gpus: list[str], max_parallel: int) -> list[list[str]]:
     if not gpus:
         return [[] for _ in range(max_parallel)]
     if len(gpus) < max_parallel:
-        raise ConfigError(f"--max-parallel {max_parallel} needs at least {max_parallel} GPUs, but this machine has "
-                          f"{len(gpus)} ({','.join(gpus)}); lower --max-parallel.")
+        raise ConfigError(
+            f"--max-parallel {max_parallel} needs at least {max_parallel} GPUs, but this machine has "
+            f"{len(gpus)} ({','.join(gpus)}); lower --max-parallel."
+        )
     per_run = len(gpus) // max_parallel
-    return [gpus[i * per_run:(i + 1) * per_run] for i in range(max_parallel)]
+    return [gpus[i * per_run : (i + 1) * per_run] for i in range(max_parallel)]
 
 
 def log_path(run_parent: Path) -> Path:
@@ -100,9 +102,15 @@ def run_local(planned: list[PlannedRun], settings: LauncherSettings) -> int:
             pending.append((p, log_path(p.run_parent)))
     if not pending:
         return 0
-    write_record(planned[0].sweep_dir, {"launcher": "local", "host": socket.gethostname(), "pid": os.getpid(),
-                                        "runs": [{"name": p.run.name, "run_parent": str(p.run_parent),
-                                                  "log": str(log)} for p, log in pending]})
+    write_record(
+        planned[0].sweep_dir,
+        {
+            "launcher": "local",
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "runs": [{"name": p.run.name, "run_parent": str(p.run_parent), "log": str(log)} for p, log in pending],
+        },
+    )
     free = list(range(len(slots)))
     running: dict[int, tuple] = {}
     failed = 0
@@ -115,8 +123,7 @@ def run_local(planned: list[PlannedRun], settings: LauncherSettings) -> int:
             if slots[slot]:
                 env["CUDA_VISIBLE_DEVICES"] = ",".join(slots[slot])
             handle = open(log, "w")
-            proc = subprocess.Popen(fit_argv(p, slots[slot]), stdout=handle, stderr=subprocess.STDOUT, env=env,
-                                    stdin=subprocess.DEVNULL)
+            proc = subprocess.Popen(fit_argv(p, slots[slot]), stdout=handle, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL)
             gpus = f" on GPUs {','.join(slots[slot])}" if slots[slot] else ""
             print(f"{p.run.name}: started (pid {proc.pid}{gpus}), log {log}", flush=True)
             running[slot] = (p, proc, log, handle)
@@ -137,7 +144,10 @@ def run_local(planned: list[PlannedRun], settings: LauncherSettings) -> int:
                 failed += 1
                 p.status = f"failed: exit code {proc.returncode}, log {log}"
                 mark_failed(p.run_parent, p.status.removeprefix("failed: "))
-                print(f"run {p.run.name} failed (exit code {proc.returncode}); the sweep goes on. Its log {log} "
-                      f"ends:\n{log_tail(log)}", file=sys.stderr, flush=True)
+                print(
+                    f"run {p.run.name} failed (exit code {proc.returncode}); the sweep goes on. Its log {log} ends:\n{log_tail(log)}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             write_sweep_summary(planned)
     return failed

@@ -49,6 +49,11 @@ def latest_launches(sweep_dir: Path) -> dict[str, dict]:
     for record in read_records(sweep_dir):
         for entry in record.get("runs", []):
             if isinstance(entry, dict) and "name" in entry:
-                latest[entry["name"]] = {"launcher": record.get("launcher"), "host": record.get("host"),
-                                         "launcher_pid": record.get("pid"), "record": record["path"], **entry}
+                latest[entry["name"]] = {
+                    "launcher": record.get("launcher"),
+                    "host": record.get("host"),
+                    "launcher_pid": record.get("pid"),
+                    "record": record["path"],
+                    **entry,
+                }
     return latest

@@ -72,10 +72,22 @@ class LauncherSettings:
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
-    "name": (str,), "max_parallel": (int,), "partition": (str,), "account": (str,), "qos": (str,),
-    "nodes": (int,), "gpus_per_node": (int,), "cpus_per_task": (int,), "mem": (str, int, float), "time": (int,),
-    "signal_delay_s": (int,), "max_requeues": (int,), "array_parallelism": (int,), "additional_parameters": (dict,),
-    "setup": (list,), "wait": (bool,),
+    "name": (str,),
+    "max_parallel": (int,),
+    "partition": (str,),
+    "account": (str,),
+    "qos": (str,),
+    "nodes": (int,),
+    "gpus_per_node": (int,),
+    "cpus_per_task": (int,),
+    "mem": (str, int, float),
+    "time": (int,),
+    "signal_delay_s": (int,),
+    "max_requeues": (int,),
+    "array_parallelism": (int,),
+    "additional_parameters": (dict,),
+    "setup": (list,),
+    "wait": (bool,),
 }
 _POSITIVE = ("max_parallel", "nodes", "cpus_per_task", "time", "array_parallelism")
 
@@ -89,11 +101,13 @@ def _checked(key: str, value: Any, where: str) -> Any:
         raise ConfigError(f"{where}: '{key}' must be {wanted}, got {value!r}.")
     if key == "name" and value not in LAUNCHER_NAMES:
         close = difflib.get_close_matches(value, LAUNCHER_NAMES, n=1)
-        raise ConfigError(f"{where}: unknown launcher {value!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
-                          + f"; choose one of {', '.join(LAUNCHER_NAMES)}.")
+        raise ConfigError(
+            f"{where}: unknown launcher {value!r}"
+            + (f" (did you mean {close[0]!r}?)" if close else "")
+            + f"; choose one of {', '.join(LAUNCHER_NAMES)}."
+        )
     if (key in _POSITIVE and value < 1) or (key in ("gpus_per_node", "signal_delay_s", "max_requeues") and value < 0):
-        raise ConfigError(f"{where}: '{key}' must be {'at least 1' if key in _POSITIVE else '0 or more'}, "
-                          f"got {value}.")
+        raise ConfigError(f"{where}: '{key}' must be {'at least 1' if key in _POSITIVE else '0 or more'}, got {value}.")
     if key == "mem" and not isinstance(value, str):
         return f"{value}G"
     if key == "setup" and not all(isinstance(line, str) for line in value):
@@ -117,16 +131,19 @@ def read_launcher_section(path: str | Path) -> dict:
     if isinstance(section, str):  # `launcher: slurm`
         section = {"name": section}
     if not isinstance(section, dict):
-        raise ConfigError(f"{shown}: 'launcher' (line {lines.get('launcher', '?')}) must be a launcher name or a "
-                          f"mapping, e.g. 'launcher: {{name: slurm, partition: gpu}}'.")
+        raise ConfigError(
+            f"{shown}: 'launcher' (line {lines.get('launcher', '?')}) must be a launcher name or a "
+            f"mapping, e.g. 'launcher: {{name: slurm, partition: gpu}}'."
+        )
     checked = {}
     for key, value in section.items():
         line = lines.get(f"launcher.{key}", lines.get("launcher"))
         where = f"{shown}: launcher" + (f" (line {line})" if line else "")
         if key not in _TYPES:
             close = difflib.get_close_matches(str(key), _TYPES, n=1)
-            raise ConfigError(f"{where}: unknown key '{key}'." + (f" Did you mean '{close[0]}'?" if close else "")
-                              + f" Valid keys: {', '.join(_TYPES)}.")
+            raise ConfigError(
+                f"{where}: unknown key '{key}'." + (f" Did you mean '{close[0]}'?" if close else "") + f" Valid keys: {', '.join(_TYPES)}."
+            )
         checked[key] = _checked(key, value, where)
     return checked
 

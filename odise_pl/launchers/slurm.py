@@ -61,8 +61,7 @@ class PreemptionCheckpoint(L.Callback):
         if not self.training:
             self.requeue(signum, frame)
             return
-        print(f"odise-pl: got {signal.Signals(signum).name}: last.ckpt at the end of this step, then requeue",
-              flush=True)
+        print(f"odise-pl: got {signal.Signals(signum).name}: last.ckpt at the end of this step, then requeue", flush=True)
         self.requested = True
 
     def on_train_start(self, trainer, pl_module) -> None:
@@ -109,8 +108,7 @@ class SweepJob(submitit.helpers.Checkpointable):
 
         os.chdir(self.workdir)
         cfg = load_config(self.base, self.overrides)
-        p = PlannedRun(SweepRun(self.name, self.overrides, Path(self.base)), self.overrides, cfg,
-                       Path(str(cfg.run.root)))
+        p = PlannedRun(SweepRun(self.name, self.overrides, Path(self.base)), self.overrides, cfg, Path(str(cfg.run.root)))
         ckpt = resume_checkpoint(p.run_parent)
         print(f"odise-pl: run {self.name}" + (f", resuming from {ckpt}" if ckpt else ""), flush=True)
         single = int(os.environ.get("SLURM_NTASKS", "1")) == 1
@@ -124,16 +122,23 @@ def executor_for(sweep_dir: Path, settings: LauncherSettings) -> submitit.SlurmE
     """A submitit executor with the resources of ``settings``; its jobs write under ``SWEEP_DIR/slurm``."""
     # the job command is `PYTHON -u -m submitit.core._submit FOLDER`: PYTHON runs our entry point instead
     python = f"{shlex.quote(sys.executable)} -m odise_pl.launchers.job_entry"
-    executor = submitit.SlurmExecutor(folder=str(sweep_dir / "slurm" / "%j"), max_num_timeout=settings.max_requeues,
-                                      python=python)
-    params = {"job_name": f"odise-{sweep_dir.name}", "nodes": settings.nodes,
-              "ntasks_per_node": settings.tasks_per_node, "time": settings.time,
-              "signal_delay_s": settings.signal_delay_s, "array_parallelism": settings.array_parallelism,
-              "partition": settings.partition, "account": settings.account, "qos": settings.qos,
-              "cpus_per_task": settings.cpus_per_task, "mem": settings.mem,
-              "gpus_per_node": settings.gpus_per_node or None,
-              "additional_parameters": dict(settings.additional_parameters) or None,
-              "setup": list(settings.setup) or None}
+    executor = submitit.SlurmExecutor(folder=str(sweep_dir / "slurm" / "%j"), max_num_timeout=settings.max_requeues, python=python)
+    params = {
+        "job_name": f"odise-{sweep_dir.name}",
+        "nodes": settings.nodes,
+        "ntasks_per_node": settings.tasks_per_node,
+        "time": settings.time,
+        "signal_delay_s": settings.signal_delay_s,
+        "array_parallelism": settings.array_parallelism,
+        "partition": settings.partition,
+        "account": settings.account,
+        "qos": settings.qos,
+        "cpus_per_task": settings.cpus_per_task,
+        "mem": settings.mem,
+        "gpus_per_node": settings.gpus_per_node or None,
+        "additional_parameters": dict(settings.additional_parameters) or None,
+        "setup": list(settings.setup) or None,
+    }
     executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
     return executor
 
@@ -168,28 +173,36 @@ def submit_runs(planned: list[PlannedRun], settings: LauncherSettings) -> list[d
         executor = executor_for(sweep_dir, settings)
         workdir = os.getcwd()
         with executor.batch():
-            jobs = [executor.submit(SweepJob(name=p.run.name, base=str(p.run.base), overrides=p.overrides,
-                                             workdir=workdir)) for p in pending]
+            jobs = [
+                executor.submit(SweepJob(name=p.run.name, base=str(p.run.base), overrides=p.overrides, workdir=workdir)) for p in pending
+            ]
     except (RuntimeError, ValueError, OSError, submitit.core.utils.FailedJobError) as err:
         if "srun" in str(err) and "slurm cluster" in str(err):
-            raise ConfigError("--launcher slurm: no SLURM here (srun/sbatch not found); run on a cluster's login "
-                              "node, or start a local one with tools/local_slurm.sh start.") from None
-        raise ConfigError(f"SLURM refused the jobs of sweep {sweep_dir.name}:\n{sbatch_message(err)}\n"
-                          "Check the launcher's resources (partition, account, qos, time, mem, gpus_per_node).") \
-            from None
+            raise ConfigError(
+                "--launcher slurm: no SLURM here (srun/sbatch not found); run on a cluster's login "
+                "node, or start a local one with tools/local_slurm.sh start."
+            ) from None
+        raise ConfigError(
+            f"SLURM refused the jobs of sweep {sweep_dir.name}:\n{sbatch_message(err)}\n"
+            "Check the launcher's resources (partition, account, qos, time, mem, gpus_per_node)."
+        ) from None
     entries = []
     for p, job in zip(pending, jobs):
         p.status = f"submitted: job {job.job_id}"
-        entry = {"name": p.run.name, "job_id": job.job_id, "run_parent": str(p.run_parent),
-                 "log": str(job.paths.stdout), "stderr": str(job.paths.stderr),
-                 "result": str(job.paths.result_pickle)}
+        entry = {
+            "name": p.run.name,
+            "job_id": job.job_id,
+            "run_parent": str(p.run_parent),
+            "log": str(job.paths.stdout),
+            "stderr": str(job.paths.stderr),
+            "result": str(job.paths.result_pickle),
+        }
         entries.append(entry)
-        print(f"{p.run.name}: job {job.job_id}, run directory {p.run_parent}/version_*, log {job.paths.stdout}",
-              flush=True)
-    record = write_record(sweep_dir, {"launcher": "slurm", "runs": entries,
-                                      "resources": {k: v for k, v in vars(settings).items() if k != "name"}})
-    print(f"submitted {len(entries)} jobs; launch record {record}; `odise-pl sweep status -c ...` shows their states",
-          file=sys.stderr)
+        print(f"{p.run.name}: job {job.job_id}, run directory {p.run_parent}/version_*, log {job.paths.stdout}", flush=True)
+    record = write_record(
+        sweep_dir, {"launcher": "slurm", "runs": entries, "resources": {k: v for k, v in vars(settings).items() if k != "name"}}
+    )
+    print(f"submitted {len(entries)} jobs; launch record {record}; `odise-pl sweep status -c ...` shows their states", file=sys.stderr)
     return entries
 
 
@@ -236,6 +249,10 @@ def run_slurm(planned: list[PlannedRun], settings: LauncherSettings) -> int:
             entry = by_name[p.run.name]
             error = job_error(entry["result"])
             p.status = f"failed: job {entry['job_id']}" + (f": {error}" if error else "")
-            print(f"run {p.run.name} failed (job {entry['job_id']}" + (f": {error}" if error else "")
-                  + f"); the sweep went on. Log: {entry['log']}", file=sys.stderr)
+            print(
+                f"run {p.run.name} failed (job {entry['job_id']}"
+                + (f": {error}" if error else "")
+                + f"); the sweep went on. Log: {entry['log']}",
+                file=sys.stderr,
+            )
     return failed

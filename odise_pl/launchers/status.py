@@ -20,8 +20,18 @@ from odise_pl.launchers.local import ENDED, log_tail
 from odise_pl.launchers.records import latest_launches
 
 #: SLURM job states that mean "waiting to start" and "started" (others: the job has ended)
-WAITING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "RESV_DEL_HOLD", "SUSPENDED",
-           "RESIZING", "SIGNALING", "STAGE_OUT"}
+WAITING = {
+    "PENDING",
+    "REQUEUED",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+    "CONFIGURING",
+    "RESV_DEL_HOLD",
+    "SUSPENDED",
+    "RESIZING",
+    "SIGNALING",
+    "STAGE_OUT",
+}
 STARTED = {"RUNNING", "COMPLETING"}
 
 
@@ -56,8 +66,9 @@ def accounted_jobs(job_ids: list[str]) -> dict[str, str]:
     if not job_ids:
         return {}
     try:
-        out = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(job_ids)],
-                             capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            ["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(job_ids)], capture_output=True, text=True, timeout=60
+        )
     except (OSError, subprocess.SubprocessError):
         return {}
     if out.returncode != 0:
@@ -120,8 +131,7 @@ def run_states(planned: list) -> list[RunState]:
             else:
                 error = job_error(entry.get("result", ""))
                 why = error or (f"job {job} ended ({slurm})" if slurm else f"job {job} ended without final metrics")
-                states.append(RunState(name, "failed", why, job, log,
-                                       log_tail(entry.get("stderr")) + "\n" + log_tail(log)))
+                states.append(RunState(name, "failed", why, job, log, log_tail(entry.get("stderr")) + "\n" + log_tail(log)))
         elif entry.get("launcher") == "local":
             here = entry.get("host") == socket.gethostname()
             ended = ENDED in log_tail(log, lines=2)

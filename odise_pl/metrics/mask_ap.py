@@ -26,12 +26,17 @@ from torch import Tensor
 __all__ = ["panoptic_to_instances", "mask_ap_metric", "summarize_mask_ap", "MASK_AP_KEYS"]
 
 #: torchmetrics key -> logged name
-MASK_AP_KEYS = {"map": "mask_AP", "map_50": "mask_AP50", "map_75": "mask_AP75", "map_small": "mask_APs",
-                "map_medium": "mask_APm", "map_large": "mask_APl"}
+MASK_AP_KEYS = {
+    "map": "mask_AP",
+    "map_50": "mask_AP50",
+    "map_75": "mask_AP75",
+    "map_small": "mask_APs",
+    "map_medium": "mask_APm",
+    "map_large": "mask_APl",
+}
 
 
-def panoptic_to_instances(gt_panoptic: Tensor, gt_segments: Sequence[dict],
-                          is_thing: Tensor) -> dict[str, Tensor]:
+def panoptic_to_instances(gt_panoptic: Tensor, gt_segments: Sequence[dict], is_thing: Tensor) -> dict[str, Tensor]:
     """The thing segments of a panoptic annotation as torchmetrics targets.
 
     Args:
@@ -48,8 +53,7 @@ def panoptic_to_instances(gt_panoptic: Tensor, gt_segments: Sequence[dict],
     masks = gt_panoptic[None] == ids[:, None, None]  # (N, H, W)
     keep = masks.flatten(1).any(1)
     labels = torch.tensor([int(s["category"]) for s in things], dtype=torch.long, device=gt_panoptic.device)
-    crowd = torch.tensor([int(s.get("iscrowd", 0)) for s in things], dtype=torch.long,
-                         device=gt_panoptic.device)
+    crowd = torch.tensor([int(s.get("iscrowd", 0)) for s in things], dtype=torch.long, device=gt_panoptic.device)
     return {"masks": masks[keep], "labels": labels[keep], "iscrowd": crowd[keep]}
 
 

@@ -111,8 +111,7 @@ def segments_from_json(segments_info: list[dict], index_of: dict[int, int], wher
     return out
 
 
-def _segment_table(segments_info: list[dict], index_of: dict[int, int], where: str,
-                   json_areas: bool = False) -> SegmentTable:
+def _segment_table(segments_info: list[dict], index_of: dict[int, int], where: str, json_areas: bool = False) -> SegmentTable:
     """COCO ``segments_info`` -> :class:`SegmentTable` (contiguous categories), errors naming ``where``.
 
     ``json_areas``: take the segments' ``area`` from the JSON (the GT, as the COCO API does; a
@@ -125,15 +124,19 @@ def _segment_table(segments_info: list[dict], index_of: dict[int, int], where: s
     cats = [index_of.get(seg.get("category_id"), -1) for seg in segments_info]
     if -1 in cats:
         seg = segments_info[cats.index(-1)]
-        raise DatasetError(f"{where}: segment {seg.get('id')} has unknown category_id "
-                           f"{seg.get('category_id')} "
-                           "(not in the GT JSON's categories).")
+        raise DatasetError(
+            f"{where}: segment {seg.get('id')} has unknown category_id {seg.get('category_id')} (not in the GT JSON's categories)."
+        )
     try:
         areas = [seg.get("area") for seg in segments_info] if json_areas else None
         if areas is not None and any(a is not None and not isinstance(a, (int, float)) for a in areas):
             raise ValueError("an 'area' is not a number")
-        return SegmentTable.build(ids, cats, [int(seg.get("iscrowd", 0)) for seg in segments_info],
-                                  None if areas is None else [None if a is None else int(a) for a in areas])
+        return SegmentTable.build(
+            ids,
+            cats,
+            [int(seg.get("iscrowd", 0)) for seg in segments_info],
+            None if areas is None else [None if a is None else int(a) for a in areas],
+        )
     except ValueError as exc:
         raise DatasetError(f"{where}: {exc}.") from None
 
@@ -160,13 +163,14 @@ def _chunk_stats(job: tuple) -> tuple[np.ndarray, np.ndarray]:
         gt = _segment_table(gt_ann["segments_info"], index_of, f"GT {where} ({gt_path})", json_areas=True)
         pred = _segment_table(pred_ann["segments_info"], index_of, f"prediction {where} ({pred_path})")
         try:
-            iou_sum, tp, fp, fn = pq_stats_numpy(read_panoptic_png(gt_path), gt, read_panoptic_png(pred_path),
-                                                 pred, num_classes, scratch)
+            iou_sum, tp, fp, fn = pq_stats_numpy(read_panoptic_png(gt_path), gt, read_panoptic_png(pred_path), pred, num_classes, scratch)
         except DatasetError:
             raise
         except ValueError as exc:
-            raise DatasetError(f"{where}: {exc} (GT {gt_path}, prediction {pred_path}). Each PNG and its "
-                               "segments_info entry must list the same segment ids.") from exc
+            raise DatasetError(
+                f"{where}: {exc} (GT {gt_path}, prediction {pred_path}). Each PNG and its "
+                "segments_info entry must list the same segment ids."
+            ) from exc
         iou_rows[row] = iou_sum
         counts[0] += tp
         counts[1] += fp
@@ -197,8 +201,9 @@ def _run_chunks(jobs: list[tuple], workers: int) -> list[tuple[np.ndarray, np.nd
         return list(pool.map(_chunk_stats, jobs))  # in order; the first failing chunk's error is raised
 
 
-def evaluate_panoptic_folders(gt_json: str | Path, gt_folder: str | Path, pred_json: str | Path,
-                              pred_folder: str | Path, workers: int | None = 1) -> dict:
+def evaluate_panoptic_folders(
+    gt_json: str | Path, gt_folder: str | Path, pred_json: str | Path, pred_folder: str | Path, workers: int | None = 1
+) -> dict:
     """Score a folder of panoptic predictions like the COCO API's ``pq_compute``.
 
     Every GT image must have a prediction (matched by ``image_id``); extra
@@ -237,8 +242,7 @@ def evaluate_panoptic_folders(gt_json: str | Path, gt_folder: str | Path, pred_j
     k = len(categories.ids)
     workers = default_workers(len(pairs)) if workers is None else max(1, min(int(workers), len(pairs)))
     step = max(1, -(-len(pairs) // (workers * CHUNKS_PER_WORKER))) if workers > 1 else max(1, len(pairs))
-    jobs = [(pairs[i:i + step], str(gt_folder), str(pred_folder), categories.index_of(), k)
-            for i in range(0, max(1, len(pairs)), step)]
+    jobs = [(pairs[i : i + step], str(gt_folder), str(pred_folder), categories.index_of(), k) for i in range(0, max(1, len(pairs)), step)]
     partial = _run_chunks(jobs, workers)
     iou_sum = np.zeros(k, dtype=np.float64)
     for iou_rows, _ in partial:
@@ -249,9 +253,14 @@ def evaluate_panoptic_folders(gt_json: str | Path, gt_folder: str | Path, pred_j
     results: dict = summarize_pq(iou_sum, tp, fp, fn, is_thing)
     scores = per_class_pq(iou_sum, tp, fp, fn)
     results["per_class"] = {
-        cat_id: {"name": categories.names[i], "isthing": categories.is_thing[i],
-                 **{key: 100 * scores[key][i].item() for key in ("PQ", "SQ", "RQ")},
-                 "TP": int(tp[i]), "FP": int(fp[i]), "FN": int(fn[i])}
+        cat_id: {
+            "name": categories.names[i],
+            "isthing": categories.is_thing[i],
+            **{key: 100 * scores[key][i].item() for key in ("PQ", "SQ", "RQ")},
+            "TP": int(tp[i]),
+            "FP": int(fp[i]),
+            "FN": int(fn[i]),
+        }
         for i, cat_id in enumerate(categories.ids)
     }
     return results
@@ -276,12 +285,18 @@ def format_pq_table(results: dict, per_class: bool = False) -> str:
     if per_class:
         if "per_class" not in results:
             raise ValueError("per_class=True needs results['per_class'] (from evaluate_panoptic_folders).")
-        lines += ["", "{:24s}| {:>5s}  {:>5s}  {:>5s} {:>6s} {:>6s} {:>6s}".format(
-            "category", "PQ", "SQ", "RQ", "TP", "FP", "FN"), "-" * 67]
+        lines += [
+            "",
+            "{:24s}| {:>5s}  {:>5s}  {:>5s} {:>6s} {:>6s} {:>6s}".format("category", "PQ", "SQ", "RQ", "TP", "FP", "FN"),
+            "-" * 67,
+        ]
         for row in results["per_class"].values():
             kind = "[th]" if row["isthing"] else "[st]"
-            lines.append("{:24s}| {:5.1f}  {:5.1f}  {:5.1f} {:6d} {:6d} {:6d}".format(
-                f"{row['name'][:19]} {kind}", *(row[key] for key in ("PQ", "SQ", "RQ", "TP", "FP", "FN"))))
+            lines.append(
+                "{:24s}| {:5.1f}  {:5.1f}  {:5.1f} {:6d} {:6d} {:6d}".format(
+                    f"{row['name'][:19]} {kind}", *(row[key] for key in ("PQ", "SQ", "RQ", "TP", "FP", "FN"))
+                )
+            )
     return "\n".join(lines)
 
 
@@ -292,14 +307,14 @@ def _labels_by_stem(folder: Path) -> dict[str, Path]:
     for path in sorted(folder.iterdir()):
         if path.suffix.lower() in LABEL_SUFFIXES:
             if path.stem in found:
-                raise DatasetError(f"{folder} holds two label files for the stem '{path.stem}': "
-                                   f"{found[path.stem].name} and {path.name}.")
+                raise DatasetError(f"{folder} holds two label files for the stem '{path.stem}': {found[path.stem].name} and {path.name}.")
             found[path.stem] = path
     return found
 
 
-def evaluate_semantic_folders(gt_folder: str | Path, pred_folder: str | Path, num_classes: int,
-                              ignore_label: int | None, average: str | None = None) -> dict:
+def evaluate_semantic_folders(
+    gt_folder: str | Path, pred_folder: str | Path, num_classes: int, ignore_label: int | None, average: str | None = None
+) -> dict:
     """Score prediction label maps against GT label maps matched by file stem.
 
     Args:
@@ -327,14 +342,11 @@ def evaluate_semantic_folders(gt_folder: str | Path, pred_folder: str | Path, nu
     metric = SemanticIoU(num_classes, ignore_index=ignore_label, average=average)
     for stem, gt_path in gt_files.items():
         if stem not in pred_files:
-            raise DatasetError(f"No prediction for {gt_path.name}: expected {Path(pred_folder) / stem}"
-                               f"{{{','.join(LABEL_SUFFIXES)}}}.")
+            raise DatasetError(f"No prediction for {gt_path.name}: expected {Path(pred_folder) / stem}{{{','.join(LABEL_SUFFIXES)}}}.")
         target = torch.from_numpy(read_label_image(gt_path))
         pred = torch.from_numpy(read_label_image(pred_files[stem]))
         if target.shape != pred.shape:
-            raise DatasetError(
-                f"{pred_files[stem]} is {tuple(pred.shape)} but {gt_path} is {tuple(target.shape)}."
-            )
+            raise DatasetError(f"{pred_files[stem]} is {tuple(pred.shape)} but {gt_path} is {tuple(target.shape)}.")
         try:
             metric.update(pred, target)
         except ValueError as exc:

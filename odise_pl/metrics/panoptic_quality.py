@@ -81,12 +81,10 @@ def _segment_table(segments: Sequence[dict], num_classes: int, role: str, error:
     try:
         areas = [-1 if seg.get("area") is None else int(seg["area"]) for seg in segments]
     except (TypeError, ValueError):
-        raise error(f"A {role} segment has a non-integer 'area'; give its pixel count or "
-                    "leave it out.") from None
+        raise error(f"A {role} segment has a non-integer 'area'; give its pixel count or leave it out.") from None
     negative = [int(seg["id"]) for seg in segments if seg.get("area") is not None and int(seg["area"]) < 0]
     if negative:
-        raise error(f"The {role} segments {negative[:5]} have a negative 'area'; give the pixel count or "
-                    "leave it out.")
+        raise error(f"The {role} segments {negative[:5]} have a negative 'area'; give the pixel count or leave it out.")
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})
         raise error(f"The {role} segment list repeats the ids {dup}; ids must be unique within an image.")
@@ -236,9 +234,7 @@ def pq_stats(
             has no pixel (the API rejects those too).
     """
     if pred_ids.shape != gt_ids.shape:
-        raise ValueError(
-            f"Prediction map {tuple(pred_ids.shape)} and GT map {tuple(gt_ids.shape)} differ in shape."
-        )
+        raise ValueError(f"Prediction map {tuple(pred_ids.shape)} and GT map {tuple(gt_ids.shape)} differ in shape.")
     device = pred_ids.device
     gt_ids = gt_ids.to(device)
     gt = _segment_table(gt_segments, num_classes, "ground-truth", DatasetError, device)
@@ -258,8 +254,9 @@ def pq_stats(
     void_in_pred.index_add_(0, p[on_void], count[on_void])
     if n_pred > 1 and bool((pred_area[1:] == 0).any()):
         empty = pred.ids[1:][pred_area[1:] == 0][:5].tolist()
-        raise ValueError(f"The predicted segments {empty} are listed but have no pixel in the prediction map "
-                         "(the COCO panoptic API rejects those too).")
+        raise ValueError(
+            f"The predicted segments {empty} are listed but have no pixel in the prediction map (the COCO panoptic API rejects those too)."
+        )
 
     # Matches: same category, non-crowd GT, IoU > 0.5 (2 * inter > union in integers).
     g_cat, p_cat = gt.category[g], pred.category[p]
@@ -316,8 +313,10 @@ def summarize_pq(iou_sum: Tensor, tp: Tensor, fp: Tensor, fn: Tensor, is_thing: 
     """
     sums = (t.detach().cpu().numpy() for t in (iou_sum, tp, fp, fn))
     out = pq_summary.summarize_pq(*sums, is_thing.detach().cpu().numpy().astype(bool))
-    return {key: torch.tensor(value, dtype=torch.int64 if key.startswith("n") else torch.float64, device=tp.device)
-            for key, value in out.items()}
+    return {
+        key: torch.tensor(value, dtype=torch.int64 if key.startswith("n") else torch.float64, device=tp.device)
+        for key, value in out.items()
+    }
 
 
 class PanopticQuality(Metric):
@@ -367,9 +366,7 @@ class PanopticQuality(Metric):
             pred_ids, pred_segments = [pred_ids], [pred_segments]
             gt_ids, gt_segments = [gt_ids], [gt_segments]
         elif not isinstance(pred_ids, (list, tuple)):
-            raise TypeError(
-                f"pred_ids must be an (H, W) tensor or a list of them, got {type(pred_ids).__name__}."
-            )
+            raise TypeError(f"pred_ids must be an (H, W) tensor or a list of them, got {type(pred_ids).__name__}.")
         if not len(pred_ids) == len(pred_segments) == len(gt_ids) == len(gt_segments):
             raise ValueError("update got batch lists of different lengths.")
         for pred, pred_segs, gt, gt_segs in zip(pred_ids, pred_segments, gt_ids, gt_segments):

@@ -55,8 +55,9 @@ class SegmentTable(NamedTuple):
     area: np.ndarray  # int64: the listed area (the JSON's), -1 where the pixels are counted (and at slot 0)
 
     @classmethod
-    def build(cls, ids: Sequence[int], categories: Sequence[int], iscrowd: Sequence[int],
-              areas: Sequence[int | None] | None = None) -> SegmentTable:
+    def build(
+        cls, ids: Sequence[int], categories: Sequence[int], iscrowd: Sequence[int], areas: Sequence[int | None] | None = None
+    ) -> SegmentTable:
         """From parallel lists (listing order kept: it decides which crowd segment the API uses).
 
         Args:
@@ -119,8 +120,7 @@ class IdLookup:
         """Enter ``table``'s ids; returns the id -> slot + 1 table to pass to :meth:`slots`."""
         self.unbind()
         if table.ids.size >= _MAX_SLOTS:
-            raise ValueError(f"{table.ids.size - 1} segments in one image; "
-                             f"at most {_MAX_SLOTS - 1} are supported")
+            raise ValueError(f"{table.ids.size - 1} segments in one image; at most {_MAX_SLOTS - 1} are supported")
         slot = np.flatnonzero(table.ids < 1 << _ID_BITS)  # larger listed ids cannot occur in a PNG
         seg_ids = table.ids[slot]
         top = int(seg_ids.max()) + 2  # the last entry stays 0: clipped unlisted ids land there
@@ -171,8 +171,9 @@ def process_scratch() -> Scratch:
     return _PROCESS_SCRATCH
 
 
-def _pair_counts(gt_ids: np.ndarray, gt_lut: np.ndarray, pred_ids: np.ndarray, pred_lut: np.ndarray,
-                 n_gt: int, n_pred: int, scratch: Scratch):
+def _pair_counts(
+    gt_ids: np.ndarray, gt_lut: np.ndarray, pred_ids: np.ndarray, pred_lut: np.ndarray, n_gt: int, n_pred: int, scratch: Scratch
+):
     """Overlap (pixel count) of every occurring (GT slot, pred slot) pair.
 
     Walks the flat maps in cache-sized chunks. Panoptic maps are piecewise constant, so each
@@ -194,7 +195,7 @@ def _pair_counts(gt_ids: np.ndarray, gt_lut: np.ndarray, pred_ids: np.ndarray, p
     parts: list[tuple[np.ndarray, np.ndarray]] = []
     for start in range(0, n, _CHUNK):
         m = min(_CHUNK, n - start)
-        gt_chunk, pred_chunk = gt_ids[start:start + m], pred_ids[start:start + m]
+        gt_chunk, pred_chunk = gt_ids[start : start + m], pred_ids[start : start + m]
         new_run, pred_change = scratch.run_buffers(m)
         new_run[0] = True
         np.not_equal(gt_chunk[1:], gt_chunk[:-1], out=new_run[1:])
@@ -226,9 +227,9 @@ def _unlisted(ids: np.ndarray, lut: np.ndarray) -> list[int]:
     return np.unique(ids[IdLookup.slots(ids, lut) == 0])[:5].tolist()
 
 
-def pq_stats_numpy(gt_ids: np.ndarray, gt: SegmentTable, pred_ids: np.ndarray, pred: SegmentTable,
-                   num_classes: int,
-                   scratch: Scratch | None = None):
+def pq_stats_numpy(
+    gt_ids: np.ndarray, gt: SegmentTable, pred_ids: np.ndarray, pred: SegmentTable, num_classes: int, scratch: Scratch | None = None
+):
     """Per-category PQ sums of one image, as the COCO panoptic API counts them.
 
     Args:
@@ -247,8 +248,7 @@ def pq_stats_numpy(gt_ids: np.ndarray, gt: SegmentTable, pred_ids: np.ndarray, p
             or mismatched shapes; the message says which (callers add the file).
     """
     if gt_ids.shape != pred_ids.shape:
-        raise ValueError(f"the prediction is {tuple(pred_ids.shape)} but the ground truth is "
-                         f"{tuple(gt_ids.shape)}")
+        raise ValueError(f"the prediction is {tuple(pred_ids.shape)} but the ground truth is {tuple(gt_ids.shape)}")
     scratch = scratch or Scratch()
     gt_lookup, pred_lookup = scratch.gt_lookup, scratch.pred_lookup
     n_gt, n_pred = gt.ids.size, pred.ids.size
@@ -256,11 +256,9 @@ def pq_stats_numpy(gt_ids: np.ndarray, gt: SegmentTable, pred_ids: np.ndarray, p
     try:
         gt_lut, pred_lut = gt_lookup.bind(gt), pred_lookup.bind(pred)
         g, p, count = _pair_counts(gt_flat, gt_lut, pred_flat, pred_lut, n_gt, n_pred, scratch)
-        for role, unlisted, flat, lut in (("ground-truth", g == 0, gt_flat, gt_lut),
-                                          ("predicted", p == 0, pred_flat, pred_lut)):
+        for role, unlisted, flat, lut in (("ground-truth", g == 0, gt_flat, gt_lut), ("predicted", p == 0, pred_flat, pred_lut)):
             if unlisted.any():
-                raise ValueError(f"the {role} map holds segment ids {_unlisted(flat, lut)} that its "
-                                 "segments_info does not list")
+                raise ValueError(f"the {role} map holds segment ids {_unlisted(flat, lut)} that its segments_info does not list")
     finally:
         gt_lookup.unbind()
         pred_lookup.unbind()
@@ -273,8 +271,10 @@ def pq_stats_numpy(gt_ids: np.ndarray, gt: SegmentTable, pred_ids: np.ndarray, p
     void_in_pred = np.bincount(p[on_void], weights=count[on_void], minlength=n_pred).astype(np.int64)
     if n_pred > 1 and not pred_area[1:].all():
         empty = pred.ids[1:][pred_area[1:] == 0][:5].tolist()
-        raise ValueError(f"the predicted segments {empty} are listed in segments_info but have no pixel "
-                         "in the PNG (the COCO panoptic API rejects those too)")
+        raise ValueError(
+            f"the predicted segments {empty} are listed in segments_info but have no pixel "
+            "in the PNG (the COCO panoptic API rejects those too)"
+        )
 
     # Matches: same category, non-crowd GT, IoU > 0.5 (2 * inter > union, in integers).
     g_cat, p_cat = gt.category[g], pred.category[p]

@@ -40,8 +40,7 @@ from torchmetrics import Metric
 
 from odise_pl.config.schema import InferenceConfig, choices_of
 
-__all__ = ["SemanticIoU", "confusion_matrix", "semantic_scores", "AVERAGES", "DEFAULT_AVERAGE",
-           "AVERAGE_LABELS", "miou_footnote"]
+__all__ = ["SemanticIoU", "confusion_matrix", "semantic_scores", "AVERAGES", "DEFAULT_AVERAGE", "AVERAGE_LABELS", "miou_footnote"]
 
 AVERAGES = choices_of(InferenceConfig, "miou_average")  # gt_present, either_present
 #: the reference's convention (detectron2 v0.6)
@@ -55,9 +54,11 @@ AVERAGE_LABELS = {
 
 def miou_footnote() -> str:
     """One line for result tables: what ``mIoU`` and its two named variants average over."""
-    return (f"mIoU follows model.inference.miou_average (default {DEFAULT_AVERAGE}); "
-            + "; ".join(f"mIoU_{name} = {AVERAGE_LABELS[name]}" for name in ("either_present", "gt_present"))
-            + ".")
+    return (
+        f"mIoU follows model.inference.miou_average (default {DEFAULT_AVERAGE}); "
+        + "; ".join(f"mIoU_{name} = {AVERAGE_LABELS[name]}" for name in ("either_present", "gt_present"))
+        + "."
+    )
 
 
 def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int | None) -> Tensor:
@@ -154,8 +155,7 @@ class SemanticIoU(Metric):
     higher_is_better = True
     full_state_update = False
 
-    def __init__(self, num_classes: int, ignore_index: int | None = 255, average: str = DEFAULT_AVERAGE,
-                 **kwargs) -> None:
+    def __init__(self, num_classes: int, ignore_index: int | None = 255, average: str = DEFAULT_AVERAGE, **kwargs) -> None:
         super().__init__(**kwargs)
         if average not in AVERAGES:
             raise ValueError(f"average must be one of {AVERAGES}, got {average!r}.")
@@ -169,14 +169,12 @@ class SemanticIoU(Metric):
 
     def update(self, pred: Tensor, target: Tensor) -> None:
         """Add one image (H, W) or a batch (B, H, W) of class-index maps."""
-        self.confmat += confusion_matrix(pred.to(self.device), target.to(self.device),
-                                         self.num_classes, self.ignore_index)
+        self.confmat += confusion_matrix(pred.to(self.device), target.to(self.device), self.num_classes, self.ignore_index)
 
     def compute(self) -> dict[str, Tensor]:
         """See :func:`semantic_scores` (``mIoU`` follows ``average``); plus ``mIoU_gt_present`` and
         ``mIoU_either_present``, both conventions by name, from the same (synchronised) matrix."""
         out = semantic_scores(self.confmat, self.average)
         for average in AVERAGES:
-            out[f"mIoU_{average}"] = out["mIoU"] if average == self.average else \
-                semantic_scores(self.confmat, average)["mIoU"]
+            out[f"mIoU_{average}"] = out["mIoU"] if average == self.average else semantic_scores(self.confmat, average)["mIoU"]
         return out

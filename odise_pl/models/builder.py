@@ -39,14 +39,14 @@ def supervision_text_bank(clip: SharedClip, templates: list[str], normalize: boo
     return TextEmbeddingBank(clip, templates=list(templates), normalize=normalize)
 
 
-def encode_vocabulary(clip: SharedClip, names: list[list[str]], templates: list[str],
-                      normalize: bool = False) -> TextEmbeddings:
+def encode_vocabulary(clip: SharedClip, names: list[list[str]], templates: list[str], normalize: bool = False) -> TextEmbeddings:
     """CLIP text embeddings of every name of every class (through the cached text bank)."""
     return supervision_text_bank(clip, templates, normalize)(names)
 
 
-def build_model(cfg: DictConfig, categories: list[dict], *, ignore_index: int = 255,
-                eval_categories: list[dict] | None = None) -> OdiseModule:
+def build_model(
+    cfg: DictConfig, categories: list[dict], *, ignore_index: int = 255, eval_categories: list[dict] | None = None
+) -> OdiseModule:
     """Build the module from the experiment config and the training data's categories.
 
     Args:
@@ -72,26 +72,38 @@ def build_model(cfg: DictConfig, categories: list[dict], *, ignore_index: int = 
     train_text = encode_vocabulary(clip, train_names, templates, normalized)
     void = clip.encode_text([""])[0]
     supervision = sup_entry.cls.from_config(
-        sup_cfg, train_text=train_text, void_text_embed=void, embed_dim=mg_cfg.embed_dim,
-        train_names=train_names, clip=clip)
+        sup_cfg, train_text=train_text, void_text_embed=void, embed_dim=mg_cfg.embed_dim, train_names=train_names, clip=clip
+    )
     speed = typed(model_cfg.get("speed") or {}, SpeedConfig)
-    criterion = SetCriterion(mask_generator.config, supervision.num_match_classes,
-                             batched_matching=speed.batched_matching, no_host_syncs=speed.no_host_syncs)
+    criterion = SetCriterion(
+        mask_generator.config, supervision.num_match_classes, batched_matching=speed.batched_matching, no_host_syncs=speed.no_host_syncs
+    )
 
     eval_categories = eval_categories or categories
     eval_names = [class_names(c) for c in eval_categories]
     eval_text = encode_vocabulary(clip, eval_names, templates, normalized)
     is_thing = torch.tensor([bool(c.get("isthing", True)) for c in eval_categories])
     inference = typed(model_cfg.inference, InferenceConfig)
-    open_vocab = build_open_vocab(getattr(backbone, "clip", clip) if inference.clip_features == "backbone"
-                                  else clip, inference, train_names, eval_names)
+    open_vocab = build_open_vocab(
+        getattr(backbone, "clip", clip) if inference.clip_features == "backbone" else clip, inference, train_names, eval_names
+    )
     optim = typed(cfg.optim, OptimConfig)
-    module = OdiseModule(backbone=backbone, mask_generator=mask_generator, supervision=supervision,
-                         criterion=criterion, eval_text=eval_text, eval_is_thing=is_thing, inference=inference,
-                         optim=optim, max_steps=int(cfg.trainer.max_steps), ignore_index=ignore_index,
-                         config=OmegaConf.to_container(cfg, resolve=True), open_vocab=open_vocab,
-                         text_bank=supervision_text_bank(clip, templates, normalized),
-                         fused_optimizer=speed.fused_optimizer)
+    module = OdiseModule(
+        backbone=backbone,
+        mask_generator=mask_generator,
+        supervision=supervision,
+        criterion=criterion,
+        eval_text=eval_text,
+        eval_is_thing=is_thing,
+        inference=inference,
+        optim=optim,
+        max_steps=int(cfg.trainer.max_steps),
+        ignore_index=ignore_index,
+        config=OmegaConf.to_container(cfg, resolve=True),
+        open_vocab=open_vocab,
+        text_bank=supervision_text_bank(clip, templates, normalized),
+        fused_optimizer=speed.fused_optimizer,
+    )
     apply_model_speed(module, model_cfg.get("speed"), clip)
     return module
 
@@ -121,8 +133,7 @@ def apply_model_speed(module: OdiseModule, section, clip: SharedClip | None = No
     module.speed_handle = apply_speed_options(module, speed, restorable=False)
 
 
-def build_open_vocab(clip: SharedClip, inference: InferenceConfig, train_names: list[list[str]],
-                     eval_names: list[list[str]]):
+def build_open_vocab(clip: SharedClip, inference: InferenceConfig, train_names: list[list[str]], eval_names: list[list[str]]):
     """The CLIP-fusion head for ``inference.classifier`` "clip"/"ensemble" (None for "in_vocab")."""
     from odise_pl.models.open_vocab.ensemble import seen_class_mask
     from odise_pl.models.open_vocab.inference_head import OpenVocabHead
@@ -130,10 +141,17 @@ def build_open_vocab(clip: SharedClip, inference: InferenceConfig, train_names: 
     mode = inference.classifier
     if mode == "in_vocab":
         return None
-    head = OpenVocabHead(clip, mode=mode, alpha=inference.alpha, beta=inference.beta,
-                         templates=list(inference.clip_prompt_templates), train_names=train_names,
-                         alignment=inference.clip_mask_alignment, features=inference.clip_features,
-                         ensemble_on_valid_mask=inference.ensemble_on_valid_mask)
+    head = OpenVocabHead(
+        clip,
+        mode=mode,
+        alpha=inference.alpha,
+        beta=inference.beta,
+        templates=list(inference.clip_prompt_templates),
+        train_names=train_names,
+        alignment=inference.clip_mask_alignment,
+        features=inference.clip_features,
+        ensemble_on_valid_mask=inference.ensemble_on_valid_mask,
+    )
     head.set_vocabulary(eval_names, seen=seen_class_mask(eval_names, train_names))  # logs the split (INFO)
     return head
 

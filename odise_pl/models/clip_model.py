@@ -61,8 +61,11 @@ class SharedClip(nn.Module):
         visual = model.visual
         size = getattr(visual, "image_size", None) or getattr(getattr(visual, "preprocess_cfg", {}), "size", 224)
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
-        self.embed_dim = int(model.text_projection.shape[-1]) if isinstance(
-            getattr(model, "text_projection", None), torch.Tensor) else int(model.transformer.width)
+        self.embed_dim = (
+            int(model.text_projection.shape[-1])
+            if isinstance(getattr(model, "text_projection", None), torch.Tensor)
+            else int(model.transformer.width)
+        )
         pre = getattr(visual, "preprocess_cfg", None) or {}
         mean = pre.get("mean", open_clip.OPENAI_DATASET_MEAN)
         std = pre.get("std", open_clip.OPENAI_DATASET_STD)
@@ -102,7 +105,8 @@ def _resolve_pretrained(pretrained: str | None) -> str | None:
             raise WeightsError(
                 f"CLIP weights '{pretrained}' not found. Give an open_clip pretrained tag (e.g. 'openai'), "
                 f"'hf-hub:ORG/NAME', or the path of an open_clip checkpoint file "
-                f"(open_clip_pytorch_model.bin or .safetensors).")
+                f"(open_clip_pytorch_model.bin or .safetensors)."
+            )
         return str(path)
     return pretrained
 
@@ -113,8 +117,10 @@ def load_clip(spec: ClipSpec, *, device: torch.device | str | None = None) -> Sh
     if key in _CACHE:
         return _CACHE[key]
     if spec.model_name not in open_clip.list_models():
-        raise ValueError(f"unknown CLIP model '{spec.model_name}'. open_clip knows e.g. ViT-L-14-336, "
-                         f"ViT-B-16, convnext_large_d_320, and the tiny odise-tiny-vit / odise-tiny-convnext.")
+        raise ValueError(
+            f"unknown CLIP model '{spec.model_name}'. open_clip knows e.g. ViT-L-14-336, "
+            f"ViT-B-16, convnext_large_d_320, and the tiny odise-tiny-vit / odise-tiny-convnext."
+        )
     pretrained = _resolve_pretrained(spec.pretrained)
     if pretrained is None and spec.model_name.startswith("hf-hub:"):
         raise ValueError("an hf-hub model name needs no separate pretrained value")
@@ -123,9 +129,11 @@ def load_clip(spec: ClipSpec, *, device: torch.device | str | None = None) -> Sh
     except RuntimeError as err:  # open_clip's "not a known tag", "failed to download", ...
         if pretrained is None:
             raise
-        raise WeightsError(f"cannot load the CLIP weights '{spec.pretrained}' of {spec.model_name} ({err}). Give "
-                           "an open_clip pretrained tag, 'hf-hub:ORG/NAME', or the path of an open_clip "
-                           "checkpoint file.") from err
+        raise WeightsError(
+            f"cannot load the CLIP weights '{spec.pretrained}' of {spec.model_name} ({err}). Give "
+            "an open_clip pretrained tag, 'hf-hub:ORG/NAME', or the path of an open_clip "
+            "checkpoint file."
+        ) from err
     tokenizer = open_clip.get_tokenizer(spec.model_name)
     shared = SharedClip(model, tokenizer, spec, pretrained=pretrained is not None)
     _CACHE[key] = shared

@@ -24,7 +24,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 #: aten operations that read device data on the host or size their output by it
 SYNC_OPS = {
-    "_local_scalar_dense": "item",      # .item(), bool(t), float(t), int(t)
+    "_local_scalar_dense": "item",  # .item(), bool(t), float(t), int(t)
     "nonzero": "nonzero",
     "masked_select": "masked_select",
     "_unique2": "unique",
@@ -46,7 +46,8 @@ class _SyncOps(TorchDispatchMode):
         if name in SYNC_OPS:
             self.counts[SYNC_OPS[name]] += 1
         elif name in ("index", "index_put", "index_put_") and any(
-                isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in _indices(args)):
+            isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in _indices(args)
+        ):
             self.counts["boolean_index"] += 1
         return func(*args, **(kwargs or {}))
 
@@ -85,6 +86,7 @@ class HostSyncCounter:
             if name == "cpu":
                 counter._host_copies[id(out)] = out
             return out
+
         return method
 
     def __enter__(self) -> HostSyncCounter:

@@ -49,11 +49,24 @@ class OdiseModule(L.LightningModule):
             (:func:`~odise_pl.models.optim.build_optimizer`).
     """
 
-    def __init__(self, *, backbone: nn.Module, mask_generator: nn.Module, supervision: SupervisionStrategy,
-                 criterion: SetCriterion, eval_text: TextEmbeddings, eval_is_thing: torch.Tensor,
-                 inference: InferenceConfig, optim: OptimConfig, max_steps: int,
-                 open_vocab: nn.Module | None = None, ignore_index: int = 255, config: dict | None = None,
-                 text_bank=None, fused_optimizer: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        mask_generator: nn.Module,
+        supervision: SupervisionStrategy,
+        criterion: SetCriterion,
+        eval_text: TextEmbeddings,
+        eval_is_thing: torch.Tensor,
+        inference: InferenceConfig,
+        optim: OptimConfig,
+        max_steps: int,
+        open_vocab: nn.Module | None = None,
+        ignore_index: int = 255,
+        config: dict | None = None,
+        text_bank=None,
+        fused_optimizer: bool = False,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters({"config": config or {}})
         self.backbone = backbone
@@ -96,8 +109,9 @@ class OdiseModule(L.LightningModule):
         if len(is_thing) != len(groups):
             raise ValueError(f"{len(groups)} classes but {len(is_thing)} thing flags")
         if self.text_bank is None:
-            raise RuntimeError("this OdiseModule was built without a text bank: build it with "
-                               "odise_pl.models.builder.build_model to change vocabularies")
+            raise RuntimeError(
+                "this OdiseModule was built without a text bank: build it with odise_pl.models.builder.build_model to change vocabularies"
+            )
         text = self.text_bank(groups)
         self.set_eval_vocabulary(text, torch.tensor([bool(t) for t in is_thing], device=self.device))
         if self.open_vocab is not None and hasattr(self.open_vocab, "set_vocabulary"):
@@ -115,23 +129,25 @@ class OdiseModule(L.LightningModule):
         if classifier not in choices:
             raise ValueError(f"unknown classifier '{classifier}': use one of {', '.join(choices)}")
         cfg = self.inference_cfg
-        new = dataclasses.replace(cfg, classifier=classifier, alpha=cfg.alpha if alpha is None else float(alpha),
-                                  beta=cfg.beta if beta is None else float(beta))
+        new = dataclasses.replace(
+            cfg, classifier=classifier, alpha=cfg.alpha if alpha is None else float(alpha), beta=cfg.beta if beta is None else float(beta)
+        )
         bad = [f"{key}={getattr(new, key)}" for key in ("alpha", "beta") if not 0 <= getattr(new, key) <= 1]
         if bad:
             raise ValueError(f"{', '.join(bad)} outside [0, 1] (CLIP's weight in the ensemble)")
         head = self.open_vocab
         if head is None or not hasattr(head, "ensemble"):
             if classifier != cfg.classifier:
-                raise ValueError(f"this model was built with model.inference.classifier={cfg.classifier}, without "
-                                 f"the CLIP branch: build it with classifier=ensemble to switch to '{classifier}'")
+                raise ValueError(
+                    f"this model was built with model.inference.classifier={cfg.classifier}, without "
+                    f"the CLIP branch: build it with classifier=ensemble to switch to '{classifier}'"
+                )
         else:
             head.ensemble.mode, head.ensemble.alpha, head.ensemble.beta = classifier, new.alpha, new.beta
         self.inference_cfg = new
 
     # -------------------------------------------------------------------------------------- forward
-    def forward(self, images: torch.Tensor, captions: list[str] | None = None,
-                image_sizes: torch.Tensor | None = None) -> dict:
+    def forward(self, images: torch.Tensor, captions: list[str] | None = None, image_sizes: torch.Tensor | None = None) -> dict:
         """images (B,3,H,W) in [0,255] -> mask generator outputs (see Mask2FormerMaskGenerator), plus the
         backbone's ``clip_dense`` map when it gives one (the open-vocabulary head may pool it).
 
@@ -180,8 +196,7 @@ class OdiseModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         out = self(batch["images"], self.batch_captions(batch))  # LSJ crops fill the batch: no padding
         batch = {**batch, "targets": self.supervision.prepare_targets(batch["targets"])}
-        logits = [self.supervision.training_logits(e, batch, **self._query_kwargs(q))
-                  for e, q in zip(out["mask_embeds"], out["queries"])]
+        logits = [self.supervision.training_logits(e, batch, **self._query_kwargs(q)) for e, q in zip(out["mask_embeds"], out["queries"])]
         losses = self.criterion(out["pred_masks"], logits, batch["targets"])
         losses.update(self.supervision.extra_losses(out, batch))
         loss = torch.stack(list(losses.values())).sum()
@@ -194,12 +209,10 @@ class OdiseModule(L.LightningModule):
 
     # ----------------------------------------------------------------------------------- evaluation
     @torch.no_grad()
-    def predict_probs(self, images: torch.Tensor, out: dict,
-                      image_sizes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict_probs(self, images: torch.Tensor, out: dict, image_sizes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Class probabilities (B,Q,K+1) and mask logits (B,Q,h,w) of the last decoder layer."""
         masks, embeds = out["pred_masks"][-1], out["mask_embeds"][-1]
-        logits = self.supervision.classify(embeds, self.eval_text.to(embeds.device),
-                                           **self._query_kwargs(out["queries"][-1]))
+        logits = self.supervision.classify(embeds, self.eval_text.to(embeds.device), **self._query_kwargs(out["queries"][-1]))
         if self.open_vocab is not None:
             probs = self.open_vocab(images, masks, logits, image_sizes=image_sizes, dense=out.get("clip_dense"))
         else:
@@ -215,10 +228,16 @@ class OdiseModule(L.LightningModule):
         return tuple(task for task, enabled in zip(TASKS, on) if enabled)
 
     @torch.no_grad()
-    def segment(self, images: torch.Tensor, image_sizes: torch.Tensor | Sequence[Sequence[int]],
-                output_sizes: Sequence[Sequence[int]] | None = None, *, captions: list[str] | None = None,
-                tasks: Sequence[str] | None = None,
-                semantic_sizes: Sequence[Sequence[int]] | None = None) -> list[dict]:
+    def segment(
+        self,
+        images: torch.Tensor,
+        image_sizes: torch.Tensor | Sequence[Sequence[int]],
+        output_sizes: Sequence[Sequence[int]] | None = None,
+        *,
+        captions: list[str] | None = None,
+        tasks: Sequence[str] | None = None,
+        semantic_sizes: Sequence[Sequence[int]] | None = None,
+    ) -> list[dict]:
         """Segment a padded batch: the one path of evaluation, the TensorBoard pictures and the Predictor.
 
         The classifier (trained, ``clip`` or ``ensemble``) sees each image's valid area only; the
@@ -249,18 +268,27 @@ class OdiseModule(L.LightningModule):
         results = []
         for i, (size, output) in enumerate(zip(sizes, outputs)):
             res = postprocess_image(
-                probs[i], masks[i], image_size=size, output_size=output, padded=padded,
-                is_thing=self.eval_is_thing, tasks=tasks, object_mask_threshold=cfg.object_mask_threshold,
-                overlap_threshold=cfg.overlap_threshold, instance_topk=getattr(cfg, "instance_topk", 100),
+                probs[i],
+                masks[i],
+                image_size=size,
+                output_size=output,
+                padded=padded,
+                is_thing=self.eval_is_thing,
+                tasks=tasks,
+                object_mask_threshold=cfg.object_mask_threshold,
+                overlap_threshold=cfg.overlap_threshold,
+                instance_topk=getattr(cfg, "instance_topk", 100),
                 semantic_size=None if semantic_sizes is None else semantic_sizes[i],
-                semantic_order=getattr(cfg, "semantic_postprocess", "masks_first"))
+                semantic_order=getattr(cfg, "semantic_postprocess", "masks_first"),
+            )
             results.append({"probs": probs[i].float(), **res})
         return results
 
     def _eval_step(self, batch: dict, pq, sem, ap=None) -> None:
         targets = batch["targets"]
-        results = self.segment(batch["images"], batch["image_sizes"], [t["orig_size"] for t in targets],
-                               captions=self.batch_captions(batch))
+        results = self.segment(
+            batch["images"], batch["image_sizes"], [t["orig_size"] for t in targets], captions=self.batch_captions(batch)
+        )
         for res, target in zip(results, targets):
             if "panoptic" in res and "gt_panoptic" in target:  # semantic-only sets have no panoptic GT
                 ids, segs = res["panoptic"]
@@ -269,8 +297,7 @@ class OdiseModule(L.LightningModule):
                 sem.update(res["semantic"], target["gt_semantic"].to(res["semantic"].device))
             if "instances" in res and ap is not None and "gt_panoptic" in target:
                 inst = res["instances"]
-                gt = panoptic_to_instances(target["gt_panoptic"].to(inst["masks"].device),
-                                           target["gt_segments"], self.eval_is_thing)
+                gt = panoptic_to_instances(target["gt_panoptic"].to(inst["masks"].device), target["gt_segments"], self.eval_is_thing)
                 ap.update([{k: inst[k] for k in ("masks", "scores", "labels")}], [gt])
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -319,8 +346,7 @@ class OdiseModule(L.LightningModule):
                 out.update({f"{stage}_per_class/{name}/{k}": float(per[name][k]) for name in ("PQ", "SQ", "RQ")})
         if self.inference_cfg.semantic_on:
             iou = sem.compute()["IoU"]
-            out.update({f"{stage}_per_class/IoU/{k}": float(iou[k])
-                        for k in torch.nonzero(~torch.isnan(iou)).flatten().tolist()})
+            out.update({f"{stage}_per_class/IoU/{k}": float(iou[k]) for k in torch.nonzero(~torch.isnan(iou)).flatten().tolist()})
         return out
 
     @property
@@ -337,8 +363,7 @@ class OdiseModule(L.LightningModule):
                 for tag, value in per_class.items():
                     experiment.add_scalar(tag, value, self.global_step)
         metrics = self.eval_metrics(stage, pq, sem, ap)
-        self.log_dict({k: torch.as_tensor(v, dtype=torch.float32) for k, v in metrics.items()},
-                      sync_dist=False)
+        self.log_dict({k: torch.as_tensor(v, dtype=torch.float32) for k, v in metrics.items()}, sync_dist=False)
 
     def on_validation_epoch_end(self) -> None:
         self._log_eval("val", self.val_pq, self.val_sem, self.val_ap)
@@ -348,8 +373,7 @@ class OdiseModule(L.LightningModule):
 
     # ------------------------------------------------------------------------------------ optimiser
     def configure_optimizers(self):
-        optimizer = build_optimizer(self.trainer.model if self._trainer is not None else self, self.optim_cfg,
-                                    fused=self.fused_optimizer)
+        optimizer = build_optimizer(self.trainer.model if self._trainer is not None else self, self.optim_cfg, fused=self.fused_optimizer)
         scheduler = build_scheduler(optimizer, self.optim_cfg, self.max_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

@@ -38,15 +38,18 @@ def build_on_meta(cfg: DictConfig) -> torch.nn.Module:
             backbone = entry.cls.build_on_meta(bb_cfg, clip=clip)
         else:
             backbone = entry.cls.from_config(bb_cfg, clip=clip)
-        mask_generator = Mask2FormerMaskGenerator.from_config(
-            _mg(m), backbone.output_shape())
+        mask_generator = Mask2FormerMaskGenerator.from_config(_mg(m), backbone.output_shape())
         dim = clip.embed_dim
         text = TextEmbeddings(torch.zeros(1, dim), torch.zeros(1, dtype=torch.long), 1)
         sup_entry = SUPERVISIONS.get(m.supervision.name)
         supervision = sup_entry.cls.from_config(
-            section_to_dataclass(m.supervision, sup_entry.config), train_text=text,
-            void_text_embed=torch.zeros(dim), embed_dim=mask_generator.mask_embed.embed_dim,
-            train_names=[["x"]], clip=clip)
+            section_to_dataclass(m.supervision, sup_entry.config),
+            train_text=text,
+            void_text_embed=torch.zeros(dim),
+            embed_dim=mask_generator.mask_embed.embed_dim,
+            train_names=[["x"]],
+            clip=clip,
+        )
     model = torch.nn.Module()
     model.backbone, model.mask_generator, model.supervision = backbone, mask_generator, supervision
     return model

@@ -22,8 +22,18 @@ from torch import nn
 from odise_pl.config.schema import OptimConfig
 
 #: detectron2's ``norm_module_types`` of ``get_default_optimizer_params`` (its own norms subclass these)
-NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm,
-              nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LayerNorm, nn.LocalResponseNorm)
+NORM_TYPES = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+    nn.GroupNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+    nn.LayerNorm,
+    nn.LocalResponseNorm,
+)
 
 #: fvcore's ``ParamScheduler.WHERE_EPSILON``: milestone m applies from ``step / max_steps >= m - eps``
 WHERE_EPSILON = 1e-6

@@ -48,8 +48,7 @@ def _split(params, seen: set[int]) -> tuple[int, int]:
     return trainable, frozen
 
 
-def count_parameters(module: nn.Module, *, max_depth: int = 2, prefix: str = "",
-                     _seen: set[int] | None = None) -> list[ParamRow]:
+def count_parameters(module: nn.Module, *, max_depth: int = 2, prefix: str = "", _seen: set[int] | None = None) -> list[ParamRow]:
     """One row per named child of ``module``; a child mixing trainable and frozen parameters is
     expanded into its own children (down to ``max_depth`` levels).
 
@@ -90,25 +89,56 @@ def format_summary(rows: list[ParamRow]) -> str:
 # ------------------------------------------------------ Stable Diffusion v1.5 at real size
 def sd15_unet_config() -> dict:
     """``UNet2DConditionModel`` of SD v1.5 (859.5M parameters)."""
-    return dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
-                block_out_channels=(320, 640, 1280, 1280), attention_head_dim=8, norm_num_groups=32,
-                cross_attention_dim=768, act_fn="silu", flip_sin_to_cos=True, freq_shift=0,
-                down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+    return dict(
+        sample_size=64,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=2,
+        block_out_channels=(320, 640, 1280, 1280),
+        attention_head_dim=8,
+        norm_num_groups=32,
+        cross_attention_dim=768,
+        act_fn="silu",
+        flip_sin_to_cos=True,
+        freq_shift=0,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    )
 
 
 def sd15_vae_config() -> dict:
     """``AutoencoderKL`` of SD v1.x (83.7M parameters)."""
-    return dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, norm_num_groups=32,
-                block_out_channels=(128, 256, 512, 512), sample_size=512, scaling_factor=0.18215, act_fn="silu",
-                down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+    return dict(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        layers_per_block=2,
+        norm_num_groups=32,
+        block_out_channels=(128, 256, 512, 512),
+        sample_size=512,
+        scaling_factor=0.18215,
+        act_fn="silu",
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+    )
 
 
 def sd15_text_encoder_config() -> dict:
     """``CLIPTextModel`` of SD v1.x: OpenAI CLIP ViT-L/14's text tower (123.1M parameters)."""
-    return dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu",
-                layer_norm_eps=1e-5, projection_dim=768, bos_token_id=0, eos_token_id=2, pad_token_id=1)
+    return dict(
+        vocab_size=49408,
+        hidden_size=768,
+        intermediate_size=3072,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        max_position_embeddings=77,
+        hidden_act="quick_gelu",
+        layer_norm_eps=1e-5,
+        projection_dim=768,
+        bos_token_id=0,
+        eos_token_id=2,
+        pad_token_id=1,
+    )
 
 
 def sd15_parts_on_meta() -> dict[str, nn.Module]:
@@ -117,5 +147,8 @@ def sd15_parts_on_meta() -> dict[str, nn.Module]:
     from transformers import CLIPTextConfig, CLIPTextModel
 
     with torch.device("meta"):
-        return dict(vae=AutoencoderKL(**sd15_vae_config()), unet=UNet2DConditionModel(**sd15_unet_config()),
-                    text_encoder=CLIPTextModel(CLIPTextConfig(**sd15_text_encoder_config())))
+        return dict(
+            vae=AutoencoderKL(**sd15_vae_config()),
+            unet=UNet2DConditionModel(**sd15_unet_config()),
+            text_encoder=CLIPTextModel(CLIPTextConfig(**sd15_text_encoder_config())),
+        )

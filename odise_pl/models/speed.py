@@ -137,6 +137,7 @@ def _patch(handle: SpeedHandle, obj: object, name: str, wrapper: Callable) -> No
             setattr(obj, name, original)
         else:
             delattr(obj, name)
+
     handle.add(undo)
 
 
@@ -153,6 +154,7 @@ def _autocast_bf16(fn: Callable) -> Callable:
     def wrapped(*args, **kwargs):
         with torch.autocast(_input_device_type(args, kwargs), dtype=torch.bfloat16):
             return fn(*args, **kwargs)
+
     return wrapped
 
 
@@ -163,6 +165,7 @@ def _autocast_bf16_to_float(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
         return inner(*args, **kwargs).float()
+
     return wrapped
 
 
@@ -177,14 +180,16 @@ def _cast_restorably(handle: SpeedHandle, part: nn.Module, dtype: torch.dtype) -
     A cast back (bf16 -> float32) would lose the low mantissa bits, so the float32 values
     are kept in host memory (4 bytes per parameter) until ``remove()``.
     """
-    saved = {name: t.detach().to("cpu", copy=True)
-             for name, t in [*part.named_parameters(), *part.named_buffers()] if t.is_floating_point()}
+    saved = {
+        name: t.detach().to("cpu", copy=True) for name, t in [*part.named_parameters(), *part.named_buffers()] if t.is_floating_point()
+    }
     part.to(dtype)
 
     def undo() -> None:
         for name, t in [*part.named_parameters(), *part.named_buffers()]:
             if name in saved:
                 t.data = saved[name].to(t.device)
+
     handle.add(undo)
 
 
@@ -205,7 +210,7 @@ def apply_speed_options(model: nn.Module, opts: SpeedOptions, *, restorable: boo
     backbone = getattr(model, "backbone", model)
     handle = SpeedHandle()
     parts = frozen_parts(backbone)
-    unet, vae = parts.get("unet"), parts.get("vae")   # the diffusion backbone's roles (channels_last, attention)
+    unet, vae = parts.get("unet"), parts.get("vae")  # the diffusion backbone's roles (channels_last, attention)
 
     if opts.tf32:
         old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
@@ -213,6 +218,7 @@ def apply_speed_options(model: nn.Module, opts: SpeedOptions, *, restorable: boo
 
         def undo_tf32() -> None:
             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
         handle.add(undo_tf32)
 
     if unet is not None and opts.attention != "sdpa":
@@ -220,7 +226,7 @@ def apply_speed_options(model: nn.Module, opts: SpeedOptions, *, restorable: boo
 
         if opts.attention != "classic":
             raise ValueError(f"attention: '{opts.attention}' is not one of sdpa, classic")
-        original = unet.attn_processors   # {name: processor}: restored as they were
+        original = unet.attn_processors  # {name: processor}: restored as they were
         unet.set_attn_processor(AttnProcessor())
         handle.add(lambda: unet.set_attn_processor(original))
 
@@ -283,6 +289,7 @@ def clamp_without_check(forward: Callable, layer: nn.Module) -> Callable:
     rounds to ``max`` in float32/bf16, so finite values pass unchanged and +-inf become +-max. The layer
     runs in eval mode for that check only, which changes nothing else when its dropouts are 0.
     """
+
     @functools.wraps(forward)
     def wrapped(*args, **kwargs):
         if not layer.training:
@@ -294,6 +301,7 @@ def clamp_without_check(forward: Callable, layer: nn.Module) -> Callable:
             layer.training = True
         big = torch.finfo(outputs[0].dtype).max - 1000
         return (torch.clamp(outputs[0], min=-big, max=big), *outputs[1:])
+
     return wrapped
 
 
@@ -312,8 +320,7 @@ def _apply_training_options(handle: SpeedHandle, model: nn.Module, opts: SpeedOp
 
         patched = 0
         for layer in generator.modules():
-            if isinstance(layer, Mask2FormerPixelDecoderEncoderLayer) and layer.dropout == 0 \
-                    and layer.activation_dropout == 0:
+            if isinstance(layer, Mask2FormerPixelDecoderEncoderLayer) and layer.dropout == 0 and layer.activation_dropout == 0:
                 _patch(handle, layer, "forward", functools.partial(clamp_without_check, layer=layer))
                 patched += 1
         handle.report["encoder_layers_without_sync"] = patched
@@ -324,5 +331,12 @@ def _apply_training_options(handle: SpeedHandle, model: nn.Module, opts: SpeedOp
         handle.report["compiled_decoder_layers"] = len(layers)
 
 
-__all__ = ["SpeedOptions", "SpeedHandle", "apply_speed_options", "attention_processor_names", "frozen_parts",
-           "frozen_entry_points", "clamp_without_check"]
+__all__ = [
+    "SpeedOptions",
+    "SpeedHandle",
+    "apply_speed_options",
+    "attention_processor_names",
+    "frozen_parts",
+    "frozen_entry_points",
+    "clamp_without_check",
+]

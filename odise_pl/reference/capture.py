@@ -139,9 +139,7 @@ def capture(model, image: torch.Tensor, height: int, width: int, *, overlap0: bo
         out_t[f"{prefix}.mask_embed"] = gen["mask_embeds"][i]
         out_t[f"{prefix}.decoder_output"] = gen["queries"][i]
     head = model.mask_generator.mask_embed
-    out_t["predictor.mask_pooled_features"] = head.pooled(
-        gen["queries"][-1], gen["pred_masks"][-1], gen["mask_features"]
-    )
+    out_t["predictor.mask_pooled_features"] = head.pooled(gen["queries"][-1], gen["pred_masks"][-1], gen["mask_features"])
     sup = model.supervision
     out_t["predictor.logit_scale"] = sup.classifier.scale() if hasattr(sup, "classifier") else sup.scale()
     text = model.eval_text
@@ -196,15 +194,11 @@ def capture(model, image: torch.Tensor, height: int, width: int, *, overlap0: bo
             overlap_threshold=overlap,
         )
         out_t[f"final.panoptic_seg{name}"] = ids.to(torch.int32)
-        out_t[f"segments_info{name}"] = [
-            {"id": s["id"], "category_id": s["category"], "isthing": s["isthing"]} for s in segs
-        ]
+        out_t[f"segments_info{name}"] = [{"id": s["id"], "category_id": s["category"], "isthing": s["isthing"]} for s in segs]
     inst = instance_inference(probs[0], m, model.eval_is_thing, topk=cfg.instance_topk)
     out_t["final.instances.scores"] = inst["scores"]
     out_t["final.instances.pred_classes"] = inst["labels"]
-    out_t["final.instances.pred_masks_packbits"] = torch.from_numpy(
-        np.packbits(inst["masks"].cpu().numpy().astype(bool), axis=-1)
-    )
+    out_t["final.instances.pred_masks_packbits"] = torch.from_numpy(np.packbits(inst["masks"].cpu().numpy().astype(bool), axis=-1))
     return out_t
 
 

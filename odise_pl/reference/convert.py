@@ -29,9 +29,13 @@ from odise_pl.reference.key_map import CHECKED_BUFFERS, reference_to_ours
 TRAINING_VOCABULARY = "coco_panoptic_with_prompt_eng"
 
 
-def read_released_checkpoint(path: str | Path, *, trust_pickle: bool = False, what: str = "ODISE checkpoint",
-                             example: str = "odise_label_coco_50e-b67d2efc.pth from the NVlabs/ODISE v1.0.0 "
-                                            "release") -> dict[str, torch.Tensor]:
+def read_released_checkpoint(
+    path: str | Path,
+    *,
+    trust_pickle: bool = False,
+    what: str = "ODISE checkpoint",
+    example: str = "odise_label_coco_50e-b67d2efc.pth from the NVlabs/ODISE v1.0.0 release",
+) -> dict[str, torch.Tensor]:
     """The ``"model"`` state dict of a released ODISE (or FC-CLIP: ``what``, ``example``) ``.pth`` (detectron2 format).
 
     Read with ``torch.load(weights_only=True)``; a file that also pickles Python objects (a
@@ -52,9 +56,7 @@ def read_released_checkpoint(path: str | Path, *, trust_pickle: bool = False, wh
             f"trust: unpickling runs its code), run again with --trust-pickle."
         ) from None
     except Exception as err:  # truncated files, zip errors
-        raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}). Is the download complete?"
-        ) from None
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}). Is the download complete?") from None
     state = data.get("model", data) if isinstance(data, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(
@@ -79,9 +81,7 @@ def check_empty_weight(state: dict[str, torch.Tensor], cfg: DictConfig, source: 
             )
 
 
-def convert_state_dict(
-    state: dict[str, torch.Tensor], cfg: DictConfig, *, source: str
-) -> dict[str, torch.Tensor]:
+def convert_state_dict(state: dict[str, torch.Tensor], cfg: DictConfig, *, source: str) -> dict[str, torch.Tensor]:
     """Released weights -> odise-pl trainable weights for the model of ``cfg`` (checked on the meta device).
 
     Raises:
@@ -136,18 +136,14 @@ def reference_spelling(ours_key: str, ours: dict) -> str:
     return re.sub(r"\.\d+(?=\.)", lambda _m: "." + next(numbers, "0"), ref_key)
 
 
-def convert_reference(
-    odise_ckpt: str | Path, cfg: DictConfig, out: str | Path, *, trust_pickle: bool = False
-) -> Path:
+def convert_reference(odise_ckpt: str | Path, cfg: DictConfig, out: str | Path, *, trust_pickle: bool = False) -> Path:
     """Write the run directory ``out`` (refused if it already holds one) and return its path."""
     from odise_pl.engine.run_files import CONFIG_FILE, WEIGHTS_FILE, write_run_directory
     from odise_pl.vocab import load_builtin
 
     out = Path(out).expanduser()
     if out.exists() and any((out / name).exists() for name in (CONFIG_FILE, WEIGHTS_FILE)):
-        raise CheckpointError(
-            f"{out} already holds a run directory; choose another --out (nothing is overwritten)."
-        )
+        raise CheckpointError(f"{out} already holds a run directory; choose another --out (nothing is overwritten).")
     state = read_released_checkpoint(odise_ckpt, trust_pickle=trust_pickle)
     weights = convert_state_dict(state, cfg, source=str(odise_ckpt))
     categories = load_builtin(TRAINING_VOCABULARY).to_categories()
@@ -156,8 +152,7 @@ def convert_reference(
         "format": "odise-pl converted reference checkpoint",
         "recomputed_buffers": json.dumps(list(OdiseModule.RECOMPUTED_BUFFERS)),
     }
-    return write_run_directory(out, config=cfg, categories=categories, weights=weights, ignore_index=255,
-                               metadata=metadata)
+    return write_run_directory(out, config=cfg, categories=categories, weights=weights, ignore_index=255, metadata=metadata)
 
 
 __all__ = [

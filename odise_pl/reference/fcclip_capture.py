@@ -37,8 +37,7 @@ class Recorder:
         self._handles = [
             trunk.stem.register_forward_pre_hook(lambda _m, args: self.trunk_in.append(args[0].detach().clone())),
             trunk.stem.register_forward_hook(lambda _m, _a, out: self.stem.append(out.detach().clone())),
-            predictor.mask_embedder.register_forward_hook(
-                lambda _m, _a, out: self.mask_embed.append(out.detach().clone())),
+            predictor.mask_embedder.register_forward_hook(lambda _m, _a, out: self.mask_embed.append(out.detach().clone())),
             predictor.register_forward_hook(lambda _m, _a, out: self.attn_mask.append(out[1].detach().clone())),
         ]
         return self
@@ -53,15 +52,18 @@ def layer_name(i: int, layers: int) -> str:
     return "predictor" if i == layers - 1 else f"predictor.aux{i}"
 
 
-def head_tensors(model, masks: torch.Tensor, queries: torch.Tensor, mask_features: torch.Tensor,
-                 text) -> dict[str, torch.Tensor]:
+def head_tensors(model, masks: torch.Tensor, queries: torch.Tensor, mask_features: torch.Tensor, text) -> dict[str, torch.Tensor]:
     """One decoder output's FC-CLIP class head: ``maskpool_raw``, ``maskpool_proj``, ``class_embed`` and
     ``pred_logits`` (against ``text``), from its mask logits and queries."""
     head = model.mask_generator.mask_embed
     raw = hard_mask_pool(mask_features, masks)
     embed = head(queries, masks, mask_features)
-    return {"maskpool_raw": raw, "maskpool_proj": head.pool_proj(raw), "class_embed": embed,
-            "pred_logits": model.supervision.classify(embed, text)}
+    return {
+        "maskpool_raw": raw,
+        "maskpool_proj": head.pool_proj(raw),
+        "class_embed": embed,
+        "pred_logits": model.supervision.classify(embed, text),
+    }
 
 
 def decoder_tensors(model, gen: dict, rec: Recorder, text) -> dict[str, torch.Tensor]:
@@ -88,8 +90,9 @@ def oov_tensors(model, dense: torch.Tensor, masks: torch.Tensor, logits: torch.T
     embeds, valid = pool(dense, masks)
     oov = pool.logits(embeds, head.text.to(embeds.device))
     ens = head.ensemble
-    mix = mixed_log_probs(logits[..., :-1].log_softmax(-1), oov.log_softmax(-1), ens.seen, ens.alpha, ens.beta,
-                          valid if head.ensemble_on_valid_mask else None)
+    mix = mixed_log_probs(
+        logits[..., :-1].log_softmax(-1), oov.log_softmax(-1), ens.seen, ens.alpha, ens.beta, valid if head.ensemble_on_valid_mask else None
+    )
     seen = ens.seen.to(mix.dtype)
     fused = ens(logits, oov, valid if head.ensemble_on_valid_mask else None)
     return {
@@ -112,8 +115,7 @@ def text_tensors(model, prompts: list[str]) -> dict[str, torch.Tensor]:
     """The test text classifier: raw embeddings of ``prompts`` (the bank's name x template strings), the
     bank's rows, and those rows with the void vector appended; the seen mask."""
     bank = model.text_bank
-    raw = torch.cat([bank.clip.encode_text(prompts[i:i + bank.chunk_size]).float()
-                     for i in range(0, len(prompts), bank.chunk_size)])
+    raw = torch.cat([bank.clip.encode_text(prompts[i : i + bank.chunk_size]).float() for i in range(0, len(prompts), bank.chunk_size)])
     rows = model.eval_text.embeds
     return {
         "text.prompt_embed_raw": raw,
@@ -135,7 +137,7 @@ def capture_fcclip(model, image: torch.Tensor, height: int, width: int) -> dict:
     hook = model.backbone.register_forward_hook(lambda _m, _a, out: feats.update(out))
     try:
         with Recorder(model) as rec:
-            gen = model(images, None, sizes)                     # OdiseModule.forward: the path of segment()
+            gen = model(images, None, sizes)  # OdiseModule.forward: the path of segment()
     finally:
         hook.remove()
     got = {"backbone.in": rec.trunk_in[0], "backbone.stem": rec.stem[0], "backbone.clip_vis_dense": gen["clip_dense"]}
@@ -157,5 +159,4 @@ def capture_fcclip(model, image: torch.Tensor, height: int, width: int) -> dict:
     return got
 
 
-__all__ = ["Recorder", "capture_fcclip", "decoder_tensors", "head_tensors", "layer_name",
-           "oov_tensors", "text_tensors"]
+__all__ = ["Recorder", "capture_fcclip", "decoder_tensors", "head_tensors", "layer_name", "oov_tensors", "text_tensors"]

@@ -35,10 +35,8 @@ CLIP_PREFIX = "backbone.clip_model."
 
 #: FC-CLIP's own head (``fcclip_transformer_decoder.py:381-385``, ``fcclip.py:134``) -> odise-pl
 FCCLIP_RENAMES: list[tuple[str, str]] = [
-    (r"sem_seg_head\.predictor\._mask_pooling_proj\.([01])\.(weight|bias)",
-     r"mask_generator.mask_embed.pool_proj.\1.\2"),
-    (r"sem_seg_head\.predictor\.class_embed\.layers\.(\d+)\.(weight|bias)",
-     r"mask_generator.mask_embed.mask_embed.layers.\1.\2"),
+    (r"sem_seg_head\.predictor\._mask_pooling_proj\.([01])\.(weight|bias)", r"mask_generator.mask_embed.pool_proj.\1.\2"),
+    (r"sem_seg_head\.predictor\.class_embed\.layers\.(\d+)\.(weight|bias)", r"mask_generator.mask_embed.mask_embed.layers.\1.\2"),
     (r"sem_seg_head\.predictor\.logit_scale", r"supervision.logit_scale"),
     (r"void_embedding\.weight", r"supervision.void_embedding.weight"),
 ]
@@ -73,11 +71,9 @@ def _template(pattern: str) -> str:
 
 def reference_name(ours: str) -> str | None:
     """How an FC-CLIP file spells the key that feeds our parameter ``ours`` (None if none does)."""
-    qkv = re.match(r"mask_generator\.transformer\.decoder\.layers\.(\d+)\.self_attn\.[qkv]_proj\.(weight|bias)\Z",
-                   ours)
+    qkv = re.match(r"mask_generator\.transformer\.decoder\.layers\.(\d+)\.self_attn\.[qkv]_proj\.(weight|bias)\Z", ours)
     if qkv:
-        return (f"sem_seg_head.predictor.transformer_self_attention_layers.{qkv[1]}.self_attn."
-                f"in_proj_{qkv[2]}")
+        return f"sem_seg_head.predictor.transformer_self_attention_layers.{qkv[1]}.self_attn.in_proj_{qkv[2]}"
     for pattern, replacement in [*FCCLIP_RENAMES, *key_map._RENAMES]:
         inverse = re.escape(replacement)
         inverse = re.sub(r"\\\\(\d)", r"(?P<g\1>.+?)", inverse)
@@ -90,8 +86,7 @@ def reference_name(ours: str) -> str | None:
     return None
 
 
-def convert_fcclip_state_dict(state: dict[str, torch.Tensor], cfg: DictConfig, *,
-                              source: str) -> tuple[dict[str, torch.Tensor], str]:
+def convert_fcclip_state_dict(state: dict[str, torch.Tensor], cfg: DictConfig, *, source: str) -> tuple[dict[str, torch.Tensor], str]:
     """FC-CLIP's released weights -> odise-pl trained weights of the model of ``cfg`` (meta device).
 
     Returns:
@@ -108,19 +103,24 @@ def convert_fcclip_state_dict(state: dict[str, torch.Tensor], cfg: DictConfig, *
     model = build_on_meta(cfg)
     ours = model.state_dict()
     converted = key_map.reference_to_ours(
-        trained, ours, source=source, renamer=rename,
-        hint="FC-CLIP's ConvNeXt-L recipe: 250 queries, 9 decoder layers, CLIP embed dim 768")
+        trained, ours, source=source, renamer=rename, hint="FC-CLIP's ConvNeXt-L recipe: 250 queries, 9 decoder layers, CLIP embed dim 768"
+    )
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     missing = [n for n in trainable if n not in converted]
     if missing:
         spelt = [reference_name(n) or f"(the weight of {n})" for n in missing]
-        raise ConfigError(f"{source}: {len(missing)} weight(s) of the model are not in the checkpoint: "
-                          f"{', '.join(spelt[:8])}{' ...' if len(spelt) > 8 else ''}. Is the file complete, "
-                          "and the experiment FC-CLIP's (experiments/fcclip_coco.yaml)?")
+        raise ConfigError(
+            f"{source}: {len(missing)} weight(s) of the model are not in the checkpoint: "
+            f"{', '.join(spelt[:8])}{' ...' if len(spelt) > 8 else ''}. Is the file complete, "
+            "and the experiment FC-CLIP's (experiments/fcclip_coco.yaml)?"
+        )
     check_empty_weight(state, cfg, source)
     clip = f"{cfg.model.clip.model_name} ({cfg.model.clip.pretrained})"
-    note = (f"{Path(source).name} holds {len(clip_keys)} {CLIP_PREFIX}* keys (left out)" if clip_keys else
-            f"{Path(source).name} has no {CLIP_PREFIX}* weights, as released")
+    note = (
+        f"{Path(source).name} holds {len(clip_keys)} {CLIP_PREFIX}* keys (left out)"
+        if clip_keys
+        else f"{Path(source).name} has no {CLIP_PREFIX}* weights, as released"
+    )
     note += f": the frozen CLIP {clip} is loaded through open_clip (model.clip) when the run directory is used."
     return {k: v.contiguous() for k, v in converted.items()}, note
 
@@ -136,8 +136,7 @@ class _Weights(torch.nn.Module):
         return dict(self.tensors)
 
 
-def convert_fcclip(ckpt: str | Path, cfg: DictConfig, out: str | Path, *,
-                   trust_pickle: bool = False) -> tuple[Path, str]:
+def convert_fcclip(ckpt: str | Path, cfg: DictConfig, out: str | Path, *, trust_pickle: bool = False) -> tuple[Path, str]:
     """Write the run directory ``out`` (``config.yaml``, ``categories.json``, ``weights.safetensors``).
 
     Returns:
@@ -149,19 +148,28 @@ def convert_fcclip(ckpt: str | Path, cfg: DictConfig, out: str | Path, *,
 
     out = Path(out).expanduser()
     if out.exists() and any((out / name).exists() for name in (CONFIG_FILE, WEIGHTS_FILE)):
-        raise CheckpointError(f"{out} already holds a run directory; choose another --out (nothing is "
-                              "overwritten).")
-    state = read_released_checkpoint(ckpt, trust_pickle=trust_pickle, what="FC-CLIP checkpoint",
-                                     example="fcclip_cocopan.pth from the bytedance/fc-clip README")
+        raise CheckpointError(f"{out} already holds a run directory; choose another --out (nothing is overwritten).")
+    state = read_released_checkpoint(
+        ckpt, trust_pickle=trust_pickle, what="FC-CLIP checkpoint", example="fcclip_cocopan.pth from the bytedance/fc-clip README"
+    )
     weights, note = convert_fcclip_state_dict(state, cfg, source=str(ckpt))
     categories = load_builtin(TRAINING_VOCABULARY).to_categories()
-    metadata = {"source": Path(ckpt).name, "format": "odise-pl converted FC-CLIP checkpoint",
-                "recomputed_buffers": json.dumps(list(OdiseModule.RECOMPUTED_BUFFERS))}
+    metadata = {
+        "source": Path(ckpt).name,
+        "format": "odise-pl converted FC-CLIP checkpoint",
+        "recomputed_buffers": json.dumps(list(OdiseModule.RECOMPUTED_BUFFERS)),
+    }
     out.mkdir(parents=True, exist_ok=True)
-    write_run_directory(out, config=cfg, categories=categories, model=_Weights(weights), ignore_index=255,
-                        metadata=metadata)
+    write_run_directory(out, config=cfg, categories=categories, model=_Weights(weights), ignore_index=255, metadata=metadata)
     return out, note
 
 
-__all__ = ["CLIP_PREFIX", "FCCLIP_RENAMES", "TRAINING_VOCABULARY", "convert_fcclip", "convert_fcclip_state_dict",
-           "reference_name", "rename"]
+__all__ = [
+    "CLIP_PREFIX",
+    "FCCLIP_RENAMES",
+    "TRAINING_VOCABULARY",
+    "convert_fcclip",
+    "convert_fcclip_state_dict",
+    "reference_name",
+    "rename",
+]

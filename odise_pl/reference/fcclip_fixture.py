@@ -68,8 +68,10 @@ class FcclipFixture:
     def check(self) -> FcclipFixture:
         missing = [p.name for p in (self.weights, self.tensors, self.index, self.train_record) if not p.is_file()]
         if missing:
-            raise ConfigError(f"FC-CLIP fixture '{self.folder}' lacks {', '.join(missing)}: give a folder laid "
-                              f"out as shared/fcclip_fixture (or the project's tests/data/fcclip_fixture)")
+            raise ConfigError(
+                f"FC-CLIP fixture '{self.folder}' lacks {', '.join(missing)}: give a folder laid "
+                f"out as shared/fcclip_fixture (or the project's tests/data/fcclip_fixture)"
+            )
         return self
 
     def load_tensors(self) -> dict[str, torch.Tensor]:
@@ -102,15 +104,18 @@ def load_fcclip_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], 
     """
     ours = model.state_dict()
     trained = {k: v for k, v in state.items() if not k.startswith(CLIP_PREFIX)}
-    loaded = key_map.reference_to_ours(trained, ours, source=source, renamer=rename,
-                                       hint="experiments/reference/fcclip_fixture.yaml's sizes")
-    clip = {OUR_CLIP_PREFIX + k[len(CLIP_PREFIX):]: v for k, v in state.items() if k.startswith(CLIP_PREFIX)}
+    loaded = key_map.reference_to_ours(
+        trained, ours, source=source, renamer=rename, hint="experiments/reference/fcclip_fixture.yaml's sizes"
+    )
+    clip = {OUR_CLIP_PREFIX + k[len(CLIP_PREFIX) :]: v for k, v in state.items() if k.startswith(CLIP_PREFIX)}
     unknown = [k for k in clip if k not in ours]
     wrong = [k for k in clip if k in ours and tuple(ours[k].shape) != tuple(clip[k].shape)]
     if unknown or wrong:
-        names = [CLIP_PREFIX + k[len(OUR_CLIP_PREFIX):] for k in unknown + wrong]
-        raise ConfigError(f"{source}: {len(names)} CLIP key(s) have no place or another shape in the model's "
-                          f"CLIP ({', '.join(names[:5])}): is model.clip.model_name the fixture's?")
+        names = [CLIP_PREFIX + k[len(OUR_CLIP_PREFIX) :] for k in unknown + wrong]
+        raise ConfigError(
+            f"{source}: {len(names)} CLIP key(s) have no place or another shape in the model's "
+            f"CLIP ({', '.join(names[:5])}): is model.clip.model_name the fixture's?"
+        )
     loaded.update(clip)
     missing = [k for k in ours if k not in loaded and k != EMPTY_WEIGHT[1] and not k.endswith("_extra_state")]
     if missing:
@@ -118,8 +123,10 @@ def load_fcclip_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], 
     model.load_state_dict(loaded, strict=False)
     ref, mine = state.get(EMPTY_WEIGHT[0]), ours.get(EMPTY_WEIGHT[1])
     if ref is not None and (mine is None or ref.shape != mine.shape or not torch.equal(ref.float(), mine.float())):
-        raise ConfigError(f"{source}: {EMPTY_WEIGHT[0]} {tuple(ref.shape)} differs from odise-pl's "
-                          f"{EMPTY_WEIGHT[1]} {None if mine is None else tuple(mine.shape)}")
+        raise ConfigError(
+            f"{source}: {EMPTY_WEIGHT[0]} {tuple(ref.shape)} differs from odise-pl's "
+            f"{EMPTY_WEIGHT[1]} {None if mine is None else tuple(mine.shape)}"
+        )
 
 
 def fixture_categories() -> tuple[list[dict], list[dict]]:
@@ -162,7 +169,7 @@ def build_fcclip_fixture_model(fx: FcclipFixture, overrides: list[str] | None = 
     state = fx.load_state_dict()
     with private_clips(), fresh_text_cache():
         clip = load_clip(ClipSpec(cfg.model.clip.model_name, cfg.model.clip.pretrained))
-        weights = {k[len(CLIP_PREFIX):]: v for k, v in state.items() if k.startswith(CLIP_PREFIX)}
+        weights = {k[len(CLIP_PREFIX) :]: v for k, v in state.items() if k.startswith(CLIP_PREFIX)}
         clip.model.load_state_dict(weights, strict=False)  # checked key by key below
         model = build_model(cfg, train, eval_categories=test)
     for bank in [model.text_bank] + ([model.open_vocab.text_bank] if model.open_vocab is not None else []):
@@ -171,5 +178,11 @@ def build_fcclip_fixture_model(fx: FcclipFixture, overrides: list[str] | None = 
     return model.to(device).eval(), cfg
 
 
-__all__ = ["DEFAULT_FCCLIP_FIXTURE", "FcclipFixture", "build_fcclip_fixture_model", "fcclip_fixture",
-           "fixture_categories", "load_fcclip_weights"]
+__all__ = [
+    "DEFAULT_FCCLIP_FIXTURE",
+    "FcclipFixture",
+    "build_fcclip_fixture_model",
+    "fcclip_fixture",
+    "fixture_categories",
+    "load_fcclip_weights",
+]

@@ -46,19 +46,21 @@ def record_targets(record: dict, size: tuple[int, int]) -> list[dict]:
     """The recorded targets (``prepare_targets``: masks padded to the input) as odise-pl's target dicts."""
     labels = record[f"{PREFIX}/targets.img0.labels"].long()
     masks = unpack_masks(record[f"{PREFIX}/targets.img0.masks_packbits"], size[1]).to(labels.device)
-    return [{"masks": masks, "labels": labels, "iscrowd": torch.zeros(len(labels), dtype=torch.bool,
-                                                                      device=labels.device)}]
+    return [{"masks": masks, "labels": labels, "iscrowd": torch.zeros(len(labels), dtype=torch.bool, device=labels.device)}]
 
 
 def _layers(record: dict) -> list[str]:
-    names = sorted({k[len(PREFIX) + 1:].rsplit(".", 1)[0] for k in record
-                    if k.startswith(f"{PREFIX}/predictor") and k.endswith(".pred_masks")})
+    names = sorted(
+        {k[len(PREFIX) + 1 :].rsplit(".", 1)[0] for k in record if k.startswith(f"{PREFIX}/predictor") and k.endswith(".pred_masks")}
+    )
     return [n for n in names if n != "predictor"] + ["predictor"]
 
 
 def _indices(record: dict, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
-    return (record[f"{PREFIX}/criterion.{layer}.indices.img0.query"].long(),
-            record[f"{PREFIX}/criterion.{layer}.indices.img0.target"].long())
+    return (
+        record[f"{PREFIX}/criterion.{layer}.indices.img0.query"].long(),
+        record[f"{PREFIX}/criterion.{layer}.indices.img0.target"].long(),
+    )
 
 
 def _same_indices(ours, ref) -> bool:
@@ -78,22 +80,30 @@ def stored_point_checks(model, record: dict, targets: list[dict]) -> list[Check]
         indices = loss.matcher(final_masks, final_logits, masks, labels)
     ref = _indices(record, "final")
     same = _same_indices(indices[0], ref)
-    checks.append(Check("train/criterion.final.indices (stored matcher points)", same,
-                        f"{len(ref[0])} matches " + ("identical" if same else f"differ: {indices[0]}")))
+    checks.append(
+        Check(
+            "train/criterion.final.indices (stored matcher points)",
+            same,
+            f"{len(ref[0])} matches " + ("identical" if same else f"differ: {indices[0]}"),
+        )
+    )
     num = loss.get_num_masks(labels, device=final_masks.device)
     with replayed_points([], loss_points, loss):
         raw = {**loss.loss_masks(final_masks, masks, [ref], num), **loss.loss_labels(final_logits, labels, [ref])}
     for ours, name in LOSS_NAMES.items():
         err = _rel(raw[ours], record[f"{PREFIX}/criterion.raw.{name}"])
-        checks.append(Check(f"train/criterion.raw.{name} (stored points)", err <= EXACT_TOL,
-                            f"{float(raw[ours]):.7f} vs {float(record[f'{PREFIX}/criterion.raw.{name}']):.7f} "
-                            f"(rel {err:.1e})"))
+        checks.append(
+            Check(
+                f"train/criterion.raw.{name} (stored points)",
+                err <= EXACT_TOL,
+                f"{float(raw[ours]):.7f} vs {float(record[f'{PREFIX}/criterion.raw.{name}']):.7f} (rel {err:.1e})",
+            )
+        )
     for i in range(len(_layers(record)) - 1):  # every auxiliary layer's class loss from its recorded indices
         logits = record[f"{PREFIX}/predictor.aux{i}.pred_logits"]
         ce = loss.loss_labels(logits, labels, [_indices(record, f"aux{i}")])["loss_cross_entropy"]
         err = _rel(ce, record[f"{PREFIX}/criterion.raw.loss_ce_{i}"])
-        checks.append(Check(f"train/criterion.raw.loss_ce_{i} (stored indices)", err <= EXACT_TOL,
-                            f"{float(ce):.7f} (rel {err:.1e})"))
+        checks.append(Check(f"train/criterion.raw.loss_ce_{i} (stored indices)", err <= EXACT_TOL, f"{float(ce):.7f} (rel {err:.1e})"))
     return checks
 
 
@@ -107,8 +117,13 @@ def check_fcclip_training_record(model, record: dict, index: dict) -> list[Check
     sup, crit = model.supervision, model.criterion
     checks.append(_close("train/text.train_text_classifier", sup.train_embeds, record))
     same = torch.equal(targets[0]["labels"].cpu(), record[f"{PREFIX}/gt_classes"].long().cpu())
-    checks.append(Check("train/targets.img0.labels", same, f"{len(targets[0]['labels'])} segments, labels "
-                        + ("identical to gt_classes" if same else "differ from gt_classes")))
+    checks.append(
+        Check(
+            "train/targets.img0.labels",
+            same,
+            f"{len(targets[0]['labels'])} segments, labels " + ("identical to gt_classes" if same else "differ from gt_classes"),
+        )
+    )
     was_training = model.training
     model.train()
     try:
@@ -116,8 +131,7 @@ def check_fcclip_training_record(model, record: dict, index: dict) -> list[Check
             gen = model(images, None, sizes)  # normalise, then pad with 0 (the reference's training forward too)
         got = decoder_tensors(model, gen, rec, sup.train_text)
         for layer in _layers(record):
-            for what in ("pred_masks", "decoder_output", "mask_embed", "maskpool_raw", "maskpool_proj",
-                         "class_embed", "pred_logits"):
+            for what in ("pred_masks", "decoder_output", "mask_embed", "maskpool_raw", "maskpool_proj", "class_embed", "pred_logits"):
                 checks.append(_close(f"{PREFIX}/{layer}.{what}", got[f"{layer}.{what}"], record))
         checks += stored_point_checks(model, record, targets)
         logits = [got[f"{layer_name(i, len(gen['pred_masks']))}.pred_logits"] for i in range(len(gen["pred_masks"]))]
@@ -133,13 +147,19 @@ def check_fcclip_training_record(model, record: dict, index: dict) -> list[Check
         for layer, found in zip(order, matched):
             ref = _indices(record, layer)
             same = _same_indices(found[0], ref)
-            checks.append(Check(f"train/criterion.{layer}.indices (training step, seeded)", same,
-                                f"{len(ref[0])} matches " + ("identical" if same else "differ")))
+            checks.append(
+                Check(
+                    f"train/criterion.{layer}.indices (training step, seeded)",
+                    same,
+                    f"{len(ref[0])} matches " + ("identical" if same else "differ"),
+                )
+            )
         for ours, value in losses.items():
             name = f"{PREFIX}/losses.{_reference_name(ours)}"
             err = _rel(value, record[name])
-            checks.append(Check(name + " (training step, seeded)", err <= REL_TOL,
-                                f"{float(value):.6f} vs {float(record[name]):.6f} (rel {err:.1e})"))
+            checks.append(
+                Check(name + " (training step, seeded)", err <= REL_TOL, f"{float(value):.6f} vs {float(record[name]):.6f} (rel {err:.1e})")
+            )
     finally:
         model.train(was_training)
     return checks

@@ -51,8 +51,7 @@ def _retry(model, got: dict, tensors: dict, prefix: str, name: str, err: float) 
     layer, _, what = name.rpartition(".")
     if layer.startswith("predictor") and what in HEAD:
         ours_m, ref_m = got[f"{layer}.pred_masks"], tensors[f"{prefix}/{layer}.pred_masks"]
-        redo = head_tensors(model, ref_m, got[f"{layer}.decoder_output"], got["pixel_decoder.mask_features"],
-                            model.eval_text)[what]
+        redo = head_tensors(model, ref_m, got[f"{layer}.decoder_output"], got["pixel_decoder.mask_features"], model.eval_text)[what]
     elif name.startswith(("oov.", "ens.")):
         ours_m, ref_m = got["oov.mask_for_pooling"], tensors[f"{prefix}/oov.mask_for_pooling"]
         ref_final = tensors[f"{prefix}/predictor.pred_masks"]
@@ -63,12 +62,19 @@ def _retry(model, got: dict, tensors: dict, prefix: str, name: str, err: float) 
     bound = max_abs(ours_m, ref_m)
     worst = float(ours_m[flips].abs().max()) if flips.any() else 0.0
     if not flips.any() or worst > bound:
-        return Check(full, False, f"rel L2 {err:.1e} > {REL_TOL:g} ({int(flips.sum())} mask flips, |logit| up to "
-                                  f"{worst:.1e}, measured mask error {bound:.1e})")
+        return Check(
+            full,
+            False,
+            f"rel L2 {err:.1e} > {REL_TOL:g} ({int(flips.sum())} mask flips, |logit| up to {worst:.1e}, measured mask error {bound:.1e})",
+        )
     again = rel_l2(redo, tensors[full])
-    return Check(full, again <= REL_TOL, f"rel L2 {err:.1e} from {int(flips.sum())} mask element(s) at |logit| <= "
-                                         f"{worst:.1e} (within the measured error {bound:.1e}) on the other side of "
-                                         f"0; from the reference's mask logits {again:.1e}")
+    return Check(
+        full,
+        again <= REL_TOL,
+        f"rel L2 {err:.1e} from {int(flips.sum())} mask element(s) at |logit| <= "
+        f"{worst:.1e} (within the measured error {bound:.1e}) on the other side of "
+        f"0; from the reference's mask logits {again:.1e}",
+    )
 
 
 def _attention(got: dict, tensors: dict, prefix: str, name: str) -> Check:
@@ -81,8 +87,9 @@ def _attention(got: dict, tensors: dict, prefix: str, name: str) -> Check:
     if torch.equal(ours, ref):
         return Check(full, True, "exact")
     heads = ref.shape[0] // got[f"{layer}.pred_masks"].shape[0]
-    level = next(k for k in got if k.startswith("pixel_decoder.multi_scale_features.")
-                 and got[k].shape[-2] * got[k].shape[-1] == ref.shape[-1])
+    level = next(
+        k for k in got if k.startswith("pixel_decoder.multi_scale_features.") and got[k].shape[-2] * got[k].shape[-1] == ref.shape[-1]
+    )
     size = got[level].shape[-2:]
 
     def probs(masks: torch.Tensor) -> torch.Tensor:
@@ -100,7 +107,7 @@ def compare_fcclip_input(model, tensors: dict, info: dict, prefix: str) -> list[
     """All checks of one fixture input (``inA`` / ``inB``)."""
     got = capture_fcclip(model, tensors[f"{prefix}/image"], info["height"], info["width"])
     checks: list[Check] = []
-    names = sorted(k[len(prefix) + 1:] for k in tensors if k.startswith(prefix + "/") and k != f"{prefix}/image")
+    names = sorted(k[len(prefix) + 1 :] for k in tensors if k.startswith(prefix + "/") and k != f"{prefix}/image")
     for name in names:
         full = f"{prefix}/{name}"
         if name.startswith(DISCRETE):
@@ -139,8 +146,14 @@ def text_checks(model, tensors: dict, index: dict) -> list[Check]:
     absent = [row for row in ref_rows if row not in where]
     dup = len(ref_rows) - len(set(ref_rows))
     same_names = not absent and set(ref_rows) == set(our_rows)
-    checks.append(Check("text.names", same_names, f"{len(ref_rows)} reference rows ({dup} duplicated synonym(s)) "
-                        f"-> {len(our_rows)} odise-pl rows" + ("" if same_names else f"; missing {absent[:5]}")))
+    checks.append(
+        Check(
+            "text.names",
+            same_names,
+            f"{len(ref_rows)} reference rows ({dup} duplicated synonym(s)) "
+            f"-> {len(our_rows)} odise-pl rows" + ("" if same_names else f"; missing {absent[:5]}"),
+        )
+    )
     if not same_names:
         return checks
     rows = torch.tensor([where[r] for r in ref_rows])
@@ -148,22 +161,32 @@ def text_checks(model, tensors: dict, index: dict) -> list[Check]:
     prompt_rows = (rows[:, None] * t + torch.arange(t)[None]).flatten()
     ref_prompts = index["vocabulary"]["test_class_names_prompts"]
     same = [prompts[i] for i in prompt_rows.tolist()] == ref_prompts
-    checks.append(Check("text.prompts", same, f"{len(ref_prompts)} prompt strings " + ("identical" if same else
-                                                                                        "differ")))
-    checks.append(_float_check("text.prompt_embed_raw", got["text.prompt_embed_raw"][prompt_rows],
-                               tensors["text.prompt_embed_raw"].float()))
-    checks.append(_float_check("text.test_text_classifier", got["text.test_text_classifier"][rows.to(
-        got["text.test_text_classifier"].device)], tensors["text.test_text_classifier"].float()))
+    checks.append(Check("text.prompts", same, f"{len(ref_prompts)} prompt strings " + ("identical" if same else "differ")))
+    checks.append(
+        _float_check("text.prompt_embed_raw", got["text.prompt_embed_raw"][prompt_rows], tensors["text.prompt_embed_raw"].float())
+    )
+    checks.append(
+        _float_check(
+            "text.test_text_classifier",
+            got["text.test_text_classifier"][rows.to(got["text.test_text_classifier"].device)],
+            tensors["text.test_text_classifier"].float(),
+        )
+    )
     with_void = got["text.text_classifier_with_void"]
     rows_void = torch.cat([rows, torch.tensor([with_void.shape[0] - 1])]).to(with_void.device)
-    checks.append(_float_check("text.text_classifier_with_void", with_void[rows_void],
-                               tensors["text.text_classifier_with_void"].float()))
+    checks.append(_float_check("text.text_classifier_with_void", with_void[rows_void], tensors["text.text_classifier_with_void"].float()))
     seen = torch.equal(got["text.category_overlapping_mask"].cpu(), tensors["text.category_overlapping_mask"].cpu())
-    checks.append(Check("text.category_overlapping_mask", seen,
-                        f"{int(tensors['text.category_overlapping_mask'].sum())} seen classes" +
-                        (", identical" if seen else f"; ours {int(got['text.category_overlapping_mask'].sum())}")))
-    checks.append(_float_check("predictor.logit_scale_param", got["predictor.logit_scale_param"],
-                               tensors["predictor.logit_scale_param"].float()))
+    checks.append(
+        Check(
+            "text.category_overlapping_mask",
+            seen,
+            f"{int(tensors['text.category_overlapping_mask'].sum())} seen classes"
+            + (", identical" if seen else f"; ours {int(got['text.category_overlapping_mask'].sum())}"),
+        )
+    )
+    checks.append(
+        _float_check("predictor.logit_scale_param", got["predictor.logit_scale_param"], tensors["predictor.logit_scale_param"].float())
+    )
     return checks
 
 

@@ -96,9 +96,7 @@ def split_reference(state: dict[str, torch.Tensor]) -> tuple[dict, dict]:
     return released, rest
 
 
-def load_reference_weights(
-    model: torch.nn.Module, state: dict[str, torch.Tensor], *, source: str, with_frozen: bool = True
-) -> list[str]:
+def load_reference_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], *, source: str, with_frozen: bool = True) -> list[str]:
     """Load a reference state dict into an odise-pl model (strict on every key both sides).
 
     The released-format part goes through :func:`~odise_pl.reference.key_map.reference_to_ours`;
@@ -111,15 +109,9 @@ def load_reference_weights(
     loaded = reference_to_ours(released, ours, source=source)
     if with_frozen:
         loaded.update(frozen_state_dict(state, model))
-    missing = [
-        k
-        for k in ours
-        if k not in loaded and k not in OdiseModule.RECOMPUTED_BUFFERS and not k.endswith("_extra_state")
-    ]
+    missing = [k for k in ours if k not in loaded and k not in OdiseModule.RECOMPUTED_BUFFERS and not k.endswith("_extra_state")]
     if with_frozen and missing:
-        raise ConfigError(
-            f"{source}: {len(missing)} weight(s) of the model are not in it, e.g. {missing[:5]}"
-        )
+        raise ConfigError(f"{source}: {len(missing)} weight(s) of the model are not in it, e.g. {missing[:5]}")
     model.load_state_dict(loaded, strict=False)
     if hasattr(model.backbone, "empty_text"):  # recompute TextEncoder("") from the loaded text encoder
         model.backbone.empty_text.copy_(model.backbone.embed_text([""]))

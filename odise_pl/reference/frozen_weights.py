@@ -30,9 +30,7 @@ RECOMPUTED = {
 }
 
 
-def frozen_state_dict(
-    reference: Mapping[str, torch.Tensor], model: torch.nn.Module
-) -> dict[str, torch.Tensor]:
+def frozen_state_dict(reference: Mapping[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The frozen SD and CLIP weights of a full reference dict, named as in ``model.state_dict()``.
 
     The reference's three CLIP copies must be identical (they are: one OpenAI checkpoint); odise-pl

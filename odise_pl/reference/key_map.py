@@ -139,9 +139,7 @@ _RENAMES: list[tuple[str, str]] = [
 ]
 _COMPILED = [(re.compile(p + r"\Z"), r) for p, r in _RENAMES]
 
-_SELF_ATTN_IN_PROJ = re.compile(
-    r"sem_seg_head\.predictor\.transformer_self_attention_layers\.(\d+)\.self_attn\.in_proj_(weight|bias)\Z"
-)
+_SELF_ATTN_IN_PROJ = re.compile(r"sem_seg_head\.predictor\.transformer_self_attention_layers\.(\d+)\.self_attn\.in_proj_(weight|bias)\Z")
 #: the learnable temperature: one per model in the reference (post_mask_embed), owned by the supervision here
 LOGIT_SCALE = "sem_seg_head.predictor.post_mask_embed.logit_scale"
 #: buffers of the released format that odise-pl rebuilds itself; they must agree (checked, not loaded)
@@ -159,9 +157,7 @@ def logit_scale_key(ours: Iterable[str]) -> str:
     )
 
 
-def rename(
-    key: str, ours: Mapping[str, torch.Tensor]
-) -> list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]]:
+def rename(key: str, ours: Mapping[str, torch.Tensor]) -> list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]]:
     """The odise-pl key(s) one reference key feeds, each with the transform of its value.
 
     Returns ``[]`` for a key this mapping does not know.
@@ -174,10 +170,7 @@ def rename(
     if match:  # nn.MultiheadAttention's packed q/k/v -> transformers' three projections
         layer, kind = match.groups()
         base = f"mask_generator.transformer.decoder.layers.{layer}.self_attn"
-        return [
-            (f"{base}.{name}_proj.{kind}", (lambda v, i=i: v.chunk(3, dim=0)[i].clone()))
-            for i, name in enumerate(("q", "k", "v"))
-        ]
+        return [(f"{base}.{name}_proj.{kind}", (lambda v, i=i: v.chunk(3, dim=0)[i].clone())) for i, name in enumerate(("q", "k", "v"))]
     for pattern, replacement in _COMPILED:
         if pattern.match(key):
             return [(pattern.sub(replacement, key), lambda v: v)]

@@ -54,13 +54,9 @@ def training_batch(record: dict) -> tuple[torch.Tensor, list[dict]]:
     targets = []
     for name in ("inA", "inB"):
         masks = record[f"train/{name}/gt_masks"].bool()
-        masks = F.pad(
-            masks, (0, w - masks.shape[-1], 0, h - masks.shape[-2])
-        )  # to the padded image, as the reference
+        masks = F.pad(masks, (0, w - masks.shape[-1], 0, h - masks.shape[-2]))  # to the padded image, as the reference
         labels = record[f"train/{name}/gt_classes"].long()
-        targets.append(
-            {"masks": masks, "labels": labels, "iscrowd": torch.zeros(len(labels), dtype=torch.bool)}
-        )
+        targets.append({"masks": masks, "labels": labels, "iscrowd": torch.zeros(len(labels), dtype=torch.bool)})
     return batch, targets
 
 
@@ -199,8 +195,7 @@ def _final_layer_from_stored_points(model, record: dict, targets: list[dict]) ->
             Check(
                 f"train/criterion.raw.{ref} (stored points)",
                 err <= EXACT_TOL,
-                f"{float(raw[ours]):.7f} vs {float(record[f'train/criterion.raw.{ref}']):.7f} "
-                f"(rel {err:.1e})",
+                f"{float(raw[ours]):.7f} vs {float(record[f'train/criterion.raw.{ref}']):.7f} (rel {err:.1e})",
             )
         )
     return checks

@@ -38,9 +38,7 @@ NOT_COMPARED = {
 #: recorded name -> how ours is compared (log-space tensors: compare log-softmax, invariant to the reference's
 #: unnormalised form)
 LOG_SOFTMAX = ("clip_head.pred_open_logits", "final.mask_cls")
-UNIT_NORM = (
-    "clip_head.clip_text_embed_raw",
-)  # our CLIP-branch text bank stores unit vectors: compare directions
+UNIT_NORM = ("clip_head.clip_text_embed_raw",)  # our CLIP-branch text bank stores unit vectors: compare directions
 
 
 def _layer(name: str) -> str:
@@ -52,20 +50,14 @@ def compare_input(model, tensors: dict, info: dict, prefix: str) -> list[Check]:
     image = tensors[f"{prefix}/image"]
     got = capture(model, image, info["height"], info["width"])
     checks: list[Check] = []
-    names = sorted(
-        k[len(prefix) + 1 :] for k in tensors if k.startswith(prefix + "/") and k != f"{prefix}/image"
-    )
+    names = sorted(k[len(prefix) + 1 :] for k in tensors if k.startswith(prefix + "/") and k != f"{prefix}/image")
     for name in names:
         ref = tensors[f"{prefix}/{name}"]
         full = f"{prefix}/{name}"
         if name in NOT_COMPARED:
             checks.append(Check(full, True, f"not compared: {NOT_COMPARED[name]}"))
             continue
-        if (
-            name.startswith("final.instances")
-            or name.startswith("final.panoptic_seg")
-            or name.endswith("argmax")
-        ):
+        if name.startswith("final.instances") or name.startswith("final.panoptic_seg") or name.endswith("argmax"):
             continue  # discrete: below
         key = f"{name}.log_softmax" if name in LOG_SOFTMAX else name
         if key not in got:
@@ -107,8 +99,7 @@ def _retry_after_flip(model, got, tensors, prefix, name, err) -> Check:
         return Check(
             full,
             False,
-            f"rel L2 {err:.1e} > {REL_TOL:g} ({int(flips.sum())} mask flips, |logit| up to {worst:.1e}, "
-            f"measured logit error {bound:.1e})",
+            f"rel L2 {err:.1e} > {REL_TOL:g} ({int(flips.sum())} mask flips, |logit| up to {worst:.1e}, measured logit error {bound:.1e})",
         )
     head = model.mask_generator.mask_embed
     q, feats = got[f"{layer}.decoder_output"], got["pixel_decoder.mask_features"]

@@ -53,9 +53,7 @@ def write_hparams_view(sweep_dir: Path, records: list[RunRecord]) -> Path:
             **values,
             **{k: r.hparams[k] for k in PARAMS if k in r.hparams and k not in values},
         }
-        session(
-            tmp / "runs" / r.entry.name, hparams, {f"val/{m}": v for m, v in r.final.items() if m in METRICS}
-        )
+        session(tmp / "runs" / r.entry.name, hparams, {f"val/{m}": v for m, v in r.final.items() if m in METRICS})
     if any(r.entry.seed is not None for r in records):
         for p in summarize_points(records):
             metrics = {}
@@ -64,9 +62,7 @@ def write_hparams_view(sweep_dir: Path, records: list[RunRecord]) -> Path:
                     if not math.isnan(value):
                         metrics[f"{prefix}/{m}"] = value
             values = {labels[k]: v for k, v in p.values.items() if k in labels}
-            session(
-                tmp / "points" / p.point, {"kind": "point", "point": p.point, "n": p.n, **values}, metrics
-            )
+            session(tmp / "points" / p.point, {"kind": "point", "point": p.point, "n": p.n, **values}, metrics)
     old = sweep_dir / f".{HPARAMS_DIR}.old-{os.getpid()}"
     if target.exists():
         os.replace(target, old)

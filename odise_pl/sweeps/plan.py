@@ -27,7 +27,7 @@ class PlannedRun:
     overrides: list[str]
     cfg: object
     sweep_dir: Path
-    status: str = "pending"            # pending | done | skipped (finished before) | failed: ...
+    status: str = "pending"  # pending | done | skipped (finished before) | failed: ...
     run_dir: str = ""
     results: dict = field(default_factory=dict)
 
@@ -59,9 +59,11 @@ def plan(path: str | Path, cli_overrides: list[str], *, seeds: list[int] | None 
         varied_keys = set(run.values)
         clash = [o for o in cli_overrides if _key(o) in varied_keys]
         if clash:
-            raise ConfigError(f"override {clash[0]!r} sets '{_key(clash[0])}', which the sweep {path} varies; "
-                              "drop it, or change the sweep file's grid/zip.")
-        split = len(run.overrides) - len(run.values)   # SweepRun.overrides = [*sweep overrides, *varied]
+            raise ConfigError(
+                f"override {clash[0]!r} sets '{_key(clash[0])}', which the sweep {path} varies; "
+                "drop it, or change the sweep file's grid/zip."
+            )
+        split = len(run.overrides) - len(run.values)  # SweepRun.overrides = [*sweep overrides, *varied]
         common, varied = run.overrides[:split], run.overrides[split:]
         overrides = [*common, *cli_overrides, *varied]
         try:
@@ -93,5 +95,7 @@ def check_sweep_file(path: str) -> None:
 
     data, _ = read_yaml(Path(path))  # a missing file or a folder is named here
     if not isinstance(data, dict) or "base" not in data:
-        raise ConfigError(f"{path} is not a sweep file: a sweep file names its experiment ('base: ../X.yaml') and "
-                          "the keys it varies ('grid:' and/or 'zip:'); see experiments/sweeps/.")
+        raise ConfigError(
+            f"{path} is not a sweep file: a sweep file names its experiment ('base: ../X.yaml') and "
+            "the keys it varies ('grid:' and/or 'zip:'); see experiments/sweeps/."
+        )

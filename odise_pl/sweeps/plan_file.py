@@ -33,8 +33,6 @@ class PlannedEntry:
     values: dict[str, Any] = field(default_factory=dict)
 
 
-
-
 def _read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
@@ -65,16 +63,12 @@ def read_plan(sweep_dir: Path) -> list[PlannedEntry]:
     plan = _read_json(sweep_dir / PLAN_FILE)
     if isinstance(plan.get("runs"), list):
         return [
-            PlannedEntry(
-                str(r["name"]), str(r.get("point") or r["name"]), r.get("seed"), dict(r.get("values") or {})
-            )
+            PlannedEntry(str(r["name"]), str(r.get("point") or r["name"]), r.get("seed"), dict(r.get("values") or {}))
             for r in plan["runs"]
             if isinstance(r, dict) and "name" in r
         ]
     if _has_versions(sweep_dir):
-        raise ConfigError(
-            f"{sweep_dir} is one run's directory (it holds version_*), not a sweep: {WHAT_A_SWEEP_IS}."
-        )
+        raise ConfigError(f"{sweep_dir} is one run's directory (it holds version_*), not a sweep: {WHAT_A_SWEEP_IS}.")
     names = sorted(
         {
             str(v.parent.relative_to(sweep_dir))
@@ -88,22 +82,17 @@ def read_plan(sweep_dir: Path) -> list[PlannedEntry]:
     )
     if not names:
         raise ConfigError(
-            f"{sweep_dir} is not a sweep directory (no {PLAN_FILE} and no run directories "
-            f"NAME/version_N in it): {WHAT_A_SWEEP_IS}."
+            f"{sweep_dir} is not a sweep directory (no {PLAN_FILE} and no run directories NAME/version_N in it): {WHAT_A_SWEEP_IS}."
         )
     entries = []
     for name in names:
         point, seed = point_of(name)
         values = dict(part.split("=", 1) for part in point.split(",") if "=" in part)
-        entries.append(
-            PlannedEntry(name, point, seed, {**values, **({SEED_KEY: seed} if seed is not None else {})})
-        )
+        entries.append(PlannedEntry(name, point, seed, {**values, **({SEED_KEY: seed} if seed is not None else {})}))
     return entries
 
 
-def resolve_sweep(
-    path: str | Path, overrides: list[str] | None = None, seeds: list[int] | None = None
-) -> tuple[Path, list[PlannedEntry]]:
+def resolve_sweep(path: str | Path, overrides: list[str] | None = None, seeds: list[int] | None = None) -> tuple[Path, list[PlannedEntry]]:
     """The sweep directory and planned runs of a sweep file (as ``odise-pl sweep`` plans them) or directory.
 
     A sweep file run with ``--seeds`` is collected with the same seeds: given here, or read from the
@@ -127,8 +116,9 @@ def resolve_sweep(
     sweep_dir = planned[0].sweep_dir
     if seeds is None and not data.get("seeds"):
         recorded = _read_json(sweep_dir / PLAN_FILE).get("runs") or []
-        recorded_seeds = [s for s in dict.fromkeys(r.get("seed") for r in recorded if isinstance(r, dict))
-                          if isinstance(s, int)]  # in the order they were given
+        recorded_seeds = [
+            s for s in dict.fromkeys(r.get("seed") for r in recorded if isinstance(r, dict)) if isinstance(s, int)
+        ]  # in the order they were given
         if recorded_seeds:  # the sweep ran with --seeds: collect those replicates
             planned = plan(path, list(overrides or []), seeds=recorded_seeds)
     return sweep_dir, entries_of(planned)

@@ -43,8 +43,6 @@ class RunRecord:
     detail: str = ""
 
 
-
-
 def mark_failed(run_parent: Path, error: str) -> None:
     """Record that the last attempt of a run failed (``SWEEP/NAME/failed.json``), for ``collect``."""
     write_text(run_parent / FAILED_FILE, json.dumps({"error": error, "time": time.time()}, indent=2))
@@ -56,11 +54,7 @@ def clear_failed(run_parent: Path) -> None:
 
 
 def versions(run_parent: Path) -> list[Path]:
-    found = [
-        (int(m.group(1)), p)
-        for p in run_parent.glob("version_*")
-        if (m := VERSION.match(p.name)) and p.is_dir()
-    ]
+    found = [(int(m.group(1)), p) for p in run_parent.glob("version_*") if (m := VERSION.match(p.name)) and p.is_dir()]
     return [p for _, p in sorted(found)]
 
 

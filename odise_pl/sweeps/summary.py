@@ -36,7 +36,6 @@ class PointSummary:
         return max((s.n for s in self.stats.values()), default=0)
 
 
-
 def summarize_points(records: list[RunRecord], confidence: float = CONFIDENCE) -> list[PointSummary]:
     """Per point (in plan order), statistics of every metric over its finished replicates."""
     points: dict[str, list[RunRecord]] = {}
@@ -62,9 +61,7 @@ def _metric(value: float | None) -> str:
     return "" if value is None or math.isnan(value) else f"{value:.2f}"
 
 
-def run_rows(
-    records: list[RunRecord], notes: dict[str, str] | None = None
-) -> tuple[list[str], list[list[str]]]:
+def run_rows(records: list[RunRecord], notes: dict[str, str] | None = None) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the per-run table: run, [point], varied values, parameters, metrics, state."""
     keys = list(records[0].entry.values) if records else []
     labels = labels_for(keys)
@@ -145,9 +142,7 @@ def _csv(header: list[str], rows: list[list[str]]) -> str:
 def state_counts(records: list[RunRecord]) -> str:
     """``"6 runs: 4 done, 1 running, 1 pending, 0 failed"``."""
     counts = {s: sum(r.state == s for r in records) for s in STATES}
-    return f"{len(records)} runs: " + ", ".join(
-        f"{counts[s]} {s}" for s in ("done", "running", "pending", "failed")
-    )
+    return f"{len(records)} runs: " + ", ".join(f"{counts[s]} {s}" for s in ("done", "running", "pending", "failed"))
 
 
 def write_summary(sweep_dir: Path, records: list[RunRecord], notes: dict[str, str] | None = None) -> Path:
@@ -176,7 +171,6 @@ def write_summary(sweep_dir: Path, records: list[RunRecord], notes: dict[str, st
         lines += ["", caption, "", *_markdown(*point_rows(points, csv_form=False))]
         write_text(sweep_dir / "summary_points.csv", _csv(*point_rows(points, csv_form=True)))
     return write_text(sweep_dir / "summary.md", "\n".join(lines) + "\n")
-
 
 
 def write_sweep_summary(planned: list) -> Path | None:

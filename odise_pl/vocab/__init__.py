@@ -48,9 +48,19 @@ from pathlib import Path
 from odise_pl.errors import VocabularyError
 
 __all__ = [
-    "VocabClass", "Vocabulary", "normalize_name", "parse_vocabulary", "parse_vocabulary_lines",
-    "load_vocabulary_file", "load_vocabulary", "is_builtin_name", "load_builtin", "builtin_names",
-    "builtin_variant", "default_vocabulary", "build_vocabulary",
+    "VocabClass",
+    "Vocabulary",
+    "normalize_name",
+    "parse_vocabulary",
+    "parse_vocabulary_lines",
+    "load_vocabulary_file",
+    "load_vocabulary",
+    "is_builtin_name",
+    "load_builtin",
+    "builtin_names",
+    "builtin_variant",
+    "default_vocabulary",
+    "build_vocabulary",
 ]
 
 _MARKERS = {"thing": True, "stuff": False}
@@ -129,8 +139,10 @@ class Vocabulary:
         for names, flag in ((things, True), (stuff, False)):
             for n in names:
                 if normalize_name(n) not in index:
-                    raise VocabularyError(f"cannot mark '{n}' as {'thing' if flag else 'stuff'}: vocabulary "
-                                          f"'{self.name}' has no class of that name. Check the spelling.")
+                    raise VocabularyError(
+                        f"cannot mark '{n}' as {'thing' if flag else 'stuff'}: vocabulary "
+                        f"'{self.name}' has no class of that name. Check the spelling."
+                    )
                 flags[index[normalize_name(n)]] = flag
         classes = tuple(replace(c, is_thing=flags.get(k, c.is_thing)) for k, c in enumerate(self.classes))
         return Vocabulary(classes, self.name)
@@ -156,29 +168,33 @@ class Vocabulary:
     def to_categories(self) -> list[dict]:
         """Data-module style category dicts: ``id`` (source id, else index), ``name``, ``isthing``,
         ``synonyms``."""
-        return [{"id": c.source_id if c.source_id is not None else k, "name": c.name,
-                 "isthing": c.is_thing, "synonyms": list(c.names[1:])} for k, c in enumerate(self.classes)]
+        return [
+            {"id": c.source_id if c.source_id is not None else k, "name": c.name, "isthing": c.is_thing, "synonyms": list(c.names[1:])}
+            for k, c in enumerate(self.classes)
+        ]
 
 
 # ----------------------------------------------------------------------------- parsing
+
 
 def _parse_entry(entry: str, where: str) -> tuple[tuple[str, ...], bool | None]:
     """``"cat,kitten:thing"`` -> (("cat", "kitten"), True); ``where`` names the entry in errors."""
     text, is_thing = entry.strip(), None
     if not text:
-        raise VocabularyError(f"{where} is empty: give at least one class name "
-                              f"(classes are separated by ';', synonyms by ',').")
+        raise VocabularyError(f"{where} is empty: give at least one class name (classes are separated by ';', synonyms by ',').")
     if ":" in text:
         head, _, marker = text.rpartition(":")
         if marker.strip().casefold() not in _MARKERS:
             raise VocabularyError(
                 f"{where} ('{entry.strip()}'): unknown marker '{marker.strip()}' after ':'. "
-                f"Write 'name[,synonym...]' with an optional ':thing' or ':stuff' at the end.")
+                f"Write 'name[,synonym...]' with an optional ':thing' or ':stuff' at the end."
+            )
         text, is_thing = head.strip(), _MARKERS[marker.strip().casefold()]
         if ":" in text or not text:
             raise VocabularyError(
                 f"{where} ('{entry.strip()}') is malformed: one ':thing' or ':stuff' marker at "
-                f"the end of a class is allowed, after at least one name.")
+                f"the end of a class is allowed, after at least one name."
+            )
     names: list[str] = []
     for raw in text.split(","):
         n = " ".join(raw.split())
@@ -199,7 +215,8 @@ def _check_duplicates(classes: Sequence[VocabClass], wheres: Sequence[str], labe
                 raise VocabularyError(
                     f"{label}: the name '{n}' is used by two classes, {wheres[j]} "
                     f"('{','.join(classes[j].names)}') and {wheres[k]} ('{','.join(c.names)}'). "
-                    f"Merge them into one class or rename one.")
+                    f"Merge them into one class or rename one."
+                )
             owner[key] = k
 
 
@@ -211,8 +228,7 @@ def parse_vocabulary(text: str, *, name: str = "custom") -> Vocabulary:
             by two classes, or an empty vocabulary.
     """
     if not text or not text.strip():
-        raise VocabularyError("the vocabulary string is empty: "
-                              "give classes like 'cat,kitten;dog;grass:stuff'.")
+        raise VocabularyError("the vocabulary string is empty: give classes like 'cat,kitten;dog;grass:stuff'.")
     classes, wheres = [], []
     for i, entry in enumerate(text.split(";"), start=1):
         where = f"class entry {i}"
@@ -223,8 +239,7 @@ def parse_vocabulary(text: str, *, name: str = "custom") -> Vocabulary:
     return Vocabulary(tuple(classes), name)
 
 
-def parse_vocabulary_lines(lines: Iterable[str], *, source: str, name: str | None = None,
-                           allow_duplicates: bool = False) -> Vocabulary:
+def parse_vocabulary_lines(lines: Iterable[str], *, source: str, name: str | None = None, allow_duplicates: bool = False) -> Vocabulary:
     """Parse the lines of a vocabulary file (see the module docstring for the format).
 
     Args:
@@ -244,12 +259,12 @@ def parse_vocabulary_lines(lines: Iterable[str], *, source: str, name: str | Non
         source_id = None
         if match:
             if len(match.group(1)) > 18:
-                raise VocabularyError(f"{where}: class id '{match.group(1)[:20]}...' is too long; ids are "
-                                      "small non-negative integers, e.g. '12:cat'.")
+                raise VocabularyError(
+                    f"{where}: class id '{match.group(1)[:20]}...' is too long; ids are small non-negative integers, e.g. '12:cat'."
+                )
             source_id, line = int(match.group(1)), match.group(2)
             if source_id in ids:
-                raise VocabularyError(f"{where}: class id {source_id} was already used on line "
-                                      f"{ids[source_id]}. Each id may appear once.")
+                raise VocabularyError(f"{where}: class id {source_id} was already used on line {ids[source_id]}. Each id may appear once.")
             ids[source_id] = lineno
             if line.strip() == _INVALID:
                 continue
@@ -257,8 +272,9 @@ def parse_vocabulary_lines(lines: Iterable[str], *, source: str, name: str | Non
         classes.append(VocabClass(names, is_thing, source_id, source))
         wheres.append(where)
     if not classes:
-        raise VocabularyError(f"{source} has no classes: write one class per line, '<name>[,<synonym>...]' "
-                              f"or '<id>:<name>[,<synonym>...]'.")
+        raise VocabularyError(
+            f"{source} has no classes: write one class per line, '<name>[,<synonym>...]' or '<id>:<name>[,<synonym>...]'."
+        )
     if not allow_duplicates:
         _check_duplicates(classes, wheres, source)
     return Vocabulary(tuple(classes), name or Path(source).stem)
@@ -268,19 +284,21 @@ def load_vocabulary_file(path: str | Path, *, allow_duplicates: bool = False) ->
     """Load a vocabulary file (builtin ``id:name,...`` format or one class per line)."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise VocabularyError(f"vocabulary file '{path}' not found. Give a text file with one class per line "
-                              f"('<name>[,<synonym>...]'), or a builtin name: {', '.join(builtin_names())}.")
+        raise VocabularyError(
+            f"vocabulary file '{path}' not found. Give a text file with one class per line "
+            f"('<name>[,<synonym>...]'), or a builtin name: {', '.join(builtin_names())}."
+        )
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as err:
-        raise VocabularyError(f"vocabulary file '{path}' is not UTF-8 text (byte {err.start}); save it "
-                              "as UTF-8.") from None
+        raise VocabularyError(f"vocabulary file '{path}' is not UTF-8 text (byte {err.start}); save it as UTF-8.") from None
     except OSError as err:
         raise VocabularyError(f"vocabulary file '{path}' cannot be read ({err.strerror or err}).") from None
     return parse_vocabulary_lines(text.splitlines(), source=str(path), allow_duplicates=allow_duplicates)
 
 
 # ----------------------------------------------------------------------------- builtins
+
 
 def _data_dir():
     return resources.files(__name__).joinpath("data")
@@ -289,8 +307,7 @@ def _data_dir():
 @functools.cache
 def builtin_names() -> tuple[str, ...]:
     """Names :func:`load_builtin` accepts (the stems of the shipped lists)."""
-    return tuple(sorted(p.name[:-4] for p in _data_dir().iterdir()
-                        if p.name.endswith(".txt") and not p.name.endswith("_things.txt")))
+    return tuple(sorted(p.name[:-4] for p in _data_dir().iterdir() if p.name.endswith(".txt") and not p.name.endswith("_things.txt")))
 
 
 def _base_name(name: str) -> str:
@@ -344,8 +361,7 @@ def _thing_flag(base: str):
     by_id = {c.source_id: c for c in _read_builtin(base)}
     for t in things:  # guard against the shipped files drifting apart
         if t.source_id not in by_id or by_id[t.source_id].name != t.name:
-            raise RuntimeError(f"package data mismatch: {file.name} lists {t.source_id}:{t.name}, "
-                               f"which is not a class of {base}.txt")
+            raise RuntimeError(f"package data mismatch: {file.name} lists {t.source_id}:{t.name}, which is not a class of {base}.txt")
     ids = {t.source_id for t in things}
     return lambda source_id: source_id in ids
 
@@ -360,8 +376,7 @@ def load_builtin(name: str) -> Vocabulary:
     if name not in builtin_names() and _variant_file(name) is None:
         close = difflib.get_close_matches(name, builtin_names(), n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise VocabularyError(f"unknown builtin vocabulary '{name}'.{hint} "
-                              f"Available: {', '.join(builtin_names())}.")
+        raise VocabularyError(f"unknown builtin vocabulary '{name}'.{hint} Available: {', '.join(builtin_names())}.")
     vocab = _read_builtin(name)
     flag = _thing_flag(_base_name(name))
     if flag is not None:
@@ -398,8 +413,7 @@ def default_vocabulary(prompt_engineered: bool = True) -> Vocabulary:
     return first.merge(*rest, name="default")
 
 
-def build_vocabulary(vocab: str | None = None, vocab_file: str | Path | None = None, *,
-                     include_default: bool = True) -> Vocabulary:
+def build_vocabulary(vocab: str | None = None, vocab_file: str | Path | None = None, *, include_default: bool = True) -> Vocabulary:
     """The vocabulary of a prediction run: the user's classes first, then (optionally) the default ones.
 
     Args:
@@ -428,6 +442,7 @@ def build_vocabulary(vocab: str | None = None, vocab_file: str | Path | None = N
     if include_default:
         parts.append(default_vocabulary())
     if not parts:
-        raise VocabularyError("the vocabulary is empty: give classes (--vocab 'cat;dog' or --vocab-file F) "
-                              "or turn the default vocabulary back on.")
+        raise VocabularyError(
+            "the vocabulary is empty: give classes (--vocab 'cat;dog' or --vocab-file F) or turn the default vocabulary back on."
+        )
     return parts[0].merge(*parts[1:], name="+".join(p.name for p in parts)) if len(parts) > 1 else parts[0]

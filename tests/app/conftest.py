@@ -28,12 +28,17 @@ def tiny_run(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("app_run")
     # transformers' init: the untrained model labels something (Mask2Former's initialisation predicts void)
-    overrides = [f"data.root={root / 'data'}", f"run.root={root / 'runs'}", "model.mask_generator.init=transformers",
-                 "data.eval_short_side=64", "data.eval_max_long_side=96", "model.mask_generator.dec_layers=1"]
+    overrides = [
+        f"data.root={root / 'data'}",
+        f"run.root={root / 'runs'}",
+        "model.mask_generator.init=transformers",
+        "data.eval_short_side=64",
+        "data.eval_max_long_side=96",
+        "model.mask_generator.dec_layers=1",
+    ]
     cfg = load_config(str(QUICKSTART), overrides)
     dm, model = build_all(cfg)
-    return write_run_directory(root / "run", config=cfg, categories=dm.categories, model=model,
-                               ignore_index=dm.ignore_index)
+    return write_run_directory(root / "run", config=cfg, categories=dm.categories, model=model, ignore_index=dm.ignore_index)
 
 
 @pytest.fixture(scope="module")

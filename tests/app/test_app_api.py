@@ -89,8 +89,25 @@ def test_downloads_are_the_three_files_of_predict(first_call, tiny_run, tmp_path
     assert set(np.unique(ids).tolist()) - {0} == {s["id"] for s in segments}
     assert all(int((ids == s["id"]).sum()) == s["area"] for s in segments)
     out = tmp_path / "predict"
-    assert main(["predict", "--ckpt", str(tiny_run), "--input", str(PHOTOS[0]), "--out", str(out), "--vocab", TYPED,
-                 "--no-default-vocab", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--ckpt",
+                str(tiny_run),
+                "--input",
+                str(PHOTOS[0]),
+                "--out",
+                str(out),
+                "--vocab",
+                TYPED,
+                "--no-default-vocab",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     expected = json.loads((out / f"{stem}.json").read_text())
     assert expected["classifier"] == record["classifier"]
     assert expected["segments"] == record["segments"]

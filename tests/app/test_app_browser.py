@@ -25,9 +25,18 @@ CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver"
 TYPED = ["person", "horse", "truck", "grass", "sky", "tree"]
 VOCABULARY = "person,rider;horse;truck;grass:stuff;sky:stuff;tree:stuff"
 #: Chromium with no network of its own: no first-run, sync, component updates, QUIC or background requests
-FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--window-size=1400,1100"]
+FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1400,1100",
+]
 
 
 @pytest.fixture
@@ -86,9 +95,11 @@ def test_a_photo_and_a_typed_vocabulary_give_a_legend_of_typed_classes(served, b
     with Image.open(shot) as picture:
         assert picture.size[0] >= 1000
     print(f"screenshot: {shot}")
-    requested = {json.loads(entry["message"])["message"]["params"]["request"]["url"]
-                 for entry in browser.get_log("performance")
-                 if json.loads(entry["message"])["message"]["method"] == "Network.requestWillBeSent"}
+    requested = {
+        json.loads(entry["message"])["message"]["params"]["request"]["url"]
+        for entry in browser.get_log("performance")
+        if json.loads(entry["message"])["message"]["method"] == "Network.requestWillBeSent"
+    }
     web = {url for url in requested if url.startswith(("http:", "https:", "ws:", "wss:"))}  # not chrome:// pages
     elsewhere = sorted(url for url in web if not url.startswith(page.local_url))
     assert web and elsewhere == [], elsewhere  # the page loads nothing from the network
@@ -106,8 +117,7 @@ def test_an_8000x8000_photo_is_segmented_within_the_limits(served, tmp_path):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
         client = Client(page.local_url, verbose=False, analytics_enabled=False)
-        _, segments, _, files, _ = client.predict(handle_file(str(big)), "person;grass:stuff;sky:stuff",
-                                                  api_name="/segment")
+        _, segments, _, files, _ = client.predict(handle_file(str(big)), "person;grass:stuff;sky:stuff", api_name="/segment")
         record = json.loads(Path(files[1]).read_text())
         width, height = record["width"], record["height"]
         assert width == height and width * height <= session.max_pixels < (width + 2) * (height + 2)  # ~4096 x 4096

@@ -24,9 +24,31 @@ def _load():
 def test_bench_model_tiny_writes_json(tmp_path):
     bench = _load()
     out = tmp_path / "bench.json"
-    bench.main(["--tiny", "--device", "cpu", "--size", "64", "--iters", "1", "--warmup", "0",
-                "--mode", "infer", "train", "--batch", "1", "--precision", "fp32", "bf16-frozen",
-                "--num-classes", "5", "--out", str(out)])
+    bench.main(
+        [
+            "--tiny",
+            "--device",
+            "cpu",
+            "--size",
+            "64",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--mode",
+            "infer",
+            "train",
+            "--batch",
+            "1",
+            "--precision",
+            "fp32",
+            "bf16-frozen",
+            "--num-classes",
+            "5",
+            "--out",
+            str(out),
+        ]
+    )
     report = json.loads(out.read_text())
     for key in ("env", "params", "attention_processors", "results", "size"):
         assert key in report
@@ -34,7 +56,11 @@ def test_bench_model_tiny_writes_json(tmp_path):
     assert report["params"]["frozen"] > 0 and report["params"]["trainable"] > 0
     rows = report["results"]
     assert [(r["mode"], r["precision"]) for r in rows] == [
-        ("infer", "fp32"), ("train", "fp32"), ("infer", "bf16-frozen"), ("train", "bf16-frozen")]
+        ("infer", "fp32"),
+        ("train", "fp32"),
+        ("infer", "bf16-frozen"),
+        ("train", "bf16-frozen"),
+    ]
     for row in rows:
         assert "error" not in row, row
         for key in ("images_per_s", "ms_per_iter_median", "peak_gib", "batch", "window"):
@@ -48,9 +74,32 @@ def test_bench_model_fcclip_tiny_at_a_non_square_size(tmp_path):
     """FC-CLIP in the same script: its recipe at toy size, an H x W image padded to /32, the reference path."""
     bench = _load()
     out = tmp_path / "fcclip.json"
-    bench.main(["--method", "fcclip", "--tiny", "--device", "cpu", "--hw", "48", "83", "--iters", "1",
-                "--warmup", "0", "--mode", "infer", "--batch", "1", "--precision", "fp32", "--num-classes", "5",
-                "--out", str(out)])
+    bench.main(
+        [
+            "--method",
+            "fcclip",
+            "--tiny",
+            "--device",
+            "cpu",
+            "--hw",
+            "48",
+            "83",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--mode",
+            "infer",
+            "--batch",
+            "1",
+            "--precision",
+            "fp32",
+            "--num-classes",
+            "5",
+            "--out",
+            str(out),
+        ]
+    )
     report = json.loads(out.read_text())
     assert report["method"] == "fcclip" and report["hw"] == [48, 83] and report["attention_processors"] is None
     assert report["params"]["trainable"] > 0 and report["params"]["frozen"] > 0

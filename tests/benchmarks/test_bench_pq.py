@@ -19,8 +19,9 @@ def test_bench_pq_tiny_writes_json(tmp_path, monkeypatch, capsys):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "pq.json"
-    monkeypatch.setattr(sys, "argv", ["bench_pq.py", "--images", "3", "--size", "64", "--segments", "12",
-                                      "--repeat", "1", "--out", str(out)])
+    monkeypatch.setattr(
+        sys, "argv", ["bench_pq.py", "--images", "3", "--size", "64", "--segments", "12", "--repeat", "1", "--out", str(out)]
+    )
     bench.main()  # exits when any path's PQ differs from the API's by more than 1e-6
     assert "all agree to 1e-6" in capsys.readouterr().out
     result = json.loads(out.read_text())

@@ -23,8 +23,11 @@ def test_cli_startup_tiny_writes_json(tmp_path, monkeypatch, capsys):
     for name in ("import_torch", "odise_pl_help", "eval_panoptic_help", "eval_panoptic_one_image"):
         assert startup[name]["median_s"] > 0 and len(startup[name]["runs_s"]) == 1, name
     assert startup["import_torch"]["median_cpu_s"] > 0
-    assert set(startup["cpu_ratios_to_import_torch"]) == set(startup["ratios_to_import_torch"]) == {"odise_pl_help", "eval_panoptic_help",
-                                                      "eval_panoptic_one_image"}
+    assert (
+        set(startup["cpu_ratios_to_import_torch"])
+        == set(startup["ratios_to_import_torch"])
+        == {"odise_pl_help", "eval_panoptic_help", "eval_panoptic_one_image"}
+    )
     workers = result["workers"]
     assert 0 <= workers["pq"] <= 100 and workers["decode_floor"]["ms_per_image"] > 0
     for n in (1, 2):

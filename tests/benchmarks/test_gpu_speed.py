@@ -29,19 +29,41 @@ def _load():
 def test_gpu_speed_small_writes_the_report(tmp_path):
     script = _load()
     out = tmp_path / "gpu_speed.json"
-    script.main(["--device", "cpu", "--small", "--num-classes", "5", "--after", "fused_optimizer",
-                 "batched_matching", "no_host_syncs", "--out", str(out)])
+    script.main(
+        [
+            "--device",
+            "cpu",
+            "--small",
+            "--num-classes",
+            "5",
+            "--after",
+            "fused_optimizer",
+            "batched_matching",
+            "no_host_syncs",
+            "--out",
+            str(out),
+        ]
+    )
     report = json.loads(out.read_text())
     for key in ("env", "params", "profile", "before", "after", "speedup", "after_switches", "precision"):
         assert key in report, key
     parts = report["profile"]["parts"]
-    for name in ("frozen_forward", "pixel_decoder_forward", "transformer_decoder_forward", "hungarian_matching",
-                 "point_sampled_losses", "backward", "generator_backward", "captioner_backward_through_unet",
-                 "optimizer", "step_total"):
+    for name in (
+        "frozen_forward",
+        "pixel_decoder_forward",
+        "transformer_decoder_forward",
+        "hungarian_matching",
+        "point_sampled_losses",
+        "backward",
+        "generator_backward",
+        "captioner_backward_through_unet",
+        "optimizer",
+        "step_total",
+    ):
         assert parts[name]["ms"] > 0 and parts[name]["calls"] >= 1, (name, parts)
     assert parts["step_total"]["ms"] >= parts["backward"]["ms"] >= parts["captioner_backward_through_unet"]["ms"]
     syncs = report["profile"]["host_syncs"]
-    assert syncs["forward_and_loss"]["cpu"] >= 3 * 2    # today: a cost-matrix copy per supervised layer and image
+    assert syncs["forward_and_loss"]["cpu"] >= 3 * 2  # today: a cost-matrix copy per supervised layer and image
     assert syncs["step_total"] >= syncs["forward_and_loss_total"]
     assert report["profile"]["top_ops"]
     for variant in ("before", "after"):

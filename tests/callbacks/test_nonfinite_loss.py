@@ -41,8 +41,7 @@ def test_skip_leaves_weights_alone_counts_and_gives_up_after_the_limit(tmp_path)
     assert all(torch.isfinite(w).all() for w in model.seen)
 
     with pytest.raises(NumericalError, match=r"more than trainer.max_nonfinite_skips=1 steps"):
-        tiny_trainer(tmp_path / "b", max_steps=6, on_nonfinite="skip", max_skips=1).fit(
-            TinyRegression(nan_at_steps=(1, 3)))
+        tiny_trainer(tmp_path / "b", max_steps=6, on_nonfinite="skip", max_skips=1).fit(TinyRegression(nan_at_steps=(1, 3)))
 
 
 def test_on_nonfinite_is_validated_with_file_and_line(tmp_path):
@@ -51,6 +50,9 @@ def test_on_nonfinite_is_validated_with_file_and_line(tmp_path):
 
     exp = tmp_path / "exp.yaml"
     exp.write_text("trainer:\n  max_steps: 3\n  on_nonfinite: ignore\n")
-    with pytest.raises(ConfigError, match=r"exp.yaml: 'trainer.on_nonfinite' must be one of stop, skip "
-                                          r"\(line 3\), got 'ignore' \(str\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"exp.yaml: 'trainer.on_nonfinite' must be one of stop, skip "
+        r"\(line 3\), got 'ignore' \(str\)",
+    ):
         load_config(exp)

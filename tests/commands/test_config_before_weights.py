@@ -33,6 +33,7 @@ def constructor_calls(monkeypatch) -> list[str]:
         def called(*args, **kwargs):
             calls.append(name)
             raise AssertionError(f"{name} ran before the config was checked")
+
         return called
 
     monkeypatch.setattr(open_clip, "create_model", recorder("open_clip.create_model"))
@@ -51,7 +52,7 @@ def constructor_calls(monkeypatch) -> list[str]:
 def _error(capsys) -> str:
     err = capsys.readouterr().err
     assert "odise-pl: error: " in err, err
-    message = err[err.index("odise-pl: error: "):]
+    message = err[err.index("odise-pl: error: ") :]
     assert "Traceback" not in message, message
     return message
 
@@ -60,16 +61,18 @@ def test_fit_with_a_mistyped_classifier_exits_2_before_any_weights(constructor_c
     code = main(["fit", "-c", str(TINY), "model.inference.classifier=ensmble", f"run.root={tmp_path / 'runs'}"])
     message = _error(capsys)
     assert code == 2
-    assert "override 'model.inference.classifier=ensmble': 'model.inference.classifier' must be one of " \
-           "in_vocab, clip, ensemble" in message, message
+    assert (
+        "override 'model.inference.classifier=ensmble': 'model.inference.classifier' must be one of in_vocab, clip, ensemble" in message
+    ), message
     assert "Did you mean 'ensemble'?" in message, message
     assert constructor_calls == []
     assert not (tmp_path / "runs").exists()
 
 
 def test_fit_with_a_bad_combination_exits_2_before_any_weights(constructor_calls, capsys, tmp_path):
-    code = main(["fit", "-c", str(TINY), "model.speed.frozen_weights=true", "model.backbone.caption_mode=captoin",
-                 f"run.root={tmp_path / 'runs'}"])
+    code = main(
+        ["fit", "-c", str(TINY), "model.speed.frozen_weights=true", "model.backbone.caption_mode=captoin", f"run.root={tmp_path / 'runs'}"]
+    )
     message = _error(capsys)
     assert code == 2 and constructor_calls == []
     assert "'model.backbone.caption_mode' must be one of implicit, empty, caption" in message, message
@@ -83,8 +86,9 @@ def test_fit_with_a_bad_combination_exits_2_before_any_weights(constructor_calls
 
 def test_a_sweep_checks_every_run_before_the_first_trains(constructor_calls, capsys, tmp_path):
     sweep = tmp_path / "sweep.yaml"
-    sweep.write_text(f"base: {TINY}\noverrides: [run.root={tmp_path / 'runs'}]\n"
-                     "grid:\n  model.inference.classifier: [diffusion, clip, ensmble]\n")
+    sweep.write_text(
+        f"base: {TINY}\noverrides: [run.root={tmp_path / 'runs'}]\ngrid:\n  model.inference.classifier: [diffusion, clip, ensmble]\n"
+    )
     code = main(["sweep", "-c", str(sweep)])
     message = _error(capsys)
     assert code == 2 and constructor_calls == []
@@ -100,6 +104,7 @@ def test_an_import_that_fails_exits_2_naming_the_yaml_and_the_module(constructor
     code = main(["fit", "-c", str(exp), f"run.root={tmp_path / 'runs'}"])
     message = _error(capsys)
     assert code == 2 and constructor_calls == []
-    assert "exp.yaml (line 2): importing '" in message and "broken_parts.py' failed: ImportError: needs a newer " \
-           "torch (raised at " in message, message
+    assert (
+        "exp.yaml (line 2): importing '" in message and "broken_parts.py' failed: ImportError: needs a newer torch (raised at " in message
+    ), message
     assert "Fix that module, or remove it from 'imports'." in message, message

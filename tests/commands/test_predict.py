@@ -31,8 +31,13 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
     # transformers' init: its near-silent untrained generator labels something, which the output checks need
     # (initialised as the original Mask2Former, the untrained label model predicts void for every query)
-    overrides = [f"data.root={root / 'data'}", "data.num_train=8", "data.num_val=2", f"run.root={root / 'runs'}",
-                 "model.mask_generator.init=transformers"]
+    overrides = [
+        f"data.root={root / 'data'}",
+        "data.num_train=8",
+        "data.num_val=2",
+        f"run.root={root / 'runs'}",
+        "model.mask_generator.init=transformers",
+    ]
     _, model = build_all(load_config(CONFIG, overrides))
     name, param = next(iter(model.mask_generator.named_parameters()))
     with torch.no_grad():
@@ -40,8 +45,12 @@ def trained(tmp_path_factory):
     ckpt = {"state_dict": model.state_dict()}
     model.on_save_checkpoint(ckpt)
     torch.save(ckpt, root / "model.ckpt")
-    return {"root": root, "overrides": overrides, "ckpt": str(root / "model.ckpt"),
-            "param": (f"mask_generator.{name}", param.detach().clone())}
+    return {
+        "root": root,
+        "overrides": overrides,
+        "ckpt": str(root / "model.ckpt"),
+        "param": (f"mask_generator.{name}", param.detach().clone()),
+    }
 
 
 _PREDICTORS: dict = {}
@@ -52,8 +61,12 @@ def predictor(trained, mode: str):
 
     if mode not in _PREDICTORS:
         _PREDICTORS[mode] = Predictor.from_config_file(
-            CONFIG, trained["ckpt"], [*trained["overrides"], f"model.inference.classifier={mode}"], device="cpu",
-            vocabulary=parse_vocabulary(USER_VOCAB))
+            CONFIG,
+            trained["ckpt"],
+            [*trained["overrides"], f"model.inference.classifier={mode}"],
+            device="cpu",
+            vocabulary=parse_vocabulary(USER_VOCAB),
+        )
     return _PREDICTORS[mode]
 
 
@@ -102,9 +115,24 @@ def cli_run(trained):
     sizes.update({"rgba": (96, 64), "grey": (96, 64), "palette": (96, 64), "rotated": (64, 96), "tiny": (7, 5)})
     (inp / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG")
     (out / "grey_overlay.png").write_bytes(b"keep me")  # an existing output: never overwritten
-    argv = ["predict", "-c", CONFIG, "--ckpt", trained["ckpt"], "--input", str(inp), "--out", str(out),
-            "--vocab", USER_VOCAB, "--no-default-vocab", "--device", "cpu", *trained["overrides"],
-            "model.inference.classifier=ensemble"]
+    argv = [
+        "predict",
+        "-c",
+        CONFIG,
+        "--ckpt",
+        trained["ckpt"],
+        "--input",
+        str(inp),
+        "--out",
+        str(out),
+        "--vocab",
+        USER_VOCAB,
+        "--no-default-vocab",
+        "--device",
+        "cpu",
+        *trained["overrides"],
+        "model.inference.classifier=ensemble",
+    ]
     return {"rc": main(argv), "out": out, "sizes": sizes}
 
 
@@ -139,8 +167,20 @@ def test_cli_odd_images_work_at_their_original_size(cli_run):
 
 
 def test_cli_reports_unusable_arguments(trained, tmp_path, capsys):
-    argv = ["predict", "-c", CONFIG, "--ckpt", trained["ckpt"], "--out", str(tmp_path / "o"),
-            "--vocab", "cat;;dog", "--input", str(REAL[0]), *trained["overrides"]]
+    argv = [
+        "predict",
+        "-c",
+        CONFIG,
+        "--ckpt",
+        trained["ckpt"],
+        "--out",
+        str(tmp_path / "o"),
+        "--vocab",
+        "cat;;dog",
+        "--input",
+        str(REAL[0]),
+        *trained["overrides"],
+    ]
     assert main(argv) == 2
     assert "class entry 2" in capsys.readouterr().err
     argv[argv.index("--vocab") + 1] = "cat"

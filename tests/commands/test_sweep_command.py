@@ -18,8 +18,7 @@ from tests.micro_run import shorter_sweep
 
 REPO = Path(__file__).resolve().parents[2]
 SWEEP = str(REPO / "experiments" / "sweeps" / "backbones_tiny.yaml")
-RUNS = ["backbone=clip", "backbone=clip_odise-tiny-vit", "backbone=mae", "backbone=dino", "backbone=dino_v1",
-        "backbone=diffusion_unet"]
+RUNS = ["backbone=clip", "backbone=clip_odise-tiny-vit", "backbone=mae", "backbone=dino", "backbone=dino_v1", "backbone=diffusion_unet"]
 
 
 def _overrides(tmp_path: Path) -> list[str]:  # shorter still than the sweep file, for a shared CPU

@@ -33,22 +33,31 @@ def _step_of(path: Path) -> int:
 
 
 @pytest.mark.slow  # 20-60 s on 2 cores: two tiny diffusion trainings, one of them resumed
-def test_a_killed_sweep_run_again_skips_finished_runs_and_resumes_the_interrupted_one(tmp_path, monkeypatch,
-                                                                                       capsys):
+def test_a_killed_sweep_run_again_skips_finished_runs_and_resumes_the_interrupted_one(tmp_path, monkeypatch, capsys):
     sweep = tmp_path / "sweep.yaml"
-    sweep.write_text(f"name: killed\nbase: {REPO / 'experiments' / 'odise_label_tiny.yaml'}\n"
-                     "grid:\n  model.inference.classifier: [diffusion, ensemble]\n")
-    argv = ["sweep", "-c", str(sweep), f"run.root={tmp_path / 'runs'}", f"data.root={tmp_path / 'data'}",
-            f"trainer.max_steps={MAX_STEPS}", f"trainer.val_check_interval={MAX_STEPS}", "checkpoint.every_n_steps=1",
-            "data.num_val=2", "trainer.log_every_n_steps=1"]
+    sweep.write_text(
+        f"name: killed\nbase: {REPO / 'experiments' / 'odise_label_tiny.yaml'}\n"
+        "grid:\n  model.inference.classifier: [diffusion, ensemble]\n"
+    )
+    argv = [
+        "sweep",
+        "-c",
+        str(sweep),
+        f"run.root={tmp_path / 'runs'}",
+        f"data.root={tmp_path / 'data'}",
+        f"trainer.max_steps={MAX_STEPS}",
+        f"trainer.val_check_interval={MAX_STEPS}",
+        "checkpoint.every_n_steps=1",
+        "data.num_val=2",
+        "trainer.log_every_n_steps=1",
+    ]
     sweep_dir = tmp_path / "runs" / "killed"
     first, second = sweep_dir / "classifier=diffusion" / "version_0", sweep_dir / "classifier=ensemble" / "version_0"
 
     # The child SIGKILLs itself right after the second run's step-2 checkpoint is on disk (polling from
     # here raced with the step-3 and step-4 writes on a loaded machine).
     code = dying_command(argv, "'classifier=ensemble' in str(path) and checkpoint.get('global_step', 0) >= 2")
-    child = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _, err = child.communicate(timeout=300)
     killed_at = _step_of(second / "checkpoints" / "last.ckpt")
     assert child.returncode == -signal.SIGKILL, f"the sweep was not killed mid-run: {child.returncode}\n{err[-3000:]}"

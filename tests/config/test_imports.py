@@ -25,7 +25,8 @@ def _strategy_module(folder: Path, *, body: str = "") -> tuple[Path, str]:
     stem = f"parts_{uuid.uuid4().hex[:10]}"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{stem}.py"
-    path.write_text(textwrap.dedent(f"""\
+    path.write_text(
+        textwrap.dedent(f"""\
         from dataclasses import dataclass
         from odise_pl.registry import SUPERVISIONS
         {body}
@@ -37,7 +38,8 @@ def _strategy_module(folder: Path, *, body: str = "") -> tuple[Path, str]:
         @SUPERVISIONS.register("{stem}", config=Options)
         class Strategy:
             pass
-        """))
+        """)
+    )
     return path, stem
 
 
@@ -53,8 +55,7 @@ def clean_modules():
 
 def test_a_file_named_relative_to_the_yaml_registers_its_part_before_validation(write, tmp_path):
     module, name = _strategy_module(tmp_path / "exp" / "lib")
-    path = write("exp/run.yaml", f"imports: [lib/{module.name}]\n{PARTS}"
-                                 f"  supervision: {{name: {name}, weight: 0.5}}\n")
+    path = write("exp/run.yaml", f"imports: [lib/{module.name}]\n{PARTS}  supervision: {{name: {name}, weight: 0.5}}\n")
     cfg = load_config(path)
     assert cfg.model.supervision.name == name and cfg.model.supervision.weight == 0.5
     assert list(cfg.imports) == [str(module.resolve())]  # kept, absolute: a run's config.yaml imports it again
@@ -82,14 +83,23 @@ def test_a_module_name_is_imported_from_the_python_path(write, tmp_path, monkeyp
     assert load_config(path).imports == [name]
 
 
-@pytest.mark.parametrize("entry, expected", [
-    ("missing_file.py", r"exp.yaml \(line 1\): the file '.*missing_file.py' named in 'imports' does not exist. "
-                        r"Paths in 'imports' are relative to the declaring file's folder"),
-    ("no_such_module_xyz", r"exp.yaml \(line 1\): cannot import the module 'no_such_module_xyz' named in "
-                           r"'imports'.*Install the package"),
-    ("not/a/module", r"looks like a path but is not a .py file"),
-    ("3bad-name", r"neither a module name .* nor a .py file"),
-])
+@pytest.mark.parametrize(
+    "entry, expected",
+    [
+        (
+            "missing_file.py",
+            r"exp.yaml \(line 1\): the file '.*missing_file.py' named in 'imports' does not exist. "
+            r"Paths in 'imports' are relative to the declaring file's folder",
+        ),
+        (
+            "no_such_module_xyz",
+            r"exp.yaml \(line 1\): cannot import the module 'no_such_module_xyz' named in "
+            r"'imports'.*Install the package",
+        ),
+        ("not/a/module", r"looks like a path but is not a .py file"),
+        ("3bad-name", r"neither a module name .* nor a .py file"),
+    ],
+)
 def test_an_entry_that_cannot_be_imported_names_it_the_file_and_what_to_do(write, entry, expected):
     path = write("exp.yaml", f"imports: ['{entry}']\n{PARTS}  supervision: {{name: test_dummy_supervision}}\n")
     with pytest.raises(ConfigError, match=expected):
@@ -99,8 +109,11 @@ def test_an_entry_that_cannot_be_imported_names_it_the_file_and_what_to_do(write
 def test_a_module_that_fails_names_the_exception_and_its_line_without_a_traceback(write, tmp_path):
     module, name = _strategy_module(tmp_path, body="raise RuntimeError('half-written strategy')")
     path = write("exp.yaml", f"imports: [{module.name}]\n{PARTS}  supervision: {{name: {name}}}\n")
-    with pytest.raises(ConfigError, match=rf"exp.yaml \(line 1\): importing '.*{module.name}' failed: RuntimeError: "
-                                          rf"half-written strategy \(raised at .*{module.name}:3\)") as err:
+    with pytest.raises(
+        ConfigError,
+        match=rf"exp.yaml \(line 1\): importing '.*{module.name}' failed: RuntimeError: "
+        rf"half-written strategy \(raised at .*{module.name}:3\)",
+    ) as err:
         load_config(path)
     assert err.value.__cause__ is None and err.value.__suppress_context__
     assert name not in sys.modules  # a failed import leaves nothing half-registered in sys.modules
@@ -120,12 +133,18 @@ def test_installed_plugins_are_loaded_before_validation_and_a_broken_one_is_name
     stem = f"plugin_{uuid.uuid4().hex[:10]}"
     site = tmp_path / "site"
     site.mkdir()
-    _install_plugin(site, f"good-{stem}", f"{stem}:register", textwrap.dedent(f"""\
+    _install_plugin(
+        site,
+        f"good-{stem}",
+        f"{stem}:register",
+        textwrap.dedent(f"""\
         from odise_pl.registry import SUPERVISIONS
 
         def register():
             SUPERVISIONS.register("{stem}")(type("Strategy", (), {{}}))
-        """), stem)
+        """),
+        stem,
+    )
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setattr(registry, "_plugins_loaded", None)
     path = write("exp.yaml", f"{PARTS}  supervision: {{name: {stem}}}\n")
@@ -137,7 +156,10 @@ def test_installed_plugins_are_loaded_before_validation_and_a_broken_one_is_name
     _install_plugin(broken, f"bad-{stem}", f"{stem}_broken", "import no_such_dependency_xyz\n", f"{stem}_broken")
     monkeypatch.syspath_prepend(str(broken))
     monkeypatch.setattr(registry, "_plugins_loaded", None)
-    with pytest.raises(ConfigError, match=rf"installed plugin 'my_parts = {stem}_broken' \(entry point group "
-                                          rf"'odise_pl.plugins' of the distribution 'bad-{stem}'\) cannot be "
-                                          rf"loaded: ModuleNotFoundError.*pip uninstall bad-{stem}"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"installed plugin 'my_parts = {stem}_broken' \(entry point group "
+        rf"'odise_pl.plugins' of the distribution 'bad-{stem}'\) cannot be "
+        rf"loaded: ModuleNotFoundError.*pip uninstall bad-{stem}",
+    ):
         load_config(path)

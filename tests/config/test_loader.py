@@ -26,7 +26,7 @@ def test_single_base_and_precedence(write):
     write("base.yaml", "seed: 1\ntrainer: {max_steps: 10, precision: bf16-mixed}\n", parts=True)
     cfg = load_config(write("x.yaml", "_base_: base.yaml\ntrainer: {max_steps: 20}\n"))
     assert cfg.seed == 1
-    assert cfg.trainer.max_steps == 20          # the including file wins
+    assert cfg.trainer.max_steps == 20  # the including file wins
     assert cfg.trainer.precision == "bf16-mixed"  # mappings merge key by key
 
 
@@ -100,9 +100,17 @@ def test_dispatched_section_restarts_when_the_name_changes(write):
 # -- overrides -----------------------------------------------------------------------------
 def test_dotlist_overrides(write):
     path = write("x.yaml", "trainer: {max_steps: 10}\n", parts=True)
-    cfg = load_config(path, ["trainer.max_steps=100", "model.inference.classifier=ensemble",
-                             "optim.milestones=[0.5,0.9]", "model.backbone.levels=[s4]",
-                             "run.version=null", "model.mask_generator={num_queries: 7}"])
+    cfg = load_config(
+        path,
+        [
+            "trainer.max_steps=100",
+            "model.inference.classifier=ensemble",
+            "optim.milestones=[0.5,0.9]",
+            "model.backbone.levels=[s4]",
+            "run.version=null",
+            "model.mask_generator={num_queries: 7}",
+        ],
+    )
     assert cfg.trainer.max_steps == 100
     assert cfg.model.inference.classifier == "ensemble"
     assert list(cfg.optim.milestones) == [0.5, 0.9]
@@ -122,16 +130,19 @@ def test_override_changing_the_part_applies_first(write):
     assert whole.model.backbone == {"name": "test_dummy_backbone_b", "depth": 5}
 
 
-@pytest.mark.parametrize("override, match", [
-    ("trainer.max_steps", "not of the form key=value"),
-    ("=5", "not a dotted key"),
-    ("trainer..max_steps=5", "not a dotted key"),
-    ("optim.betas[0]=0.5", "set the whole list"),
-    ("+trainer.foo=1", "Hydra-style"),
-    ("optim.milestones=[0.5,", r"override 'optim.milestones=\[0.5,': the value is not valid YAML"),
-    ("trainer.max_steps=abc", r"override 'trainer.max_steps=abc': wrong type .*expected int"),
-    ("trainer.max_stepz=3", r"override 'trainer.max_stepz=3': unknown key .*'trainer.max_steps'"),
-])
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ("trainer.max_steps", "not of the form key=value"),
+        ("=5", "not a dotted key"),
+        ("trainer..max_steps=5", "not a dotted key"),
+        ("optim.betas[0]=0.5", "set the whole list"),
+        ("+trainer.foo=1", "Hydra-style"),
+        ("optim.milestones=[0.5,", r"override 'optim.milestones=\[0.5,': the value is not valid YAML"),
+        ("trainer.max_steps=abc", r"override 'trainer.max_steps=abc': wrong type .*expected int"),
+        ("trainer.max_stepz=3", r"override 'trainer.max_stepz=3': unknown key .*'trainer.max_steps'"),
+    ],
+)
 def test_bad_overrides_name_the_override(write, override, match):
     with pytest.raises(ConfigError, match=match):
         load_config(write("x.yaml", "", parts=True), [override])
@@ -144,8 +155,7 @@ def test_override_through_a_value_is_refused(write):
 
 # -- the result ----------------------------------------------------------------------------
 def test_result_is_read_only_and_resolved(write):
-    cfg = load_config(write("x.yaml", "trainer: {max_steps: 8}\noptim: {warmup_steps: '${trainer.max_steps}'}\n",
-                            parts=True))
+    cfg = load_config(write("x.yaml", "trainer: {max_steps: 8}\noptim: {warmup_steps: '${trainer.max_steps}'}\n", parts=True))
     assert cfg.optim.warmup_steps == 8
     assert "${" not in OmegaConf.to_yaml(cfg)
     with pytest.raises(ReadonlyConfigError):

@@ -18,12 +18,52 @@ SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[Healt
 _counter = itertools.count()
 
 YAML_CHARS = "abcsedtrainmx_019.:-[]{},#&*!|>'\"%@`?$ \n\t\\"
-KEY_PARTS = ["seed", "trainer", "max_steps", "model", "backbone", "name", "t", "width", "optim",
-             "milestones", "data", "batch_size", "inference", "classifier", "run", "version",
-             "mask_generator", "num_queries", "_base_", "x", "supervision"]
-VALUE_TEXTS = ["1", "-3", "0.5", "1e-4", "abc", "null", "true", "[0.5,0.9]", "{a: 1}", "{name: x}",
-               "''", "???", "${seed}", "${nope}", "[", "a: b", "!!binary xx", "test_dummy_backbone_b",
-               "{name: test_dummy_backbone_b, depth: 3}", "2001-01-01", ".inf"]
+KEY_PARTS = [
+    "seed",
+    "trainer",
+    "max_steps",
+    "model",
+    "backbone",
+    "name",
+    "t",
+    "width",
+    "optim",
+    "milestones",
+    "data",
+    "batch_size",
+    "inference",
+    "classifier",
+    "run",
+    "version",
+    "mask_generator",
+    "num_queries",
+    "_base_",
+    "x",
+    "supervision",
+]
+VALUE_TEXTS = [
+    "1",
+    "-3",
+    "0.5",
+    "1e-4",
+    "abc",
+    "null",
+    "true",
+    "[0.5,0.9]",
+    "{a: 1}",
+    "{name: x}",
+    "''",
+    "???",
+    "${seed}",
+    "${nope}",
+    "[",
+    "a: b",
+    "!!binary xx",
+    "test_dummy_backbone_b",
+    "{name: test_dummy_backbone_b, depth: 3}",
+    "2001-01-01",
+    ".inf",
+]
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +93,12 @@ def test_random_yaml_like_text_gives_only_config_errors(folder, text):
     _load_file(folder, (PARTS_YAML + text).encode())
 
 
-_scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**12), st.floats(allow_nan=True),
-                     st.text(alphabet="ab$.{}?:", max_size=8))
-_values = st.recursive(_scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(KEY_PARTS), inner, max_size=3)), max_leaves=8)
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**12), st.floats(allow_nan=True), st.text(alphabet="ab$.{}?:", max_size=8))
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(KEY_PARTS), inner, max_size=3)),
+    max_leaves=8,
+)
 
 
 @SETTINGS
@@ -82,7 +124,8 @@ def test_random_overrides_give_a_config_or_a_config_error(folder, overrides):
 _json_like = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=12)),
     lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=5), inner, max_size=3)),
-    max_leaves=6)
+    max_leaves=6,
+)
 
 
 @SETTINGS

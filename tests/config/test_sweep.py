@@ -14,18 +14,20 @@ def base(write):
 
 
 def test_grid_is_a_cartesian_product(write, base):
-    sweep = write("experiments/sweeps/s.yaml", """\
+    sweep = write(
+        "experiments/sweeps/s.yaml",
+        """\
         base: ../base.yaml
         overrides: [trainer.max_steps=5]
         grid:
           model.inference.classifier: [diffusion, clip, ensemble]
           model.backbone.t: [0, 100]
-        """)
+        """,
+    )
     runs = expand_sweep(sweep)
     assert len(runs) == 6
     assert [r.name for r in runs[:2]] == ["classifier=diffusion,t=0", "classifier=diffusion,t=100"]
-    assert runs[0].overrides == ["trainer.max_steps=5", "model.inference.classifier=diffusion",
-                                 "model.backbone.t=0"]
+    assert runs[0].overrides == ["trainer.max_steps=5", "model.inference.classifier=diffusion", "model.backbone.t=0"]
     assert runs[0].base == base and runs[0].sweep == "s"
     assert runs[-1].values == {"model.inference.classifier": "ensemble", "model.backbone.t": 100}
     cfg = load_config(runs[-1].base, runs[-1].overrides)
@@ -33,14 +35,17 @@ def test_grid_is_a_cartesian_product(write, base):
 
 
 def test_zip_pairs_values_and_combines_with_the_grid(write, base):
-    sweep = write("experiments/s.yaml", """\
+    sweep = write(
+        "experiments/s.yaml",
+        """\
         name: ensemble_weights
         base: base.yaml
         grid: {seed: [1, 2]}
         zip:
           model.inference.alpha: [0.2, 0.3, 0.4]
           model.inference.beta: [0.6, 0.7, 0.8]
-        """)
+        """,
+    )
     runs = expand_sweep(sweep)
     assert len(runs) == 6
     assert runs[0].name == "seed=1,alpha=0.2,beta=0.6"
@@ -49,13 +54,16 @@ def test_zip_pairs_values_and_combines_with_the_grid(write, base):
 
 
 def test_names_are_filesystem_safe_and_unique(write, base):
-    sweep = write("experiments/s.yaml", """\
+    sweep = write(
+        "experiments/s.yaml",
+        """\
         base: base.yaml
         grid:
           model.backbone.name: [test_dummy_backbone, test_dummy_backbone_b]
           run.name: ["a/b", "a b", "a_b"]
           optim.milestones: [[0.5, 0.9]]
-        """)
+        """,
+    )
     runs = expand_sweep(sweep)
     names = [r.name for r in runs]
     assert len(set(names)) == len(names) == 6
@@ -67,10 +75,13 @@ def test_names_are_filesystem_safe_and_unique(write, base):
 
 
 def test_values_that_look_like_other_types_stay_strings(write, base):
-    sweep = write("experiments/s.yaml", """\
+    sweep = write(
+        "experiments/s.yaml",
+        """\
         base: base.yaml
         grid: {run.name: ["1e-4", "true", "null", "x: y", "[1]"]}
-        """)
+        """,
+    )
     names = [load_config(r.base, r.overrides).run.name for r in expand_sweep(sweep)]
     assert names == ["1e-4", "true", "null", "x: y", "[1]"]
 
@@ -81,37 +92,46 @@ def test_no_grid_is_one_run(write, base):
 
 
 def test_zip_length_mismatch_names_keys_and_lengths(write, base):
-    sweep = write("experiments/s.yaml", """\
+    sweep = write(
+        "experiments/s.yaml",
+        """\
         base: base.yaml
         zip:
           model.inference.alpha: [0.2, 0.3]
           model.inference.beta: [0.6]
-        """)
+        """,
+    )
     with pytest.raises(ConfigError, match=r"'model.inference.alpha' has 2, 'model.inference.beta' has 1"):
         expand_sweep(sweep)
 
 
-@pytest.mark.parametrize("text, match", [
-    ("base: base.yaml\ngird: {seed: [1]}\n", r"unknown sweep key 'gird' \(line 2\)\. Did you mean 'grid'\?"),
-    ("grid: {seed: [1]}\n", r"'base' must name the experiment file"),
-    ("base: base.yaml\ngrid: {seed: 1}\n", r"'grid.seed' \(line 2\) must be a non-empty list"),
-    ("base: base.yaml\ngrid: {seed: []}\n", r"must be a non-empty list"),
-    ("base: base.yaml\ngrid: [seed]\n", r"'grid' \(line 2\) must map dotted keys"),
-    ("base: base.yaml\noverrides: seed=1\n", r"'overrides' \(line 2\) must be a list"),
-    ("base: base.yaml\ngrid: {seed: [1]}\nzip: {seed: [2]}\n", r"'seed' is in both"),
-    ("- base\n", r"must be a mapping"),
-    ("base: [\n", r"malformed YAML at line 2"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("base: base.yaml\ngird: {seed: [1]}\n", r"unknown sweep key 'gird' \(line 2\)\. Did you mean 'grid'\?"),
+        ("grid: {seed: [1]}\n", r"'base' must name the experiment file"),
+        ("base: base.yaml\ngrid: {seed: 1}\n", r"'grid.seed' \(line 2\) must be a non-empty list"),
+        ("base: base.yaml\ngrid: {seed: []}\n", r"must be a non-empty list"),
+        ("base: base.yaml\ngrid: [seed]\n", r"'grid' \(line 2\) must map dotted keys"),
+        ("base: base.yaml\noverrides: seed=1\n", r"'overrides' \(line 2\) must be a list"),
+        ("base: base.yaml\ngrid: {seed: [1]}\nzip: {seed: [2]}\n", r"'seed' is in both"),
+        ("- base\n", r"must be a mapping"),
+        ("base: [\n", r"malformed YAML at line 2"),
+    ],
+)
 def test_malformed_sweeps(write, base, text, match):
     with pytest.raises(ConfigError, match=match):
         expand_sweep(write("experiments/s.yaml", text))
 
 
 def test_invalid_runs_are_named(write, base):
-    sweep = write("experiments/s.yaml", """\
+    sweep = write(
+        "experiments/s.yaml",
+        """\
         base: base.yaml
         grid: {model.backbone.t: [1, lots, many]}
-        """)
+        """,
+    )
     with pytest.raises(ConfigError) as err:
         expand_sweep(sweep)
     message = str(err.value)

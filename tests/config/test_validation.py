@@ -15,7 +15,9 @@ def _error(path, overrides=()) -> str:
 
 
 def test_unknown_key_names_file_line_and_suggestion(write):
-    path = write("x.yaml", """\
+    path = write(
+        "x.yaml",
+        """\
         data: {name: test_dummy_data}
         model:
           backbone: {name: test_dummy_backbone}
@@ -23,10 +25,12 @@ def test_unknown_key_names_file_line_and_suggestion(write):
           mask_generator:
             hidden_dim: 128
             num_querys: 12
-        """)
+        """,
+    )
     message = _error(path)
-    assert message.endswith("x.yaml: unknown key 'model.mask_generator.num_querys' (line 7). "
-                            "Did you mean 'model.mask_generator.num_queries'?")
+    assert message.endswith(
+        "x.yaml: unknown key 'model.mask_generator.num_querys' (line 7). Did you mean 'model.mask_generator.num_queries'?"
+    )
 
 
 def test_unknown_key_in_a_base_names_the_base(write):
@@ -60,12 +64,15 @@ def test_all_problems_are_reported_together(write):
 
 
 def test_unknown_registry_name(write):
-    path = write("x.yaml", """\
+    path = write(
+        "x.yaml",
+        """\
         data: {name: test_dummy_data}
         model:
           backbone: {name: test_dummy_backbon}
           supervision: {name: test_dummy_supervision}
-        """)
+        """,
+    )
     message = _error(path)
     assert "x.yaml: unknown backbone 'test_dummy_backbon' for 'model.backbone.name' (line 3)." in message
     assert "Did you mean 'test_dummy_backbone'?" in message and "Available:" in message
@@ -96,14 +103,17 @@ def test_missing_value_and_broken_interpolation(write):
     assert "y.yaml: cannot resolve the interpolation of 'optim.warmup_steps' (line 5)" in message
 
 
-@pytest.mark.parametrize("text, match", [
-    ("seed: 1\ntrainer:\n  max_steps: [1,\n", r"malformed YAML at line \d+, column \d+"),
-    ("seed: 1\n  bad indent: 2\n", r"malformed YAML at line 2, column \d+: mapping values are not allowed"),
-    ("seed: 1\nseed: 2\n", r"duplicate key 'seed' at line 2"),
-    ("- a\n- b\n", r"top level must be a mapping .*got a list"),
-    ("just text\n", r"top level must be a mapping .*got a str"),
-    ("seed: !!python/object:os.system {}\n", r"malformed YAML"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("seed: 1\ntrainer:\n  max_steps: [1,\n", r"malformed YAML at line \d+, column \d+"),
+        ("seed: 1\n  bad indent: 2\n", r"malformed YAML at line 2, column \d+: mapping values are not allowed"),
+        ("seed: 1\nseed: 2\n", r"duplicate key 'seed' at line 2"),
+        ("- a\n- b\n", r"top level must be a mapping .*got a list"),
+        ("just text\n", r"top level must be a mapping .*got a str"),
+        ("seed: !!python/object:os.system {}\n", r"malformed YAML"),
+    ],
+)
 def test_malformed_files(write, text, match):
     with pytest.raises(ConfigError, match=match):
         load_config(write("x.yaml", text))

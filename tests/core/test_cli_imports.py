@@ -18,25 +18,45 @@ from odise_pl.cli import build_parser
 from odise_pl.commands.lazy_parser import LazyArgumentParser
 
 REPO = Path(__file__).resolve().parents[2]
-HEAVY = ("torch", "torchvision", "torchmetrics", "lightning", "pytorch_lightning", "transformers",
-         "diffusers", "open_clip", "timm", "spacy", "scipy", "omegaconf")
+HEAVY = (
+    "torch",
+    "torchvision",
+    "torchmetrics",
+    "lightning",
+    "pytorch_lightning",
+    "transformers",
+    "diffusers",
+    "open_clip",
+    "timm",
+    "spacy",
+    "scipy",
+    "omegaconf",
+)
 
 
 def loaded_heavy_modules(code: str) -> list[str]:
     """Run ``code`` in a fresh interpreter; the HEAVY top-level packages it left in sys.modules."""
-    probe = (f"{code}\nimport json, sys\n"
-             f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))))")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO,
-                         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=300, check=False)
+    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        timeout=300,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_building_the_parser_and_help_import_nothing_heavy():
-    code = ("import contextlib, io\nfrom odise_pl.cli import main\n"
-            "for argv in (['--help'], ['eval', '--help'], ['eval', 'panoptic', '--help'], ['fit', '--help']):\n"
-            "    with contextlib.redirect_stdout(io.StringIO()):\n"
-            "        try:\n            main(argv)\n        except SystemExit:\n            pass")
+    code = (
+        "import contextlib, io\nfrom odise_pl.cli import main\n"
+        "for argv in (['--help'], ['eval', '--help'], ['eval', 'panoptic', '--help'], ['fit', '--help']):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()):\n"
+        "        try:\n            main(argv)\n        except SystemExit:\n            pass"
+    )
     assert loaded_heavy_modules(code) == []
     assert loaded_heavy_modules("import odise_pl") == []
 
@@ -48,24 +68,41 @@ def test_eval_panoptic_runs_without_torch(tmp_path):
         rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], -1).astype(np.uint8)
         Image.fromarray(rgb).save(tmp_path / name / "a.png")
         segs = [{"id": 1, "category_id": 1, "iscrowd": 0}, {"id": 2, "category_id": 2, "iscrowd": 0}]
-        (tmp_path / f"{name}.json").write_text(json.dumps({
-            "annotations": [{"image_id": 1, "file_name": "a.png", "segments_info": segs}],
-            "categories": [{"id": 1, "name": "a", "isthing": 1}, {"id": 2, "name": "b", "isthing": 0}]}))
-    argv = ["eval", "panoptic", "--gt-json", str(tmp_path / "gt.json"), "--pred-json", str(tmp_path / "pred.json"),
-            "--out", str(tmp_path / "r.json")]
+        (tmp_path / f"{name}.json").write_text(
+            json.dumps(
+                {
+                    "annotations": [{"image_id": 1, "file_name": "a.png", "segments_info": segs}],
+                    "categories": [{"id": 1, "name": "a", "isthing": 1}, {"id": 2, "name": "b", "isthing": 0}],
+                }
+            )
+        )
+    argv = [
+        "eval",
+        "panoptic",
+        "--gt-json",
+        str(tmp_path / "gt.json"),
+        "--pred-json",
+        str(tmp_path / "pred.json"),
+        "--out",
+        str(tmp_path / "r.json"),
+    ]
     assert loaded_heavy_modules(f"from odise_pl.cli import main\nassert main({argv!r}) == 0") == []
     assert json.loads((tmp_path / "r.json").read_text())["PQ"] == 100.0
 
 
 def test_importing_torchvision_after_odise_pl_runs_the_workaround_first():
-    code = ("import odise_pl, sys\nodise_pl.install_torchvision_compat()\nimport torchvision\n"
-            "assert 'odise_pl._torchvision_compat' in sys.modules")
+    code = (
+        "import odise_pl, sys\nodise_pl.install_torchvision_compat()\nimport torchvision\n"
+        "assert 'odise_pl._torchvision_compat' in sys.modules"
+    )
     assert "torchvision" in loaded_heavy_modules(code)
 
 
 def test_importing_odise_pl_installs_the_import_hook_only_where_torchvision_is_broken():
-    code = ("import sys\nbefore = list(sys.meta_path)\nimport odise_pl\n"
-            "assert (sys.meta_path != before) == odise_pl.torchvision_ops_broken(), sys.meta_path")
+    code = (
+        "import sys\nbefore = list(sys.meta_path)\nimport odise_pl\n"
+        "assert (sys.meta_path != before) == odise_pl.torchvision_ops_broken(), sys.meta_path"
+    )
     assert loaded_heavy_modules(code) == []
 
 
@@ -89,8 +126,7 @@ def test_lazy_sub_commands_get_their_arguments_when_used():
     from odise_pl.data_modules.synthetic_shapes import run_synth
 
     assert args.func is run_synth and args.num_train == 3 and args.num_val == 100
-    args = parser.parse_args(["eval", "semantic", "--gt-folder", "g", "--pred-folder", "p", "--num-classes", "2",
-                              "--ignore-label", "255"])
+    args = parser.parse_args(["eval", "semantic", "--gt-folder", "g", "--pred-folder", "p", "--num-classes", "2", "--ignore-label", "255"])
     assert args.miou_average == "either_present" and args.func.__name__ == "run_semantic"
     lazy = LazyArgumentParser(prog="x", populate=lambda p: p.add_argument("--flag", default=7))
     assert "--flag" in lazy.format_usage() and lazy.populate is None  # populated once, by usage too

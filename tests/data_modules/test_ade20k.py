@@ -47,13 +47,11 @@ def _image(variant: int):
     return semantic, instance
 
 
-def _write_ade(root, stems=("ADE_val_00000001", "ADE_val_00000002", "ADE_val_00000003"),
-               split="validation"):
+def _write_ade(root, stems=("ADE_val_00000001", "ADE_val_00000002", "ADE_val_00000003"), split="validation"):
     scenes = {}
     for variant, stem in enumerate(stems):
         semantic, instance = _image(variant)
-        for sub, array in (("images", np.zeros((H, W, 3), np.uint8)), ("annotations", semantic),
-                           ("annotations_instance", instance)):
+        for sub, array in (("images", np.zeros((H, W, 3), np.uint8)), ("annotations", semantic), ("annotations_instance", instance)):
             (root / sub / split).mkdir(parents=True, exist_ok=True)
             ext = "jpg" if sub == "images" else "png"
             Image.fromarray(array).save(root / sub / split / f"{stem}.{ext}")
@@ -86,8 +84,7 @@ def _expected_segments(semantic, instance, is_thing):
 
 def _write_perfect_prediction(path, gt: dict) -> None:
     """The GT PNGs as predictions: every segment with pixels (the covered floor has none)."""
-    keep = [dict(a, segments_info=[s for s in a["segments_info"] if s["category_id"] != FLOOR - 1])
-            for a in gt["annotations"]]
+    keep = [dict(a, segments_info=[s for s in a["segments_info"] if s["category_id"] != FLOOR - 1]) for a in gt["annotations"]]
     path.write_text(json.dumps({"annotations": keep}))
 
 
@@ -115,8 +112,7 @@ def test_prepare_writes_what_the_reference_scripts_write(tmp_path, capsys, monke
     assert cats[48]["color"] == [140, 140, 200]  # upstream's skyscraper, not ODISE's road colour
     assert cats[65]["name"] == "toilet, can, commode, crapper, pot, potty, stool, throne"
     is_thing = [bool(c["isthing"]) for c in cats]
-    assert data["images"][0] == {"id": "ADE_val_00000001", "file_name": "ADE_val_00000001.jpg",
-                                 "width": W, "height": H}
+    assert data["images"][0] == {"id": "ADE_val_00000001", "file_name": "ADE_val_00000001.jpg", "width": W, "height": H}
 
     for ann in data["annotations"]:
         semantic, instance = scenes[ann["image_id"]]
@@ -124,8 +120,9 @@ def test_prepare_writes_what_the_reference_scripts_write(tmp_path, capsys, monke
         ids = read_panoptic_png(root / "ade20k_panoptic_val" / ann["file_name"]).astype(np.int64)
         expected = _expected_segments(semantic, instance, is_thing)
         segs = ann["segments_info"]
-        assert [(s["category_id"], s["area"], s["bbox"], s["iscrowd"]) for s in segs] == \
-            [(cat, area, bbox, 0) for cat, area, bbox, _ in expected]
+        assert [(s["category_id"], s["area"], s["bbox"], s["iscrowd"]) for s in segs] == [
+            (cat, area, bbox, 0) for cat, area, bbox, _ in expected
+        ]
         assert len({s["id"] for s in segs}) == len(segs)  # road and skyscraper: two segments
         for seg, (cat, _, _, pixels) in zip(segs, expected):
             assert np.array_equal(ids == seg["id"], pixels), (ann["image_id"], cat)
@@ -165,8 +162,23 @@ def test_prepare_writes_what_the_reference_scripts_write(tmp_path, capsys, monke
     _write_perfect_prediction(tmp_path / "pred.json", data)
     gt_json, gt_dir = root / "ade20k_panoptic_val.json", root / "ade20k_panoptic_val"
     out = tmp_path / "r.json"
-    assert main(["eval", "panoptic", "--gt-json", str(gt_json), "--pred-json", str(tmp_path / "pred.json"),
-                 "--pred-folder", str(gt_dir), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "panoptic",
+                "--gt-json",
+                str(gt_json),
+                "--pred-json",
+                str(tmp_path / "pred.json"),
+                "--pred-folder",
+                str(gt_dir),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     ours = json.loads(out.read_text())
     api = _score_with_the_api(gt_json, gt_dir, tmp_path / "pred.json", gt_dir, monkeypatch)
     for name, suffix in (("All", ""), ("Things", "_th"), ("Stuff", "_st")):
@@ -206,8 +218,7 @@ def test_datamodule_reads_the_reference_truth(tmp_path, monkeypatch):
         assert len(floor) == 1 and floor[0]["area"] == 16
         gt = target["gt_panoptic"]
         present = set(torch.unique(gt).tolist())
-        metric.update(gt, [{"id": s["id"], "category": s["category"]} for s in segs if s["id"] in present],
-                      gt, segs)
+        metric.update(gt, [{"id": s["id"], "category": s["category"]} for s in segs if s["id"] in present], gt, segs)
         # mask AP's instances (from the panoptic things) are the instance JSON's
         from odise_pl.metrics.mask_ap import panoptic_to_instances
 
@@ -218,8 +229,9 @@ def test_datamodule_reads_the_reference_truth(tmp_path, monkeypatch):
         assert {m.numpy().tobytes() for m in derived["masks"]} == {m.tobytes() for m in inst_masks}
     gt_data = json.loads((root / "ade20k_panoptic_val.json").read_text())
     _write_perfect_prediction(tmp_path / "pred.json", gt_data)
-    api = _score_with_the_api(root / "ade20k_panoptic_val.json", root / "ade20k_panoptic_val",
-                              tmp_path / "pred.json", root / "ade20k_panoptic_val", monkeypatch)
+    api = _score_with_the_api(
+        root / "ade20k_panoptic_val.json", root / "ade20k_panoptic_val", tmp_path / "pred.json", root / "ade20k_panoptic_val", monkeypatch
+    )
     scores = metric.compute()
     for name, suffix in (("All", ""), ("Things", "_th"), ("Stuff", "_st")):
         assert float(scores["PQ" + suffix]) == pytest.approx(100 * api[name]["pq"], abs=1e-9)

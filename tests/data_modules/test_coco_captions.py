@@ -13,8 +13,7 @@ from odise_pl.errors import DatasetError
 
 def write_captions(tmp_path, annotations, name="captions_train2017.json"):
     images = sorted({a["image_id"] for a in annotations if "image_id" in a})
-    data = {"info": {}, "licenses": [], "annotations": annotations,
-            "images": [{"id": i, "file_name": f"{i:012d}.jpg"} for i in images]}
+    data = {"info": {}, "licenses": [], "annotations": annotations, "images": [{"id": i, "file_name": f"{i:012d}.jpg"} for i in images]}
     path = tmp_path / name
     path.write_text(json.dumps(data))
     return path
@@ -26,14 +25,17 @@ def ann(id_, image_id, caption):
 
 @pytest.fixture
 def captions_file(tmp_path):
-    return write_captions(tmp_path, [
-        ann(1, 139, "A woman stands in the dining area at the table.\n"),
-        ann(2, 285, "A big brown bear sitting in the grass. "),
-        ann(3, 139, "A room with chairs, a table, and a woman in it."),
-        ann(4, 632, "Bedroom scene with a bookcase, blue comforter and window."),
-        ann(5, 285, "   "),  # blank: dropped
-        ann(6, 285, "A large bear that is sitting on grass."),
-    ])
+    return write_captions(
+        tmp_path,
+        [
+            ann(1, 139, "A woman stands in the dining area at the table.\n"),
+            ann(2, 285, "A big brown bear sitting in the grass. "),
+            ann(3, 139, "A room with chairs, a table, and a woman in it."),
+            ann(4, 632, "Bedroom scene with a bookcase, blue comforter and window."),
+            ann(5, 285, "   "),  # blank: dropped
+            ann(6, 285, "A large bear that is sitting on grass."),
+        ],
+    )
 
 
 def test_joins_by_image_id_in_requested_order(captions_file):
@@ -41,10 +43,8 @@ def test_joins_by_image_id_in_requested_order(captions_file):
         warnings.simplefilter("error")  # every image of the file is requested: no warning
         captions = load_captions(captions_file, [632, 139, 285])
     assert list(captions) == [632, 139, 285]
-    assert captions[139] == ["A woman stands in the dining area at the table.",
-                             "A room with chairs, a table, and a woman in it."]
-    assert captions[285] == ["A big brown bear sitting in the grass.",
-                             "A large bear that is sitting on grass."]
+    assert captions[139] == ["A woman stands in the dining area at the table.", "A room with chairs, a table, and a woman in it."]
+    assert captions[285] == ["A big brown bear sitting in the grass.", "A large bear that is sitting on grass."]
     assert captions[632] == ["Bedroom scene with a bookcase, blue comforter and window."]
 
 

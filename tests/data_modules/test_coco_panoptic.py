@@ -17,11 +17,18 @@ from odise_pl.registry import DATA_MODULES
 
 
 def _sample_module(root: Path, **overrides) -> CocoPanopticDataModule:
-    kwargs = dict(root=str(root), num_workers=0, pin_memory=False, batch_size=2, eval_batch_size=2,
-                  crop_size=256, eval_short_side=200, eval_max_long_side=400)
+    kwargs = dict(
+        root=str(root),
+        num_workers=0,
+        pin_memory=False,
+        batch_size=2,
+        eval_batch_size=2,
+        crop_size=256,
+        eval_short_side=200,
+        eval_max_long_side=400,
+    )
     for split in ("train", "val"):
-        kwargs.update({f"{split}_json": "panoptic_examples.json", f"{split}_image_dir": "images",
-                       f"{split}_panoptic_dir": "panoptic"})
+        kwargs.update({f"{split}_json": "panoptic_examples.json", f"{split}_image_dir": "images", f"{split}_panoptic_dir": "panoptic"})
     kwargs.update(overrides)
     return CocoPanopticDataModule(**kwargs)
 
@@ -30,8 +37,7 @@ def test_registered_with_reference_defaults():
     entry = DATA_MODULES.get("coco_panoptic")
     assert entry.cls is CocoPanopticDataModule and entry.config is CocoPanopticConfig
     cfg = CocoPanopticConfig()
-    assert (cfg.crop_size, cfg.min_scale, cfg.max_scale, cfg.eval_short_side, cfg.eval_max_long_side) == \
-        (1024, 0.1, 2.0, 1024, 2560)
+    assert (cfg.crop_size, cfg.min_scale, cfg.max_scale, cfg.eval_short_side, cfg.eval_max_long_side) == (1024, 0.1, 2.0, 1024, 2560)
     assert cfg.train_json == "annotations/panoptic_train2017.json" and cfg.ignore_index == 255
 
 

@@ -67,6 +67,7 @@ def plant_label_values(root: Path, stem: str = A) -> tuple[Path, str]:
     def paint(a):
         a[:3, :3], a[5, 5] = 7, 254  # five classes (0..4) and ignore 255: 7 and 254 are outside
         return a
+
     edit_png(label, paint)
     return label, "label values"
 
@@ -122,6 +123,7 @@ def plant_unknown_segment_id(root: Path) -> tuple[Path, str]:
     def paint(a):
         a[0, 0] = (99, 0, 0)
         return a
+
     edit_png(png, paint)
     return png, "unknown segment id"
 
@@ -130,6 +132,7 @@ def plant_duplicate_segment_id(root: Path) -> tuple[Path, str]:
     def duplicate(data):
         segments = data["annotations"][0]["segments_info"]
         segments.append(dict(segments[0]))
+
     edit_json(root / "panoptic.json", duplicate)
     return root / "panoptic.json", "duplicate id"
 
@@ -144,8 +147,7 @@ def plant_json_size_mismatch(root: Path) -> tuple[Path, str]:
     return root / "panoptic" / f"{B}.png", "size mismatch"
 
 
-PANOPTIC = [plant_unknown_segment_id, plant_duplicate_segment_id, plant_missing_panoptic_png,
-            plant_json_size_mismatch]
+PANOPTIC = [plant_unknown_segment_id, plant_duplicate_segment_id, plant_missing_panoptic_png, plant_json_size_mismatch]
 
 
 @pytest.mark.parametrize("plant", PANOPTIC, ids=lambda f: f.__name__[6:])
@@ -179,5 +181,4 @@ def test_a_set_that_cannot_be_named_is_an_error_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "bad.yaml: unknown key 'data.label_sufix' (line 4). Did you mean 'data.label_suffix'?" in err
     assert main(["data", "check", str(tmp_path / "no_such_folder")]) == 2
-    assert "no_such_folder: neither a set file (.yaml / .yml), an existing folder nor a builtin set" in \
-        capsys.readouterr().err
+    assert "no_such_folder: neither a set file (.yaml / .yml), an existing folder nor a builtin set" in capsys.readouterr().err

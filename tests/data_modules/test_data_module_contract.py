@@ -18,8 +18,15 @@ from PIL import Image
 from odise_pl.models.builder import section_to_dataclass
 from odise_pl.registry import DATA_MODULES
 
-SMALL = {"num_workers": 0, "pin_memory": False, "batch_size": 2, "eval_batch_size": 2, "crop_size": 64,
-         "eval_short_side": 48, "eval_max_long_side": 96}
+SMALL = {
+    "num_workers": 0,
+    "pin_memory": False,
+    "batch_size": 2,
+    "eval_batch_size": 2,
+    "crop_size": 64,
+    "eval_short_side": 48,
+    "eval_max_long_side": 96,
+}
 
 
 def _synthetic_shapes(root: Path) -> tuple[dict, bool]:
@@ -39,14 +46,13 @@ def _ade20k_panoptic(root: Path) -> tuple[dict, bool]:
     ade = root / "ade"
     for split, prefix in (("training", "ADE_train"), ("validation", "ADE_val")):
         for i in range(2):
-            semantic = np.full((40, 56), 1, np.uint8)        # wall (1-based ADE-150 labels)
-            semantic[:10] = 3                                 # sky
-            semantic[20:36, 4:24] = 8                         # bed, a thing
+            semantic = np.full((40, 56), 1, np.uint8)  # wall (1-based ADE-150 labels)
+            semantic[:10] = 3  # sky
+            semantic[20:36, 4:24] = 8  # bed, a thing
             instance = np.zeros((40, 56, 3), np.uint8)
-            instance[20:36, 4:24] = (1, 1 + i, 0)             # instance class 1 (bed), instance id
+            instance[20:36, 4:24] = (1, 1 + i, 0)  # instance class 1 (bed), instance id
             image = np.full((40, 56, 3), 60 + 40 * i, np.uint8)
-            for sub, array, ext in (("images", image, "jpg"), ("annotations", semantic, "png"),
-                                    ("annotations_instance", instance, "png")):
+            for sub, array, ext in (("images", image, "jpg"), ("annotations", semantic, "png"), ("annotations_instance", instance, "png")):
                 (ade / sub / split).mkdir(parents=True, exist_ok=True)
                 Image.fromarray(array).save(ade / sub / split / f"{prefix}_{i + 1:08d}.{ext}")
     prepare_ade20k(ade)
@@ -71,8 +77,10 @@ def _semantic_seg(root: Path) -> tuple[dict, bool]:
 
 #: name -> writes tiny data under a folder, returns (YAML section without `name`, has a training split)
 TINY: dict[str, Callable[[Path], tuple[dict, bool]]] = {
-    "synthetic_shapes": _synthetic_shapes, "coco_panoptic": _coco_panoptic,
-    "ade20k_panoptic": _ade20k_panoptic, "semantic_seg": _semantic_seg,
+    "synthetic_shapes": _synthetic_shapes,
+    "coco_panoptic": _coco_panoptic,
+    "ade20k_panoptic": _ade20k_panoptic,
+    "semantic_seg": _semantic_seg,
 }
 
 

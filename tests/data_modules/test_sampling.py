@@ -15,8 +15,7 @@ def test_every_index_exactly_once(world, size):
     flat = [i for shard in shards for i in shard]
     assert sorted(flat) == list(range(size))  # no duplicates, no gaps
     assert max(map(len, shards)) - min(map(len, shards)) <= 1
-    assert [len(InferenceShardSampler(size, num_replicas=world, rank=r)) for r in range(world)] == \
-        [len(s) for s in shards]
+    assert [len(InferenceShardSampler(size, num_replicas=world, rank=r)) for r in range(world)] == [len(s) for s in shards]
 
 
 def test_is_a_distributed_sampler_so_lightning_keeps_it():
@@ -62,13 +61,15 @@ def test_resumable_loader_reports_batches_handed_out_not_prefetched():
             return key[0]
 
     sampler = ResumableShuffleSampler(12, seed=0, num_replicas=1, rank=0)
-    loader = ResumableDataLoader(Indices(range(12)), batch_size=3, sampler=sampler,
-                                 collate_fn=lambda items: items)
+    loader = ResumableDataLoader(Indices(range(12)), batch_size=3, sampler=sampler, collate_fn=lambda items: items)
     it = iter(loader)
     next(it), next(it)
     assert loader.state_dict() == {"epoch": 0, "seed": 0, "num_samples": 12, "consumed": 6}
-    other = ResumableDataLoader(Indices(range(12)), batch_size=3,
-                                sampler=ResumableShuffleSampler(12, seed=0, num_replicas=1, rank=0),
-                                collate_fn=lambda items: items)
+    other = ResumableDataLoader(
+        Indices(range(12)),
+        batch_size=3,
+        sampler=ResumableShuffleSampler(12, seed=0, num_replicas=1, rank=0),
+        collate_fn=lambda items: items,
+    )
     other.load_state_dict(loader.state_dict())
     assert list(other) == list(it)  # the remaining two batches

@@ -30,8 +30,7 @@ def _write_set(root: Path, name: str, labels: list[np.ndarray]) -> None:
 def test_a847_uint16_labels_keep_255_and_ignore_65535(tmp_path):
     lab = np.array([[255, 255, 65535, 846], [0, 1, 2, 3]], np.uint16).repeat(8, 0).repeat(8, 1)
     _write_set(tmp_path, "ade20k_847", [lab, lab[:, ::-1].copy()])
-    dm = SemanticSegDataModule(dataset="ade20k_847", root=str(tmp_path), num_workers=0, pin_memory=False,
-                               eval_batch_size=2)
+    dm = SemanticSegDataModule(dataset="ade20k_847", root=str(tmp_path), num_workers=0, pin_memory=False, eval_batch_size=2)
     assert dm.num_classes == 847 and dm.ignore_index == 65535
     assert dm.categories[1]["synonyms"] == ["building", "buildings", "edifice", "edifices"]  # *_with_prompt_eng
     batch = next(iter(dm.val_dataloader()))
@@ -44,8 +43,7 @@ def test_a847_uint16_labels_keep_255_and_ignore_65535(tmp_path):
 
 def test_missing_set_and_bad_labels_say_what_to_do(tmp_path):
     dm = SemanticSegDataModule(dataset="pascal_voc_21", root=str(tmp_path / "voc"))
-    with pytest.raises(DatasetError,
-                       match=r"(?s)voc does not exist.*annotations_pascal21/validation.*VOCtrainval"):
+    with pytest.raises(DatasetError, match=r"(?s)voc does not exist.*annotations_pascal21/validation.*VOCtrainval"):
         dm.setup("validate")
     with pytest.raises(ConfigError, match="data.dataset='coco' is not one of ade20k_847"):
         SemanticSegDataModule(dataset="coco")
@@ -68,10 +66,8 @@ def test_module_scores_a_semantic_set_without_pq(tmp_path):
     lab[8:24, 8:24] = 15  # person
     lab[:4] = 255
     _write_set(tmp_path, "pascal_context_59", [lab])
-    dm = SemanticSegDataModule(dataset="pascal_context_59", root=str(tmp_path), num_workers=0,
-                               pin_memory=False, eval_short_side=32)
-    cfg = load_config(REPO / "experiments" / "quickstart.yaml",
-                      ["model.mask_generator.num_queries=6", "model.mask_generator.dec_layers=1"])
+    dm = SemanticSegDataModule(dataset="pascal_context_59", root=str(tmp_path), num_workers=0, pin_memory=False, eval_short_side=32)
+    cfg = load_config(REPO / "experiments" / "quickstart.yaml", ["model.mask_generator.num_queries=6", "model.mask_generator.dec_layers=1"])
     train = [dict(c, synonyms=[c["name"]]) for c in categories_json()]
     model = build_model(cfg, train, ignore_index=dm.ignore_index, eval_categories=dm.categories)
     model.eval()

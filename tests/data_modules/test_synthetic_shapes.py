@@ -24,8 +24,7 @@ from odise_pl.registry import DATA_MODULES
 
 
 def _hashes(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_same_seed_gives_byte_identical_files_and_another_seed_does_not(tmp_path):
@@ -98,8 +97,7 @@ def test_generation_refuses_to_overwrite(tmp_path):
 
 def test_synth_command(tmp_path, capsys):
     parser = add_synth_arguments(argparse.ArgumentParser())
-    args = parser.parse_args(["--out", str(tmp_path / "cli"), "--num-train", "3", "--num-val", "2",
-                              "--seed", "1", "--image-size", "32"])
+    args = parser.parse_args(["--out", str(tmp_path / "cli"), "--num-train", "3", "--num-val", "2", "--seed", "1", "--image-size", "32"])
     assert run_synth(args) == 0
     assert "3 train + 2 val" in capsys.readouterr().out
     assert len(list((tmp_path / "cli" / "val2017").glob("*.jpg"))) == 2
@@ -108,9 +106,17 @@ def test_synth_command(tmp_path, capsys):
 def test_registered_module_generates_on_first_use(tmp_path):
     entry = DATA_MODULES.get("synthetic_shapes")
     assert entry.cls is SyntheticShapesDataModule and entry.config is SyntheticShapesConfig
-    cfg = SyntheticShapesConfig(root=str(tmp_path / "auto"), num_train=4, num_val=2, image_size=32,
-                                crop_size=32, eval_short_side=32, batch_size=2, num_workers=0,
-                                pin_memory=False)
+    cfg = SyntheticShapesConfig(
+        root=str(tmp_path / "auto"),
+        num_train=4,
+        num_val=2,
+        image_size=32,
+        crop_size=32,
+        eval_short_side=32,
+        batch_size=2,
+        num_workers=0,
+        pin_memory=False,
+    )
     dm = entry.cls.from_config(cfg)
     assert dm.num_classes == 10  # before setup (the runner builds the model first): generates
     dm.setup("fit")

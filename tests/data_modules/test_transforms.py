@@ -17,7 +17,7 @@ def _colour_coded(height: int, width: int, seed: int = 0):
     palette = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (30, 200, 200)]
     for k in range(1, 6):
         y, x = rng.integers(0, height - 20), rng.integers(0, width - 20)
-        ids[y:y + rng.integers(12, 40), x:x + rng.integers(12, 40)] = k
+        ids[y : y + rng.integers(12, 40), x : x + rng.integers(12, 40)] = k
     image = np.zeros((height, width, 3), np.uint8)
     for k, colour in enumerate(palette, start=1):
         image[ids == k] = colour
@@ -65,8 +65,7 @@ def test_lsj_scale_follows_resize_scale():
     lsj = LargeScaleJitter(crop_size=100, min_scale=0.5, max_scale=0.5, flip=False)
     params = lsj.sample(np.random.default_rng(0), 200, 400)  # fits a 50x50 target: 25x50
     assert (params.height, params.width, params.top, params.left) == (25, 50, 0, 0)
-    big = LargeScaleJitter(crop_size=100, min_scale=2.0, max_scale=2.0).sample(np.random.default_rng(0),
-                                                                                100, 50)
+    big = LargeScaleJitter(crop_size=100, min_scale=2.0, max_scale=2.0).sample(np.random.default_rng(0), 100, 50)
     assert (big.height, big.width) == (200, 100) and 0 <= big.top <= 100 and big.left == 0
 
 
@@ -80,8 +79,10 @@ def test_eval_resize_short_side_and_max_long_side():
 
 def test_targets_drop_segments_without_pixels():
     ids = np.array([[1, 1], [2, 0]])
-    segments = [{"id": i, "category": c, "isthing": t, "iscrowd": k}
-                for i, c, t, k in [(1, 4, True, False), (2, 7, False, True), (3, 1, True, False)]]
+    segments = [
+        {"id": i, "category": c, "isthing": t, "iscrowd": k}
+        for i, c, t, k in [(1, 4, True, False), (2, 7, False, True), (3, 1, True, False)]
+    ]
     target = build_targets(ids, segments, image_id=9)
     assert target["masks"].shape == (2, 2, 2) and target["masks"].dtype == torch.bool
     assert target["labels"].tolist() == [4, 7] and target["iscrowd"].tolist() == [False, True]
@@ -103,9 +104,12 @@ def test_lsj_pads_the_image_with_128_and_the_ids_with_void():
 
 def test_collate_pads_to_size_divisibility():
     def item(h, w, n, captions):
-        return {"image": torch.full((3, h, w), 7, dtype=torch.uint8), "image_size": (h, w),
-                "target": {"masks": torch.ones(n, h, w, dtype=torch.bool), "labels": torch.zeros(n)},
-                "captions": captions}
+        return {
+            "image": torch.full((3, h, w), 7, dtype=torch.uint8),
+            "image_size": (h, w),
+            "target": {"masks": torch.ones(n, h, w, dtype=torch.bool), "labels": torch.zeros(n)},
+            "captions": captions,
+        }
 
     batch = PanopticCollate(32)([item(40, 70, 2, ["a"]), None, item(33, 20, 0, None)])
     assert batch["images"].shape == (2, 3, 64, 96) and batch["images"].dtype == torch.uint8

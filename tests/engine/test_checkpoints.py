@@ -108,12 +108,22 @@ def test_unsafe_truncated_and_foreign_files_are_refused(tmp_path):
 
 
 def test_config_differences_are_listed():
-    saved = {"seed": 0, "model": {"mask_generator": {"num_queries": 24, "hidden_dim": 64}},
-             "run": {"version": "a"}, "trainer": {"max_steps": 10}}
-    now = {"seed": 1, "model": {"mask_generator": {"num_queries": 100, "hidden_dim": 64}},
-           "run": {"version": "b"}, "trainer": {"max_steps": 20}}
+    saved = {
+        "seed": 0,
+        "model": {"mask_generator": {"num_queries": 24, "hidden_dim": 64}},
+        "run": {"version": "a"},
+        "trainer": {"max_steps": 10},
+    }
+    now = {
+        "seed": 1,
+        "model": {"mask_generator": {"num_queries": 100, "hidden_dim": 64}},
+        "run": {"version": "b"},
+        "trainer": {"max_steps": 20},
+    }
     assert config_differences(saved, now, ignore=("run", "trainer.max_steps")) == [
-        "model.mask_generator.num_queries: checkpoint 24, now 100", "seed: checkpoint 0, now 1"]
+        "model.mask_generator.num_queries: checkpoint 24, now 100",
+        "seed: checkpoint 0, now 1",
+    ]
     with pytest.raises(CheckpointError) as err:
         check_config({"hyper_parameters": {"config": saved}}, now, "x.ckpt", only=("model",), action="evaluate it")
     assert "x.ckpt was trained with another configuration (1 difference)" in str(err.value)

@@ -23,11 +23,21 @@ def test_sets_table_has_pq_only_for_panoptic_sets(tmp_path, capsys):
     from odise_pl.engine.checkpoints import export_safetensors
     from odise_pl.engine.components import build_all
 
-    overrides = [f"data.root={tmp_path / 'synth'}", "data.num_train=2", "data.num_val=2",
-                 "data.image_size=64", "data.crop_size=64", "data.eval_short_side=64",
-                 "data.eval_max_long_side=64", "data.num_workers=0", "data.eval_batch_size=2",
-                 "model.mask_generator.num_queries=6", "model.mask_generator.dec_layers=1",
-                 f"run.root={tmp_path / 'runs'}", "logging.tensorboard=false"]
+    overrides = [
+        f"data.root={tmp_path / 'synth'}",
+        "data.num_train=2",
+        "data.num_val=2",
+        "data.image_size=64",
+        "data.crop_size=64",
+        "data.eval_short_side=64",
+        "data.eval_max_long_side=64",
+        "data.num_workers=0",
+        "data.eval_batch_size=2",
+        "model.mask_generator.num_queries=6",
+        "model.mask_generator.dec_layers=1",
+        f"run.root={tmp_path / 'runs'}",
+        "logging.tensorboard=false",
+    ]
     cfg = load_config(REPO / "experiments" / "quickstart.yaml", overrides)
     dm, model = build_all(cfg)
     ckpt = export_safetensors(model, tmp_path / "w" / "weights.safetensors")
@@ -42,8 +52,22 @@ def test_sets_table_has_pq_only_for_panoptic_sets(tmp_path, capsys):
     Image.fromarray(lab).save(voc / spec.label_dir / "2007_000033.png")
 
     capsys.readouterr()
-    assert main(["test", "-c", str(REPO / "experiments" / "quickstart.yaml"), *overrides, "--ckpt", str(ckpt),
-                 "--sets", "config", f"pascal_voc_21={voc}"]) == 0
+    assert (
+        main(
+            [
+                "test",
+                "-c",
+                str(REPO / "experiments" / "quickstart.yaml"),
+                *overrides,
+                "--ckpt",
+                str(ckpt),
+                "--sets",
+                "config",
+                f"pascal_voc_21={voc}",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "| set | classes | PQ |" in out
     rows = list(csv.DictReader((tmp_path / "w" / "test_sets_0.csv").open()))
@@ -67,8 +91,7 @@ def test_set_names_and_table_format():
     assert "| a | 3 | 12.3 | - |" in md and table.splitlines()[1].startswith("a,3,12.3450,,")
 
 
-@pytest.mark.parametrize("preset", ["ade20k_panoptic", "ade20k_847", "pascal_context_459", "pascal_context_59",
-                                    "pascal_voc_21"])
+@pytest.mark.parametrize("preset", ["ade20k_panoptic", "ade20k_847", "pascal_context_459", "pascal_context_59", "pascal_voc_21"])
 def test_every_set_is_tested_at_the_experiments_test_size(preset):
     """The reference tests every set at short side 1024, long side <= 2560, batch 1 (pano_open_d2_eval.py)."""
     from odise_pl.config import load_config
@@ -78,7 +101,8 @@ def test_every_set_is_tested_at_the_experiments_test_size(preset):
     dm = evaluation_sets.set_datamodule(cfg, parse_set(preset)[1])
     assert (dm.eval_short_side, dm.eval_max_long_side, dm.eval_batch_size) == (1024, 2560, 1)
     assert dm.vocabulary.endswith("_with_prompt_eng")
-    small = load_config(REPO / "experiments" / "odise_label_coco.yaml",
-                        ["data.eval_short_side=64", "data.eval_max_long_side=96", "data.eval_batch_size=2"])
+    small = load_config(
+        REPO / "experiments" / "odise_label_coco.yaml", ["data.eval_short_side=64", "data.eval_max_long_side=96", "data.eval_batch_size=2"]
+    )
     dm = evaluation_sets.set_datamodule(small, parse_set(preset)[1])
     assert (dm.eval_short_side, dm.eval_max_long_side, dm.eval_batch_size) == (64, 96, 2)

@@ -51,8 +51,7 @@ def test_sigkill_then_same_command_ends_like_an_uninterrupted_run(tmp_path, monk
     killed = tmp_path / "runs" / "quickstart" / "killed"
     # the child SIGKILLs itself right after its step-2 checkpoint is on disk
     code = dying_command(argv, "checkpoint.get('global_step', 0) >= 2 and str(path).endswith('last.ckpt')")
-    child = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _, err = child.communicate(timeout=300)
     assert child.returncode == -signal.SIGKILL, f"the child was not killed mid-run: {child.returncode}\n{err[-3000:]}"
     interrupted = _last(killed)

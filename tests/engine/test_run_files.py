@@ -23,8 +23,7 @@ QUICKSTART = str(REPO / "experiments" / "quickstart.yaml")
 VOCAB = "circle;square;triangle;sky:stuff;grass:stuff;ball;tree:stuff"
 PREDICT = ["--vocab", VOCAB, "--no-default-vocab", "--device", "cpu"]
 ENSEMBLE = "model.inference.classifier=ensemble"  # an override: after the options
-TRAIN_SPLIT = ("train2017", "panoptic_train2017", "annotations/panoptic_train2017.json",
-               "annotations/captions_train2017.json")
+TRAIN_SPLIT = ("train2017", "panoptic_train2017", "annotations/panoptic_train2017.json", "annotations/captions_train2017.json")
 
 
 def _outputs(folder: Path) -> dict[str, bytes]:
@@ -43,10 +42,26 @@ def run(tmp_path_factory):
     for path in sorted((root / "data" / "val2017").iterdir())[:1]:
         shutil.copy(path, images / path.name)
     with_data = root / "pred_with_data"
-    assert main(["predict", "-c", QUICKSTART, "--ckpt", str(run_dir / "checkpoints" / "last.ckpt"),
-                 "--input", str(images), "--out", str(with_data), *PREDICT, *overrides, ENSEMBLE]) == 0
-    return {"root": root, "overrides": overrides, "run_dir": run_dir, "images": images,
-            "with_data": _outputs(with_data)}
+    assert (
+        main(
+            [
+                "predict",
+                "-c",
+                QUICKSTART,
+                "--ckpt",
+                str(run_dir / "checkpoints" / "last.ckpt"),
+                "--input",
+                str(images),
+                "--out",
+                str(with_data),
+                *PREDICT,
+                *overrides,
+                ENSEMBLE,
+            ]
+        )
+        == 0
+    )
+    return {"root": root, "overrides": overrides, "run_dir": run_dir, "images": images, "with_data": _outputs(with_data)}
 
 
 def _dm_categories(overrides):
@@ -81,8 +96,10 @@ def test_fit_writes_the_categories_beside_the_config_and_into_every_checkpoint(r
 def test_categories_json_round_trips(tmp_path):
     from odise_pl.engine.run_files import read_categories, write_categories
 
-    categories = [{"id": 7, "name": "café table", "synonyms": ["table", "desk"], "isthing": True, "color": [1, 2, 3]},
-                  {"id": 3, "name": "sky", "synonyms": [], "isthing": False}]
+    categories = [
+        {"id": 7, "name": "café table", "synonyms": ["table", "desk"], "isthing": True, "color": [1, 2, 3]},
+        {"id": 3, "name": "sky", "synonyms": [], "isthing": False},
+    ]
     path = write_categories(tmp_path / "run", categories, ignore_index=65535)
     assert path == tmp_path / "run" / "categories.json"
     assert [p.name for p in path.parent.iterdir()] == ["categories.json"]  # no temporary file left
@@ -106,14 +123,32 @@ def test_predict_and_test_without_the_training_data(run, tmp_path, capsys):
     try:
         for ckpt in (run_dir, run_dir / "weights.safetensors", run_dir / "checkpoints" / "last.ckpt"):
             out = tmp_path / ckpt.name
-            assert main(["predict", "--ckpt", str(ckpt), "--input", str(run["images"]), "--out", str(out),
-                         *PREDICT, ENSEMBLE]) == 0, capsys.readouterr().err
+            assert main(["predict", "--ckpt", str(ckpt), "--input", str(run["images"]), "--out", str(out), *PREDICT, ENSEMBLE]) == 0, (
+                capsys.readouterr().err
+            )
             assert _outputs(out) == run["with_data"], ckpt
         lone = tmp_path / "elsewhere" / "model.safetensors"  # no run directory: categories from its metadata
         lone.parent.mkdir()
         shutil.copy(run_dir / "weights.safetensors", lone)
-        assert main(["predict", "-c", QUICKSTART, "--ckpt", str(lone), "--input", str(run["images"]),
-                     "--out", str(tmp_path / "lone"), *PREDICT, *run["overrides"], ENSEMBLE]) == 0
+        assert (
+            main(
+                [
+                    "predict",
+                    "-c",
+                    QUICKSTART,
+                    "--ckpt",
+                    str(lone),
+                    "--input",
+                    str(run["images"]),
+                    "--out",
+                    str(tmp_path / "lone"),
+                    *PREDICT,
+                    *run["overrides"],
+                    ENSEMBLE,
+                ]
+            )
+            == 0
+        )
         assert _outputs(tmp_path / "lone") == run["with_data"]
         predictor = Predictor.from_config_file(None, run_dir, device="cpu")  # the training vocabulary
         assert predictor.vocabulary.names[:3] == ["circle", "square", "triangle"]
@@ -175,8 +210,15 @@ def test_fit_init_from_a_run_directory_fine_tunes_a_new_run(run, tmp_path, capsy
     from odise_pl.engine.checkpoints import read_safetensors
 
     source = run["run_dir"]
-    overrides = [f"run.root={tmp_path / 'runs'}", "run.name=finetune", f"data.root={tmp_path / 'data'}",
-                 "optim.lr=0", "optim.weight_decay=0", "trainer.max_steps=1", "trainer.val_check_interval=1"]
+    overrides = [
+        f"run.root={tmp_path / 'runs'}",
+        "run.name=finetune",
+        f"data.root={tmp_path / 'data'}",
+        "optim.lr=0",
+        "optim.weight_decay=0",
+        "trainer.max_steps=1",
+        "trainer.val_check_interval=1",
+    ]
     # data.root: the same generated scenes, in a folder of its own
     assert main(["fit", "--init-from", str(source), *overrides]) == 0  # the run's own config, no -c
     out = capsys.readouterr().out

@@ -15,8 +15,13 @@ REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "experiments" / "quickstart.yaml"
 
 #: a run of a few steps on 64x64 generated scenes (the tiny sweep's settings, shorter)
-TINY = [*micro_run(None, steps=3), "model.mask_generator.num_queries=8", "model.mask_generator.enc_layers=1",
-        "logging.num_vis_images=1", "checkpoint.every_n_steps=0"]
+TINY = [
+    *micro_run(None, steps=3),
+    "model.mask_generator.num_queries=8",
+    "model.mask_generator.enc_layers=1",
+    "logging.num_vis_images=1",
+    "checkpoint.every_n_steps=0",
+]
 GOOD = "{name: clip, out_channels: 32}"
 BAD = "{name: mae, pretrained: /nonexistent/mae-weights, out_channels: 32}"  # fails when the run builds its model
 
@@ -25,8 +30,7 @@ def write_sweep(path: Path, name: str, backbones: list[str], extra: list[str] = 
     """A sweep file over ``model.backbone`` on the quick-start experiment."""
     overrides = "".join(f"  - '{o}'\n" for o in [*TINY, *extra])
     grid = "".join(f"    - {b}\n" for b in backbones)
-    path.write_text(f"name: {name}\nbase: {QUICKSTART}\noverrides:\n{overrides}grid:\n  model.backbone:\n{grid}"
-                    + launcher)
+    path.write_text(f"name: {name}\nbase: {QUICKSTART}\noverrides:\n{overrides}grid:\n  model.backbone:\n{grid}" + launcher)
     return path
 
 

@@ -19,11 +19,7 @@ T_975_1 = 12.706205  # ... 1 degree of freedom
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
-    return {
-        str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes())
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_seeded_summary_has_mean_std_and_ci_per_point(tmp_path, capsys):
@@ -59,9 +55,7 @@ def test_seeded_summary_has_mean_std_and_ci_per_point(tmp_path, capsys):
     assert (row["n"], row["planned"]) == ("2", "3")
     assert float(row["PQ_mean"]) == pytest.approx(42.0)
     assert float(row["PQ_std"]) == pytest.approx(math.sqrt(8.0), abs=0.005)
-    assert float(row["PQ_ci95_high"]) == pytest.approx(
-        42.0 + T_975_1 * math.sqrt(8.0) / math.sqrt(2.0), abs=0.006
-    )
+    assert float(row["PQ_ci95_high"]) == pytest.approx(42.0 + T_975_1 * math.sqrt(8.0) / math.sqrt(2.0), abs=0.006)
     assert row["mIoU_mean"] == ""  # no replicate logged it
 
     markdown = (sweep_dir / "summary.md").read_text()
@@ -133,17 +127,13 @@ def test_collect_writes_the_hparams_view_grouped_by_point(tmp_path):
     for seed, pq in ((0, 10.0), (1, 20.0)):
         fabricate_run(sweep_dir, f"backbone=mae/seed={seed}", {"PQ": pq}, backbone="mae")
     fabricate_run(sweep_dir, "backbone=dino/seed=0", None, backbone="dino")
-    (
-        sweep_dir / "backbone=dino" / "seed=0" / "version_0" / "config.yaml"
-    ).unlink()  # only sweep.json lists it
+    (sweep_dir / "backbone=dino" / "seed=0" / "version_0" / "config.yaml").unlink()  # only sweep.json lists it
     from odise_pl.sweeps.plan_file import PlannedEntry, write_plan
 
     write_plan(
         sweep_dir,
         [
-            PlannedEntry(
-                f"backbone={b}/seed={s}", f"backbone={b}", s, {"model.backbone": {"name": b}, "seed": s}
-            )
+            PlannedEntry(f"backbone={b}/seed={s}", f"backbone={b}", s, {"model.backbone": {"name": b}, "seed": s})
             for b in ("mae", "dino")
             for s in (0, 1)
         ],
@@ -169,9 +159,7 @@ def test_collect_writes_the_hparams_view_grouped_by_point(tmp_path):
 
     spread = EventAccumulator(str(sweep_dir / "hparams" / "points" / "backbone=mae")).Reload()
     assert spread.Scalars("std/PQ")[0].value == pytest.approx(math.sqrt(50.0), rel=1e-5)  # (5^2 + 5^2) / 1
-    assert spread.Scalars("ci95/PQ")[0].value == pytest.approx(
-        T_975_1 * math.sqrt(50.0) / math.sqrt(2.0), rel=1e-5
-    )
+    assert spread.Scalars("ci95/PQ")[0].value == pytest.approx(T_975_1 * math.sqrt(50.0) / math.sqrt(2.0), rel=1e-5)
     # collecting again replaces the view whole (one session per run, none left over)
     collect(sweep_dir)
     assert sorted(hparams_rows(sweep_dir / "hparams")) == sorted(rows)
@@ -180,8 +168,7 @@ def test_collect_writes_the_hparams_view_grouped_by_point(tmp_path):
 def test_a_sweep_run_with_command_line_seeds_is_collected_with_them(tmp_path, capsys):
     sweep = tmp_path / "one.yaml"
     sweep.write_text(
-        f"base: {REPO / 'experiments' / 'quickstart.yaml'}\noverrides: [run.root={tmp_path / 'runs'}]\n"
-        "grid: {optim.lr: [0.001]}\n"
+        f"base: {REPO / 'experiments' / 'quickstart.yaml'}\noverrides: [run.root={tmp_path / 'runs'}]\ngrid: {{optim.lr: [0.001]}}\n"
     )
     from odise_pl.sweeps.plan import plan
     from odise_pl.sweeps.plan_file import entries_of, write_plan

@@ -58,8 +58,7 @@ def test_a_failed_run_is_recorded_for_collect_and_cleared_when_retried(tmp_path,
 
     sweep = tmp_path / "s.yaml"
     sweep.write_text(
-        f"base: {REPO / 'experiments' / 'quickstart.yaml'}\noverrides: [run.root={tmp_path}]\n"
-        "grid: {optim.lr: [0.001, 0.002]}\n"
+        f"base: {REPO / 'experiments' / 'quickstart.yaml'}\noverrides: [run.root={tmp_path}]\ngrid: {{optim.lr: [0.001, 0.002]}}\n"
     )
     broken = {"lr=0.002"}
 
@@ -97,6 +96,6 @@ def test_the_quick_backbone_sweep_expands_to_every_tiny_backbone():
     assert [r.name for r in quick] == [r.name for r in tiny]
     cfg = load_config(quick[0].base, quick[0].overrides)
     assert (cfg.trainer.max_steps, cfg.trainer.val_check_interval, cfg.optim.lr) == (300, 100, 2.0e-3)
-    assert [r.name for r in expand_sweep(REPO / "experiments" / "sweeps" / "backbones_quick.yaml",
-                                         validate=False, seeds=[0, 1, 2])][:3] == \
-        ["backbone=clip/seed=0", "backbone=clip/seed=1", "backbone=clip/seed=2"]
+    assert [r.name for r in expand_sweep(REPO / "experiments" / "sweeps" / "backbones_quick.yaml", validate=False, seeds=[0, 1, 2])][
+        :3
+    ] == ["backbone=clip/seed=0", "backbone=clip/seed=1", "backbone=clip/seed=2"]

@@ -35,8 +35,7 @@ def test_an_unknown_launcher_key_and_a_bad_value_are_named(tmp_path, capsys):
 
 
 def test_the_sweep_file_launcher_sets_resources_and_the_flag_wins(tmp_path, capsys):
-    sweep = write_sweep(tmp_path / "s.yaml", "s", [GOOD],
-                        launcher="launcher: {name: slurm, nodes: 2, gpus_per_node: 4}\n")
+    sweep = write_sweep(tmp_path / "s.yaml", "s", [GOOD], launcher="launcher: {name: slurm, nodes: 2, gpus_per_node: 4}\n")
     assert main(["sweep", "-c", str(sweep), "--dry-run", f"run.root={tmp_path}"]) == 0
     line = capsys.readouterr().out
     assert "trainer.num_nodes=2" in line and "trainer.devices=4" in line
@@ -48,8 +47,7 @@ def test_the_sweep_file_launcher_sets_resources_and_the_flag_wins(tmp_path, caps
 
 @pytest.mark.parametrize("target", ["folder", "experiment", "missing"])
 def test_status_of_something_that_is_not_a_sweep(tmp_path, capsys, target):
-    path = {"folder": tmp_path, "experiment": REPO / "experiments" / "quickstart.yaml",
-            "missing": tmp_path / "nope.yaml"}[target]
+    path = {"folder": tmp_path, "experiment": REPO / "experiments" / "quickstart.yaml", "missing": tmp_path / "nope.yaml"}[target]
     assert main(["sweep", "status", "-c", str(path)]) == 2
     err = capsys.readouterr().err
     assert str(path).split("/")[-1] in err and "Traceback" not in err

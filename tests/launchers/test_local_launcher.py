@@ -23,8 +23,17 @@ def test_two_runs_at_once_one_fails_the_other_finishes(tmp_path, capsys, monkeyp
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setattr("odise_pl.launchers.local.visible_gpus", lambda: [])
     sweep = write_sweep(tmp_path / "s.yaml", "par", [GOOD, BAD])
-    argv = ["sweep", "-c", str(sweep), "--launcher", "local", "--max-parallel", "2",
-            f"run.root={tmp_path / 'runs'}", f"data.root={tmp_path / 'data'}"]
+    argv = [
+        "sweep",
+        "-c",
+        str(sweep),
+        "--launcher",
+        "local",
+        "--max-parallel",
+        "2",
+        f"run.root={tmp_path / 'runs'}",
+        f"data.root={tmp_path / 'data'}",
+    ]
     assert main(argv) == 1
     out, err = capsys.readouterr()
     lines = out.splitlines()

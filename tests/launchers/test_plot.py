@@ -20,11 +20,7 @@ def _sweep(tmp_path: Path) -> Path:
     for backbone, pqs in (("mae", (20.0, 24.0, 28.0)), ("dino", (30.0, 31.0, None))):
         for seed, pq in enumerate(pqs):
             name = f"backbone={backbone}/seed={seed}"
-            entries.append(
-                PlannedEntry(
-                    name, f"backbone={backbone}", seed, {"model.backbone": {"name": backbone}, "seed": seed}
-                )
-            )
+            entries.append(PlannedEntry(name, f"backbone={backbone}", seed, {"model.backbone": {"name": backbone}, "seed": seed}))
             final = None if pq is None else {"PQ": pq, "SQ": 70.0, "RQ": 30.0, "mIoU": pq + 5}
             fabricate_run(
                 sweep_dir,

@@ -37,8 +37,9 @@ def _step_of(path: Path) -> int:
 
 def test_a_partition_slurm_rejects_is_an_error_with_its_message(tmp_path, capsys):
     sweep = write_sweep(tmp_path / "s.yaml", "s", [GOOD])
-    assert main(["sweep", "-c", str(sweep), "--launcher", "slurm", "--partition", "no_such_partition",
-                 f"run.root={tmp_path / 'runs'}"]) == 2
+    assert (
+        main(["sweep", "-c", str(sweep), "--launcher", "slurm", "--partition", "no_such_partition", f"run.root={tmp_path / 'runs'}"]) == 2
+    )
     err = capsys.readouterr().err
     assert "SLURM refused the jobs of sweep s" in err and "invalid partition" in err.lower()
     assert "Traceback" not in err
@@ -48,8 +49,7 @@ def test_a_partition_slurm_rejects_is_an_error_with_its_message(tmp_path, capsys
 @pytest.mark.slow  # six tiny jobs, two at a time on 2 cores: ~40-60 s
 def test_the_tiny_backbone_sweep_runs_one_job_per_run(tmp_path, capsys):
     runs = tmp_path / "runs"
-    argv = ["sweep", "-c", str(TINY_SWEEP), "--launcher", "slurm", "--wait", *shorter_sweep(tmp_path, steps=3),
-            "logging.tensorboard=false"]
+    argv = ["sweep", "-c", str(TINY_SWEEP), "--launcher", "slurm", "--wait", *shorter_sweep(tmp_path, steps=3), "logging.tensorboard=false"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     sweep_dir = runs / "backbones_tiny"
@@ -81,15 +81,21 @@ MAX_STEPS = 12
 
 @pytest.mark.slow  # two tiny trainings of 12 steps in parallel jobs, one requeued: ~40-80 s
 def test_a_preempted_job_checkpoints_requeues_and_ends_with_the_uninterrupted_weights(tmp_path, capsys):
-    extra = [f"trainer.max_steps={MAX_STEPS}", f"trainer.val_check_interval={MAX_STEPS}",
-             "checkpoint.every_n_steps=2", f"data.root={tmp_path / 'data'}"]
+    extra = [
+        f"trainer.max_steps={MAX_STEPS}",
+        f"trainer.val_check_interval={MAX_STEPS}",
+        "checkpoint.every_n_steps=2",
+        f"data.root={tmp_path / 'data'}",
+    ]
     reference = write_sweep(tmp_path / "reference.yaml", "reference", [GOOD], extra)
     preempted = write_sweep(tmp_path / "preempted.yaml", "preempted", [GOOD, BAD], extra)
     runs = tmp_path / "runs"
     for sweep in (reference, preempted):
         assert main(["sweep", "-c", str(sweep), "--launcher", "slurm", f"run.root={runs}"]) == 0
-    jobs = {**{f"reference/{k}": v for k, v in latest_launches(runs / "reference").items()},
-            **{f"preempted/{k}": v for k, v in latest_launches(runs / "preempted").items()}}
+    jobs = {
+        **{f"reference/{k}": v for k, v in latest_launches(runs / "reference").items()},
+        **{f"preempted/{k}": v for k, v in latest_launches(runs / "preempted").items()},
+    }
     target = jobs["preempted/backbone=clip"]
     last = runs / "preempted" / "backbone=clip" / "version_0" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 240
@@ -106,8 +112,9 @@ def test_a_preempted_job_checkpoints_requeues_and_ends_with_the_uninterrupted_we
     shown = subprocess.run(["scontrol", "show", "job", target["job_id"]], capture_output=True, text=True).stdout
     assert "Restarts=1" in shown
 
-    want = torch.load(runs / "reference" / "backbone=clip" / "version_0" / "checkpoints" / "last.ckpt",
-                      map_location="cpu", weights_only=True)
+    want = torch.load(
+        runs / "reference" / "backbone=clip" / "version_0" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
+    )
     got = torch.load(last, map_location="cpu", weights_only=True)
     assert want["global_step"] == got["global_step"] == MAX_STEPS
     assert want["state_dict"].keys() == got["state_dict"].keys()

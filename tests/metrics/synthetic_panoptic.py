@@ -18,10 +18,7 @@ import numpy as np
 from PIL import Image
 
 # Non-contiguous original ids on purpose; the first four are things.
-CATEGORIES = [
-    {"id": cid, "name": f"cat{cid}", "isthing": int(i < 4)}
-    for i, cid in enumerate([1, 3, 4, 10, 20, 21, 30])
-]
+CATEGORIES = [{"id": cid, "name": f"cat{cid}", "isthing": int(i < 4)} for i, cid in enumerate([1, 3, 4, 10, 20, 21, 30])]
 IS_THING = [bool(c["isthing"]) for c in CATEGORIES]
 THINGS = [i for i, t in enumerate(IS_THING) if t]
 STUFF = [i for i, t in enumerate(IS_THING) if not t]
@@ -88,8 +85,7 @@ def _categories_of(segments) -> dict[int, int]:
     return {s["id"]: s["category"] for s in segments}
 
 
-def perturb(rng: np.random.Generator, gt_ids: np.ndarray, gt_segments: list[dict], strength: int = 3,
-            num_classes: int = len(CATEGORIES)):
+def perturb(rng: np.random.Generator, gt_ids: np.ndarray, gt_segments: list[dict], strength: int = 3, num_classes: int = len(CATEGORIES)):
     """A prediction made from the GT by random edits.
 
     Edits: fresh ids, dropped / merged / split / shifted / relabelled segments,
@@ -160,8 +156,9 @@ def ids_to_rgb(ids: np.ndarray) -> np.ndarray:
     return np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)
 
 
-def write_panoptic(root: Path, name: str, images: list[tuple[int, np.ndarray, list[dict]]],
-                   categories: list[dict] = CATEGORIES) -> tuple[Path, Path]:
+def write_panoptic(
+    root: Path, name: str, images: list[tuple[int, np.ndarray, list[dict]]], categories: list[dict] = CATEGORIES
+) -> tuple[Path, Path]:
     """Write ``root/name.json`` and ``root/name/*.png`` in COCO panoptic format.
 
     Args:
@@ -178,17 +175,22 @@ def write_panoptic(root: Path, name: str, images: list[tuple[int, np.ndarray, li
     for image_id, ids, segments in images:
         file_name = f"{image_id:012d}.png"
         Image.fromarray(ids_to_rgb(ids)).save(folder / file_name)
-        annotations.append({
-            "image_id": image_id,
-            "file_name": file_name,
-            "segments_info": [
-                {"id": s["id"], "category_id": categories[s["category"]]["id"],
-                 "iscrowd": s.get("iscrowd", 0), "area": int(s.get("area", (ids == s["id"]).sum()))}
-                for s in segments
-            ],
-        })
-    data = {"images": [{"id": i, "file_name": f"{i:012d}.jpg"} for i, _, _ in images],
-            "annotations": annotations, "categories": categories}
+        annotations.append(
+            {
+                "image_id": image_id,
+                "file_name": file_name,
+                "segments_info": [
+                    {
+                        "id": s["id"],
+                        "category_id": categories[s["category"]]["id"],
+                        "iscrowd": s.get("iscrowd", 0),
+                        "area": int(s.get("area", (ids == s["id"]).sum())),
+                    }
+                    for s in segments
+                ],
+            }
+        )
+    data = {"images": [{"id": i, "file_name": f"{i:012d}.jpg"} for i, _, _ in images], "annotations": annotations, "categories": categories}
     path = root / f"{name}.json"
     path.write_text(json.dumps(data))
     return path, folder
@@ -205,8 +207,9 @@ def reference_pq(gt_json: Path, gt_folder: Path, pred_json: Path, pred_folder: P
     import pytest
 
     evaluation = pytest.importorskip(
-        "panopticapi.evaluation", reason="the COCO panoptic API (`pip install --no-deps panopticapi-lite`, "
-        "done by `make install`) is the reference these tests compare with"
+        "panopticapi.evaluation",
+        reason="the COCO panoptic API (`pip install --no-deps panopticapi-lite`, "
+        "done by `make install`) is the reference these tests compare with",
     )
 
     gt_data = json.loads(Path(gt_json).read_text())

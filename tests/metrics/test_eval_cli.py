@@ -26,8 +26,18 @@ def _eval(capsys, argv: list[str]) -> str:
 
 
 def _panoptic_args(gt_json, gt_folder, pred_json, pred_folder, *extra) -> list[str]:
-    return ["panoptic", "--gt-json", str(gt_json), "--gt-folder", str(gt_folder),
-            "--pred-json", str(pred_json), "--pred-folder", str(pred_folder), *extra]
+    return [
+        "panoptic",
+        "--gt-json",
+        str(gt_json),
+        "--gt-folder",
+        str(gt_folder),
+        "--pred-json",
+        str(pred_json),
+        "--pred-folder",
+        str(pred_folder),
+        *extra,
+    ]
 
 
 def test_panoptic_equals_pq_compute_and_prints_its_table(tmp_path, capsys, monkeypatch):
@@ -40,8 +50,7 @@ def test_panoptic_equals_pq_compute_and_prints_its_table(tmp_path, capsys, monke
     gt_json, gt_folder = write_panoptic(tmp_path, "gt", gts)
     pred_json, pred_folder = write_panoptic(tmp_path, "pred", preds)
 
-    out = _eval(capsys, _panoptic_args(gt_json, gt_folder, pred_json, pred_folder, "--per-class",
-                                       "--out", str(tmp_path / "r.json")))
+    out = _eval(capsys, _panoptic_args(gt_json, gt_folder, pred_json, pred_folder, "--per-class", "--out", str(tmp_path / "r.json")))
     ours = json.loads((tmp_path / "r.json").read_text())
 
     # The API's own entry point, its process pool forced to one worker.
@@ -79,15 +88,13 @@ def test_perfect_prediction_scores_100(tmp_path, capsys):
     gt_json, _ = write_panoptic(tmp_path, "gt", gts)
     pred_json, _ = write_panoptic(tmp_path, "pred", preds)
     # folders default to the JSON path without .json, as in the API
-    _eval(capsys, ["panoptic", "--gt-json", str(gt_json), "--pred-json", str(pred_json),
-                   "--out", str(tmp_path / "r.json")])
+    _eval(capsys, ["panoptic", "--gt-json", str(gt_json), "--pred-json", str(pred_json), "--out", str(tmp_path / "r.json")])
     ours = json.loads((tmp_path / "r.json").read_text())
     for key in ("PQ", "SQ", "RQ", "PQ_th", "SQ_th", "RQ_th", "PQ_st", "SQ_st", "RQ_st"):
         assert ours[key] == 100.0, key
     # the same --out again: an earlier result is never overwritten, the new one goes beside it
-    (tmp_path / "r.json").write_text("{\"kept\": true}")
-    _eval(capsys, ["panoptic", "--gt-json", str(gt_json), "--pred-json", str(pred_json),
-                   "--out", str(tmp_path / "r.json")])
+    (tmp_path / "r.json").write_text('{"kept": true}')
+    _eval(capsys, ["panoptic", "--gt-json", str(gt_json), "--pred-json", str(pred_json), "--out", str(tmp_path / "r.json")])
     assert json.loads((tmp_path / "r.json").read_text()) == {"kept": True}
     assert json.loads((tmp_path / "r.1.json").read_text())["PQ"] == 100.0
 
@@ -106,16 +113,29 @@ def test_known_imperfect_prediction_scores_the_hand_computed_value(tmp_path, cap
     # other half of GT 3 (IoU 2/4 = 0.5: no match -> FP, and GT 3 is a FN); person 14 lies on VOID
     # only (ignored, not a FP).
     pred = np.array([[11] * 6, [11] * 6, [12, 12, 12, 13, 14, 14], [12, 12, 12, 13, 14, 14]])
-    gt_segs = [{"id": 1, "category_id": 7, "iscrowd": 0, "area": 12},
-               {"id": 2, "category_id": 1, "iscrowd": 0, "area": 4},
-               {"id": 3, "category_id": 1, "iscrowd": 0, "area": 4}]
+    gt_segs = [
+        {"id": 1, "category_id": 7, "iscrowd": 0, "area": 12},
+        {"id": 2, "category_id": 1, "iscrowd": 0, "area": 4},
+        {"id": 3, "category_id": 1, "iscrowd": 0, "area": 4},
+    ]
     pred_segs = [{"id": i, "category_id": c} for i, c in ((11, 7), (12, 1), (13, 1), (14, 1))]
     for name, ids, segs in (("gt", gt, gt_segs), ("pred", pred, pred_segs)):
         ann = _write(tmp_path / name, "x", ids, segs)
         data = {"annotations": [ann], "categories": TWO_CATEGORIES}
         (tmp_path / f"{name}.json").write_text(json.dumps(data))
-    out = _eval(capsys, ["panoptic", "--gt-json", str(tmp_path / "gt.json"), "--pred-json",
-                         str(tmp_path / "pred.json"), "--per-class", "--out", str(tmp_path / "r.json")])
+    out = _eval(
+        capsys,
+        [
+            "panoptic",
+            "--gt-json",
+            str(tmp_path / "gt.json"),
+            "--pred-json",
+            str(tmp_path / "pred.json"),
+            "--per-class",
+            "--out",
+            str(tmp_path / "r.json"),
+        ],
+    )
     r = json.loads((tmp_path / "r.json").read_text())
     person, sky = r["per_class"]["1"], r["per_class"]["7"]
     assert (person["TP"], person["FP"], person["FN"]) == (1, 1, 1)
@@ -134,10 +154,8 @@ def test_semantic_uint16_labels_keep_255_as_a_class(tmp_path, capsys):
     pred.mkdir()
     Image.fromarray(np.array([[255, 255, 65535], [0, 299, 299]], np.uint16)).save(gt / "a.tif")
     Image.fromarray(np.array([[255, 9, 7], [0, 299, 299]], np.uint16)).save(pred / "a.tif")
-    args = ["semantic", "--gt-folder", str(gt), "--pred-folder", str(pred), "--num-classes", "300",
-            "--ignore-label", "65535"]
-    out = _eval(capsys, [*args, "--per-class", "--miou-average", "gt_present",
-                         "--out", str(tmp_path / "gt_present.json")])
+    args = ["semantic", "--gt-folder", str(gt), "--pred-folder", str(pred), "--num-classes", "300", "--ignore-label", "65535"]
+    out = _eval(capsys, [*args, "--per-class", "--miou-average", "gt_present", "--out", str(tmp_path / "gt_present.json")])
     r = json.loads((tmp_path / "gt_present.json").read_text())
     # class 255: IoU 1/2, class 0: 1/1, class 299: 2/2; class 9 is only predicted; 7 lies on ignore.
     assert r["n"] == 3 and r["mIoU"] == pytest.approx(100 * 2.5 / 3) and r["pACC"] == pytest.approx(80)
@@ -176,6 +194,18 @@ def test_errors_name_the_file_and_what_to_do(tmp_path, capsys):
     assert "missing.json does not exist" in _error(capsys, [*base[:-1], str(tmp_path / "missing.json")])
     err = _error(capsys, [*base, "--pred-folder", str(tmp_path / "nowhere")])
     assert "prediction PNG folder" in err and "nowhere" in err
-    err = _error(capsys, ["semantic", "--gt-folder", str(tmp_path / "gt"),
-                          "--pred-folder", str(tmp_path / "gt"), "--num-classes", "3", "--ignore-label", "x"])
+    err = _error(
+        capsys,
+        [
+            "semantic",
+            "--gt-folder",
+            str(tmp_path / "gt"),
+            "--pred-folder",
+            str(tmp_path / "gt"),
+            "--num-classes",
+            "3",
+            "--ignore-label",
+            "x",
+        ],
+    )
     assert "--ignore-label must be an integer" in err

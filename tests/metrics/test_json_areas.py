@@ -33,9 +33,11 @@ def _hand_case():
     ids = np.zeros((10, 10), np.int64)
     ids[:6] = 1  # sky
     ids[6:, 2:8] = 3  # person
-    gt = [{"id": 1, "category": SKY, "iscrowd": 0, "area": 100},
-          {"id": 2, "category": WALL, "iscrowd": 0, "area": 20},
-          {"id": 3, "category": PERSON, "iscrowd": 0, "area": 24}]
+    gt = [
+        {"id": 1, "category": SKY, "iscrowd": 0, "area": 100},
+        {"id": 2, "category": WALL, "iscrowd": 0, "area": 20},
+        {"id": 3, "category": PERSON, "iscrowd": 0, "area": 24},
+    ]
     pred = [{"id": 1, "category": SKY}, {"id": 3, "category": PERSON}]
     return ids, gt, pred
 
@@ -51,17 +53,36 @@ def _metric_from_json(gt_json, gt_folder, pred_json, pred_folder) -> dict:
     metric = PanopticQuality(is_thing=categories.is_thing)
     for gt_ann in gt_data["annotations"]:
         pred_ann = preds[gt_ann["image_id"]]
-        metric.update(torch.from_numpy(read_panoptic_png(pred_folder / pred_ann["file_name"]).astype(np.int64)),
-                      segments_from_json(pred_ann["segments_info"], index_of, "pred"),
-                      torch.from_numpy(read_panoptic_png(gt_folder / gt_ann["file_name"]).astype(np.int64)),
-                      segments_from_json(gt_ann["segments_info"], index_of, "gt"))
+        metric.update(
+            torch.from_numpy(read_panoptic_png(pred_folder / pred_ann["file_name"]).astype(np.int64)),
+            segments_from_json(pred_ann["segments_info"], index_of, "pred"),
+            torch.from_numpy(read_panoptic_png(gt_folder / gt_ann["file_name"]).astype(np.int64)),
+            segments_from_json(gt_ann["segments_info"], index_of, "gt"),
+        )
     return {k: float(v) for k, v in metric.compute().items()}
 
 
 def _eval_cli(capsys, tmp_path, gt_json, gt_folder, pred_json, pred_folder) -> dict:
     out = tmp_path / "ours.json"
-    assert main(["eval", "panoptic", "--gt-json", str(gt_json), "--gt-folder", str(gt_folder),
-                 "--pred-json", str(pred_json), "--pred-folder", str(pred_folder), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "panoptic",
+                "--gt-json",
+                str(gt_json),
+                "--gt-folder",
+                str(gt_folder),
+                "--pred-json",
+                str(pred_json),
+                "--pred-folder",
+                str(pred_folder),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     written = capsys.readouterr().out.split("results written to ")[1].split()[0]  # never over an earlier one
     assert written == str(out) or not written.endswith("ours.json")
     return json.loads(Path(written).read_text())
@@ -122,8 +143,7 @@ def test_random_json_areas_match_pq_compute(tmp_path, capsys):
     # counting pixels would not give the API's numbers here
     counted = PanopticQuality(is_thing=IS_THING)
     for (_, ids, gt), (_, pred_ids, pred) in zip(gts, preds):
-        counted.update(torch.from_numpy(pred_ids), pred, torch.from_numpy(ids),
-                       [{k: v for k, v in s.items() if k != "area"} for s in gt])
+        counted.update(torch.from_numpy(pred_ids), pred, torch.from_numpy(ids), [{k: v for k, v in s.items() if k != "area"} for s in gt])
     assert float(counted.compute()["PQ"]) != pytest.approx(100 * api["All"]["pq"], abs=1e-3)
 
 

@@ -83,8 +83,9 @@ def test_parity_with_the_api_on_perturbed_real_predictions(tmp_path):
     rng = np.random.default_rng(0)
     imperfect = 0
     for trial in range(6):
-        preds = [(image_id, *perturb(rng, ids, segs, strength=trial + 2, num_classes=len(categories.ids)))
-                 for image_id, ids, segs in images]
+        preds = [
+            (image_id, *perturb(rng, ids, segs, strength=trial + 2, num_classes=len(categories.ids))) for image_id, ids, segs in images
+        ]
         pred_json, pred_folder = write_panoptic(tmp_path / str(trial), "pred", preds, data["categories"])
         ref = reference_pq(gt_json, gt_folder, pred_json, pred_folder)
         ours = evaluate_panoptic_folders(gt_json, gt_folder, pred_json, pred_folder)

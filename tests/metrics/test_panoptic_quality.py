@@ -209,8 +209,9 @@ def test_update_batch_and_empty_metric():
     batch = _random_batch(rng, 4)
     one, many = PanopticQuality(IS_THING), PanopticQuality(IS_THING)
     _update(one, batch)
-    many.update_batch([torch.from_numpy(b[2]) for b in batch], [b[3] for b in batch],
-                      [torch.from_numpy(b[0]) for b in batch], [b[1] for b in batch])
+    many.update_batch(
+        [torch.from_numpy(b[2]) for b in batch], [b[3] for b in batch], [torch.from_numpy(b[0]) for b in batch], [b[1] for b in batch]
+    )
     assert torch.equal(one.tp, many.tp) and torch.equal(one.iou_sum, many.iou_sum)
     with pytest.warns(UserWarning, match="before the ``update``"):
         empty = PanopticQuality([True, False]).compute()

@@ -20,13 +20,11 @@ K = len(CATEGORIES)
 
 
 def table(segments) -> SegmentTable:
-    return SegmentTable.build([s["id"] for s in segments], [s["category"] for s in segments],
-                              [s.get("iscrowd", 0) for s in segments])
+    return SegmentTable.build([s["id"] for s in segments], [s["category"] for s in segments], [s.get("iscrowd", 0) for s in segments])
 
 
 def both(gt_ids, gt_segs, pred_ids, pred_segs, scratch=None, k=K):
-    ours = pq_stats_numpy(gt_ids.astype(np.uint32), table(gt_segs), pred_ids.astype(np.uint32),
-                          table(pred_segs), k, scratch)
+    ours = pq_stats_numpy(gt_ids.astype(np.uint32), table(gt_segs), pred_ids.astype(np.uint32), table(pred_segs), k, scratch)
     ref = pq_stats(torch.from_numpy(pred_ids), pred_segs, torch.from_numpy(gt_ids), gt_segs, k)
     return ours, [t.numpy() for t in ref]
 
@@ -69,8 +67,7 @@ def test_more_pairs_than_pixels_uses_the_sparse_path(monkeypatch):
 
 def test_crowd_void_and_the_last_listed_crowd():
     gt = np.array([[1, 1, 2, 2, 3, 3, 0, 0]])
-    gt_segs = [{"id": 1, "category": 0, "iscrowd": 1}, {"id": 3, "category": 0, "iscrowd": 1},
-               {"id": 2, "category": 1, "iscrowd": 0}]
+    gt_segs = [{"id": 1, "category": 0, "iscrowd": 1}, {"id": 3, "category": 0, "iscrowd": 1}, {"id": 2, "category": 1, "iscrowd": 0}]
     # pred 9 lies on crowd 1 (not the last listed crowd of category 0): a false positive;
     # pred 8 on crowd 3 (the last listed) and VOID: ignored; pred 7 matches GT 2.
     pred = np.array([[9, 9, 7, 7, 8, 8, 8, 0]])

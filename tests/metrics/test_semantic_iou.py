@@ -107,7 +107,7 @@ def test_matches_a_brute_force_count(average):
         inter = np.sum((target == c) & (pred == c) & valid)
         union = np.sum(((target == c) | (pred == c)) & valid)
         in_gt = np.any((target == c) & valid)
-        if (in_gt if average == "gt_present" else union > 0):
+        if in_gt if average == "gt_present" else union > 0:
             ious.append(inter / union)
     assert float(metric.compute()["mIoU"]) == pytest.approx(100 * np.mean(ious))
     assert float(metric.compute()["pACC"]) == pytest.approx(100 * np.mean((pred == target)[valid]))
@@ -143,10 +143,7 @@ def test_the_default_is_detectron2_v06_on_a_hand_made_confusion_matrix():
     # rows = GT class, columns = prediction (SemanticIoU's layout). Class 0: 8 GT px, 4 right, 1 and 3
     # predicted as classes 1 and 2 -> IoU 4 / 8; class 1: 4 GT px all right, 5 predicted -> 4 / 5;
     # class 2: only predicted (IoU 0: in the v0.6 average, not in the GT-only one); class 3: nowhere.
-    confmat = np.array([[4, 1, 3, 0],
-                        [0, 4, 0, 0],
-                        [0, 0, 0, 0],
-                        [0, 0, 0, 0]])
+    confmat = np.array([[4, 1, 3, 0], [0, 4, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
     either_by_hand = 100 * (4 / 8 + 4 / 5 + 0) / 3
     gt_by_hand = 100 * (4 / 8 + 4 / 5) / 2
     scores = semantic_scores(torch.from_numpy(confmat))  # the default convention

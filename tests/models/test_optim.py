@@ -80,7 +80,7 @@ def test_weight_decay_groups_follow_detectron2():
             self.attn = nn.MultiheadAttention(8, 2)
             self.ln = nn.LayerNorm(8)
             self.gn = nn.GroupNorm(2, 8)
-            self.bn3d = nn.BatchNorm3d(8)            # in detectron2's norm list
+            self.bn3d = nn.BatchNorm3d(8)  # in detectron2's norm list
             self.inorm = nn.InstanceNorm1d(8, affine=True)
             self.fc = nn.Linear(8, 8)
             self.head = nn.Linear(8, 2, bias=False)
@@ -94,7 +94,23 @@ def test_weight_decay_groups_follow_detectron2():
     decay = {id(p) for p in groups[0]["params"]}
     no_decay = {id(p) for p in groups[1]["params"]}
     name = {id(p): n for n, p in m.named_parameters()}
-    assert {name[i] for i in decay} == {"attn.in_proj_weight", "attn.in_proj_bias", "attn.out_proj.weight",
-                                        "fc.weight", "head.weight", "scale"}
-    assert {name[i] for i in no_decay} == {"attn.out_proj.bias", "ln.weight", "ln.bias", "gn.weight", "gn.bias",
-                                           "bn3d.weight", "bn3d.bias", "inorm.weight", "inorm.bias", "fc.bias"}
+    assert {name[i] for i in decay} == {
+        "attn.in_proj_weight",
+        "attn.in_proj_bias",
+        "attn.out_proj.weight",
+        "fc.weight",
+        "head.weight",
+        "scale",
+    }
+    assert {name[i] for i in no_decay} == {
+        "attn.out_proj.bias",
+        "ln.weight",
+        "ln.bias",
+        "gn.weight",
+        "gn.bias",
+        "bn3d.weight",
+        "bn3d.bias",
+        "inorm.weight",
+        "inorm.bias",
+        "fc.bias",
+    }

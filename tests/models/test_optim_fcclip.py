@@ -33,10 +33,24 @@ def test_norm_and_embedding_rule_decays_biases_and_logit_scale():
     m = Head()
     decay, no_decay = param_groups(m, 0.05, "norm_and_embedding")
     assert (decay["weight_decay"], no_decay["weight_decay"]) == (0.05, 0.0)
-    assert _names(m, no_decay) == {"query_feat.weight", "level_embed.weight", "void_embedding.weight",
-                                   "norm.weight", "norm.bias", "gn.weight", "gn.bias"}
-    assert _names(m, decay) == {"proj.weight", "proj.bias", "attn.in_proj_weight", "attn.in_proj_bias",
-                                "attn.out_proj.weight", "attn.out_proj.bias", "logit_scale"}
+    assert _names(m, no_decay) == {
+        "query_feat.weight",
+        "level_embed.weight",
+        "void_embedding.weight",
+        "norm.weight",
+        "norm.bias",
+        "gn.weight",
+        "gn.bias",
+    }
+    assert _names(m, decay) == {
+        "proj.weight",
+        "proj.bias",
+        "attn.in_proj_weight",
+        "attn.in_proj_bias",
+        "attn.out_proj.weight",
+        "attn.out_proj.bias",
+        "logit_scale",
+    }
 
 
 def test_default_rule_is_odise_and_differs_on_the_same_model():

@@ -40,7 +40,7 @@ def _loop(model):
 
 
 def _check(ref: list[torch.Tensor], got: list[torch.Tensor]) -> float:
-    bound = STEPS * 8 * 2.0 ** -23 * max(float(p.abs().max()) for p in ref)
+    bound = STEPS * 8 * 2.0**-23 * max(float(p.abs().max()) for p in ref)
     worst = max(float((a - b).abs().max()) for a, b in zip(ref, got))
     assert worst <= bound, f"largest difference {worst:.3g} above {bound:.3g}"
     return worst
@@ -51,7 +51,7 @@ def test_build_optimizer_fused_switch_picks_foreach_on_cpu():
     opt = build_optimizer(_model(), cfg, fused=True)
     assert opt.defaults["foreach"] is True and not opt.defaults.get("fused")
     plain = build_optimizer(_model(), cfg)
-    assert plain.defaults["foreach"] is None and not plain.defaults.get("fused")   # torch's own choice
+    assert plain.defaults["foreach"] is None and not plain.defaults.get("fused")  # torch's own choice
 
 
 def test_foreach_matches_the_loop_within_float32_rounding():
@@ -67,7 +67,7 @@ def test_fused_kernel_matches_the_loop_within_float32_rounding():
     """The fused kernel (what CUDA runs with the switch; PyTorch also has it on the CPU) against the loop."""
     try:
         got = _train(lambda m: torch.optim.AdamW(m.parameters(), lr=1e-2, weight_decay=0.05, fused=True))
-    except RuntimeError as err:   # an older PyTorch without the CPU kernel
+    except RuntimeError as err:  # an older PyTorch without the CPU kernel
         pytest.skip(f"no fused AdamW on the CPU: {err}")
     worst = _check(_train(_loop), got)
     print(f"fused vs loop after {STEPS} steps: {worst:.3g}")

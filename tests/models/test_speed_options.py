@@ -31,9 +31,9 @@ SIZE, BATCH = 128, 2
 EXACT = (0.0, 0.0, 0.0)
 # probabilities: the reference's mask embedding (LayerNorm + MLP after adding the pooled features to the
 # query) carries feature error into the class logits more than the earlier embedding did (measured below)
-REORDERED = (1e-4, 1e-4, 3e-5)     # float32, other summation order (channels-last, SDPA, batching; probs 1.1e-5-1.3e-5)
-COMPILED = (1e-4, 1e-4, 3e-5)      # float32, inductor fusions (probs 1.1e-5)
-BF16 = (0.10, 0.15, 0.15)          # bf16 frozen parts (8 mantissa bits; masks measured 0.11-0.12, probs 0.10-0.104)
+REORDERED = (1e-4, 1e-4, 3e-5)  # float32, other summation order (channels-last, SDPA, batching; probs 1.1e-5-1.3e-5)
+COMPILED = (1e-4, 1e-4, 3e-5)  # float32, inductor fusions (probs 1.1e-5)
+BF16 = (0.10, 0.15, 0.15)  # bf16 frozen parts (8 mantissa bits; masks measured 0.11-0.12, probs 0.10-0.104)
 
 
 def _bench():
@@ -105,18 +105,27 @@ def _unet_dtype(model) -> torch.dtype:
 
 # option, tolerance, what shows that the option acted
 CASES = {
-    "frozen_autocast": (SpeedOptions(frozen_autocast=True), BF16,
-                        lambda m, h, err: max(err.values()) > 0),
-    "frozen_weights": (SpeedOptions(frozen_autocast=True, frozen_weights=True), BF16,
-                       lambda m, h, err: _unet_dtype(m) == torch.bfloat16
-                       and next(m.backbone.clip.model.parameters()).dtype == torch.bfloat16),
-    "channels_last": (SpeedOptions(channels_last=True), REORDERED,
-                      lambda m, h, err: m.backbone.unet.conv_in.weight.is_contiguous(
-                          memory_format=torch.channels_last)),
-    "classic_attention": (SpeedOptions(attention="classic"), REORDERED,
-                          lambda m, h, err: h.report["attention_processors"] == ["AttnProcessor"]),
-    "tf32": (SpeedOptions(tf32=True), EXACT,                   # CUDA flag: no effect on the CPU
-             lambda m, h, err: torch.backends.cuda.matmul.allow_tf32),
+    "frozen_autocast": (SpeedOptions(frozen_autocast=True), BF16, lambda m, h, err: max(err.values()) > 0),
+    "frozen_weights": (
+        SpeedOptions(frozen_autocast=True, frozen_weights=True),
+        BF16,
+        lambda m, h, err: _unet_dtype(m) == torch.bfloat16 and next(m.backbone.clip.model.parameters()).dtype == torch.bfloat16,
+    ),
+    "channels_last": (
+        SpeedOptions(channels_last=True),
+        REORDERED,
+        lambda m, h, err: m.backbone.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last),
+    ),
+    "classic_attention": (
+        SpeedOptions(attention="classic"),
+        REORDERED,
+        lambda m, h, err: h.report["attention_processors"] == ["AttnProcessor"],
+    ),
+    "tf32": (
+        SpeedOptions(tf32=True),
+        EXACT,  # CUDA flag: no effect on the CPU
+        lambda m, h, err: torch.backends.cuda.matmul.allow_tf32,
+    ),
 }
 
 
@@ -151,8 +160,9 @@ def test_frozen_weights_restore_the_exact_float32_values(model):
 
 
 def test_options_combined_within_bf16_tolerance(model, images, reference):
-    handle = apply_speed_options(model, SpeedOptions(frozen_autocast=True, frozen_weights=True,
-                                                     channels_last=True, attention="classic", tf32=True))
+    handle = apply_speed_options(
+        model, SpeedOptions(frozen_autocast=True, frozen_weights=True, channels_last=True, attention="classic", tf32=True)
+    )
     try:
         assert_within(reference, run(model, images), BF16)
     finally:
@@ -179,7 +189,7 @@ def test_compiled_unet_blocks_within_tolerance(model, images, reference):
 # ------------------------------------------------------------------ inference paths beside speed.py
 def test_batched_equals_per_image(model, images, reference):
     """One batch of 2 vs two batches of 1: same outputs up to kernel blocking (REORDERED)."""
-    singles = [run(model, images[i:i + 1]) for i in range(BATCH)]
+    singles = [run(model, images[i : i + 1]) for i in range(BATCH)]
     stacked = {k: torch.cat([s[k] for s in singles]) for k in reference}
     assert_within(reference, stacked, REORDERED)
 
@@ -188,7 +198,7 @@ def test_no_grad_inference_equals_the_captioner_gradient_path(model, images, ref
     """Evaluation under no_grad / inference_mode computes what the training-time graph computes."""
     with torch.enable_grad():
         feats = model.backbone(images.float())
-        assert feats["s5"].requires_grad          # the captioner's gradient path through the UNet
+        assert feats["s5"].requires_grad  # the captioner's gradient path through the UNet
         out = model.mask_generator(feats)
     probs, masks = model.predict_probs(images, out)
     with_grad = {**{k: v.detach() for k, v in feats.items()}, "masks": masks, "probs": probs}

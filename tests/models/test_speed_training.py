@@ -24,8 +24,18 @@ from odise_pl.models.mask_generator.criterion import SetCriterion
 from odise_pl.models.mask_generator.mask2former import Mask2FormerMaskGenerator
 from odise_pl.models.speed import SpeedOptions, apply_speed_options
 
-TINY = MaskGeneratorConfig(num_queries=8, hidden_dim=32, mask_dim=32, dec_layers=2, nheads=2, dim_feedforward=64,
-                           enc_layers=2, enc_feedforward_dim=64, embed_dim=16, train_num_points=64)
+TINY = MaskGeneratorConfig(
+    num_queries=8,
+    hidden_dim=32,
+    mask_dim=32,
+    dec_layers=2,
+    nheads=2,
+    dim_feedforward=64,
+    enc_layers=2,
+    enc_feedforward_dim=64,
+    embed_dim=16,
+    train_num_points=64,
+)
 
 
 class Holder(nn.Module):

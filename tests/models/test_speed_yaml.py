@@ -15,22 +15,20 @@ from tests.micro_run import micro_run
 
 REPO = Path(__file__).resolve().parents[2]
 QUICK = REPO / "experiments" / "quickstart_diffusion.yaml"
-SMALL = ["model.mask_generator.dec_layers=1", "model.mask_generator.train_num_points=256",
-         "model.inference.classifier=ensemble"]
+SMALL = ["model.mask_generator.dec_layers=1", "model.mask_generator.train_num_points=256", "model.inference.classifier=ensemble"]
 
 
 def _build(*overrides: str):
     from odise_pl.models import clip_model
 
     clip_model._CACHE.clear()  # a CLIP of its own (the cache shares one per process; speed casts it in place)
-    torch.manual_seed(0)       # ... and the same random weights for every build
+    torch.manual_seed(0)  # ... and the same random weights for every build
     return build_model(load_config(QUICK, [*SMALL, *overrides]), categories_json())
 
 
 def test_bf16_frozen_parts_from_yaml_match_float32_within_tolerance():
     plain = _build().eval()
-    fast = _build("model.speed.frozen_autocast=true", "model.speed.frozen_weights=true",
-                  "model.speed.channels_last=true").eval()
+    fast = _build("model.speed.frozen_autocast=true", "model.speed.frozen_weights=true", "model.speed.channels_last=true").eval()
     backbone = fast.backbone
     assert {p.dtype for p in backbone.unet.parameters()} == {torch.bfloat16}
     assert {p.dtype for p in backbone.clip.model.parameters()} == {torch.bfloat16}
@@ -39,8 +37,8 @@ def test_bf16_frozen_parts_from_yaml_match_float32_within_tolerance():
     with torch.no_grad():
         ref, out = plain(images), fast(images)
         err = (out["pred_masks"][-1] - ref["pred_masks"][-1]).norm() / ref["pred_masks"][-1].norm()
-        assert err < 0.10                                   # the bf16 tolerance of odise_pl.models.speed
-        probs, _ = fast.predict_probs(images, out)           # CLIP mask classifier + ensemble, in bf16
+        assert err < 0.10  # the bf16 tolerance of odise_pl.models.speed
+        probs, _ = fast.predict_probs(images, out)  # CLIP mask classifier + ensemble, in bf16
         ref_probs, _ = plain.predict_probs(images, ref)
         assert probs.dtype == torch.float32 and (probs - ref_probs).abs().max() < 0.10  # (measured 0.061)
         fast.set_vocabulary([["zebra"], ["ocean"]], [True, False])  # a new vocabulary: CLIP text in bf16
@@ -71,8 +69,7 @@ def test_bad_speed_settings_name_the_key():
 
 
 def test_training_switches_are_constructor_arguments_of_the_built_parts():
-    model = _build("model.speed.batched_matching=true", "model.speed.no_host_syncs=true",
-                   "model.speed.fused_optimizer=true")
+    model = _build("model.speed.batched_matching=true", "model.speed.no_host_syncs=true", "model.speed.fused_optimizer=true")
     assert model.criterion.batched_matching and model.criterion.no_host_syncs and model.fused_optimizer
     assert "encoder_layers_without_sync" in model.speed_handle.report  # transformers' encoder layers: patched
     model.speed_handle.remove()  # undoes the patches only: the switches were the constructors' arguments

@@ -82,8 +82,9 @@ def test_real_size_checkpoint_converts_every_value_and_loads_with_no_key_left(re
     assert not set(trainable) & set(result.missing_keys)
     assert all(not p.is_meta for p in trainable.values())
     assert sum(p.numel() for p in trainable.values()) == TRAINABLE
-    assert {json.loads((tmp_path / "run" / "categories.json").read_text())["categories"][0]["synonyms"][6]} == \
-        {"children"}  # FC-CLIP's training names (its typo fix)
+    assert {json.loads((tmp_path / "run" / "categories.json").read_text())["categories"][0]["synonyms"][6]} == {
+        "children"
+    }  # FC-CLIP's training names (its typo fix)
 
 
 @pytest.fixture(scope="module")
@@ -105,13 +106,16 @@ def test_a_missing_key_is_refused_on_the_command_line_naming_it(released, tmp_pa
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("change, named", [
-    ("drop", "sem_seg_head.predictor.class_embed.layers.2.bias"),
-    ("drop", "void_embedding.weight"),
-    ("drop", "sem_seg_head.pixel_decoder.adapter_1.norm.weight"),
-    ("reshape", "sem_seg_head.predictor._mask_pooling_proj.1.weight"),
-    ("add", "sem_seg_head.predictor.class_embed.layers.3.weight"),
-])
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        ("drop", "sem_seg_head.predictor.class_embed.layers.2.bias"),
+        ("drop", "void_embedding.weight"),
+        ("drop", "sem_seg_head.pixel_decoder.adapter_1.norm.weight"),
+        ("reshape", "sem_seg_head.predictor._mask_pooling_proj.1.weight"),
+        ("add", "sem_seg_head.predictor.class_embed.layers.3.weight"),
+    ],
+)
 def test_a_missing_misshaped_or_unknown_key_is_named_as_spelt(released, meta_model, monkeypatch, change, named):
     import odise_pl.models.on_meta as on_meta
     from odise_pl.config import load_config
@@ -139,8 +143,11 @@ def test_a_file_with_the_clip_weights_is_accepted_and_says_so_once(released, met
 
     monkeypatch.setattr(on_meta, "build_on_meta", lambda cfg: meta_model)
     _, state = released
-    state = {**state, "backbone.clip_model.logit_scale": torch.tensor(4.6),
-             "backbone.clip_model.visual.trunk.stem.0.weight": torch.zeros(192, 3, 4, 4)}
+    state = {
+        **state,
+        "backbone.clip_model.logit_scale": torch.tensor(4.6),
+        "backbone.clip_model.visual.trunk.stem.0.weight": torch.zeros(192, 3, 4, 4),
+    }
     weights, note = convert_fcclip_state_dict(state, load_config(EXPERIMENT), source="full.pth")
     assert "holds 2 backbone.clip_model.* keys (left out)" in note and note.count("backbone.clip_model.") == 1
     assert not any("clip" in k and k.startswith("backbone") for k in weights)

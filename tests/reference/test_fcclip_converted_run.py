@@ -39,25 +39,56 @@ def test_converted_tiny_release_predicts_tests_and_fine_tunes(tmp_path, capsys):
     images = sorted((REPO / "notebooks" / "data").rglob("*.jpg"))[:1]
     assert images, "the notebooks' COCO photos are missing"
     pred = tmp_path / "pred"
-    assert main(["predict", "--ckpt", str(out), "--input", str(images[0]), "--out", str(pred),
-                 "--vocab", "person;dog;grass:stuff", "--no-default-vocab", "--device", "cpu",
-                 "data.eval_short_side=96", "data.eval_max_long_side=128"]) == 0, capsys.readouterr().err
+    assert (
+        main(
+            [
+                "predict",
+                "--ckpt",
+                str(out),
+                "--input",
+                str(images[0]),
+                "--out",
+                str(pred),
+                "--vocab",
+                "person;dog;grass:stuff",
+                "--no-default-vocab",
+                "--device",
+                "cpu",
+                "data.eval_short_side=96",
+                "data.eval_max_long_side=128",
+            ]
+        )
+        == 0
+    ), capsys.readouterr().err
     assert any(pred.iterdir())
 
     data = tmp_path / "eval_set"  # generated scenes in the COCO panoptic layout
-    assert main(["data", "synth", "--out", str(data), "--num-train", "4", "--num-val", "2",
-                 "--image-size", "64"]) == 0
-    evaluation = [f"data.root={data}", "data.vocabulary=null", "data.vocabulary_variant=null",
-                  "data.num_workers=0", "data.eval_short_side=64", "data.eval_max_long_side=64",
-                  "trainer.enable_progress_bar=false"]
+    assert main(["data", "synth", "--out", str(data), "--num-train", "4", "--num-val", "2", "--image-size", "64"]) == 0
+    evaluation = [
+        f"data.root={data}",
+        "data.vocabulary=null",
+        "data.vocabulary_variant=null",
+        "data.num_workers=0",
+        "data.eval_short_side=64",
+        "data.eval_max_long_side=64",
+        "trainer.enable_progress_bar=false",
+    ]
     assert main(["test", *evaluation, "--ckpt", str(out), "--sets", "config"]) == 0, capsys.readouterr().err
     table = next(out.glob("test_sets_*.md")).read_text()
     assert table.startswith("model: fcclip_fixture (clip backbone, fcclip_label supervision, classifier ensemble)")
     assert "| 64/64 |" in table
 
-    fine = [*evaluation, "data.name=coco_panoptic", "data.batch_size=2", "data.crop_size=64",
-            f"run.root={tmp_path / 'runs'}", "trainer.max_steps=2", "trainer.val_check_interval=2",
-            "checkpoint.every_n_steps=0", "logging.tensorboard=false"]
+    fine = [
+        *evaluation,
+        "data.name=coco_panoptic",
+        "data.batch_size=2",
+        "data.crop_size=64",
+        f"run.root={tmp_path / 'runs'}",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        "checkpoint.every_n_steps=0",
+        "logging.tensorboard=false",
+    ]
     assert main(["fit", "-c", EXPERIMENT, "--init-from", str(out), *fine]) == 0, capsys.readouterr().err
     results = json.loads(next((tmp_path / "runs").rglob("metrics.json")).read_text())
     assert results["init_from"] == str(out)

@@ -21,8 +21,7 @@ from odise_pl.reference.fcclip_fixture import (
 )
 from odise_pl.reference.fcclip_verify import compare_fcclip_input, verify_fcclip
 
-FILES = ("fcclip_tiny_ref.pth", "fcclip_tiny_tensors.safetensors", "fcclip_tiny_tensors_index.json",
-         "fcclip_tiny_train.safetensors")
+FILES = ("fcclip_tiny_ref.pth", "fcclip_tiny_tensors.safetensors", "fcclip_tiny_tensors_index.json", "fcclip_tiny_train.safetensors")
 
 
 @pytest.fixture(scope="module")

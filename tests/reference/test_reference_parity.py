@@ -191,9 +191,7 @@ def test_released_checkpoint_at_real_shapes_converts_into_the_real_model(kind, k
     assert not result.unexpected_keys
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     assert all(not p.is_meta for p in trainable.values())
-    assert (
-        sum(p.numel() for p in trainable.values()) == elements == sum(v.numel() for v in converted.values())
-    )
+    assert sum(p.numel() for p in trainable.values()) == elements == sum(v.numel() for v in converted.values())
     assert all(k in trainable for k in converted)
 
 
@@ -205,9 +203,7 @@ def test_a_wrong_key_or_shape_is_named(tmp_path):
     cfg = load_config(str(REPO / "experiments" / "reference" / "odise_label_fixture.yaml"), [])
     released, _ = split_reference(fixture(None, "label").load_state_dict())
     with pytest.raises(ConfigError, match="sem_seg_head.predictor.extra.weight"):
-        convert_state_dict(
-            {**released, "sem_seg_head.predictor.extra.weight": torch.zeros(1)}, cfg, source="x"
-        )
+        convert_state_dict({**released, "sem_seg_head.predictor.extra.weight": torch.zeros(1)}, cfg, source="x")
     wrong = dict(released)
     wrong["category_head.text_proj.weight"] = torch.zeros(3, 3)
     with pytest.raises(ConfigError, match=r"category_head.text_proj.weight \(3, 3\)"):
@@ -242,9 +238,7 @@ def test_converted_directory_predicts_without_training_data(tmp_path, capsys):
         metadata = weights.metadata()
     assert SAFETENSORS_KEY in metadata and metadata["source"] == pth.name
     assert json.loads(metadata[SAFETENSORS_KEY])["categories"] == read_categories(out / "categories.json").categories
-    assert (
-        main(["convert-reference", "--odise-ckpt", str(pth), "-c", exp, "--out", str(out)]) == 2
-    )  # never overwritten
+    assert main(["convert-reference", "--odise-ckpt", str(pth), "-c", exp, "--out", str(out)]) == 2  # never overwritten
     image = REPO / "notebooks" / "data"
     images = sorted(p for p in image.rglob("*.jpg"))[:1]
     assert images, "the notebooks' COCO photos are missing"
@@ -278,12 +272,7 @@ def test_converted_directory_predicts_without_training_data(tmp_path, capsys):
 
     # test: only an evaluation set on disk (generated scenes in the COCO panoptic layout, no train split)
     data = tmp_path / "eval_set"
-    assert (
-        main(
-            ["data", "synth", "--out", str(data), "--num-train", "1", "--num-val", "2", "--image-size", "64"]
-        )
-        == 0
-    )
+    assert main(["data", "synth", "--out", str(data), "--num-train", "1", "--num-val", "2", "--image-size", "64"]) == 0
     for part in ("train2017", "panoptic_train2017", "annotations/panoptic_train2017.json"):
         target = data / part
         shutil.rmtree(target) if target.is_dir() else target.unlink()
@@ -323,9 +312,7 @@ def test_stable_diffusion_from_the_original_single_file(tmp_path, label_model):
     ours, want = model.backbone.state_dict(), label_model.backbone.state_dict()
     frozen = [k for k in want if k.startswith(("unet.", "vae.", "text_encoder."))]
     assert len(frozen) > 900 and all(torch.equal(ours[k], want[k]) for k in frozen)
-    assert torch.equal(
-        model.backbone.empty_text, label_model.backbone.empty_text
-    )  # TextEncoder("") recomputed
+    assert torch.equal(model.backbone.empty_text, label_model.backbone.empty_text)  # TextEncoder("") recomputed
     not_sd = tmp_path / "other.ckpt"
     torch.save({"state_dict": {"weight": torch.zeros(1)}}, not_sd)
     with pytest.raises(FileNotFoundError, match="LDM"):

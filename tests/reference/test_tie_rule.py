@@ -75,9 +75,7 @@ def test_panoptic_pixel_at_an_owner_tie_is_excused_and_a_far_one_is_not():
     logits = torch.full((2, 2, 2), -4.0)
     logits[0, 0, 0] = logits[1, 0, 0] = 4.0  # (0, 0): an exact owner tie
     logits[0, 1, 1] = 4.0  # (1, 1): query 0 alone
-    unsure = panoptic_uncertain(
-        probs, logits, object_mask_threshold=0.0, overlap_threshold=0.0, err_prob=1e-6, err_mask=1e-6
-    )
+    unsure = panoptic_uncertain(probs, logits, object_mask_threshold=0.0, overlap_threshold=0.0, err_prob=1e-6, err_mask=1e-6)
     assert bool(unsure[0][0, 0]) and not bool(unsure[0][1, 1])
     ours = (torch.tensor([[1, 0], [0, 1]]), [{"id": 1, "category_id": 0, "isthing": True}])
     segs = [{"id": 1, "category_id": 0, "isthing": True}, {"id": 2, "category_id": 1, "isthing": True}]

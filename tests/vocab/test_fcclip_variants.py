@@ -10,13 +10,11 @@ def _changed(base: str):
     a, b = load_builtin(base), load_builtin(builtin_variant(base, "fcclip"))
     assert [c.source_id for c in a] == [c.source_id for c in b]
     assert a.is_thing == b.is_thing  # thing flags follow the dataset, not the spelling
-    return [(c.source_id, set(c.names) - set(d.names), set(d.names) - set(c.names))
-            for c, d in zip(a, b) if c.names != d.names]
+    return [(c.source_id, set(c.names) - set(d.names), set(d.names) - set(c.names)) for c, d in zip(a, b) if c.names != d.names]
 
 
 def test_three_fixes_and_nothing_else():
-    assert _changed("coco_panoptic_with_prompt_eng") == [(1, {"childeren"}, {"children"}),
-                                                         (145, {"baseball feild"}, {"baseball field"})]
+    assert _changed("coco_panoptic_with_prompt_eng") == [(1, {"childeren"}, {"children"}), (145, {"baseball feild"}, {"baseball field"})]
     assert _changed("ade20k_847_with_prompt_eng") == [(105, {"girraffe"}, {"giraffe"})]
 
 

@@ -24,15 +24,18 @@ SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 DATA = Path(__file__).resolve().parents[2] / "odise_pl" / "vocab" / "data"
 
 
-@pytest.mark.parametrize("name, size, things, stuff", [
-    ("coco_panoptic", 133, 80, 53),
-    ("ade20k_150", 150, 100, 50),
-    ("ade20k_847", 847, 0, 0),
-    ("pascal_context_59", 59, 0, 0),
-    ("pascal_context_459", 459, 0, 0),
-    ("pascal_voc_21", 21, 0, 0),
-    ("lvis_1203", 1203, 1203, 0),
-])
+@pytest.mark.parametrize(
+    "name, size, things, stuff",
+    [
+        ("coco_panoptic", 133, 80, 53),
+        ("ade20k_150", 150, 100, 50),
+        ("ade20k_847", 847, 0, 0),
+        ("pascal_context_59", 59, 0, 0),
+        ("pascal_context_459", 459, 0, 0),
+        ("pascal_voc_21", 21, 0, 0),
+        ("lvis_1203", 1203, 1203, 0),
+    ],
+)
 def test_builtin_sizes_and_thing_split(name, size, things, stuff):
     for variant in (name, name + "_with_prompt_eng"):
         vocab = load_builtin(variant)
@@ -93,18 +96,21 @@ def test_parse_string_synonyms_and_markers():
     assert parse_vocabulary("cat,cat,Cat").synonyms == [["cat"]]  # repeats within a class are harmless
 
 
-@pytest.mark.parametrize("text, message", [
-    ("", "empty"),
-    ("   ", "empty"),
-    ("cat;;dog", "class entry 2 is empty"),
-    ("cat;dog;", "class entry 3 is empty"),
-    ("cat,,kitten", "class entry 1 .* empty name"),
-    ("cat;dog,Cat", "'Cat' is used by two classes, class entry 1 .* class entry 2"),
-    ("cat;Big_Dog;big dog", "two classes"),
-    ("cat:animal", "unknown marker 'animal'"),
-    ("a:b:stuff", "malformed"),
-    (":thing", "malformed"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("cat;;dog", "class entry 2 is empty"),
+        ("cat;dog;", "class entry 3 is empty"),
+        ("cat,,kitten", "class entry 1 .* empty name"),
+        ("cat;dog,Cat", "'Cat' is used by two classes, class entry 1 .* class entry 2"),
+        ("cat;Big_Dog;big dog", "two classes"),
+        ("cat:animal", "unknown marker 'animal'"),
+        ("a:b:stuff", "malformed"),
+        (":thing", "malformed"),
+    ],
+)
 def test_parse_string_errors(text, message):
     with pytest.raises(VocabularyError, match=message):
         parse_vocabulary(text)
@@ -126,14 +132,17 @@ def test_file_one_class_per_line(tmp_path):
     assert [c.source_id for c in vocab] == [None] * 3 and vocab.is_thing == [None, False, True]
 
 
-@pytest.mark.parametrize("content, message", [
-    ("cat\ndog\nCat\n", r"'Cat' is used by two classes, line 1 of .*plain.txt \('cat'\) and line 3"),
-    ("1:cat\n1:dog\n", "line 2 .* class id 1 was already used on line 1"),
-    ("cat\n,dog\n", "line 2 .* empty name"),
-    ("cat\nfoo:bar\n", "line 2 .* unknown marker 'bar'"),
-    ("# nothing\n\n", "has no classes"),
-    ("0:invalid_class_id\n", "has no classes"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("cat\ndog\nCat\n", r"'Cat' is used by two classes, line 1 of .*plain.txt \('cat'\) and line 3"),
+        ("1:cat\n1:dog\n", "line 2 .* class id 1 was already used on line 1"),
+        ("cat\n,dog\n", "line 2 .* empty name"),
+        ("cat\nfoo:bar\n", "line 2 .* unknown marker 'bar'"),
+        ("# nothing\n\n", "has no classes"),
+        ("0:invalid_class_id\n", "has no classes"),
+    ],
+)
 def test_file_errors_name_the_line(tmp_path, content, message):
     f = tmp_path / "plain.txt"
     f.write_text(content)
@@ -149,7 +158,7 @@ def test_missing_file():
 def test_default_vocabulary_is_merged_and_unique():
     vocab = default_vocabulary()
     coco = load_builtin("coco_panoptic_with_prompt_eng")
-    assert vocab.classes[:len(coco)] == coco.classes  # COCO first, untouched
+    assert vocab.classes[: len(coco)] == coco.classes  # COCO first, untouched
     names = [normalize_name(n) for c in vocab for n in c.names]
     assert len(names) == len(set(names))  # every name belongs to one class
     assert 1203 < len(vocab) < 133 + 150 + 1203

@@ -13,8 +13,27 @@ from odise_pl.vocab import Vocabulary, load_vocabulary_file, parse_vocabulary, p
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 VOCAB_CHARS = "catdogCD _-,;:#\n\t 01907" + "éß\u00a0\u0663"  # separators, markers, digits (also Arabic-Indic)
 _counter = itertools.count()
-_pieces = st.sampled_from(["cat", "Cat", "dog", ":thing", ":stuff", ":x", ",", ";", " ", "0:", "12:", "\n",
-                           "invalid_class_id", "#", "9" * 5000, "\u0663:", "grass:stuff"])
+_pieces = st.sampled_from(
+    [
+        "cat",
+        "Cat",
+        "dog",
+        ":thing",
+        ":stuff",
+        ":x",
+        ",",
+        ";",
+        " ",
+        "0:",
+        "12:",
+        "\n",
+        "invalid_class_id",
+        "#",
+        "9" * 5000,
+        "\u0663:",
+        "grass:stuff",
+    ]
+)
 
 
 def _check(parse, *args, **kwargs) -> None:
@@ -28,15 +47,13 @@ def _check(parse, *args, **kwargs) -> None:
 
 
 @SETTINGS
-@given(text=st.one_of(st.text(alphabet=VOCAB_CHARS, max_size=60), st.text(max_size=40),
-                      st.lists(_pieces, max_size=12).map("".join)))
+@given(text=st.one_of(st.text(alphabet=VOCAB_CHARS, max_size=60), st.text(max_size=40), st.lists(_pieces, max_size=12).map("".join)))
 def test_any_string_gives_a_vocabulary_or_a_vocabulary_error(text):
     _check(parse_vocabulary, text)
 
 
 @SETTINGS
-@given(lines=st.lists(st.one_of(st.text(alphabet=VOCAB_CHARS, max_size=30),
-                                st.lists(_pieces, max_size=6).map("".join)), max_size=8))
+@given(lines=st.lists(st.one_of(st.text(alphabet=VOCAB_CHARS, max_size=30), st.lists(_pieces, max_size=6).map("".join)), max_size=8))
 def test_any_lines_give_a_vocabulary_or_a_vocabulary_error(lines):
     _check(parse_vocabulary_lines, lines, source="fuzz.txt")
 

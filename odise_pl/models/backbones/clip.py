@@ -46,9 +46,9 @@ PADDINGS = ("black", "mean")
 class ClipBackboneConfig:
     """YAML keys of ``model.backbone`` with ``name: clip``."""
 
-    out_channels: int = 256             # channels of every pyramid level (adapter conv_gn)
-    model_name: str | None = None    # an open_clip model for the features; null: the shared model.clip
-    pretrained: str | None = None    # its weights (open_clip tag, hf-hub:..., a file); null: random
+    out_channels: int = 256  # channels of every pyramid level (adapter conv_gn)
+    model_name: str | None = None  # an open_clip model for the features; null: the shared model.clip
+    pretrained: str | None = None  # its weights (open_clip tag, hf-hub:..., a file); null: random
     # conv_gn: a trainable 1x1 conv + GroupNorm per level (ODISE's zoo); none: the ConvNeXt stages as
     # they are, native widths (FC-CLIP: no trainable part in the backbone)
     adapter: str = choice("conv_gn", ADAPTERS)
@@ -57,8 +57,9 @@ class ClipBackboneConfig:
 
     def problems(self) -> list[tuple[str, str]]:
         if self.adapter == "none" and self.model_name and "vit" in self.model_name.lower():
-            return [("adapter", "none needs a ConvNeXt CLIP (its stages are the pyramid); a ViT has one "
-                     "stride-16 map: use adapter: conv_gn.")]
+            return [
+                ("adapter", "none needs a ConvNeXt CLIP (its stages are the pyramid); a ViT has one stride-16 map: use adapter: conv_gn.")
+            ]
         return []
 
 
@@ -72,10 +73,10 @@ def vit_dense_tokens(visual: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
     Returns:
         (B, C, H/p, W/p) last-block patch tokens (p = patch size).
     """
-    x = visual.conv1(pixels)                                  # (B, C, h, w)
+    x = visual.conv1(pixels)  # (B, C, h, w)
     b, c, h, w = x.shape
-    x = x.flatten(2).transpose(1, 2)                          # (B, h*w, C)
-    pos = visual.positional_embedding.to(x.dtype)             # (1 + g*g, C)
+    x = x.flatten(2).transpose(1, 2)  # (B, h*w, C)
+    pos = visual.positional_embedding.to(x.dtype)  # (1 + g*g, C)
     cls_pos, grid_pos = pos[:1], pos[1:]
     g = int(round(grid_pos.shape[0] ** 0.5))
     if (g, g) != (h, w):
@@ -85,7 +86,7 @@ def vit_dense_tokens(visual: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
     cls = visual.class_embedding.to(x.dtype).view(1, 1, c).expand(b, 1, c)
     x = torch.cat([cls + cls_pos, x + grid_pos], dim=1)
     x = visual.ln_pre(x)
-    x = visual.transformer(x)                                 # (B, 1 + h*w, C)
+    x = visual.transformer(x)  # (B, 1 + h*w, C)
     return x[:, 1:].transpose(1, 2).reshape(b, c, h, w)
 
 
@@ -104,12 +105,13 @@ class ClipBackbone(Backbone):
 
     size_divisibility = 32
 
-    def __init__(self, *, clip: SharedClip, out_channels: int = 256, adapter: str = "conv_gn",
-                 padding: str = "black") -> None:
+    def __init__(self, *, clip: SharedClip, out_channels: int = 256, adapter: str = "conv_gn", padding: str = "black") -> None:
         super().__init__()
         if adapter not in ADAPTERS or padding not in PADDINGS:
-            raise ConfigError(f"model.backbone (clip): adapter {adapter!r} / padding {padding!r}: use "
-                              f"adapter one of {ADAPTERS}, padding one of {PADDINGS}")
+            raise ConfigError(
+                f"model.backbone (clip): adapter {adapter!r} / padding {padding!r}: use "
+                f"adapter one of {ADAPTERS}, padding one of {PADDINGS}"
+            )
         self.clip = clip
         self.out_channels = out_channels
         self.padding = padding
@@ -118,8 +120,10 @@ class ClipBackbone(Backbone):
         visual = clip.model.visual
         if clip.is_vit:
             if adapter == "none":
-                raise ConfigError("model.backbone.adapter: none needs a ConvNeXt CLIP (its four stages are "
-                                  "the pyramid); a ViT CLIP has one stride-16 map: use adapter: conv_gn.")
+                raise ConfigError(
+                    "model.backbone.adapter: none needs a ConvNeXt CLIP (its four stages are "
+                    "the pyramid); a ViT CLIP has one stride-16 map: use adapter: conv_gn."
+                )
             width = visual.conv1.out_channels
             self.patch = visual.conv1.kernel_size[0]
             self.adapter = SimpleFeaturePyramid(width, out_channels)
@@ -131,10 +135,9 @@ class ClipBackbone(Backbone):
                 self.adapter = None
                 self.widths = dict(zip(LEVELS, widths))
             else:
-                self.adapter = nn.ModuleDict({
-                    k: nn.Sequential(nn.Conv2d(c, out_channels, 1), group_norm(out_channels))
-                    for k, c in zip(LEVELS, widths)
-                })
+                self.adapter = nn.ModuleDict(
+                    {k: nn.Sequential(nn.Conv2d(c, out_channels, 1), group_norm(out_channels)) for k, c in zip(LEVELS, widths)}
+                )
                 self.widths = {k: out_channels for k in LEVELS}
 
     @classmethod
@@ -143,9 +146,11 @@ class ClipBackbone(Backbone):
             try:
                 clip = load_clip(ClipSpec(cfg.model_name, cfg.pretrained))
             except (ValueError, FileNotFoundError) as err:
-                raise ConfigError(f"model.backbone (clip): {err} (model.backbone.model_name="
-                                  f"{cfg.model_name!r}, model.backbone.pretrained={cfg.pretrained!r}); "
-                                  "or set model_name: null to use model.clip.") from err
+                raise ConfigError(
+                    f"model.backbone (clip): {err} (model.backbone.model_name="
+                    f"{cfg.model_name!r}, model.backbone.pretrained={cfg.pretrained!r}); "
+                    "or set model_name: null to use model.clip."
+                ) from err
         return cls(clip=clip, out_channels=cfg.out_channels, adapter=cfg.adapter, padding=cfg.padding)
 
     @classmethod
@@ -155,8 +160,7 @@ class ClipBackbone(Backbone):
             import open_clip
 
             model = open_clip.create_model(cfg.model_name, pretrained=None, device="meta")
-            clip = SharedClip(model, None, ClipSpec(cfg.model_name, cfg.pretrained),
-                              pretrained=cfg.pretrained is not None)
+            clip = SharedClip(model, None, ClipSpec(cfg.model_name, cfg.pretrained), pretrained=cfg.pretrained is not None)
         return cls(clip=clip, out_channels=cfg.out_channels, adapter=cfg.adapter, padding=cfg.padding)
 
     def output_shape(self) -> dict[str, ShapeSpec]:
@@ -181,8 +185,9 @@ class ClipBackbone(Backbone):
             pixels = pixels * valid[:, None].to(pixels.dtype)
         return pixels
 
-    def forward(self, images: torch.Tensor, captions: list[str] | None = None,
-                image_sizes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, images: torch.Tensor, captions: list[str] | None = None, image_sizes: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """(B,3,H,W) in [0,255] -> {"s2": (B,C,H/4,W/4), ..., "s5": (B,C,H/32,W/32)}, and for a ConvNeXt
         ``"clip_dense"`` (B,C5,H/32,W/32), the trunk's last map before its head (no gradient).
 
@@ -193,9 +198,9 @@ class ClipBackbone(Backbone):
         visual = self.clip.model.visual
         extra = {}
         if self.clip.is_vit:
-            pixels = resize_to_patch_grid(pixels, self.patch)      # tokens at stride 16
+            pixels = resize_to_patch_grid(pixels, self.patch)  # tokens at stride 16
             with torch.no_grad():
-                dense = vit_dense_tokens(visual, pixels)            # (B, C, ceil(H/16), ceil(W/16))
+                dense = vit_dense_tokens(visual, pixels)  # (B, C, ceil(H/16), ceil(W/16))
             feats = self.adapter(dense)
         else:
             with torch.no_grad():

@@ -70,13 +70,13 @@ from odise_pl.models.clip_model import SharedClip
 from odise_pl.models.frozen import freeze
 from odise_pl.registry import BACKBONES
 
-ENCODER_TAPS = (5, 7)          # the reference's flat resnet indices (SD: 2 per encoder level, 3 per up block)
+ENCODER_TAPS = (5, 7)  # the reference's flat resnet indices (SD: 2 per encoder level, 3 per up block)
 UNET_TAPS = (2, 5, 8, 11)
 DECODER_TAPS = (2, 5)
-ENCODER_LEVELS = (2, 3)        # the same places by level: the last resnet of these levels / blocks
+ENCODER_LEVELS = (2, 3)  # the same places by level: the last resnet of these levels / blocks
 DECODER_LEVELS = (0, 1)
 CAPTION_MODES = ("implicit", "empty", "caption")
-NUM_TIMESTEPS = 1000           # SD's training schedule
+NUM_TIMESTEPS = 1000  # SD's training schedule
 
 
 @dataclass
@@ -86,7 +86,7 @@ class DiffusionBackboneConfig:
     # hub id, diffusers-format dir, or the original single file (sd-v1-3.ckpt, LDM layout); the reference
     # loads SD v1.3 (v1.5 works too)
     pretrained: str | None = "CompVis/stable-diffusion-v1-3"
-    tiny: bool = False                     # random tiny weights (also when pretrained is null)
+    tiny: bool = False  # random tiny weights (also when pretrained is null)
     # keys replacing those of tiny_unet_config() / tiny_vae_config() (random weights only), e.g.
     # {block_out_channels: [16, 32, 32, 32], norm_num_groups: 16}; diffusers' own argument names
     tiny_unet: dict[str, Any] | None = None
@@ -94,9 +94,9 @@ class DiffusionBackboneConfig:
     timestep: int = 0
     noise_seed: int = 42
     caption_mode: str = choice("implicit", CAPTION_MODES)
-    window_size: int | None = 512       # null: the whole image in one pass
+    window_size: int | None = 512  # null: the whole image in one pass
     window_stride: int | None = 512
-    resize_windows: bool = True            # every window resized to window_size (the reference)
+    resize_windows: bool = True  # every window resized to window_size (the reference)
     tiny_text: dict[str, Any] | None = None  # keys replacing tiny_text_config()'s (transformers' names)
     projection_dim: int = 512
     bottleneck_width: int = 128
@@ -109,9 +109,15 @@ class DiffusionBackboneConfig:
             found.append(("timestep", f"{self.timestep} is outside [0, {NUM_TIMESTEPS - 1}]."))
         random_weights = self.tiny or self.pretrained is None
         if not random_weights and not is_single_file(self.pretrained):
-            found += [(key, f"shapes the random tiny model only; with pretrained weights ('{self.pretrained}') "
-                       "remove it or set model.backbone.pretrained: null.")
-                      for key in ("tiny_unet", "tiny_vae", "tiny_text") if getattr(self, key)]
+            found += [
+                (
+                    key,
+                    f"shapes the random tiny model only; with pretrained weights ('{self.pretrained}') "
+                    "remove it or set model.backbone.pretrained: null.",
+                )
+                for key in ("tiny_unet", "tiny_vae", "tiny_text")
+                if getattr(self, key)
+            ]
         return found
 
 
@@ -120,23 +126,23 @@ def window_problems(window_size: int | None, window_stride: int | None) -> list[
     if window_size is None:
         return []
     if window_size <= 0 or window_size % 64:
-        return [("window_size", f"{window_size} must be a positive multiple of 64 (or null for whole-image "
-                 "features).")]
+        return [("window_size", f"{window_size} must be a positive multiple of 64 (or null for whole-image features).")]
     if window_stride is None or window_stride <= 0 or window_stride % 64 or window_stride > window_size:
-        return [("window_stride", f"{window_stride} must be a positive multiple of 64, at most window_size "
-                 f"({window_size}).")]
+        return [("window_stride", f"{window_stride} must be a positive multiple of 64, at most window_size ({window_size}).")]
     return []
 
 
 # ---------------------------------------------------------------------- loading
 SD_SUBFOLDERS = ("vae", "unet", "text_encoder", "tokenizer")
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-_LAYOUT = ("a diffusers-format directory:\n  {p}/\n"
-           "    vae/           config.json, diffusion_pytorch_model.safetensors\n"
-           "    unet/          config.json, diffusion_pytorch_model.safetensors\n"
-           "    text_encoder/  config.json, model.safetensors\n    tokenizer/     vocab.json + merges.txt "
-           "(or tokenizer.json)\nor a Hugging Face hub id such as 'stable-diffusion-v1-5/stable-diffusion-v1-5'. "
-           "For random tiny weights set model.backbone.pretrained: null (or tiny: true).")
+_LAYOUT = (
+    "a diffusers-format directory:\n  {p}/\n"
+    "    vae/           config.json, diffusion_pytorch_model.safetensors\n"
+    "    unet/          config.json, diffusion_pytorch_model.safetensors\n"
+    "    text_encoder/  config.json, model.safetensors\n    tokenizer/     vocab.json + merges.txt "
+    "(or tokenizer.json)\nor a Hugging Face hub id such as 'stable-diffusion-v1-5/stable-diffusion-v1-5'. "
+    "For random tiny weights set model.backbone.pretrained: null (or tiny: true)."
+)
 
 
 @dataclass
@@ -163,26 +169,27 @@ def load_stable_diffusion(pretrained: str) -> StableDiffusionParts:
         missing = [sub for sub in SD_SUBFOLDERS if not (path / sub).is_dir()]
         if missing:
             lacks = ", ".join(sub + "/" for sub in missing)
-            raise WeightsError(f"Stable Diffusion directory '{path}' lacks {lacks}. Expected "
-                               + _LAYOUT.format(p=path))
+            raise WeightsError(f"Stable Diffusion directory '{path}' lacks {lacks}. Expected " + _LAYOUT.format(p=path))
         source = str(path)
     elif _HUB_ID.fullmatch(pretrained):
         source = pretrained
     else:
-        raise WeightsError(f"Stable Diffusion weights '{pretrained}' not found. Expected "
-                           + _LAYOUT.format(p=path))
+        raise WeightsError(f"Stable Diffusion weights '{pretrained}' not found. Expected " + _LAYOUT.format(p=path))
     try:
         return StableDiffusionParts(
             vae=AutoencoderKL.from_pretrained(source, subfolder="vae"),
             unet=UNet2DConditionModel.from_pretrained(source, subfolder="unet"),
             text_encoder=CLIPTextModel.from_pretrained(source, subfolder="text_encoder"),
-            tokenizer=CLIPTokenizer.from_pretrained(source, subfolder="tokenizer"), pretrained=True)
+            tokenizer=CLIPTokenizer.from_pretrained(source, subfolder="tokenizer"),
+            pretrained=True,
+        )
     except OSError as err:
         if path.exists():
-            raise WeightsError(f"cannot load Stable Diffusion from '{path}' ({err}). Expected "
-                               + _LAYOUT.format(p=path)) from err
-        raise WeightsError(f"Stable Diffusion weights '{pretrained}' are neither a local directory nor "
-                           f"loadable from the hub ({err}). Expected " + _LAYOUT.format(p=path)) from err
+            raise WeightsError(f"cannot load Stable Diffusion from '{path}' ({err}). Expected " + _LAYOUT.format(p=path)) from err
+        raise WeightsError(
+            f"Stable Diffusion weights '{pretrained}' are neither a local directory nor "
+            f"loadable from the hub ({err}). Expected " + _LAYOUT.format(p=path)
+        ) from err
 
 
 def single_file_parts(cfg: DiffusionBackboneConfig) -> StableDiffusionParts:
@@ -193,40 +200,72 @@ def single_file_parts(cfg: DiffusionBackboneConfig) -> StableDiffusionParts:
     if cfg.tiny_unet or cfg.tiny_vae or cfg.tiny_text:  # a small file (e.g. the reference fixture's)
         text = dict(tiny_text_config())
         text.update(cfg.tiny_text or {})
-        configs = dict(unet_config=_with_overrides(tiny_unet_config(text["hidden_size"]), cfg.tiny_unet,
-                                                   UNet2DConditionModel, "tiny_unet"),
-                       vae_config=_with_overrides(tiny_vae_config(), cfg.tiny_vae, AutoencoderKL, "tiny_vae"),
-                       text_config=text)
+        configs = dict(
+            unet_config=_with_overrides(tiny_unet_config(text["hidden_size"]), cfg.tiny_unet, UNet2DConditionModel, "tiny_unet"),
+            vae_config=_with_overrides(tiny_vae_config(), cfg.tiny_vae, AutoencoderKL, "tiny_vae"),
+            text_config=text,
+        )
     return StableDiffusionParts(**load_single_file(cfg.pretrained, **configs), pretrained=True)
 
 
 def tiny_unet_config(cross_attention_dim: int = 32) -> dict:
     """SD v1.x UNet structure (4 levels, same block types) at widths (32, 64, 64, 64)."""
-    return dict(sample_size=16, in_channels=4, out_channels=4, layers_per_block=2,
-                block_out_channels=(32, 64, 64, 64), attention_head_dim=8, norm_num_groups=32,
-                cross_attention_dim=cross_attention_dim,
-                down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+    return dict(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=2,
+        block_out_channels=(32, 64, 64, 64),
+        attention_head_dim=8,
+        norm_num_groups=32,
+        cross_attention_dim=cross_attention_dim,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    )
 
 
 def tiny_vae_config() -> dict:
     """SD VAE structure (4 levels, 2 resnets per level, latent factor 8) at widths (8, 16, 16, 16)."""
-    return dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, norm_num_groups=8,
-                block_out_channels=(8, 16, 16, 16), sample_size=128, scaling_factor=0.18215,
-                down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+    return dict(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        layers_per_block=2,
+        norm_num_groups=8,
+        block_out_channels=(8, 16, 16, 16),
+        sample_size=128,
+        scaling_factor=0.18215,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+    )
 
 
 def tiny_text_config(hidden_size: int = 32) -> dict:
     """A 2-layer CLIP text transformer over CLIP's real BPE vocabulary (49408 tokens, 77 positions)."""
-    return dict(vocab_size=49408, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-                num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77, hidden_act="quick_gelu",
-                projection_dim=hidden_size, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
+    return dict(
+        vocab_size=49408,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=77,
+        hidden_act="quick_gelu",
+        projection_dim=hidden_size,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
+    )
 
 
-def build_tiny_stable_diffusion(*, unet_config: dict | None = None, vae_config: dict | None = None,
-                                text_config: dict | None = None, unet_overrides: dict | None = None,
-                                vae_overrides: dict | None = None,
-                                text_overrides: dict | None = None) -> StableDiffusionParts:
+def build_tiny_stable_diffusion(
+    *,
+    unet_config: dict | None = None,
+    vae_config: dict | None = None,
+    text_config: dict | None = None,
+    unet_overrides: dict | None = None,
+    vae_overrides: dict | None = None,
+    text_overrides: dict | None = None,
+) -> StableDiffusionParts:
     """Random-weight SD parts from tiny configs (defaults: ``tiny_*_config()``).
 
     ``unet_overrides`` / ``vae_overrides`` replace keys of the (default) configs; they are the YAML
@@ -241,17 +280,22 @@ def build_tiny_stable_diffusion(*, unet_config: dict | None = None, vae_config: 
 
         unknown = sorted(set(text_overrides) - set(CLIPTextConfig().to_dict()))
         if unknown:
-            raise ConfigError(f"model.backbone.tiny_text: unknown key(s) {', '.join(unknown)}; use the names of "
-                              f"transformers' CLIPTextConfig (e.g. hidden_size, num_hidden_layers)")
+            raise ConfigError(
+                f"model.backbone.tiny_text: unknown key(s) {', '.join(unknown)}; use the names of "
+                f"transformers' CLIPTextConfig (e.g. hidden_size, num_hidden_layers)"
+            )
         text_config.update(text_overrides)
-    unet_kwargs = _with_overrides(unet_config or tiny_unet_config(text_config["hidden_size"]), unet_overrides,
-                                  UNet2DConditionModel, "tiny_unet")
+    unet_kwargs = _with_overrides(
+        unet_config or tiny_unet_config(text_config["hidden_size"]), unet_overrides, UNet2DConditionModel, "tiny_unet"
+    )
     vae_kwargs = _with_overrides(vae_config or tiny_vae_config(), vae_overrides, AutoencoderKL, "tiny_vae")
     return StableDiffusionParts(
         vae=_build(AutoencoderKL, vae_kwargs, "tiny_vae"),
         unet=_build(UNet2DConditionModel, unet_kwargs, "tiny_unet"),
         text_encoder=CLIPTextModel(CLIPTextConfig(**text_config)),
-        tokenizer=clip_bpe_tokenizer(), pretrained=False)
+        tokenizer=clip_bpe_tokenizer(),
+        pretrained=False,
+    )
 
 
 def _with_overrides(base: dict, overrides: dict | None, cls: type, key: str) -> dict:
@@ -262,9 +306,11 @@ def _with_overrides(base: dict, overrides: dict | None, cls: type, key: str) -> 
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     unknown = sorted(set(overrides) - accepted)
     if unknown:
-        raise ConfigError(f"model.backbone.{key}: unknown key(s) {', '.join(unknown)}; use the argument names "
-                          f"of diffusers' {cls.__name__} (e.g. block_out_channels, norm_num_groups, "
-                          f"layers_per_block)")
+        raise ConfigError(
+            f"model.backbone.{key}: unknown key(s) {', '.join(unknown)}; use the argument names "
+            f"of diffusers' {cls.__name__} (e.g. block_out_channels, norm_num_groups, "
+            f"layers_per_block)"
+        )
     merged = dict(base)
     merged.update({k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
     return merged
@@ -277,12 +323,13 @@ def _build(cls: type, kwargs: dict, key: str) -> nn.Module:
         raise ConfigError(f"model.backbone.{key}: diffusers' {cls.__name__} rejects {kwargs}: {err}") from None
 
 
-def q_sample_scales(timestep: int, *, beta_start: float = 0.00085, beta_end: float = 0.012,
-                    num_steps: int = NUM_TIMESTEPS) -> tuple[float, float]:
+def q_sample_scales(
+    timestep: int, *, beta_start: float = 0.00085, beta_end: float = 0.012, num_steps: int = NUM_TIMESTEPS
+) -> tuple[float, float]:
     """``(sqrt(acp[t]), sqrt(1 - acp[t]))`` of the scaled-linear schedule (float64)."""
     if not 0 <= timestep < num_steps:
         raise ConfigError(f"model.backbone.timestep: {timestep} is outside [0, {num_steps - 1}]")
-    betas = torch.linspace(beta_start ** 0.5, beta_end ** 0.5, num_steps, dtype=torch.float64, device="cpu") ** 2
+    betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_steps, dtype=torch.float64, device="cpu") ** 2
     alpha_cumprod = float(torch.cumprod(1.0 - betas, 0)[timestep])
     return math.sqrt(alpha_cumprod), math.sqrt(1.0 - alpha_cumprod)
 
@@ -308,11 +355,25 @@ class DiffusionUNetBackbone(Backbone):
 
     size_divisibility = 64
 
-    def __init__(self, *, vae: nn.Module, unet: nn.Module, text_encoder: nn.Module, tokenizer,
-                 clip: SharedClip | None = None, pretrained: bool, caption_mode: str = "implicit",
-                 timestep: int = 0, noise_seed: int = 42, window_size: int | None = 512,
-                 window_stride: int | None = 512, resize_windows: bool = True, projection_dim: int = 512,
-                 bottleneck_width: int = 128, activation_checkpointing: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        vae: nn.Module,
+        unet: nn.Module,
+        text_encoder: nn.Module,
+        tokenizer,
+        clip: SharedClip | None = None,
+        pretrained: bool,
+        caption_mode: str = "implicit",
+        timestep: int = 0,
+        noise_seed: int = 42,
+        window_size: int | None = 512,
+        window_stride: int | None = 512,
+        resize_windows: bool = True,
+        projection_dim: int = 512,
+        bottleneck_width: int = 128,
+        activation_checkpointing: bool = False,
+    ) -> None:
         super().__init__()
         _check_options(caption_mode, window_size, window_stride)
         self.vae = freeze(vae, pretrained=pretrained)
@@ -325,8 +386,9 @@ class DiffusionUNetBackbone(Backbone):
 
         text_width = text_encoder.config.hidden_size
         if text_width != unet.config.cross_attention_dim:
-            raise ValueError(f"the text encoder's width {text_width} differs from the UNet's "
-                             f"cross_attention_dim {unet.config.cross_attention_dim}")
+            raise ValueError(
+                f"the text encoder's width {text_width} differs from the UNet's cross_attention_dim {unet.config.cross_attention_dim}"
+            )
         self.register_buffer("empty_text", self.embed_text([""]))  # (1, L, D), persistent: see tiny weights
         size = unet.config.sample_size
         size = size if isinstance(size, int) else size[0]
@@ -339,12 +401,17 @@ class DiffusionUNetBackbone(Backbone):
         if caption_mode == "implicit":
             if clip is None:
                 raise ConfigError("model.backbone.caption_mode: 'implicit' needs the shared CLIP (clip=...)")
-            self.captioner = ImplicitCaptioner(clip=clip, text_shape=tuple(self.empty_text.shape[1:]),
-                                               time_embed_dim=unet.time_embedding.linear_2.out_features)
+            self.captioner = ImplicitCaptioner(
+                clip=clip, text_shape=tuple(self.empty_text.shape[1:]), time_embed_dim=unet.time_embedding.linear_2.out_features
+            )
         specs = self.tap_specs()
-        self.fusion = StrideFusion(tap_channels=[s.channels for s in specs], tap_strides=[s.stride for s in specs],
-                                   out_channels=projection_dim, bottleneck_channels=bottleneck_width,
-                                   activation_checkpointing=activation_checkpointing)
+        self.fusion = StrideFusion(
+            tap_channels=[s.channels for s in specs],
+            tap_strides=[s.stride for s in specs],
+            out_channels=projection_dim,
+            bottleneck_channels=bottleneck_width,
+            activation_checkpointing=activation_checkpointing,
+        )
 
     @classmethod
     def build_on_meta(cls, cfg: DiffusionBackboneConfig, *, clip: SharedClip | None = None) -> DiffusionUNetBackbone:
@@ -357,24 +424,34 @@ class DiffusionUNetBackbone(Backbone):
         return cls(**sd15_parts_on_meta(), tokenizer=clip_bpe_tokenizer(), clip=clip, pretrained=True)
 
     @classmethod
-    def from_config(cls, cfg: DiffusionBackboneConfig, *, clip: SharedClip | None = None,
-                    **context) -> DiffusionUNetBackbone:
+    def from_config(cls, cfg: DiffusionBackboneConfig, *, clip: SharedClip | None = None, **context) -> DiffusionUNetBackbone:
         """Build from the YAML section; ``clip`` is the model's shared CLIP (other context is ignored)."""
         _check_options(cfg.caption_mode, cfg.window_size, cfg.window_stride)
         for key, message in cfg.problems():  # checked at load time already when cfg came from a file
             raise ConfigError(f"model.backbone.{key}: {message}")
         if cfg.tiny or cfg.pretrained is None:
-            parts = build_tiny_stable_diffusion(unet_overrides=cfg.tiny_unet, vae_overrides=cfg.tiny_vae,
-                                                text_overrides=cfg.tiny_text)
+            parts = build_tiny_stable_diffusion(unet_overrides=cfg.tiny_unet, vae_overrides=cfg.tiny_vae, text_overrides=cfg.tiny_text)
         elif is_single_file(cfg.pretrained):  # the original LDM-layout checkpoint, e.g. sd-v1-3.ckpt
             parts = single_file_parts(cfg)
         else:
             parts = load_stable_diffusion(cfg.pretrained)
-        return cls(vae=parts.vae, unet=parts.unet, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer,
-                   clip=clip, pretrained=parts.pretrained, caption_mode=cfg.caption_mode, timestep=cfg.timestep,
-                   noise_seed=cfg.noise_seed, window_size=cfg.window_size, window_stride=cfg.window_stride,
-                   resize_windows=cfg.resize_windows, projection_dim=cfg.projection_dim,
-                   bottleneck_width=cfg.bottleneck_width, activation_checkpointing=cfg.activation_checkpointing)
+        return cls(
+            vae=parts.vae,
+            unet=parts.unet,
+            text_encoder=parts.text_encoder,
+            tokenizer=parts.tokenizer,
+            clip=clip,
+            pretrained=parts.pretrained,
+            caption_mode=cfg.caption_mode,
+            timestep=cfg.timestep,
+            noise_seed=cfg.noise_seed,
+            window_size=cfg.window_size,
+            window_stride=cfg.window_stride,
+            resize_windows=cfg.resize_windows,
+            projection_dim=cfg.projection_dim,
+            bottleneck_width=cfg.bottleneck_width,
+            activation_checkpointing=cfg.activation_checkpointing,
+        )
 
     # ----------------------------------------------------------------- structure
     def _tap_modules(self) -> tuple[list[nn.Module], list[nn.Module], list[nn.Module]]:
@@ -383,19 +460,25 @@ class DiffusionUNetBackbone(Backbone):
         UNET_TAPS and DECODER_TAPS of the reference; other depths tap the same places)."""
         encoder, unet, decoder = self.vae.encoder.down_blocks, self.unet.up_blocks, self.vae.decoder.up_blocks
         if len(encoder) != 4 or len(unet) != 4 or len(decoder) != 4:
-            raise ValueError("the VAE/UNet needs SD's layout: 4 VAE levels and 4 UNet up blocks, got "
-                             f"{len(encoder)} / {len(unet)} / {len(decoder)}")
-        return ([encoder[i].resnets[-1] for i in ENCODER_LEVELS], [block.resnets[-1] for block in unet],
-                [decoder[i].resnets[-1] for i in DECODER_LEVELS])
+            raise ValueError(
+                f"the VAE/UNet needs SD's layout: 4 VAE levels and 4 UNet up blocks, got {len(encoder)} / {len(unet)} / {len(decoder)}"
+            )
+        return (
+            [encoder[i].resnets[-1] for i in ENCODER_LEVELS],
+            [block.resnets[-1] for block in unet],
+            [decoder[i].resnets[-1] for i in DECODER_LEVELS],
+        )
 
     def tap_specs(self) -> list[ShapeSpec]:
         """Channels and stride (input pixels) of the eight taps: encoder, UNet, decoder order."""
         latent_stride = 2 ** (len(self.vae.config.block_out_channels) - 1)
         n_up = len(self.unet.up_blocks)
         enc, unet, dec = self._tap_modules()
-        return ([ShapeSpec(m.in_channels, 2 ** level) for m, level in zip(enc, ENCODER_LEVELS)]
-                + [ShapeSpec(m.in_channels, latent_stride * 2 ** (n_up - 1 - i)) for i, m in enumerate(unet)]
-                + [ShapeSpec(m.in_channels, latent_stride // 2 ** level) for m, level in zip(dec, DECODER_LEVELS)])
+        return (
+            [ShapeSpec(m.in_channels, 2**level) for m, level in zip(enc, ENCODER_LEVELS)]
+            + [ShapeSpec(m.in_channels, latent_stride * 2 ** (n_up - 1 - i)) for i, m in enumerate(unet)]
+            + [ShapeSpec(m.in_channels, latent_stride // 2**level) for m, level in zip(dec, DECODER_LEVELS)]
+        )
 
     def output_shape(self) -> dict[str, ShapeSpec]:
         return self.fusion.output_shape()
@@ -420,37 +503,40 @@ class DiffusionUNetBackbone(Backbone):
     def embed_text(self, captions: list[str]) -> torch.Tensor:
         """SD text-encoder embedding (last hidden state) of ``captions`` -> (N, L, D)."""
         length = min(self.tokenizer.model_max_length, self.text_encoder.config.max_position_embeddings)
-        ids = self.tokenizer(list(captions), padding="max_length", max_length=length, truncation=True,
-                             return_tensors="pt").input_ids
+        ids = self.tokenizer(list(captions), padding="max_length", max_length=length, truncation=True, return_tensors="pt").input_ids
         return self.text_encoder(ids.to(next(self.text_encoder.parameters()).device))[0]
 
     def forward(self, images: torch.Tensor, captions: list[str] | None = None) -> dict[str, torch.Tensor]:
         batch, _, height, width = images.shape
         if height % self.size_divisibility or width % self.size_divisibility:
-            raise ValueError(f"image size {height}x{width} is not a multiple of {self.size_divisibility}; "
-                             f"pad the batch to the backbone's size_divisibility")
+            raise ValueError(
+                f"image size {height}x{width} is not a multiple of {self.size_divisibility}; "
+                f"pad the batch to the backbone's size_divisibility"
+            )
         text = None
         if self.caption_mode == "caption":
             if captions is None or len(captions) != batch:
-                raise ValueError(f"caption_mode 'caption' needs one caption per image ({batch}), got "
-                                 f"{None if captions is None else len(captions)}")
+                raise ValueError(
+                    f"caption_mode 'caption' needs one caption per image ({batch}), got {None if captions is None else len(captions)}"
+                )
             text = self.embed_text(captions)
         if self.window_size is None:
             return self._forward_window(images, text, None)
         side = min(self.window_size, height, width)
         stride = min(self.window_stride, side)
         input_size = self.window_size if self.resize_windows else None
-        return sliding_window_forward(partial(self._forward_window, text=text, input_size=input_size), images,
-                                      window=side, stride=stride, shapes=self.output_shape())
+        return sliding_window_forward(
+            partial(self._forward_window, text=text, input_size=input_size), images, window=side, stride=stride, shapes=self.output_shape()
+        )
 
-    def _forward_window(self, crop: torch.Tensor, text: torch.Tensor | None,
-                        input_size: int | None) -> dict[str, torch.Tensor]:
+    def _forward_window(self, crop: torch.Tensor, text: torch.Tensor | None, input_size: int | None) -> dict[str, torch.Tensor]:
         """(B, 3, h, w) in [0, 255] -> pyramid at (h, w); resized to ``input_size`` first when given."""
         height, width = crop.shape[-2:]
         pixels = crop.float()
         if input_size is not None and (height, width) != (input_size, input_size):
-            pixels = F.interpolate(pixels, size=(input_size, input_size), mode="bicubic", align_corners=False,
-                                   antialias=False)  # torchvision 0.14's tensor Resize, unclamped
+            pixels = F.interpolate(
+                pixels, size=(input_size, input_size), mode="bicubic", align_corners=False, antialias=False
+            )  # torchvision 0.14's tensor Resize, unclamped
         enc_modules, unet_modules, dec_modules = self._tap_modules()
         scaling = self.vae.config.scaling_factor
         with torch.no_grad(), TapRecorder(enc_modules, stop=False) as enc:
@@ -471,8 +557,7 @@ class DiffusionUNetBackbone(Backbone):
             self.vae.decode(latent / scaling, return_dict=False)
         return self.fusion([*enc.values, *unet.values, *dec.values], (height, width))
 
-    def _conditioning(self, pixels: torch.Tensor,
-                      text: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _conditioning(self, pixels: torch.Tensor, text: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, L, D) text conditioning and the optional (B, T) timestep-embedding term."""
         batch = pixels.shape[0]
         if self.caption_mode == "implicit":
@@ -482,11 +567,13 @@ class DiffusionUNetBackbone(Backbone):
         return self.empty_text.expand(batch, -1, -1), None
 
 
-def _check_options(caption_mode: str, window_size: int | None, window_stride: int | None,
- ) -> None:
+def _check_options(
+    caption_mode: str,
+    window_size: int | None,
+    window_stride: int | None,
+) -> None:
     """The constructor's guard (a config file is checked at load time by the config's ``problems``)."""
     if caption_mode not in CAPTION_MODES:
-        raise ConfigError(f"model.backbone.caption_mode: '{caption_mode}' is not one of "
-                          f"{', '.join(CAPTION_MODES)}")
+        raise ConfigError(f"model.backbone.caption_mode: '{caption_mode}' is not one of {', '.join(CAPTION_MODES)}")
     for key, message in window_problems(window_size, window_stride):
         raise ConfigError(f"model.backbone.{key}: {message}")

@@ -46,20 +46,32 @@ class DinoBackboneConfig:
     """YAML keys of ``model.backbone`` with ``name: dino``."""
 
     pretrained: str | None = "facebook/dinov2-large"  # hub id or local dir; null: tiny random weights
-    tiny_version: str = choice("v2", tuple(TINY))        # the tiny model when pretrained is null
-    out_channels: int = 256                              # channels of every pyramid level
+    tiny_version: str = choice("v2", tuple(TINY))  # the tiny model when pretrained is null
+    out_channels: int = 256  # channels of every pyramid level
 
 
-def dino_config(version: str, hidden: int, layers: int, heads: int, patch: int, image_size: int,
-                swiglu: bool):
+def dino_config(version: str, hidden: int, layers: int, heads: int, patch: int, image_size: int, swiglu: bool):
     """A ``Dinov2Config`` (v2) or ``ViTConfig`` (v1, DINO) of the given sizes."""
     from transformers import Dinov2Config, ViTConfig
 
     if version == "v2":
-        return Dinov2Config(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                            mlp_ratio=4, patch_size=patch, image_size=image_size, use_swiglu_ffn=swiglu)
-    return ViTConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                     intermediate_size=4 * hidden, patch_size=patch, image_size=image_size)
+        return Dinov2Config(
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            mlp_ratio=4,
+            patch_size=patch,
+            image_size=image_size,
+            use_swiglu_ffn=swiglu,
+        )
+    return ViTConfig(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden,
+        patch_size=patch,
+        image_size=image_size,
+    )
 
 
 def model_from_config(config) -> nn.Module:
@@ -73,8 +85,7 @@ def model_from_config(config) -> nn.Module:
 
 def _tiny_version(version: str) -> str:
     if version not in TINY:
-        raise ConfigError(f"model.backbone.tiny_version={version!r} is not one of {', '.join(TINY)} "
-                          "(v2: DINOv2, v1: DINO ViT).")
+        raise ConfigError(f"model.backbone.tiny_version={version!r} is not one of {', '.join(TINY)} (v2: DINOv2, v1: DINO ViT).")
     return version
 
 
@@ -90,14 +101,17 @@ def load_dino(pretrained: str | None, tiny_version: str = "v2") -> tuple[nn.Modu
         return model_from_config(dino_config(*TINY[_tiny_version(tiny_version)])), False
     local = Path(pretrained).expanduser()
     source = str(local) if local.exists() else pretrained
-    hint = ("Give a hub id such as 'facebook/dinov2-large' or 'facebook/dino-vitb16' (downloaded once into "
-            "the Hugging Face cache) or a local directory holding config.json and model.safetensors; or null "
-            "for tiny random weights.")
+    hint = (
+        "Give a hub id such as 'facebook/dinov2-large' or 'facebook/dino-vitb16' (downloaded once into "
+        "the Hugging Face cache) or a local directory holding config.json and model.safetensors; or null "
+        "for tiny random weights."
+    )
     try:
         config = AutoConfig.from_pretrained(source)
         if config.model_type not in _MODEL_TYPES:
-            raise ConfigError(f"model.backbone.pretrained={pretrained!r} is a '{config.model_type}' model, "
-                              f"not DINO ({', '.join(_MODEL_TYPES)}). {hint}")
+            raise ConfigError(
+                f"model.backbone.pretrained={pretrained!r} is a '{config.model_type}' model, not DINO ({', '.join(_MODEL_TYPES)}). {hint}"
+            )
         if config.model_type == "vit":
             return ViTModel.from_pretrained(source, add_pooling_layer=False), True
         cls = Dinov2Model if config.model_type == "dinov2" else Dinov2WithRegistersModel
@@ -105,8 +119,7 @@ def load_dino(pretrained: str | None, tiny_version: str = "v2") -> tuple[nn.Modu
     except (OSError, ValueError) as err:
         if isinstance(err, ConfigError):
             raise
-        raise ConfigError(f"model.backbone.pretrained={pretrained!r}: cannot load a DINO model ({err}). "
-                          + hint) from err
+        raise ConfigError(f"model.backbone.pretrained={pretrained!r}: cannot load a DINO model ({err}). " + hint) from err
 
 
 @BACKBONES.register("dino", config=DinoBackboneConfig)
@@ -148,5 +161,5 @@ class DinoBackbone(PretrainedViTBackbone):
         b, _, h, w = pixels.shape
         kwargs = {"interpolate_pos_encoding": True} if self.vit.config.model_type == "vit" else {}
         out = self.vit(pixel_values=pixels.to(self.vit.dtype), **kwargs)
-        tokens = out.last_hidden_state[:, self.num_prefix_tokens:]          # (B, gh*gw, C)
+        tokens = out.last_hidden_state[:, self.num_prefix_tokens :]  # (B, gh*gw, C)
         return tokens.transpose(1, 2).reshape(b, -1, h // self.patch_size, w // self.patch_size)

@@ -96,7 +96,7 @@ class ImplicitCaptioner(nn.Module):
             x = F.interpolate(x, size=resized, mode="bicubic", align_corners=False, antialias=False)
         # torchvision's CenterCrop: offsets int(round((side - size) / 2))
         top, left = int(round((resized[0] - size) / 2.0)), int(round((resized[1] - size) / 2.0))
-        x = self.clip.normalize(x[:, :, top:top + size, left:left + size])
+        x = self.clip.normalize(x[:, :, top : top + size, left : left + size])
         return self.clip.model.encode_image(x).float()
 
     def forward(self, images: torch.Tensor, empty_text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -110,7 +110,7 @@ class ImplicitCaptioner(nn.Module):
             ``(cond, time_term)``: (B, L, D) conditioning and (B, T) timestep-embedding
             term (``None`` without the time projection).
         """
-        embedding = self.image_embedding(images)                               # (B, E)
+        embedding = self.image_embedding(images)  # (B, E)
         cond = empty_text + torch.tanh(self.alpha_cond) * self.clip_project(embedding)  # (B, L, D)
         if self.time_embed_project is None:
             return cond, None

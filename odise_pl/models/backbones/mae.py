@@ -41,15 +41,22 @@ class MaeBackboneConfig:
     """YAML keys of ``model.backbone`` with ``name: mae``."""
 
     pretrained: str | None = "facebook/vit-mae-large"  # hub id or local dir; null: tiny random weights
-    out_channels: int = 256                               # channels of every pyramid level
+    out_channels: int = 256  # channels of every pyramid level
 
 
 def vit_mae_config(hidden: int, layers: int, heads: int, mlp: int, patch: int, image_size: int = 224):
     """A ``ViTMAEConfig`` of the given sizes with masking switched off."""
     from transformers import ViTMAEConfig
 
-    return ViTMAEConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                        intermediate_size=mlp, patch_size=patch, image_size=image_size, mask_ratio=0.0)
+    return ViTMAEConfig(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=mlp,
+        patch_size=patch,
+        image_size=image_size,
+        mask_ratio=0.0,
+    )
 
 
 def load_vit_mae(pretrained: str | None) -> tuple[nn.Module, bool]:
@@ -69,7 +76,8 @@ def load_vit_mae(pretrained: str | None) -> tuple[nn.Module, bool]:
         raise ConfigError(
             f"model.backbone.pretrained={pretrained!r}: cannot load a ViTMAE model ({err}). Give a hub id "
             "such as 'facebook/vit-mae-large' (downloaded once into the Hugging Face cache) or a local "
-            "directory holding config.json and model.safetensors; or null for tiny random weights.") from err
+            "directory holding config.json and model.safetensors; or null for tiny random weights."
+        ) from err
 
 
 @BACKBONES.register("mae", config=MaeBackboneConfig)
@@ -114,7 +122,7 @@ class MaeBackbone(PretrainedViTBackbone):
         gh, gw = h // self.patch_size, w // self.patch_size
         noise = torch.arange(gh * gw, device=pixels.device, dtype=torch.float32).expand(b, -1)  # identity order
         out = self.vit(pixel_values=pixels.to(self.vit.dtype), noise=noise, interpolate_pos_encoding=True)
-        tokens = out.last_hidden_state[:, 1:]                                      # (B, gh*gw, C), drop CLS
+        tokens = out.last_hidden_state[:, 1:]  # (B, gh*gw, C), drop CLS
         restore = out.ids_restore.unsqueeze(-1).expand(-1, -1, tokens.shape[-1])
-        tokens = torch.gather(tokens, 1, restore)                                  # raster order
+        tokens = torch.gather(tokens, 1, restore)  # raster order
         return tokens.transpose(1, 2).reshape(b, -1, gh, gw)

@@ -89,14 +89,21 @@ class StrideFusion(nn.Module):
         Levels are summed in tap order.
     """
 
-    def __init__(self, *, tap_channels: Sequence[int], tap_strides: Sequence[int], out_channels: int = 512,
-                 bottleneck_channels: int = 128, min_stride: int = 4, max_stride: int = 32,
-                 activation_checkpointing: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        tap_channels: Sequence[int],
+        tap_strides: Sequence[int],
+        out_channels: int = 512,
+        bottleneck_channels: int = 128,
+        min_stride: int = 4,
+        max_stride: int = 32,
+        activation_checkpointing: bool = False,
+    ) -> None:
         super().__init__()
         if len(tap_channels) != len(tap_strides):
             raise ValueError(f"{len(tap_channels)} tap channels but {len(tap_strides)} tap strides")
-        self.projections = nn.ModuleList(
-            BottleneckProjection(c, out_channels, bottleneck_channels) for c in tap_channels)
+        self.projections = nn.ModuleList(BottleneckProjection(c, out_channels, bottleneck_channels) for c in tap_channels)
         self.activation_checkpointing = activation_checkpointing
         self.out_channels = out_channels
         levels: dict[int, list[int]] = {}
@@ -138,16 +145,17 @@ def window_boxes(height: int, width: int, window: int, stride: int) -> list[tupl
         >>> window_boxes(1024, 1280, 512, 512)[-1]
         (512, 1024, 768, 1280)
     """
+
     def starts(size: int) -> list[int]:
         count = max(size - window + stride - 1, 0) // stride + 1
         return [max(min(i * stride + window, size) - window, 0) for i in range(count)]
 
-    return [(y, min(y + window, height), x, min(x + window, width))
-            for y in starts(height) for x in starts(width)]
+    return [(y, min(y + window, height), x, min(x + window, width)) for y in starts(height) for x in starts(width)]
 
 
-def sliding_window_forward(fn: Callable[[torch.Tensor], dict[str, torch.Tensor]], images: torch.Tensor, *,
-                           window: int, stride: int, shapes: dict[str, ShapeSpec]) -> dict[str, torch.Tensor]:
+def sliding_window_forward(
+    fn: Callable[[torch.Tensor], dict[str, torch.Tensor]], images: torch.Tensor, *, window: int, stride: int, shapes: dict[str, ShapeSpec]
+) -> dict[str, torch.Tensor]:
     """Apply ``fn`` to each window of ``images`` and average the overlapping outputs.
 
     Args:
@@ -201,8 +209,7 @@ class TapRecorder:
 
     def __enter__(self) -> TapRecorder:
         self.values = [None] * len(self.modules)
-        self._handles = [m.register_forward_pre_hook(partial(self._hook, i), with_kwargs=True)
-                         for i, m in enumerate(self.modules)]
+        self._handles = [m.register_forward_pre_hook(partial(self._hook, i), with_kwargs=True) for i, m in enumerate(self.modules)]
         return self
 
     def _hook(self, index: int, module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -215,8 +222,10 @@ class TapRecorder:
             handle.remove()
         if exc_type in (None, _EnoughTaps) and any(v is None for v in self.values):
             missing = [type(m).__name__ for m, v in zip(self.modules, self.values) if v is None]
-            raise RuntimeError(f"feature taps never reached during the forward: {missing}; the model's "
-                               f"block structure differs from the one the backbone expects")
+            raise RuntimeError(
+                f"feature taps never reached during the forward: {missing}; the model's "
+                f"block structure differs from the one the backbone expects"
+            )
         return exc_type is _EnoughTaps
 
 
@@ -263,20 +272,28 @@ class SimpleFeaturePyramid(nn.Module):
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
         half, quarter = max(in_channels // 2, 8), max(in_channels // 4, 8)
-        self.scales = nn.ModuleDict({
-            "s2": nn.Sequential(nn.ConvTranspose2d(in_channels, half, 2, 2), group_norm(half),
-                                nn.GELU(), nn.ConvTranspose2d(half, quarter, 2, 2)),
-            "s3": nn.ConvTranspose2d(in_channels, half, 2, 2),
-            "s4": nn.Identity(),
-            "s5": nn.MaxPool2d(2, 2),
-        })
+        self.scales = nn.ModuleDict(
+            {
+                "s2": nn.Sequential(
+                    nn.ConvTranspose2d(in_channels, half, 2, 2), group_norm(half), nn.GELU(), nn.ConvTranspose2d(half, quarter, 2, 2)
+                ),
+                "s3": nn.ConvTranspose2d(in_channels, half, 2, 2),
+                "s4": nn.Identity(),
+                "s5": nn.MaxPool2d(2, 2),
+            }
+        )
         widths = {"s2": quarter, "s3": half, "s4": in_channels, "s5": in_channels}
-        self.outputs = nn.ModuleDict({
-            k: nn.Sequential(nn.Conv2d(widths[k], out_channels, 1, bias=False), group_norm(out_channels),
-                             nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
-                             group_norm(out_channels))
-            for k in ("s2", "s3", "s4", "s5")
-        })
+        self.outputs = nn.ModuleDict(
+            {
+                k: nn.Sequential(
+                    nn.Conv2d(widths[k], out_channels, 1, bias=False),
+                    group_norm(out_channels),
+                    nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+                    group_norm(out_channels),
+                )
+                for k in ("s2", "s3", "s4", "s5")
+            }
+        )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {k: self.outputs[k](self.scales[k](x)) for k in self.outputs}

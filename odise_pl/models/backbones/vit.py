@@ -34,15 +34,12 @@ class ViTBackbone(Backbone):
         out_channels: channels of every output level.
     """
 
-    def __init__(self, *, width: int, patch_size: int, pixel_mean: tuple, pixel_std: tuple,
-                 out_channels: int = 256) -> None:
+    def __init__(self, *, width: int, patch_size: int, pixel_mean: tuple, pixel_std: tuple, out_channels: int = 256) -> None:
         super().__init__()
 
         self.width, self.patch_size, self.out_channels = int(width), int(patch_size), int(out_channels)
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(1, 3, 1, 1),
-                             persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(1, 3, 1, 1),
-                             persistent=False)
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.adapter = SimpleFeaturePyramid(self.width, self.out_channels)
 
     def patch_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -56,9 +53,9 @@ class ViTBackbone(Backbone):
         """(B, 3, H, W) in [0, 255] -> {"s2": (B, C, H/4, W/4), ..., "s5": (B, C, H/32, W/32)}."""
         h, w = images.shape[-2:]
         pixels = (images.float() / 255.0 - self.pixel_mean) / self.pixel_std
-        pixels = resize_to_patch_grid(pixels, self.patch_size)       # (B, 3, ceil(H/16) p, ceil(W/16) p)
+        pixels = resize_to_patch_grid(pixels, self.patch_size)  # (B, 3, ceil(H/16) p, ceil(W/16) p)
         with torch.no_grad():
-            tokens = self.patch_tokens(pixels)                        # (B, C, ceil(H/16), ceil(W/16))
+            tokens = self.patch_tokens(pixels)  # (B, C, ceil(H/16), ceil(W/16))
         feats = self.adapter(tokens.float())
         return {k: fit_to_size(feats[k], h // STRIDES[k], w // STRIDES[k]) for k in LEVELS}
 
@@ -80,8 +77,9 @@ class PretrainedViTBackbone(ViTBackbone):
 
     def __init__(self, *, model: nn.Module, pretrained: bool, out_channels: int = 256) -> None:
         cfg = model.config
-        super().__init__(width=cfg.hidden_size, patch_size=cfg.patch_size, pixel_mean=IMAGENET_MEAN,
-                         pixel_std=IMAGENET_STD, out_channels=out_channels)
+        super().__init__(
+            width=cfg.hidden_size, patch_size=cfg.patch_size, pixel_mean=IMAGENET_MEAN, pixel_std=IMAGENET_STD, out_channels=out_channels
+        )
         self.vit = freeze(model, pretrained=pretrained)
 
     # ------------------------------------------------------------------ what a subclass provides
@@ -112,8 +110,7 @@ class PretrainedViTBackbone(ViTBackbone):
         """The real architecture on the meta device (``odise-pl summary``): a known hub id, or a local config."""
         config = cls.architecture(cfg)
         with torch.device("meta"):
-            return cls(model=cls.model_from_config(config), pretrained=cfg.pretrained is not None,
-                       out_channels=cfg.out_channels)
+            return cls(model=cls.model_from_config(config), pretrained=cfg.pretrained is not None, out_channels=cfg.out_channels)
 
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "PretrainedViTBackbone"]

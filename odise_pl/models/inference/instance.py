@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 
 
-def instance_inference(probs: torch.Tensor, mask_logits: torch.Tensor, is_thing: torch.Tensor, *,
-                       topk: int = 100) -> dict[str, torch.Tensor]:
+def instance_inference(
+    probs: torch.Tensor, mask_logits: torch.Tensor, is_thing: torch.Tensor, *, topk: int = 100
+) -> dict[str, torch.Tensor]:
     """Mask2Former's instance inference on one image (``MaskFormer.instance_inference``, panoptic on).
 
     The ``topk`` best (query, class) scores are taken over **all** Q x K pairs first (void excluded),
@@ -24,7 +25,7 @@ def instance_inference(probs: torch.Tensor, mask_logits: torch.Tensor, is_thing:
         ``masks`` (N, H, W) bool, ``scores`` (N,), ``labels`` (N,) long, N <= topk, by descending class score.
     """
     k = probs.shape[1] - 1
-    flat = probs[:, :-1].flatten()                                  # (Q*K,), index q * K + c
+    flat = probs[:, :-1].flatten()  # (Q*K,), index q * K + c
     top_scores, top_idx = flat.topk(min(topk, flat.numel()))
     query, labels = top_idx // k, top_idx % k
     keep = is_thing.to(device=labels.device, dtype=torch.bool)[labels]

@@ -5,9 +5,14 @@ from __future__ import annotations
 import torch
 
 
-def panoptic_inference(probs: torch.Tensor, mask_logits: torch.Tensor, is_thing: torch.Tensor, *,
-                       object_mask_threshold: float = 0.0, overlap_threshold: float = 0.8
-                       ) -> tuple[torch.Tensor, list[dict]]:
+def panoptic_inference(
+    probs: torch.Tensor,
+    mask_logits: torch.Tensor,
+    is_thing: torch.Tensor,
+    *,
+    object_mask_threshold: float = 0.0,
+    overlap_threshold: float = 0.8,
+) -> tuple[torch.Tensor, list[dict]]:
     """Turn per-query class probabilities and masks into a non-overlapping panoptic map.
 
     Args:
@@ -30,17 +35,17 @@ def panoptic_inference(probs: torch.Tensor, mask_logits: torch.Tensor, is_thing:
     if not bool(keep.any()):
         return ids, segments
     scores, labels, masks = scores[keep], labels[keep], mask_logits[keep].sigmoid()
-    owner = (scores.view(-1, 1, 1) * masks).argmax(0)               # (H, W) index into kept queries
+    owner = (scores.view(-1, 1, 1) * masks).argmax(0)  # (H, W) index into kept queries
     own = owner.unsqueeze(0) == torch.arange(len(scores), device=owner.device).view(-1, 1, 1)
     fg = masks >= 0.5
-    visible = (own & fg)                                             # (Qk, H, W)
+    visible = own & fg  # (Qk, H, W)
     visible_area = visible.flatten(1).sum(-1)
     own_area = own.flatten(1).sum(-1)
     mask_area = fg.flatten(1).sum(-1)
     ok = (own_area > 0) & (mask_area > 0) & (visible_area > 0)
     ok &= (own_area.double() / mask_area.clamp(min=1).double()) >= overlap_threshold  # as the reference's ratio
     stuff_ids: dict[int, int] = {}
-    for q in torch.nonzero(ok).flatten().tolist():                   # at most Q iterations
+    for q in torch.nonzero(ok).flatten().tolist():  # at most Q iterations
         cls = int(labels[q])
         thing = bool(is_thing[cls])
         if not thing and cls in stuff_ids:

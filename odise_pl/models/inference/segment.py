@@ -26,8 +26,7 @@ TASKS = ("panoptic", "semantic", "instances")
 SEMANTIC_ORDERS = ("masks_first", "scores_when_semantic_only")
 
 
-def masks_to_output(masks: torch.Tensor, image_size: Sequence[int], output_size: Sequence[int],
-                    padded: Sequence[int]) -> torch.Tensor:
+def masks_to_output(masks: torch.Tensor, image_size: Sequence[int], output_size: Sequence[int], padded: Sequence[int]) -> torch.Tensor:
     """Mask logits of one image at the decoder's resolution -> logits at ``output_size``.
 
     Bilinear to the padded input, crop the valid area, bilinear to the output size (the reference's
@@ -60,11 +59,21 @@ def check_tasks(tasks: Sequence[str]) -> tuple[str, ...]:
     return tuple(tasks)
 
 
-def postprocess_image(probs: torch.Tensor, masks: torch.Tensor, *, image_size: Sequence[int],
-                      output_size: Sequence[int], padded: Sequence[int], is_thing: torch.Tensor,
-                      tasks: Sequence[str], object_mask_threshold: float = 0.0, overlap_threshold: float = 0.8,
-                      instance_topk: int = 100, semantic_size: Sequence[int] | None = None,
-                      semantic_order: str = "masks_first") -> dict:
+def postprocess_image(
+    probs: torch.Tensor,
+    masks: torch.Tensor,
+    *,
+    image_size: Sequence[int],
+    output_size: Sequence[int],
+    padded: Sequence[int],
+    is_thing: torch.Tensor,
+    tasks: Sequence[str],
+    object_mask_threshold: float = 0.0,
+    overlap_threshold: float = 0.8,
+    instance_topk: int = 100,
+    semantic_size: Sequence[int] | None = None,
+    semantic_order: str = "masks_first",
+) -> dict:
     """One image: masks to the output size, then the panoptic, semantic and instance outputs asked for.
 
     Args:
@@ -102,13 +111,13 @@ def postprocess_image(probs: torch.Tensor, masks: torch.Tensor, *, image_size: S
     probs = probs.float()
     if tasks == ("semantic",) and semantic_order == "scores_when_semantic_only":
         size = output_size if semantic_size is None else semantic_size
-        return {"semantic": semantic_argmax_scores_resized(probs, masks, image_size=image_size, output_size=size,
-                                                           padded=padded)}
+        return {"semantic": semantic_argmax_scores_resized(probs, masks, image_size=image_size, output_size=size, padded=padded)}
     m = masks_to_output(masks, image_size, output_size, padded)
     result: dict = {}
     if "panoptic" in tasks:
-        result["panoptic"] = panoptic_inference(probs, m, is_thing, object_mask_threshold=object_mask_threshold,
-                                                overlap_threshold=overlap_threshold)
+        result["panoptic"] = panoptic_inference(
+            probs, m, is_thing, object_mask_threshold=object_mask_threshold, overlap_threshold=overlap_threshold
+        )
     if "semantic" in tasks:
         same = semantic_size is None or tuple(int(s) for s in semantic_size) == tuple(m.shape[-2:])
         ms = m if same else masks_to_output(masks, image_size, semantic_size, padded)

@@ -41,13 +41,19 @@ def semantic_argmax(probs: torch.Tensor, mask_logits: torch.Tensor, chunk: int =
     flat = mask_logits.reshape(q, -1)
     out = torch.empty(h * w, dtype=torch.int64, device=mask_logits.device)
     for start in range(0, h * w, chunk):
-        out[start:start + chunk] = (flat[:, start:start + chunk].sigmoid().t() @ cls).argmax(-1)
+        out[start : start + chunk] = (flat[:, start : start + chunk].sigmoid().t() @ cls).argmax(-1)
     return out.view(h, w)
 
 
-def semantic_argmax_scores_resized(probs: torch.Tensor, mask_logits: torch.Tensor, *, image_size: Sequence[int],
-                                   output_size: Sequence[int], padded: Sequence[int],
-                                   class_chunk: int = 32) -> torch.Tensor:
+def semantic_argmax_scores_resized(
+    probs: torch.Tensor,
+    mask_logits: torch.Tensor,
+    *,
+    image_size: Sequence[int],
+    output_size: Sequence[int],
+    padded: Sequence[int],
+    class_chunk: int = 32,
+) -> torch.Tensor:
     """The semantic map in FC-CLIP's order for semantic-only sets: class scores at the padded input size,
     then the (K, H, W) score map cropped and resized to the output size, then the argmax.
 
@@ -66,15 +72,14 @@ def semantic_argmax_scores_resized(probs: torch.Tensor, mask_logits: torch.Tenso
     Returns:
         (H_out, W_out) int64 class indices (the first of equal scores).
     """
-    m = F.interpolate(mask_logits[None].float(), size=tuple(int(s) for s in padded), mode="bilinear",
-                      align_corners=False)[0]
+    m = F.interpolate(mask_logits[None].float(), size=tuple(int(s) for s in padded), mode="bilinear", align_corners=False)[0]
     m = m[:, : int(image_size[0]), : int(image_size[1])].sigmoid()  # the crop commutes with the per-pixel sum
     cls = probs[:, :-1].float()
     size = tuple(int(s) for s in output_size)
     best = torch.full(size, -torch.inf, device=m.device)
     index = torch.zeros(size, dtype=torch.int64, device=m.device)
     for start in range(0, cls.shape[1], class_chunk):
-        scores = torch.einsum("qk,qhw->khw", cls[:, start:start + class_chunk], m)
+        scores = torch.einsum("qk,qhw->khw", cls[:, start : start + class_chunk], m)
         scores = F.interpolate(scores[None], size=size, mode="bilinear", align_corners=False)[0]
         top, arg = scores.max(0)
         better = top > best

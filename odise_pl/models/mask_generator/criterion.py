@@ -42,20 +42,17 @@ class SetCriterion(torch.nn.Module):
         no_host_syncs: ``model.speed.no_host_syncs``: the crowd segments found with one copy per step.
     """
 
-    def __init__(self, config: Mask2FormerConfig, num_classes: int, *, batched_matching: bool = False,
-                 no_host_syncs: bool = False) -> None:
+    def __init__(self, config: Mask2FormerConfig, num_classes: int, *, batched_matching: bool = False, no_host_syncs: bool = False) -> None:
         super().__init__()
         config = copy.deepcopy(config)
         config.num_labels = num_classes
-        self.weights = {"loss_cross_entropy": config.class_weight, "loss_mask": config.mask_weight,
-                        "loss_dice": config.dice_weight}
+        self.weights = {"loss_cross_entropy": config.class_weight, "loss_mask": config.mask_weight, "loss_dice": config.dice_weight}
         self.loss = _Loss(config, weight_dict=self.weights)
         self.deep_supervision = config.use_auxiliary_loss
         self.batched_matching = batched_matching
         self.no_host_syncs = no_host_syncs
 
-    def forward(self, pred_masks: list[torch.Tensor], class_logits: list[torch.Tensor],
-                targets: list[dict]) -> dict[str, torch.Tensor]:
+    def forward(self, pred_masks: list[torch.Tensor], class_logits: list[torch.Tensor], targets: list[dict]) -> dict[str, torch.Tensor]:
         """Weighted losses over all supervised decoder outputs.
 
         Args:
@@ -73,8 +70,7 @@ class SetCriterion(torch.nn.Module):
             return self.weighted(self.batched_losses(pred_masks, class_logits, masks, labels))
         aux = None
         if self.deep_supervision:
-            aux = [{"masks_queries_logits": m, "class_queries_logits": c}
-                   for m, c in zip(pred_masks[:-1], class_logits[:-1])]
+            aux = [{"masks_queries_logits": m, "class_queries_logits": c} for m, c in zip(pred_masks[:-1], class_logits[:-1])]
         return self.weighted(self.loss(pred_masks[-1], class_logits[-1], masks, labels, auxiliary_predictions=aux))
 
     def weighted(self, raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -88,12 +84,11 @@ class SetCriterion(torch.nn.Module):
         images copied to the host at once; images without crowd segments are not indexed.
         """
         if not self.no_host_syncs:
-            return ([t["masks"][~t["iscrowd"]].to(dtype) for t in targets],
-                    [t["labels"][~t["iscrowd"]] for t in targets])
+            return ([t["masks"][~t["iscrowd"]].to(dtype) for t in targets], [t["labels"][~t["iscrowd"]] for t in targets])
         flags = torch.cat([t["iscrowd"].reshape(-1).bool() for t in targets]).cpu().numpy() if targets else None
         masks, labels, start = [], [], 0
         for t in targets:
-            crowd = flags[start:start + len(t["iscrowd"])]     # numpy, on the host
+            crowd = flags[start : start + len(t["iscrowd"])]  # numpy, on the host
             start += len(crowd)
             if crowd.any():
                 keep = torch.from_numpy(np.flatnonzero(~crowd)).to(t["masks"].device, non_blocking=True)
@@ -104,25 +99,28 @@ class SetCriterion(torch.nn.Module):
                 labels.append(t["labels"])
         return masks, labels
 
-    def batched_losses(self, pred_masks: list[torch.Tensor], class_logits: list[torch.Tensor],
-                       masks: list[torch.Tensor], labels: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def batched_losses(
+        self, pred_masks: list[torch.Tensor], class_logits: list[torch.Tensor], masks: list[torch.Tensor], labels: list[torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         """The unweighted terms of :meth:`forward` (same keys, same order) from one batched matching."""
         from odise_pl.models.mask_generator.matching import batched_hungarian
 
         layers = [len(pred_masks) - 1] + (list(range(len(pred_masks) - 1)) if self.deep_supervision else [])
-        indices = batched_hungarian(self.loss.matcher, [pred_masks[i] for i in layers],
-                                    [class_logits[i] for i in layers], masks, labels)
-        num_masks = self.loss.get_num_masks(labels, device=labels[0].device)   # once, not once per layer
+        indices = batched_hungarian(self.loss.matcher, [pred_masks[i] for i in layers], [class_logits[i] for i in layers], masks, labels)
+        num_masks = self.loss.get_num_masks(labels, device=labels[0].device)  # once, not once per layer
         raw: dict[str, torch.Tensor] = {}
         for position, (layer, idx) in enumerate(zip(layers, indices)):
             suffix = "" if position == 0 else f"_{layer}"
-            terms = {**self.loss.loss_masks(pred_masks[layer], masks, idx, num_masks),
-                     **self.loss.loss_labels(class_logits[layer], labels, idx)}
+            terms = {
+                **self.loss.loss_masks(pred_masks[layer], masks, idx, num_masks),
+                **self.loss.loss_labels(class_logits[layer], labels, idx),
+            }
             raw.update({k + suffix: v for k, v in terms.items()})
         return raw
 
-    def matched_indices(self, pred_masks: torch.Tensor, class_logits: torch.Tensor,
-                        targets: list[dict]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def matched_indices(
+        self, pred_masks: torch.Tensor, class_logits: torch.Tensor, targets: list[dict]
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Hungarian assignment of one decoder output (used by strategies that need the matching)."""
         masks = [t["masks"][~t["iscrowd"]].to(pred_masks.dtype) for t in targets]
         labels = [t["labels"][~t["iscrowd"]] for t in targets]

@@ -67,8 +67,10 @@ _DEFAULT_INIT = (nn.Linear, nn.Conv2d, nn.LayerNorm, nn.GroupNorm, nn.Embedding)
 def apply_init(generator: nn.Module, mode: str) -> None:
     """Initialise ``generator`` by ``model.mask_generator.init`` (``transformers``: keep what it has)."""
     if mode not in INIT_MODES:
-        raise ConfigError(f"model.mask_generator.init: '{mode}' is not one of {', '.join(INIT_MODES)} "
-                          "(mask2former: the original code's initialisation; transformers: its N(0, 0.02)).")
+        raise ConfigError(
+            f"model.mask_generator.init: '{mode}' is not one of {', '.join(INIT_MODES)} "
+            "(mask2former: the original code's initialisation; transformers: its N(0, 0.02))."
+        )
     if mode == "mask2former":
         init_like_mask2former(generator)
 
@@ -162,7 +164,7 @@ def _init_split_attention(attn: Mask2FormerAttention) -> None:
     in_proj = torch.empty(3 * c, c, dtype=attn.q_proj.weight.dtype, device=attn.q_proj.weight.device)
     nn.init.xavier_uniform_(in_proj)
     for i, linear in enumerate((attn.q_proj, attn.k_proj, attn.v_proj)):
-        linear.weight.copy_(in_proj[i * c:(i + 1) * c])
+        linear.weight.copy_(in_proj[i * c : (i + 1) * c])
         if linear.bias is not None:
             nn.init.zeros_(linear.bias)
     nn.init.xavier_uniform_(attn.out_proj.weight)

@@ -95,8 +95,10 @@ class PooledMaskEmbed(nn.Module):
     def __init__(self, hidden_dim: int, mask_dim: int, embed_dim: int, *, pre_mlp_norm: bool = True) -> None:
         super().__init__()
         if hidden_dim != mask_dim:
-            raise ConfigError(f"PooledMaskEmbed adds pooled mask features ({mask_dim}) to the queries "
-                             f"({hidden_dim}): model.mask_generator.mask_dim must equal hidden_dim")
+            raise ConfigError(
+                f"PooledMaskEmbed adds pooled mask features ({mask_dim}) to the queries "
+                f"({hidden_dim}): model.mask_generator.mask_dim must equal hidden_dim"
+            )
         self.pool_proj = nn.Sequential(nn.LayerNorm(hidden_dim), nn.Linear(hidden_dim, hidden_dim))
         mlp = MLP(mask_dim, hidden_dim, embed_dim, 3)
         self.mask_embed = nn.Sequential(nn.LayerNorm(mask_dim), mlp) if pre_mlp_norm else mlp
@@ -124,37 +126,53 @@ class Mask2FormerMaskGenerator(Mask2FormerPreTrainedModel):
     ``model.mask_generator.init`` (default ``mask2former``: the original code's, :mod:`.init`).
     """
 
-    def __init__(self, *, config: Mask2FormerConfig, input_shape: dict[str, ShapeSpec], embed_dim: int = 256,
-                 gradient_checkpointing: bool = False, pre_mlp_norm: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        config: Mask2FormerConfig,
+        input_shape: dict[str, ShapeSpec],
+        embed_dim: int = 256,
+        gradient_checkpointing: bool = False,
+        pre_mlp_norm: bool = True,
+    ) -> None:
         super().__init__(config)
         self.levels = [k for k in LEVELS if k in input_shape]
         channels = [input_shape[k].channels for k in self.levels]
         self.pixel_decoder = Mask2FormerPixelDecoder(config, feature_channels=channels)
         self.transformer = Mask2FormerTransformerModule(in_features=config.feature_size, config=config)
-        self.mask_embed = PooledMaskEmbed(config.hidden_dim, config.mask_feature_size, embed_dim,
-                                          pre_mlp_norm=pre_mlp_norm)
+        self.mask_embed = PooledMaskEmbed(config.hidden_dim, config.mask_feature_size, embed_dim, pre_mlp_norm=pre_mlp_norm)
         self.transformer.decoder.gradient_checkpointing = gradient_checkpointing
         self.post_init()
 
     @classmethod
     def from_config(cls, cfg: MaskGeneratorConfig, input_shape: dict[str, ShapeSpec]) -> Mask2FormerMaskGenerator:
         strides = [input_shape[k].stride for k in LEVELS if k in input_shape]
-        generator = cls(config=hf_config(cfg, strides), input_shape=input_shape, embed_dim=cfg.embed_dim,
-                        gradient_checkpointing=cfg.gradient_checkpointing, pre_mlp_norm=cfg.pre_mlp_norm)
+        generator = cls(
+            config=hf_config(cfg, strides),
+            input_shape=input_shape,
+            embed_dim=cfg.embed_dim,
+            gradient_checkpointing=cfg.gradient_checkpointing,
+            pre_mlp_norm=cfg.pre_mlp_norm,
+        )
         apply_init(generator, cfg.init)  # model.mask_generator.init (default: the original Mask2Former's)
         return generator
 
     def forward(self, features: dict[str, torch.Tensor]) -> dict[str, object]:
-        feats = [features[k] for k in self.levels]                      # high -> low resolution
+        feats = [features[k] for k in self.levels]  # high -> low resolution
         pixel_out = self.pixel_decoder(feats, return_dict=True)
-        mask_features = pixel_out.mask_features                           # (B, M, H/4, W/4)
-        multi_scale = pixel_out.multi_scale_features                      # 3 x (B, C, h, w), low -> high res
+        mask_features = pixel_out.mask_features  # (B, M, H/4, W/4)
+        multi_scale = pixel_out.multi_scale_features  # 3 x (B, C, h, w), low -> high res
         dec = self.transformer(multi_scale_features=multi_scale, mask_features=mask_features)
-        masks = list(dec.masks_queries_logits)                            # L x (B, Q, H/4, W/4)
+        masks = list(dec.masks_queries_logits)  # L x (B, Q, H/4, W/4)
         queries = [q.transpose(0, 1) for q in dec.intermediate_hidden_states]  # L x (B, Q, C)
         embeds = [self.mask_embed(q, m, mask_features) for q, m in zip(queries, masks)]
-        return {"pred_masks": masks, "mask_embeds": embeds, "queries": queries, "mask_features": mask_features,
-                "multi_scale_features": list(multi_scale)}
+        return {
+            "pred_masks": masks,
+            "mask_embeds": embeds,
+            "queries": queries,
+            "mask_features": mask_features,
+            "multi_scale_features": list(multi_scale),
+        }
 
 
 def config_summary(cfg: MaskGeneratorConfig) -> dict:

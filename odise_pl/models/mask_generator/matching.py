@@ -30,29 +30,41 @@ Indices = list[tuple[torch.Tensor, torch.Tensor]]
 
 
 @torch.no_grad()
-def matching_cost(matcher: Mask2FormerHungarianMatcher, pred_masks: torch.Tensor, class_logits: torch.Tensor,
-                  target_masks: torch.Tensor, target_labels: torch.Tensor) -> torch.Tensor:
+def matching_cost(
+    matcher: Mask2FormerHungarianMatcher,
+    pred_masks: torch.Tensor,
+    class_logits: torch.Tensor,
+    target_masks: torch.Tensor,
+    target_labels: torch.Tensor,
+) -> torch.Tensor:
     """Cost matrix (Q, N) of one image, as ``transformers``' matcher computes it (on the device).
 
     Args:
         pred_masks: (Q, h, w) mask logits; class_logits: (Q, K+1); target_masks: (N, H, W); target_labels: (N,).
     """
-    cost_class = -class_logits.softmax(-1)[:, target_labels]                         # (Q, N)
-    target = target_masks.to(pred_masks)[:, None]                                      # (N, 1, H, W)
-    pred = pred_masks[:, None]                                                         # (Q, 1, h, w)
-    points = torch.rand(1, matcher.num_points, 2, device=pred.device)                 # the same draw as transformers
+    cost_class = -class_logits.softmax(-1)[:, target_labels]  # (Q, N)
+    target = target_masks.to(pred_masks)[:, None]  # (N, 1, H, W)
+    pred = pred_masks[:, None]  # (Q, 1, h, w)
+    points = torch.rand(1, matcher.num_points, 2, device=pred.device)  # the same draw as transformers
     target = sample_point(target, points.repeat(target.shape[0], 1, 1), align_corners=False).squeeze(1)
     pred = sample_point(pred, points.repeat(pred.shape[0], 1, 1), align_corners=False).squeeze(1)
-    cost = (matcher.cost_mask * pair_wise_sigmoid_cross_entropy_loss(pred, target)
-            + matcher.cost_class * cost_class + matcher.cost_dice * pair_wise_dice_loss(pred, target))
+    cost = (
+        matcher.cost_mask * pair_wise_sigmoid_cross_entropy_loss(pred, target)
+        + matcher.cost_class * cost_class
+        + matcher.cost_dice * pair_wise_dice_loss(pred, target)
+    )
     big = torch.finfo(cost.dtype).max
     return torch.nan_to_num(cost, nan=big, posinf=big, neginf=big)
 
 
 @torch.no_grad()
-def batched_hungarian(matcher: Mask2FormerHungarianMatcher, pred_masks: list[torch.Tensor],
-                      class_logits: list[torch.Tensor], target_masks: list[torch.Tensor],
-                      target_labels: list[torch.Tensor]) -> list[Indices]:
+def batched_hungarian(
+    matcher: Mask2FormerHungarianMatcher,
+    pred_masks: list[torch.Tensor],
+    class_logits: list[torch.Tensor],
+    target_masks: list[torch.Tensor],
+    target_labels: list[torch.Tensor],
+) -> list[Indices]:
     """Assignments of every layer and image: one device-to-host copy, one host-to-device copy.
 
     Args:
@@ -65,25 +77,28 @@ def batched_hungarian(matcher: Mask2FormerHungarianMatcher, pred_masks: list[tor
         ``min(Q, N_i)``, queries in increasing order, as scipy returns them).
     """
     device = pred_masks[0].device
-    costs = [matching_cost(matcher, masks[i], logits[i], target_masks[i], target_labels[i])
-             for masks, logits in zip(pred_masks, class_logits) for i in range(len(target_masks))]
-    flat = torch.cat([c.reshape(-1) for c in costs]).cpu().numpy()    # the one device-to-host copy
+    costs = [
+        matching_cost(matcher, masks[i], logits[i], target_masks[i], target_labels[i])
+        for masks, logits in zip(pred_masks, class_logits)
+        for i in range(len(target_masks))
+    ]
+    flat = torch.cat([c.reshape(-1) for c in costs]).cpu().numpy()  # the one device-to-host copy
     solved, offset = [], 0
     for cost in costs:
         size = cost.numel()
-        rows, cols = linear_sum_assignment(flat[offset:offset + size].reshape(cost.shape))
+        rows, cols = linear_sum_assignment(flat[offset : offset + size].reshape(cost.shape))
         solved.append((rows, cols))
         offset += size
     packed = torch.from_numpy(np.concatenate([np.concatenate(pair) for pair in solved]).astype(np.int64))
     if device.type == "cuda":
         packed = packed.pin_memory()
-    packed = packed.to(device, non_blocking=True)                     # the one host-to-device copy
+    packed = packed.to(device, non_blocking=True)  # the one host-to-device copy
     out, offset, batch = [], 0, len(target_masks)
     for layer in range(len(pred_masks)):
         per_image = []
-        for rows, _ in solved[layer * batch:(layer + 1) * batch]:
+        for rows, _ in solved[layer * batch : (layer + 1) * batch]:
             n = len(rows)
-            per_image.append((packed[offset:offset + n], packed[offset + n:offset + 2 * n]))
+            per_image.append((packed[offset : offset + n], packed[offset + n : offset + 2 * n]))
             offset += 2 * n
         out.append(per_image)
     return out

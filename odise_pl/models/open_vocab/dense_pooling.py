@@ -47,11 +47,12 @@ class DenseMaskClassifier(nn.Module):
     def __init__(self, clip) -> None:
         super().__init__()
         visual = clip.model.visual
-        if not (hasattr(visual, "trunk") and hasattr(visual.trunk, "forward_head")) or \
-                "pool" in dict(visual.head.named_children()):
-            raise NotImplementedError("model.inference.clip_features: backbone pools a ConvNeXt CLIP's dense "
-                                      "map through the trunk's own head (open_clip timm towers such as "
-                                      "convnext_large_d_320); this CLIP has none. Use clip_features: image.")
+        if not (hasattr(visual, "trunk") and hasattr(visual.trunk, "forward_head")) or "pool" in dict(visual.head.named_children()):
+            raise NotImplementedError(
+                "model.inference.clip_features: backbone pools a ConvNeXt CLIP's dense "
+                "map through the trunk's own head (open_clip timm towers such as "
+                "convnext_large_d_320); this CLIP has none. Use clip_features: image."
+            )
         self.clip = clip
 
     def train(self, mode: bool = True) -> DenseMaskClassifier:
@@ -81,8 +82,8 @@ class DenseMaskClassifier(nn.Module):
             (B,Q,E) mask embeddings in CLIP's joint space (not normalised), and (B,Q) bool: the masks
             with at least one pixel ``> 0`` at the map's resolution.
         """
-        masks = self.masks_for_pooling(dense, mask_logits)               # (B, Q, H/32, W/32)
-        pooled = mask_average_pool(dense.float(), masks)                  # (B, Q, C)
+        masks = self.masks_for_pooling(dense, mask_logits)  # (B, Q, H/32, W/32)
+        pooled = mask_average_pool(dense.float(), masks)  # (B, Q, C)
         b, q, c = pooled.shape
         visual = self.clip.model.visual
         emb = visual.trunk.forward_head(pooled.reshape(b * q, c, 1, 1).to(dense.dtype))  # norm of a 1x1 map

@@ -53,8 +53,7 @@ def _groups(classes) -> list[list[str]]:
     return [[g] if isinstance(g, str) else list(g) for g in classes]
 
 
-def seen_class_mask(classes: Vocabulary | Sequence[Sequence[str]],
-                    train_classes: Vocabulary | Iterable[Sequence[str] | str]) -> SeenSplit:
+def seen_class_mask(classes: Vocabulary | Sequence[Sequence[str]], train_classes: Vocabulary | Iterable[Sequence[str] | str]) -> SeenSplit:
     """Mark the test classes that share a name (any synonym) with the training vocabulary.
 
     Names are compared after :func:`odise_pl.vocab.normalize_name` (case, spaces, ``_``).
@@ -67,15 +66,21 @@ def seen_class_mask(classes: Vocabulary | Sequence[Sequence[str]],
         SeenSplit with ``mask`` (K,) bool and the counts.
     """
     train = {normalize_name(n) for group in _groups(train_classes) for n in group}
-    mask = torch.tensor([any(normalize_name(n) in train for n in group) for group in _groups(classes)],
-                        dtype=torch.bool)
+    mask = torch.tensor([any(normalize_name(n) in train for n in group) for group in _groups(classes)], dtype=torch.bool)
     return SeenSplit(mask, int(mask.sum()), int((~mask).sum()))
 
 
-def geometric_ensemble(diffusion_logits: torch.Tensor, clip_logits: torch.Tensor | None,
-                       seen: torch.Tensor | None, *, alpha: float = 0.3, beta: float = 0.7,
-                       mode: str = "ensemble", void_in_class_softmax: bool = False,
-                       valid: torch.Tensor | None = None) -> torch.Tensor:
+def geometric_ensemble(
+    diffusion_logits: torch.Tensor,
+    clip_logits: torch.Tensor | None,
+    seen: torch.Tensor | None,
+    *,
+    alpha: float = 0.3,
+    beta: float = 0.7,
+    mode: str = "ensemble",
+    void_in_class_softmax: bool = False,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Combine the two classifiers into class probabilities.
 
     Args:
@@ -109,15 +114,15 @@ def geometric_ensemble(diffusion_logits: torch.Tensor, clip_logits: torch.Tensor
         class_probs = log_q.exp()
     else:
         if seen is None or seen.shape != (K,):
-            raise ValueError(f"ensemble mode needs a ({K},) seen-class mask, got "
-                             f"{None if seen is None else tuple(seen.shape)}")
+            raise ValueError(f"ensemble mode needs a ({K},) seen-class mask, got {None if seen is None else tuple(seen.shape)}")
         log_p = log_all[..., :-1] if void_in_class_softmax else logits[..., :-1].log_softmax(dim=-1)
         class_probs = mixed_log_probs(log_p, log_q, seen, alpha, beta, valid).softmax(dim=-1)  # renormalised over K
     return torch.cat([class_probs * (1 - p_void), p_void], dim=-1)
 
 
-def mixed_log_probs(log_p: torch.Tensor, log_q: torch.Tensor, seen: torch.Tensor, alpha: float, beta: float,
-                    valid: torch.Tensor | None = None) -> torch.Tensor:
+def mixed_log_probs(
+    log_p: torch.Tensor, log_q: torch.Tensor, seen: torch.Tensor, alpha: float, beta: float, valid: torch.Tensor | None = None
+) -> torch.Tensor:
     """``(1 - w) log p + w log q`` (B,Q,K) with CLIP's weight ``w`` = alpha for seen classes, beta for unseen
     (0 for a query whose ``valid`` (B,Q) is False): the log of the reference's ``p^(1-w) q^w``, before the
     renormalisation over K."""
@@ -137,8 +142,15 @@ class GeometricEnsemble(torch.nn.Module):
         void_in_class_softmax: see the module docstring.
     """
 
-    def __init__(self, *, mode: str = "ensemble", alpha: float = 0.3, beta: float = 0.7,
-                 seen: torch.Tensor | None = None, void_in_class_softmax: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        mode: str = "ensemble",
+        alpha: float = 0.3,
+        beta: float = 0.7,
+        seen: torch.Tensor | None = None,
+        void_in_class_softmax: bool = False,
+    ) -> None:
         super().__init__()
         mode = MODE_ALIASES.get(mode, mode)
         if mode not in MODES:
@@ -159,11 +171,20 @@ class GeometricEnsemble(torch.nn.Module):
         mask = seen.mask if isinstance(seen, SeenSplit) else seen
         self.seen = mask.bool().to(self.seen.device if self.seen is not None else mask.device)
 
-    def forward(self, diffusion_logits: torch.Tensor, clip_logits: torch.Tensor | None = None,
-                valid: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, diffusion_logits: torch.Tensor, clip_logits: torch.Tensor | None = None, valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(B,Q,K+1) and (B,Q,K) logits (and optional (B,Q) valid masks) -> (B,Q,K+1) probabilities."""
-        return geometric_ensemble(diffusion_logits, clip_logits, self.seen, alpha=self.alpha, beta=self.beta,
-                                  mode=self.mode, void_in_class_softmax=self.void_in_class_softmax, valid=valid)
+        return geometric_ensemble(
+            diffusion_logits,
+            clip_logits,
+            self.seen,
+            alpha=self.alpha,
+            beta=self.beta,
+            mode=self.mode,
+            void_in_class_softmax=self.void_in_class_softmax,
+            valid=valid,
+        )
 
     def extra_repr(self) -> str:
         return f"mode={self.mode}, alpha={self.alpha}, beta={self.beta}"

@@ -68,17 +68,26 @@ class OpenVocabHead(nn.Module):
             (``features="backbone"``; FC-CLIP's ``ENSEMBLE_ON_VALID_MASK``).
     """
 
-    def __init__(self, clip, mode: str = "ensemble", alpha: float = 0.3, beta: float = 0.7,
-                 seen: torch.Tensor | SeenSplit | None = None, templates: Sequence[str] = DEFAULT_TEMPLATES, *,
-                 train_names: Sequence[Sequence[str]] | None = None,
-                 mask_classifier: ClipMaskClassifier | None = None,
-                 text_bank: TextEmbeddingBank | None = None, alignment: str = "reference",
-                 features: str = "image", ensemble_on_valid_mask: bool = False) -> None:
+    def __init__(
+        self,
+        clip,
+        mode: str = "ensemble",
+        alpha: float = 0.3,
+        beta: float = 0.7,
+        seen: torch.Tensor | SeenSplit | None = None,
+        templates: Sequence[str] = DEFAULT_TEMPLATES,
+        *,
+        train_names: Sequence[Sequence[str]] | None = None,
+        mask_classifier: ClipMaskClassifier | None = None,
+        text_bank: TextEmbeddingBank | None = None,
+        alignment: str = "reference",
+        features: str = "image",
+        ensemble_on_valid_mask: bool = False,
+    ) -> None:
         super().__init__()
         mode = MODE_ALIASES.get(mode, mode)
         if mode not in MODES:
-            raise ValueError(f"unknown classifier mode '{mode}': set model.inference.classifier to one of "
-                             f"{', '.join(MODES)}")
+            raise ValueError(f"unknown classifier mode '{mode}': set model.inference.classifier to one of {', '.join(MODES)}")
         mask = seen.mask if isinstance(seen, SeenSplit) else seen
         self.ensemble = GeometricEnsemble(mode=mode, alpha=alpha, beta=beta, seen=mask)
         self.train_names = [list(g) for g in train_names] if train_names is not None else None
@@ -88,8 +97,7 @@ class OpenVocabHead(nn.Module):
         self.features = features
         self.ensemble_on_valid_mask = bool(ensemble_on_valid_mask)
         if mask_classifier is None:
-            mask_classifier = DenseMaskClassifier(clip) if features == "backbone" else \
-                ClipMaskClassifier(clip, alignment=alignment)
+            mask_classifier = DenseMaskClassifier(clip) if features == "backbone" else ClipMaskClassifier(clip, alignment=alignment)
         self.__dict__["mask_classifier"] = mask_classifier
         self.__dict__["text_bank"] = text_bank or TextEmbeddingBank(clip, templates=templates)
         self.text: TextEmbeddings | None = None
@@ -115,8 +123,7 @@ class OpenVocabHead(nn.Module):
         return self
 
     # ------------------------------------------------------------------ vocabulary
-    def set_vocabulary(self, names: Sequence[Sequence[str]],
-                       seen: torch.Tensor | SeenSplit | None = None) -> SeenSplit | None:
+    def set_vocabulary(self, names: Sequence[Sequence[str]], seen: torch.Tensor | SeenSplit | None = None) -> SeenSplit | None:
         """Embed a new test vocabulary with CLIP and set its seen/unseen split.
 
         Args:
@@ -142,15 +149,20 @@ class OpenVocabHead(nn.Module):
             raise ValueError(f"seen mask has shape {tuple(seen.mask.shape)}, expected ({len(groups)},)")
         self.split = seen
         self.ensemble.set_seen(seen)
-        log.info("open-vocabulary inference (%s, alpha=%.2f, beta=%.2f): %d classes, %d seen in training, "
-                 "%d unseen", self.mode, self.ensemble.alpha, self.ensemble.beta, len(groups),
-                 seen.num_seen, seen.num_unseen)
+        log.info(
+            "open-vocabulary inference (%s, alpha=%.2f, beta=%.2f): %d classes, %d seen in training, %d unseen",
+            self.mode,
+            self.ensemble.alpha,
+            self.ensemble.beta,
+            len(groups),
+            seen.num_seen,
+            seen.num_unseen,
+        )
         return seen
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
-    def clip_logits(self, images: torch.Tensor, mask_logits: torch.Tensor,
-                    image_sizes: torch.Tensor | None = None) -> torch.Tensor:
+    def clip_logits(self, images: torch.Tensor, mask_logits: torch.Tensor, image_sizes: torch.Tensor | None = None) -> torch.Tensor:
         """(B,3,H,W) images and (B,Q,h,w) mask logits -> (B,Q,K) CLIP class logits."""
         if self.text is None:
             raise RuntimeError("OpenVocabHead has no vocabulary: call set_vocabulary(names) first")
@@ -158,23 +170,31 @@ class OpenVocabHead(nn.Module):
         return self.mask_classifier.logits(embeds, self.text.to(embeds.device))
 
     @torch.no_grad()
-    def dense_clip_logits(self, dense: torch.Tensor | None,
-                          mask_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def dense_clip_logits(self, dense: torch.Tensor | None, mask_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The backbone's (B,C,H/32,W/32) map and (B,Q,h,w) mask logits -> (B,Q,K) CLIP class logits and
         (B,Q) bool masks non-empty at the map's resolution (``clip_features: backbone``)."""
         if self.text is None:
             raise RuntimeError("OpenVocabHead has no vocabulary: call set_vocabulary(names) first")
         if dense is None:
-            raise ValueError("model.inference.clip_features: backbone pools the backbone's clip_dense map, and "
-                             "this backbone gives none: use the clip backbone with a ConvNeXt CLIP, or "
-                             "clip_features: image.")
+            raise ValueError(
+                "model.inference.clip_features: backbone pools the backbone's clip_dense map, and "
+                "this backbone gives none: use the clip backbone with a ConvNeXt CLIP, or "
+                "clip_features: image."
+            )
         embeds, valid = self.mask_classifier(dense, mask_logits)
         return self.mask_classifier.logits(embeds, self.text.to(embeds.device)), valid
 
     @torch.no_grad()
-    def forward(self, images: torch.Tensor, mask_logits: torch.Tensor, logits: torch.Tensor, *,
-                image_sizes: torch.Tensor | None = None, is_probs: bool = False,
-                dense: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        images: torch.Tensor,
+        mask_logits: torch.Tensor,
+        logits: torch.Tensor,
+        *,
+        image_sizes: torch.Tensor | None = None,
+        is_probs: bool = False,
+        dense: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Fuse the trained classifier with CLIP.
 
         Args:
@@ -196,9 +216,11 @@ class OpenVocabHead(nn.Module):
         if self.mode == "in_vocab":
             return logits.softmax(-1)
         if self.num_classes is not None and logits.shape[-1] - 1 != self.num_classes:
-            raise ValueError(f"the classifier scores {logits.shape[-1] - 1} classes but the open-vocabulary "
-                             f"head's vocabulary has {self.num_classes}: change vocabularies with "
-                             f"OdiseModule.set_vocabulary, which updates both.")
+            raise ValueError(
+                f"the classifier scores {logits.shape[-1] - 1} classes but the open-vocabulary "
+                f"head's vocabulary has {self.num_classes}: change vocabularies with "
+                f"OdiseModule.set_vocabulary, which updates both."
+            )
         if self.features == "backbone":
             clip, valid = self.dense_clip_logits(dense, mask_logits)
             fused = self.ensemble(logits, clip, valid if self.ensemble_on_valid_mask else None)
@@ -208,8 +230,9 @@ class OpenVocabHead(nn.Module):
 
     def extra_repr(self) -> str:
         k = self.num_classes
-        return f"mode={self.mode}, classes={k}" + ("" if self.split is None else
-                                                   f", seen={self.split.num_seen}, unseen={self.split.num_unseen}")
+        return f"mode={self.mode}, classes={k}" + (
+            "" if self.split is None else f", seen={self.split.num_seen}, unseen={self.split.num_unseen}"
+        )
 
 
 __all__ = ["OpenVocabHead"]

@@ -49,13 +49,14 @@ def binarize_masks(masks: torch.Tensor, size: tuple[int, int], threshold: float 
     return masks > threshold
 
 
-def clip_logits(mask_embeds: torch.Tensor, text: TextEmbeddings,
-                logit_scale: torch.Tensor | float) -> torch.Tensor:
+def clip_logits(mask_embeds: torch.Tensor, text: TextEmbeddings, logit_scale: torch.Tensor | float) -> torch.Tensor:
     """(B,Q,E) mask embeddings x text bank -> (B,Q,K): scale * cosine, maximum over each class's names."""
     if mask_embeds.shape[-1] != text.embeds.shape[-1]:
-        raise ValueError(f"mask embeddings have width {mask_embeds.shape[-1]} but the text embeddings "
-                         f"{text.embeds.shape[-1]}: build the text bank with the same CLIP as the "
-                         f"mask classifier.")
+        raise ValueError(
+            f"mask embeddings have width {mask_embeds.shape[-1]} but the text embeddings "
+            f"{text.embeds.shape[-1]}: build the text bank with the same CLIP as the "
+            f"mask classifier."
+        )
     cos = F.normalize(mask_embeds.float(), dim=-1) @ F.normalize(text.embeds.float(), dim=-1).t()  # (B,Q,N)
     return max_over_synonyms(cos * logit_scale, text.class_index, text.num_classes)
 
@@ -73,12 +74,18 @@ class ClipMaskClassifier(nn.Module):
             run through (None = all, as the reference).
     """
 
-    def __init__(self, clip, *, image_size: int | None = None, mask_threshold: float = 0.0,
-                 mask_blocks: int | None = None, alignment: str = "reference") -> None:
+    def __init__(
+        self,
+        clip,
+        *,
+        image_size: int | None = None,
+        mask_threshold: float = 0.0,
+        mask_blocks: int | None = None,
+        alignment: str = "reference",
+    ) -> None:
         super().__init__()
         if alignment not in ALIGNMENTS:
-            raise ValueError(f"model.inference.clip_mask_alignment: {alignment!r} is not one of "
-                             f"{', '.join(ALIGNMENTS)}")
+            raise ValueError(f"model.inference.clip_mask_alignment: {alignment!r} is not one of {', '.join(ALIGNMENTS)}")
         self.alignment = alignment
         self.clip = clip
         self.image_size = int(image_size or clip.image_size)
@@ -90,17 +97,21 @@ class ClipMaskClassifier(nn.Module):
             num_blocks = len(visual.transformer.resblocks)
             self.mask_blocks = num_blocks if mask_blocks is None else int(mask_blocks)
             if not 1 <= self.mask_blocks <= num_blocks:
-                raise ValueError(f"mask_blocks must be in 1..{num_blocks} (the visual transformer's depth) "
-                                 f"or None for all, got {mask_blocks}")
+                raise ValueError(
+                    f"mask_blocks must be in 1..{num_blocks} (the visual transformer's depth) or None for all, got {mask_blocks}"
+                )
         elif hasattr(visual, "trunk") and hasattr(visual.trunk, "forward_features"):
             if "pool" in dict(visual.head.named_children()):
-                raise NotImplementedError("mask pooling needs a CLIP whose timm tower pools with the "
-                                          "trunk's own head (e.g. convnext_*); this one uses attention "
-                                          "pooling.")
+                raise NotImplementedError(
+                    "mask pooling needs a CLIP whose timm tower pools with the "
+                    "trunk's own head (e.g. convnext_*); this one uses attention "
+                    "pooling."
+                )
             self.mask_blocks = None
         else:
-            raise NotImplementedError(f"the CLIP mask classifier supports open_clip VisionTransformer "
-                                      f"and timm ConvNeXt towers, not {type(visual).__name__}.")
+            raise NotImplementedError(
+                f"the CLIP mask classifier supports open_clip VisionTransformer and timm ConvNeXt towers, not {type(visual).__name__}."
+            )
 
     def train(self, mode: bool = True) -> ClipMaskClassifier:
         super().train(mode)
@@ -117,8 +128,7 @@ class ClipMaskClassifier(nn.Module):
         return clip_logits(mask_embeds, text, self.logit_scale)
 
     @torch.no_grad()
-    def forward(self, images: torch.Tensor, masks: torch.Tensor,
-                image_sizes: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, masks: torch.Tensor, image_sizes: torch.Tensor | None = None) -> torch.Tensor:
         """Embed each mask of each image.
 
         Args:
@@ -132,16 +142,15 @@ class ClipMaskClassifier(nn.Module):
             (B,Q,E) mask embeddings in CLIP's joint space (not normalised).
         """
         if images.dim() != 4 or masks.dim() != 4 or images.shape[0] != masks.shape[0]:
-            raise ValueError(f"expected images (B,3,H,W) and masks (B,Q,h,w), got {tuple(images.shape)} "
-                             f"and {tuple(masks.shape)}")
+            raise ValueError(f"expected images (B,3,H,W) and masks (B,Q,h,w), got {tuple(images.shape)} and {tuple(masks.shape)}")
         if image_sizes is None:
             return self._embed(images, masks)
         H, W = images.shape[-2:]
         out = []
         for b, (h, w) in enumerate(image_sizes.tolist()):
             mh, mw = -(-h * masks.shape[-2] // H), -(-w * masks.shape[-1] // W)  # ceil
-            mask = masks[b:b + 1, :, :mh, :mw] if self.alignment == "cropped" else masks[b:b + 1]
-            out.append(self._embed(images[b:b + 1, :, :h, :w], mask))
+            mask = masks[b : b + 1, :, :mh, :mw] if self.alignment == "cropped" else masks[b : b + 1]
+            out.append(self._embed(images[b : b + 1, :, :h, :w], mask))
         return torch.cat(out)
 
     def _embed(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -200,8 +209,7 @@ class ClipMaskClassifier(nn.Module):
         return visual.head(emb).view(B, Q, -1)  # (B,Q,E)
 
 
-def vit_patch_mask(masks: torch.Tensor, size: tuple[int, int], grid: tuple[int, int],
-                   threshold: float = 0.0) -> torch.Tensor:
+def vit_patch_mask(masks: torch.Tensor, size: tuple[int, int], grid: tuple[int, int], threshold: float = 0.0) -> torch.Tensor:
     """(B,Q,h,w) mask logits (or bool masks) -> (B,Q,gh*gw) bool: the patches a mask token may see.
 
     The reference's rule: resize to ``size`` (bilinear), sigmoid, max over each patch, ``>= sigmoid(threshold)``.
@@ -210,20 +218,25 @@ def vit_patch_mask(masks: torch.Tensor, size: tuple[int, int], grid: tuple[int, 
         masks = masks.float() * 2 - 1
     prob = F.interpolate(masks.float(), size=tuple(size), mode="bilinear", align_corners=False).sigmoid()
     patch = (size[0] // grid[0], size[1] // grid[1])
-    pooled = F.max_pool2d(prob, kernel_size=patch, stride=patch) if size[0] % grid[0] == 0 and \
-        size[1] % grid[1] == 0 else F.adaptive_max_pool2d(prob, grid)
+    pooled = (
+        F.max_pool2d(prob, kernel_size=patch, stride=patch)
+        if size[0] % grid[0] == 0 and size[1] % grid[1] == 0
+        else F.adaptive_max_pool2d(prob, grid)
+    )
     cut = torch.sigmoid(torch.tensor(float(threshold))).item()
     return (pooled >= cut).flatten(2)
 
 
 def _check_vit(visual: nn.Module) -> None:
     if getattr(visual, "attn_pool", None) is not None or getattr(visual, "pool_type", "tok") != "tok":
-        raise NotImplementedError("the ViT mask classifier needs CLS-token pooling (pool_type 'tok', "
-                                  "no attention pooler), as in the OpenAI / LAION CLIPs.")
+        raise NotImplementedError(
+            "the ViT mask classifier needs CLS-token pooling (pool_type 'tok', no attention pooler), as in the OpenAI / LAION CLIPs."
+        )
     for blk in visual.transformer.resblocks:
         if not isinstance(getattr(blk, "attn", None), nn.MultiheadAttention):
-            raise NotImplementedError(f"unsupported transformer block {type(blk).__name__}: the ViT mask "
-                                      f"classifier needs open_clip's ResidualAttentionBlock.")
+            raise NotImplementedError(
+                f"unsupported transformer block {type(blk).__name__}: the ViT mask classifier needs open_clip's ResidualAttentionBlock."
+            )
 
 
 def _positional_embedding(visual: nn.Module, grid: tuple[int, int]) -> torch.Tensor:
@@ -245,8 +258,7 @@ def _run_block(transformer: nn.Module, blk: nn.Module, x: torch.Tensor) -> torch
     return blk(x.transpose(0, 1)).transpose(0, 1)
 
 
-def _masked_query_block(blk: nn.Module, queries: torch.Tensor, tokens: torch.Tensor,
-                        bias: torch.Tensor) -> torch.Tensor:
+def _masked_query_block(blk: nn.Module, queries: torch.Tensor, tokens: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """One residual block for the mask tokens: attention from ``queries`` to ``tokens`` only.
 
     Args:

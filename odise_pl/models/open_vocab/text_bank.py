@@ -72,13 +72,17 @@ def _check_templates(templates: Sequence[str]) -> tuple[str, ...]:
         templates = [templates]
     templates = tuple(templates)
     if not templates:
-        raise ConfigError("inference.clip_prompt_templates is empty: give at least one template, "
-                          "e.g. ['a photo of a {}.'] (or ['{}'] for the bare names).")
+        raise ConfigError(
+            "inference.clip_prompt_templates is empty: give at least one template, "
+            "e.g. ['a photo of a {}.'] (or ['{}'] for the bare names)."
+        )
     for t in templates:
         rest = t.replace("{}", "", 1) if isinstance(t, str) else "{"
         if t.count("{}") != 1 or "{" in rest or "}" in rest:
-            raise ConfigError(f"prompt template {t!r} must contain '{{}}' exactly once (where the class "
-                              f"name goes) and no other braces, e.g. 'a photo of a {{}}.'.")
+            raise ConfigError(
+                f"prompt template {t!r} must contain '{{}}' exactly once (where the class "
+                f"name goes) and no other braces, e.g. 'a photo of a {{}}.'."
+            )
     return templates
 
 
@@ -94,8 +98,16 @@ class TextEmbeddingBank:
         cache_dir: cache folder (default :func:`default_cache_dir`).
     """
 
-    def __init__(self, clip, *, templates: Sequence[str] = DEFAULT_TEMPLATES, chunk_size: int = 256,
-                 normalize: bool = True, cache: bool = True, cache_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        clip,
+        *,
+        templates: Sequence[str] = DEFAULT_TEMPLATES,
+        chunk_size: int = 256,
+        normalize: bool = True,
+        cache: bool = True,
+        cache_dir: str | Path | None = None,
+    ) -> None:
         if chunk_size < 1:
             raise ConfigError(f"text bank chunk_size must be >= 1, got {chunk_size}.")
         self.clip = clip
@@ -119,8 +131,7 @@ class TextEmbeddingBank:
         """
         names_per_class = self._names(classes)
         names = [n for group in names_per_class for n in group]
-        class_index = torch.tensor([k for k, group in enumerate(names_per_class) for _ in group],
-                                   dtype=torch.long)
+        class_index = torch.tensor([k for k, group in enumerate(names_per_class) for _ in group], dtype=torch.long)
         device = self._device()
         path = self.cache_path(names_per_class) if self.cache else None
         embeds = self._load(path, len(names)) if path is not None else None
@@ -133,11 +144,19 @@ class TextEmbeddingBank:
     def cache_key(self, names_per_class: Sequence[Sequence[str]]) -> str:
         """Hex digest identifying model, weights, names (with their class grouping) and templates."""
         spec = self.clip.spec
-        payload = json.dumps({
-            "v": _FORMAT_VERSION, "model": spec.model_name, "pretrained": spec.pretrained,
-            "weights": self._weights_identity(), "templates": list(self.templates),
-            "normalize": self.normalize, "classes": [list(g) for g in names_per_class],
-        }, sort_keys=True, ensure_ascii=False)
+        payload = json.dumps(
+            {
+                "v": _FORMAT_VERSION,
+                "model": spec.model_name,
+                "pretrained": spec.pretrained,
+                "weights": self._weights_identity(),
+                "templates": list(self.templates),
+                "normalize": self.normalize,
+                "classes": [list(g) for g in names_per_class],
+            },
+            sort_keys=True,
+            ensure_ascii=False,
+        )
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
     def cache_path(self, names_per_class: Sequence[Sequence[str]]) -> Path:
@@ -188,7 +207,7 @@ class TextEmbeddingBank:
         texts = [t.format(n) for n in names for t in self.templates]  # name-major: (N*T,)
         chunks = []
         for start in range(0, len(texts), self.chunk_size):
-            emb = self.clip.encode_text(texts[start:start + self.chunk_size]).float()
+            emb = self.clip.encode_text(texts[start : start + self.chunk_size]).float()
             chunks.append(F.normalize(emb, dim=-1) if self.normalize else emb)
         embeds = torch.cat(chunks).view(len(names), len(self.templates), -1).mean(dim=1)  # (N, E)
         return (F.normalize(embeds, dim=-1) if self.normalize else embeds).cpu()
@@ -211,5 +230,8 @@ class TextEmbeddingBank:
         try:
             atomic_write(path, lambda f: torch.save({"key": path.stem.split("-")[-1], "embeds": embeds}, f))
         except OSError as err:
-            warnings.warn(f"could not write the text-bank cache in {path.parent} ({err}); continuing "
-                          f"without it. Set ODISE_PL_CACHE to a writable folder to enable caching.", stacklevel=2)
+            warnings.warn(
+                f"could not write the text-bank cache in {path.parent} ({err}); continuing "
+                f"without it. Set ODISE_PL_CACHE to a writable folder to enable caching.",
+                stacklevel=2,
+            )

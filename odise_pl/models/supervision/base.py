@@ -55,12 +55,10 @@ def max_over_synonyms(name_logits: torch.Tensor, class_index: torch.Tensor, num_
 class SupervisionStrategy(nn.Module):
     num_match_classes: int
 
-    def classify(self, mask_embeds: torch.Tensor, text: TextEmbeddings,
-                 queries: torch.Tensor | None = None) -> torch.Tensor:
+    def classify(self, mask_embeds: torch.Tensor, text: TextEmbeddings, queries: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
-    def training_logits(self, mask_embeds: torch.Tensor, batch: dict,
-                        queries: torch.Tensor | None = None) -> torch.Tensor:
+    def training_logits(self, mask_embeds: torch.Tensor, batch: dict, queries: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
     def extra_losses(self, outputs: dict, batch: dict) -> dict[str, torch.Tensor]:

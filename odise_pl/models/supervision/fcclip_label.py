@@ -52,14 +52,23 @@ class FcclipLabelSupervision(SupervisionStrategy):
     #: the builder embeds this strategy's vocabularies normalised (``TextEmbeddingBank(normalize=True)``)
     normalized_text = True
 
-    def __init__(self, *, train_text: TextEmbeddings, embed_dim: int, train_names: list[list[str]],
-                 logit_scale_init: float = math.log(1 / 0.07), logit_scale_max: float = 100.0) -> None:
+    def __init__(
+        self,
+        *,
+        train_text: TextEmbeddings,
+        embed_dim: int,
+        train_names: list[list[str]],
+        logit_scale_init: float = math.log(1 / 0.07),
+        logit_scale_max: float = 100.0,
+    ) -> None:
         super().__init__()
         width = train_text.embeds.shape[-1]
         if embed_dim != width:
-            raise ConfigError(f"fcclip_label classifies in CLIP's text space: model.mask_generator.embed_dim "
-                              f"({embed_dim}) must equal the CLIP text embedding width ({width}). Set "
-                              f"model.mask_generator.embed_dim: {width}.")
+            raise ConfigError(
+                f"fcclip_label classifies in CLIP's text space: model.mask_generator.embed_dim "
+                f"({embed_dim}) must equal the CLIP text embedding width ({width}). Set "
+                f"model.mask_generator.embed_dim: {width}."
+            )
         self.void_embedding = nn.Embedding(1, embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale_init)))
         self.logit_scale_max = float(logit_scale_max)
@@ -69,10 +78,16 @@ class FcclipLabelSupervision(SupervisionStrategy):
         self.train_vocabulary = train_names
 
     @classmethod
-    def from_config(cls, cfg: FcclipLabelConfig, *, train_text: TextEmbeddings, embed_dim: int,
-                    train_names: list[list[str]], **_: object) -> FcclipLabelSupervision:
-        return cls(train_text=train_text, embed_dim=embed_dim, train_names=train_names,
-                   logit_scale_init=cfg.logit_scale_init, logit_scale_max=cfg.logit_scale_max)
+    def from_config(
+        cls, cfg: FcclipLabelConfig, *, train_text: TextEmbeddings, embed_dim: int, train_names: list[list[str]], **_: object
+    ) -> FcclipLabelSupervision:
+        return cls(
+            train_text=train_text,
+            embed_dim=embed_dim,
+            train_names=train_names,
+            logit_scale_init=cfg.logit_scale_init,
+            logit_scale_max=cfg.logit_scale_max,
+        )
 
     @property
     def train_text(self) -> TextEmbeddings:
@@ -86,15 +101,13 @@ class FcclipLabelSupervision(SupervisionStrategy):
         """(E,) the normalised void embedding (the classifier's last row)."""
         return F.normalize(self.void_embedding.weight, dim=-1)[0]
 
-    def classify(self, mask_embeds: torch.Tensor, text: TextEmbeddings,
-                 queries: torch.Tensor | None = None) -> torch.Tensor:
+    def classify(self, mask_embeds: torch.Tensor, text: TextEmbeddings, queries: torch.Tensor | None = None) -> torch.Tensor:
         """mask_embeds (B,Q,E) -> logits (B,Q,K+1), the last column void."""
         z = F.normalize(mask_embeds, dim=-1)
         rows = torch.cat([text.embeds.to(z.dtype), self.void_vector().to(z.dtype)[None]])  # (N+1, E) unit rows
-        logits = self.scale() * z @ rows.t()                             # (B, Q, N+1)
+        logits = self.scale() * z @ rows.t()  # (B, Q, N+1)
         class_logits = max_over_synonyms(logits[..., :-1], text.class_index.to(z.device), text.num_classes)
         return torch.cat([class_logits, logits[..., -1:]], dim=-1)
 
-    def training_logits(self, mask_embeds: torch.Tensor, batch: dict,
-                        queries: torch.Tensor | None = None) -> torch.Tensor:
+    def training_logits(self, mask_embeds: torch.Tensor, batch: dict, queries: torch.Tensor | None = None) -> torch.Tensor:
         return self.classify(mask_embeds, self.train_text)

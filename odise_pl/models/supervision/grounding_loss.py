@@ -43,9 +43,9 @@ from torch import nn
 from odise_pl.models.supervision.collectives import all_gather_with_grad, gather_sizes, is_distributed, rank
 
 
-def image_caption_scores(mask_embeds: torch.Tensor, word_embeds: torch.Tensor,
-                         logit_scale: torch.Tensor | float,
-                         word_mask: torch.Tensor | None = None) -> torch.Tensor:
+def image_caption_scores(
+    mask_embeds: torch.Tensor, word_embeds: torch.Tensor, logit_scale: torch.Tensor | float, word_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Grounding score ``g`` of every image with every caption.
 
     Args:
@@ -66,9 +66,13 @@ def image_caption_scores(mask_embeds: torch.Tensor, word_embeds: torch.Tensor,
     return (per_word * weight).sum(dim=-1) / weight.sum(dim=-1).clamp(min=1)
 
 
-def grounding_loss(mask_embeds: torch.Tensor, word_embeds: torch.Tensor,
-                   logit_scale: torch.Tensor | float, word_mask: torch.Tensor | None = None,
-                   gather: bool = True) -> torch.Tensor:
+def grounding_loss(
+    mask_embeds: torch.Tensor,
+    word_embeds: torch.Tensor,
+    logit_scale: torch.Tensor | float,
+    word_mask: torch.Tensor | None = None,
+    gather: bool = True,
+) -> torch.Tensor:
     """Symmetric image-caption grounding loss over the (global) batch.
 
     Args:
@@ -83,12 +87,14 @@ def grounding_loss(mask_embeds: torch.Tensor, word_embeds: torch.Tensor,
         over ranks is the loss over the global batch (see the module docstring).
     """
     if mask_embeds.dim() != 3 or word_embeds.dim() != 3:
-        raise ValueError(f"expected mask_embeds (B,Q,D) and word_embeds (B,K,D), got "
-                         f"{tuple(mask_embeds.shape)} and {tuple(word_embeds.shape)}")
+        raise ValueError(
+            f"expected mask_embeds (B,Q,D) and word_embeds (B,K,D), got {tuple(mask_embeds.shape)} and {tuple(word_embeds.shape)}"
+        )
     batch, words, dim = word_embeds.shape
     if mask_embeds.shape[0] != batch or mask_embeds.shape[2] != dim:
-        raise ValueError(f"mask_embeds {tuple(mask_embeds.shape)} and word_embeds "
-                         f"{tuple(word_embeds.shape)} disagree on the batch size or the width")
+        raise ValueError(
+            f"mask_embeds {tuple(mask_embeds.shape)} and word_embeds {tuple(word_embeds.shape)} disagree on the batch size or the width"
+        )
     if word_mask is None:
         word_mask = torch.ones(batch, words, dtype=torch.bool, device=word_embeds.device)
     elif word_mask.shape != (batch, words):
@@ -104,8 +110,8 @@ def grounding_loss(mask_embeds: torch.Tensor, word_embeds: torch.Tensor,
         packed = torch.cat([z.flatten(1), w.flatten(1), word_mask.to(z.dtype)], dim=1)
         every = all_gather_with_grad(packed, sizes)  # (G, ...)
         z_all = every[:, : num_queries * dim].reshape(-1, num_queries, dim)
-        w_all = every[:, num_queries * dim: (num_queries + words) * dim].reshape(-1, words, dim)
-        mask_all = every[:, (num_queries + words) * dim:] > 0.5
+        w_all = every[:, num_queries * dim : (num_queries + words) * dim].reshape(-1, words, dim)
+        mask_all = every[:, (num_queries + words) * dim :] > 0.5
         offset, num_ranks = sum(sizes[: rank()]), len(sizes)
     else:
         z_all, w_all, mask_all, offset, num_ranks = z, w, word_mask, 0, 1
@@ -126,9 +132,13 @@ def grounding_loss(mask_embeds: torch.Tensor, word_embeds: torch.Tensor,
     return 0.5 * (loss_captions + loss_images) * num_ranks / num_valid
 
 
-def reference_grounding_loss(mask_embeds: torch.Tensor, word_embeds: torch.Tensor,
-                             logit_scale: torch.Tensor | float, caption_valid: torch.Tensor,
-                             gather: bool = True) -> torch.Tensor:
+def reference_grounding_loss(
+    mask_embeds: torch.Tensor,
+    word_embeds: torch.Tensor,
+    logit_scale: torch.Tensor | float,
+    caption_valid: torch.Tensor,
+    gather: bool = True,
+) -> torch.Tensor:
     """The reference's grounding loss (ODISE ``MaskGroundingCriterion.get_loss``), term for term.
 
     ``g`` averages over **all** K words (an image without a phrase has K empty words, embedded like
@@ -159,14 +169,14 @@ def reference_grounding_loss(mask_embeds: torch.Tensor, word_embeds: torch.Tenso
         packed = torch.cat([z.flatten(1), w.flatten(1), valid[:, None].to(z.dtype)], dim=1)
         every = all_gather_with_grad(packed, sizes)
         z_all = every[:, : num_queries * dim].reshape(-1, num_queries, dim)
-        w_all = every[:, num_queries * dim: (num_queries + words) * dim].reshape(-1, words, dim)
+        w_all = every[:, num_queries * dim : (num_queries + words) * dim].reshape(-1, words, dim)
         valid_all = every[:, -1] > 0.5
         offset = sum(sizes[: rank()])
     else:
         z_all, w_all, valid_all, offset = z, w, valid, 0
     labels = torch.arange(batch, device=z.device) + offset
-    global_img_txt = image_caption_scores(z_all, w, logit_scale)        # (G images, B captions)
-    img_global_txt = image_caption_scores(z, w_all, logit_scale)        # (B images, G captions)
+    global_img_txt = image_caption_scores(z_all, w, logit_scale)  # (G images, B captions)
+    img_global_txt = image_caption_scores(z, w_all, logit_scale)  # (B images, G captions)
     captions_to_images = (F.cross_entropy(global_img_txt.t(), labels, reduction="none") * valid).mean()
     images_to_captions = F.cross_entropy(img_global_txt, labels, weight=valid_all.to(img_global_txt.dtype))
     if not torch.isfinite(images_to_captions).all():  # every target invalid: 0 / 0
@@ -195,8 +205,9 @@ class GroundingLoss(nn.Module):
         super().__init__()
         self.gather = gather
 
-    def forward(self, mask_embeds: torch.Tensor, word_embeds: torch.Tensor,
-                logit_scale: torch.Tensor | float, word_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, mask_embeds: torch.Tensor, word_embeds: torch.Tensor, logit_scale: torch.Tensor | float, word_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return grounding_loss(mask_embeds, word_embeds, logit_scale, word_mask, gather=self.gather)
 
     def extra_repr(self) -> str:

@@ -86,8 +86,9 @@ class NounExtractor:
             pipeline has no part-of-speech tagger.
     """
 
-    def __init__(self, model: str | None = None, *, fallback_to_tokens: bool = True,
-                 cache_size: int = 100_000, batch_size: int = 256) -> None:
+    def __init__(
+        self, model: str | None = None, *, fallback_to_tokens: bool = True, cache_size: int = 100_000, batch_size: int = 256
+    ) -> None:
         self.model = model
         self.fallback_to_tokens = fallback_to_tokens
         self.cache_size = int(cache_size)
@@ -175,7 +176,8 @@ def load_spacy_pipeline(model: str | None = None):
             raise SpacyModelError(
                 f"spaCy pipeline '{name}' has no part-of-speech tagger (its components: "
                 f"{', '.join(nlp.pipe_names) or 'none'}); noun phrases need Penn-Treebank tags. "
-                f"Use an English pipeline such as en_core_web_sm. {_INSTALL_HINT}")
+                f"Use an English pipeline such as en_core_web_sm. {_INSTALL_HINT}"
+            )
         return nlp
     tried = "; ".join(errors)
     raise SpacyModelError(f"no spaCy English pipeline could be loaded (tried {tried}). {_INSTALL_HINT}")
@@ -211,8 +213,7 @@ def noun_phrases(doc, matcher=None) -> list[str]:
     matcher = matcher if matcher is not None else _build_matcher(doc.vocab)
     nbar_key = doc.vocab.strings["NBAR"]
     matches = matcher(doc)
-    bars = sorted(filter_spans([doc[s:e] for key, s, e in matches if key == nbar_key]),
-                  key=lambda span: span.start)
+    bars = sorted(filter_spans([doc[s:e] for key, s, e in matches if key == nbar_key]), key=lambda span: span.start)
     starts = {span.start for span in bars}
     ends = {span.end for span in bars}
     # bar + IN + bar: starting at a bar's start and ending at a bar's end makes both halves whole bars

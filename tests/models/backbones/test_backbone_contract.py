@@ -26,11 +26,14 @@ from odise_pl.registry import BACKBONES
 #: the smallest section of each built-in backbone (a new one without an entry gets ``{pretrained: null}``)
 TINY = {
     "clip": {"out_channels": 16},
-    "diffusion_unet": {"pretrained": None, "window_size": None, "projection_dim": 32, "bottleneck_width": 16,
-                       "tiny_unet": {"block_out_channels": [32, 32, 32, 32], "layers_per_block": 1,
-                                     "attention_head_dim": 1},
-                       "tiny_vae": {"block_out_channels": [8, 32, 32, 32], "layers_per_block": 1,
-                                    "norm_num_groups": 4}},
+    "diffusion_unet": {
+        "pretrained": None,
+        "window_size": None,
+        "projection_dim": 32,
+        "bottleneck_width": 16,
+        "tiny_unet": {"block_out_channels": [32, 32, 32, 32], "layers_per_block": 1, "attention_head_dim": 1},
+        "tiny_vae": {"block_out_channels": [8, 32, 32, 32], "layers_per_block": 1, "norm_num_groups": 4},
+    },
     "dino": {"pretrained": None, "out_channels": 16},
     "mae": {"pretrained": None, "out_channels": 16},
 }

@@ -92,7 +92,7 @@ def test_tokens_come_back_in_raster_order(kind):
     base = backbone.patch_tokens(pixels)
     assert base.shape == (1, 32, gh, gw)
     changed = pixels.clone()
-    changed[:, :, 1 * p:2 * p, 3 * p:4 * p] += 1.0          # patch (1, 3)
+    changed[:, :, 1 * p : 2 * p, 3 * p : 4 * p] += 1.0  # patch (1, 3)
     diff = (backbone.patch_tokens(changed) - base).abs().sum(1)[0]
     assert diff[1, 3] > 1e-3
     diff[1, 3] = 0
@@ -123,22 +123,28 @@ def test_clip_backbone_loads_its_own_open_clip_checkpoint(tmp_path, tiny_clip, t
     assert all(torch.equal(v, visual[k]) for k, v in backbone.clip.model.visual.state_dict().items())
 
 
-@pytest.mark.parametrize("section, match", [
-    ({"name": "mae", "pretrained": "/no/such/dir"}, "cannot load a ViTMAE model"),
-    ({"name": "dino", "pretrained": "/no/such/dir"}, "cannot load a DINO model"),
-    ({"name": "dino", "pretrained": None, "tiny_version": "v3"}, "tiny_version"),
-    ({"name": "clip", "model_name": "odise-tiny-vit", "pretrained": "/no/such/file.bin"}, "model.backbone"),
-])
+@pytest.mark.parametrize(
+    "section, match",
+    [
+        ({"name": "mae", "pretrained": "/no/such/dir"}, "cannot load a ViTMAE model"),
+        ({"name": "dino", "pretrained": "/no/such/dir"}, "cannot load a DINO model"),
+        ({"name": "dino", "pretrained": None, "tiny_version": "v3"}, "tiny_version"),
+        ({"name": "clip", "model_name": "odise-tiny-vit", "pretrained": "/no/such/file.bin"}, "model.backbone"),
+    ],
+)
 def test_bad_weights_are_config_errors_that_say_what_to_give(section, match, tiny_clip):
     with pytest.raises(ConfigError, match=match):
         build(section, tiny_clip)
 
 
-@pytest.mark.parametrize("section, part, published", [
-    ({"name": "mae", "pretrained": "facebook/vit-mae-large"}, "backbone.vit", 303.3e6),   # ViT-L/16 encoder
-    ({"name": "dino", "pretrained": "facebook/dinov2-large"}, "backbone.vit", 304.4e6),   # DINOv2 ViT-L/14
-    ({"name": "dino", "pretrained": "facebook/dino-vitb16"}, "backbone.vit", 85.8e6),     # DINO ViT-B/16
-])
+@pytest.mark.parametrize(
+    "section, part, published",
+    [
+        ({"name": "mae", "pretrained": "facebook/vit-mae-large"}, "backbone.vit", 303.3e6),  # ViT-L/16 encoder
+        ({"name": "dino", "pretrained": "facebook/dinov2-large"}, "backbone.vit", 304.4e6),  # DINOv2 ViT-L/14
+        ({"name": "dino", "pretrained": "facebook/dino-vitb16"}, "backbone.vit", 85.8e6),  # DINO ViT-B/16
+    ],
+)
 def test_summary_reports_real_sizes_on_the_meta_device(section, part, published):
     from odise_pl.commands.summary import summarize
     from odise_pl.config import load_config
@@ -155,8 +161,7 @@ def test_clip_vit_l14_visual_size_on_the_meta_device(tiny_clip):
     from odise_pl.models.backbones.clip import ClipBackbone, ClipBackboneConfig
 
     with torch.device("meta"):
-        backbone = ClipBackbone.build_on_meta(ClipBackboneConfig(model_name="ViT-L-14", pretrained="openai"),
-                                              clip=tiny_clip)
+        backbone = ClipBackbone.build_on_meta(ClipBackboneConfig(model_name="ViT-L-14", pretrained="openai"), clip=tiny_clip)
     visual = sum(p.numel() for p in backbone.clip.model.visual.parameters())
     assert abs(visual - 304.0e6) / 304.0e6 < 0.005, visual
     assert backbone.patch == 14 and backbone.clip.model.visual.conv1.out_channels == 1024
@@ -165,8 +170,17 @@ def test_clip_vit_l14_visual_size_on_the_meta_device(tiny_clip):
 def test_summary_command_prints_the_backbone(capsys):
     from odise_pl.cli import main
 
-    assert main(["summary", "-c", str(REPO / "experiments" / "quickstart.yaml"),
-                 "model.backbone={name: dino, pretrained: facebook/dinov2-large}"]) == 0
+    assert (
+        main(
+            [
+                "summary",
+                "-c",
+                str(REPO / "experiments" / "quickstart.yaml"),
+                "model.backbone={name: dino, pretrained: facebook/dinov2-large}",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "backbone.vit" in out and "304,3" in out
 
@@ -189,16 +203,21 @@ def test_a_new_backbone_is_one_class_one_registry_line_one_yaml(tmp_path):
     @BACKBONES.register("test_plain_vit", config=PlainVitConfig)
     class PlainVit(ViTBackbone):
         def __init__(self, *, model, pretrained: bool, out_channels: int = 8):
-            super().__init__(width=model.config.hidden_size, patch_size=model.config.patch_size,
-                             pixel_mean=(0.5, 0.5, 0.5), pixel_std=(0.5, 0.5, 0.5), out_channels=out_channels)
+            super().__init__(
+                width=model.config.hidden_size,
+                patch_size=model.config.patch_size,
+                pixel_mean=(0.5, 0.5, 0.5),
+                pixel_std=(0.5, 0.5, 0.5),
+                out_channels=out_channels,
+            )
             self.vit = freeze(model, pretrained=pretrained)
 
         @classmethod
         def from_config(cls, cfg, **_):
-            config = ViTConfig(hidden_size=16, num_hidden_layers=cfg.layers, num_attention_heads=2,
-                               intermediate_size=32, patch_size=10, image_size=40)
-            return cls(model=ViTModel(config, add_pooling_layer=False), pretrained=False,
-                       out_channels=cfg.out_channels)
+            config = ViTConfig(
+                hidden_size=16, num_hidden_layers=cfg.layers, num_attention_heads=2, intermediate_size=32, patch_size=10, image_size=40
+            )
+            return cls(model=ViTModel(config, add_pooling_layer=False), pretrained=False, out_channels=cfg.out_channels)
 
         def patch_tokens(self, pixels):
             b, _, h, w = pixels.shape
@@ -206,13 +225,16 @@ def test_a_new_backbone_is_one_class_one_registry_line_one_yaml(tmp_path):
             return tokens.transpose(1, 2).reshape(b, -1, h // 10, w // 10)
 
     experiment = tmp_path / "plain_vit.yaml"
-    experiment.write_text(f"_base_: {REPO / 'experiments' / 'quickstart.yaml'}\n"
-                          "model:\n  backbone: {name: test_plain_vit, layers: 2}\n")
+    experiment.write_text(f"_base_: {REPO / 'experiments' / 'quickstart.yaml'}\nmodel:\n  backbone: {{name: test_plain_vit, layers: 2}}\n")
     cfg = load_config(experiment)
     backbone = build(dict(cfg.model.backbone), None)
     assert backbone.vit.config.num_hidden_layers == 2
     feats = backbone(torch.rand(1, 3, 64, 96) * 255)
     assert {k: tuple(v.shape) for k, v in feats.items()} == {
-        "s2": (1, 8, 16, 24), "s3": (1, 8, 8, 12), "s4": (1, 8, 4, 6), "s5": (1, 8, 2, 3)}
+        "s2": (1, 8, 16, 24),
+        "s3": (1, 8, 8, 12),
+        "s4": (1, 8, 4, 6),
+        "s5": (1, 8, 2, 3),
+    }
     with pytest.raises(ConfigError, match="layerz"):
         load_config(experiment, ["model.backbone.layerz=3"])

@@ -39,8 +39,15 @@ def parts():
 def make(parts, clip, **options) -> DiffusionUNetBackbone:
     torch.manual_seed(1)
     opts = dict(window_size=None, projection_dim=32, bottleneck_width=8) | options
-    return DiffusionUNetBackbone(vae=parts.vae, unet=parts.unet, text_encoder=parts.text_encoder,
-                                 tokenizer=parts.tokenizer, clip=clip, pretrained=parts.pretrained, **opts)
+    return DiffusionUNetBackbone(
+        vae=parts.vae,
+        unet=parts.unet,
+        text_encoder=parts.text_encoder,
+        tokenizer=parts.tokenizer,
+        clip=clip,
+        pretrained=parts.pretrained,
+        **opts,
+    )
 
 
 def images(height: int = 128, width: int = 192, batch: int = 1) -> torch.Tensor:
@@ -57,7 +64,7 @@ def test_pyramid_shapes_whole_image_and_sliding_windows(parts, clip):
     whole = backbone(x)
     for spec, shape in zip(backbone.tap_specs(), seen[0]):  # taps are where tap_specs says
         assert shape[1:] == (spec.channels, 192 // spec.stride, 256 // spec.stride)
-    backbone.window_size = backbone.window_stride = 128       # 4 windows of 128x128, overlapping rows
+    backbone.window_size = backbone.window_stride = 128  # 4 windows of 128x128, overlapping rows
     windowed = backbone(x)
     assert len(seen) == 1 + 4
     backbone.eval()
@@ -76,12 +83,10 @@ def test_pyramid_shapes_whole_image_and_sliding_windows(parts, clip):
 
 
 def test_window_boxes_and_overlap_average():
-    assert window_boxes(192, 256, 128, 128) == [(0, 128, 0, 128), (0, 128, 128, 256),
-                                                 (64, 192, 0, 128), (64, 192, 128, 256)]
+    assert window_boxes(192, 256, 128, 128) == [(0, 128, 0, 128), (0, 128, 128, 256), (64, 192, 0, 128), (64, 192, 128, 256)]
     assert len(window_boxes(1024, 1024, 512, 512)) == 4
     x = torch.randn(2, 3, 192, 256)
-    out = sliding_window_forward(lambda crop: {"s2": F.avg_pool2d(crop, 4)}, x, window=128, stride=128,
-                                 shapes={"s2": ShapeSpec(3, 4)})
+    out = sliding_window_forward(lambda crop: {"s2": F.avg_pool2d(crop, 4)}, x, window=128, stride=128, shapes={"s2": ShapeSpec(3, 4)})
     torch.testing.assert_close(out["s2"], F.avg_pool2d(x, 4))
 
 
@@ -106,8 +111,8 @@ def test_timestep_changes_unet_levels_only(parts, clip):
         at_0 = backbone(x)
         backbone.timestep = 500
         at_500 = backbone(x)
-    assert torch.equal(at_0["s2"], at_500["s2"])           # enc5 + dec5: VAE only, no noise
-    assert not torch.allclose(at_0["s5"], at_500["s5"])    # UNet taps
+    assert torch.equal(at_0["s2"], at_500["s2"])  # enc5 + dec5: VAE only, no noise
+    assert not torch.allclose(at_0["s5"], at_500["s5"])  # UNet taps
 
 
 def test_caption_modes(parts, clip):
@@ -129,7 +134,7 @@ def test_caption_modes(parts, clip):
         assert torch.equal(implicit[name], empty[name])
     assert not torch.allclose(caption["s5"], empty["s5"])
     assert not torch.allclose(gated["s5"], empty["s5"])
-    assert torch.equal(caption["s2"], empty["s2"])         # VAE levels ignore the text
+    assert torch.equal(caption["s2"], empty["s2"])  # VAE levels ignore the text
 
 
 def test_training_step_updates_adapters_only(parts, clip):
@@ -162,8 +167,7 @@ def test_save_pretrained_round_trip_v2_like(tmp_path, clip):
     saved = build_tiny_stable_diffusion(unet_config=unet_config, text_config=tiny_text_config(48))
     for sub in ("vae", "unet", "text_encoder", "tokenizer"):
         getattr(saved, sub).save_pretrained(tmp_path / sub)
-    cfg = DiffusionBackboneConfig(pretrained=str(tmp_path), window_size=None, projection_dim=32,
-                                  bottleneck_width=8)
+    cfg = DiffusionBackboneConfig(pretrained=str(tmp_path), window_size=None, projection_dim=32, bottleneck_width=8)
     backbone = DiffusionUNetBackbone.from_config(cfg, clip=clip)
     for sub in ("vae", "unet", "text_encoder"):
         mine, theirs = getattr(backbone, sub).state_dict(), getattr(saved, sub).state_dict()
@@ -194,10 +198,14 @@ def test_config_errors_name_the_key(clip):
 
 def test_tiny_shapes_from_yaml_keys(clip):
     """model.backbone.tiny_unet / tiny_vae reshape the random model (any depth per level); bad keys are named."""
-    cfg = DiffusionBackboneConfig(pretrained=None, window_size=None, projection_dim=16, bottleneck_width=8,
-                                  tiny_unet={"block_out_channels": [16, 32, 32, 32], "layers_per_block": 1,
-                                             "norm_num_groups": 8, "attention_head_dim": 1},
-                                  tiny_vae={"block_out_channels": [8, 16, 16, 16], "layers_per_block": 1})
+    cfg = DiffusionBackboneConfig(
+        pretrained=None,
+        window_size=None,
+        projection_dim=16,
+        bottleneck_width=8,
+        tiny_unet={"block_out_channels": [16, 32, 32, 32], "layers_per_block": 1, "norm_num_groups": 8, "attention_head_dim": 1},
+        tiny_vae={"block_out_channels": [8, 16, 16, 16], "layers_per_block": 1},
+    )
     backbone = DiffusionUNetBackbone.from_config(cfg, clip=clip)
     assert backbone.unet.config.block_out_channels == (16, 32, 32, 32)
     assert len(backbone.unet.up_blocks[0].resnets) == 2 and len(backbone.vae.encoder.down_blocks[0].resnets) == 1
@@ -208,17 +216,20 @@ def test_tiny_shapes_from_yaml_keys(clip):
     out = backbone(images(128, 128))
     assert [tuple(t[1:]) for t in seen[0]] == [(c, 128 // s, 128 // s) for c, s in specs]
     assert {k: tuple(v.shape) for k, v in out.items()} == {
-        "s2": (1, 16, 32, 32), "s3": (1, 16, 16, 16), "s4": (1, 16, 8, 8), "s5": (1, 16, 4, 4)}
+        "s2": (1, 16, 32, 32),
+        "s3": (1, 16, 16, 16),
+        "s4": (1, 16, 8, 8),
+        "s5": (1, 16, 4, 4),
+    }
     with pytest.raises(ConfigError, match=r"model.backbone.tiny_unet: unknown key\(s\) block_channels"):
-        DiffusionUNetBackbone.from_config(DiffusionBackboneConfig(pretrained=None, tiny_unet={"block_channels": 8}),
-                                          clip=clip)
+        DiffusionUNetBackbone.from_config(DiffusionBackboneConfig(pretrained=None, tiny_unet={"block_channels": 8}), clip=clip)
     with pytest.raises(ConfigError, match="model.backbone.tiny_vae: diffusers' AutoencoderKL rejects"):
-        DiffusionUNetBackbone.from_config(DiffusionBackboneConfig(
-            pretrained=None, tiny_vae={"block_out_channels": [8, 16], "down_block_types": ["DownEncoderBlock2D"]}),
-            clip=clip)
+        DiffusionUNetBackbone.from_config(
+            DiffusionBackboneConfig(pretrained=None, tiny_vae={"block_out_channels": [8, 16], "down_block_types": ["DownEncoderBlock2D"]}),
+            clip=clip,
+        )
     with pytest.raises(ConfigError, match="tiny_unet: shapes the random tiny model only"):
-        DiffusionUNetBackbone.from_config(DiffusionBackboneConfig(pretrained="some/model",
-                                                                  tiny_unet={"layers_per_block": 1}), clip=clip)
+        DiffusionUNetBackbone.from_config(DiffusionBackboneConfig(pretrained="some/model", tiny_unet={"layers_per_block": 1}), clip=clip)
 
 
 def test_parameter_counts_at_real_shapes_on_meta():
@@ -232,21 +243,33 @@ def test_parameter_counts_at_real_shapes_on_meta():
     clip_model = open_clip.create_model("ViT-L-14-336", pretrained=None, device="meta")
     shared = SharedClip(clip_model, None, ClipSpec("ViT-L-14-336", None), pretrained=True)
     with torch.device("meta"):
-        backbone = DiffusionUNetBackbone(**sd15_parts_on_meta(), tokenizer=clip_bpe_tokenizer(), clip=shared,
-                                         pretrained=True)
+        backbone = DiffusionUNetBackbone(**sd15_parts_on_meta(), tokenizer=clip_bpe_tokenizer(), clip=shared, pretrained=True)
     assert [(s.channels, s.stride) for s in backbone.tap_specs()] == [
-        (512, 4), (512, 8), (2560, 64), (1920, 32), (960, 16), (640, 8), (512, 8), (512, 4)]
-    flat = [[r for block in blocks for r in block.resnets]  # the reference's flat resnet indices
-            for blocks in (backbone.vae.encoder.down_blocks, backbone.unet.up_blocks,
-                           backbone.vae.decoder.up_blocks)]
+        (512, 4),
+        (512, 8),
+        (2560, 64),
+        (1920, 32),
+        (960, 16),
+        (640, 8),
+        (512, 8),
+        (512, 4),
+    ]
+    flat = [
+        [r for block in blocks for r in block.resnets]  # the reference's flat resnet indices
+        for blocks in (backbone.vae.encoder.down_blocks, backbone.unet.up_blocks, backbone.vae.decoder.up_blocks)
+    ]
     taps = backbone._tap_modules()
     for modules, indices, tapped in zip(flat, (ENCODER_TAPS, UNET_TAPS, DECODER_TAPS), taps):
         assert [modules[i] for i in indices] == tapped
     rows = {r.part: r for r in count_parameters(backbone)}
     print(format_summary(list(rows.values())))
-    assert rows["fusion"].trainable == 5_873_664 and rows["fusion"].frozen == 0       # reference: 5.87M
+    assert rows["fusion"].trainable == 5_873_664 and rows["fusion"].frozen == 0  # reference: 5.87M
     assert rows["captioner"].trainable == 1_695_744 and rows["captioner"].frozen == 0  # reference: 1.70M
     assert {k: rows[k].frozen for k in ("unet", "vae", "text_encoder", "clip")} == {
-        "unet": 859_520_964, "vae": 83_653_863, "text_encoder": 123_060_480, "clip": 427_944_193}
+        "unet": 859_520_964,
+        "vae": 83_653_863,
+        "text_encoder": 123_060_480,
+        "clip": 427_944_193,
+    }
     frozen = sum(r.frozen for r in rows.values())
-    assert abs(frozen - 1_493.8e6) / 1_493.8e6 < 0.005                                 # paper: 1,493.8M
+    assert abs(frozen - 1_493.8e6) / 1_493.8e6 < 0.005  # paper: 1,493.8M

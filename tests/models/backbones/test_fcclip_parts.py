@@ -53,7 +53,8 @@ def test_a_vit_clip_has_no_adapter_free_mode(tiny_vit_clip):
 def test_class_head_without_the_norm_before_its_mlp():
     head = PooledMaskEmbed(16, 16, 24, pre_mlp_norm=False)
     assert sorted(k for k in head.state_dict() if k.startswith("mask_embed.")) == [
-        f"mask_embed.layers.{i}.{p}" for i in range(3) for p in ("bias", "weight")]
+        f"mask_embed.layers.{i}.{p}" for i in range(3) for p in ("bias", "weight")
+    ]
     q, masks, feats = torch.randn(2, 5, 16), torch.randn(2, 5, 8, 8), torch.randn(2, 16, 8, 8)
     x = head.pool_proj(mask_average_pool(feats, masks)) + q  # FC-CLIP: MLP(Linear(LN(pooled)) + q)
     assert torch.allclose(head(q, masks, feats), head.mask_embed(x), atol=1e-6)
@@ -75,8 +76,7 @@ def test_fcclip_label_classifies_in_clip_space_with_a_learnable_void():
     z = torch.randn(1, 4, 8)
     logits = sup.classify(z, text)
     cos = nn.functional.normalize(z, dim=-1) @ text.embeds.t()
-    want = torch.cat([cos.view(1, 4, 3, 2).amax(-1), nn.functional.normalize(z, dim=-1) @ sup.void_vector()[:, None]],
-                     -1) * (1 / 0.07)
+    want = torch.cat([cos.view(1, 4, 3, 2).amax(-1), nn.functional.normalize(z, dim=-1) @ sup.void_vector()[:, None]], -1) * (1 / 0.07)
     assert torch.allclose(logits, want, atol=1e-5)
     with pytest.raises(ConfigError, match="embed_dim"):
         FcclipLabelSupervision(train_text=text, embed_dim=16, train_names=[["a"], ["b"], ["c"]])
@@ -118,5 +118,4 @@ def test_the_fixture_recipe_shares_one_14_template_classifier():
     cfg = load_config(str(Path(__file__).resolve().parents[3] / "experiments" / "reference" / "fcclip_fixture.yaml"), [])
     assert list(cfg.model.inference.clip_prompt_templates) == list(VILD_TEMPLATES)
     assert list(cfg.model.supervision.get("prompt_templates", VILD_TEMPLATES)) == list(VILD_TEMPLATES)
-    assert (cfg.model.backbone.adapter, cfg.model.backbone.padding, cfg.model.inference.clip_features) == (
-        "none", "mean", "backbone")
+    assert (cfg.model.backbone.adapter, cfg.model.backbone.padding, cfg.model.inference.clip_features) == ("none", "mean", "backbone")

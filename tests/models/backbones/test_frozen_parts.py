@@ -33,22 +33,22 @@ def test_renamed_frozen_part_is_cast_and_restored_exactly():
     handle = apply_speed_options(backbone, SpeedOptions(frozen_autocast=True, frozen_weights=True))
     try:
         assert backbone.trunk_of_another_name.weight.dtype == torch.bfloat16
-        assert backbone.head.weight.dtype == torch.float32                  # the trainable part is left alone
+        assert backbone.head.weight.dtype == torch.float32  # the trainable part is left alone
         out = backbone(torch.randn(2, 8))
-        assert out["trunk"].dtype == torch.bfloat16                         # ran under autocast (its forward)
+        assert out["trunk"].dtype == torch.bfloat16  # ran under autocast (its forward)
         assert out["s2"].dtype == torch.float32
     finally:
         handle.remove()
     assert backbone.trunk_of_another_name.weight.dtype == torch.float32
     assert torch.equal(backbone.trunk_of_another_name.weight, before)
-    assert "forward" not in vars(backbone.trunk_of_another_name)            # the autocast wrapper is gone
+    assert "forward" not in vars(backbone.trunk_of_another_name)  # the autocast wrapper is gone
 
 
 def test_backbone_without_frozen_parts_is_untouched():
     class Plain(Backbone):
         def __init__(self) -> None:
             super().__init__()
-            self.vae = nn.Linear(2, 2)   # a name the old lookup would have cast: now only frozen_parts() counts
+            self.vae = nn.Linear(2, 2)  # a name the old lookup would have cast: now only frozen_parts() counts
 
     plain = Plain()
     assert frozen_parts(plain) == {}

@@ -62,14 +62,15 @@ def test_gradients_reach_the_gate_but_not_clip(clip):
 
 def test_count_parameters_expands_mixed_parts_and_counts_shared_once():
     frozen = nn.Linear(4, 4).requires_grad_(False)
-    model = nn.ModuleDict({
-        "backbone": nn.ModuleDict({"frozen": frozen, "adapter": nn.Linear(4, 2)}),
-        "head": nn.Linear(2, 3),
-        "again": frozen,  # the same module registered twice counts once
-    })
+    model = nn.ModuleDict(
+        {
+            "backbone": nn.ModuleDict({"frozen": frozen, "adapter": nn.Linear(4, 2)}),
+            "head": nn.Linear(2, 3),
+            "again": frozen,  # the same module registered twice counts once
+        }
+    )
     rows = count_parameters(model)
-    assert [(r.part, r.trainable, r.frozen) for r in rows] == [
-        ("backbone.frozen", 0, 20), ("backbone.adapter", 10, 0), ("head", 9, 0)]
+    assert [(r.part, r.trainable, r.frozen) for r in rows] == [("backbone.frozen", 0, 20), ("backbone.adapter", 10, 0), ("head", 9, 0)]
     table = format_summary(rows)
     assert "backbone.adapter" in table and table.splitlines()[-1].split()[:3] == ["total", "19", "20"]
     with torch.device("meta"):

@@ -48,8 +48,9 @@ class Writer:
 
 
 def fake_trainer(writer: Writer, step: int = 0):
-    return types.SimpleNamespace(sanity_checking=False, is_global_zero=True, global_step=step,
-                                 logger=types.SimpleNamespace(experiment=writer))
+    return types.SimpleNamespace(
+        sanity_checking=False, is_global_zero=True, global_step=step, logger=types.SimpleNamespace(experiment=writer)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +59,14 @@ def predictor(tmp_path_factory):
     from odise_pl.engine.predictor import Predictor
 
     root = tmp_path_factory.mktemp("one_path")
-    overrides = [f"data.root={root / 'data'}", "data.num_train=4", "data.num_val=2", f"run.root={root / 'runs'}",
-                 "model.mask_generator.init=transformers", "model.inference.classifier=ensemble"]
+    overrides = [
+        f"data.root={root / 'data'}",
+        "data.num_train=4",
+        "data.num_val=2",
+        f"run.root={root / 'runs'}",
+        "model.mask_generator.init=transformers",
+        "model.inference.classifier=ensemble",
+    ]
     from odise_pl.models import clip_model
 
     with pytest.MonkeyPatch.context() as mp:  # a CLIP of this seed, not one an earlier test cached
@@ -90,10 +97,15 @@ def padded_batch(predictor, image: np.ndarray, gt_category: int = 0):
     images = torch.zeros((1, 3, H, W), dtype=torch.uint8)
     images[0, :, :h, :w] = image_to_tensor(resize_image(image, h, w))
     segments = [{"id": 1, "category": gt_category, "isthing": False, "iscrowd": False, "area": h0 * w0}]
-    target = {"orig_size": (h0, w0), "gt_panoptic": torch.ones((h0, w0), dtype=torch.int64),
-              "gt_segments": segments, "gt_semantic": torch.full((h0, w0), gt_category, dtype=torch.int64),
-              "masks": torch.ones((1, H, W), dtype=torch.bool), "labels": torch.tensor([gt_category]),
-              "is_thing": torch.tensor([False])}
+    target = {
+        "orig_size": (h0, w0),
+        "gt_panoptic": torch.ones((h0, w0), dtype=torch.int64),
+        "gt_segments": segments,
+        "gt_semantic": torch.full((h0, w0), gt_category, dtype=torch.int64),
+        "masks": torch.ones((1, H, W), dtype=torch.bool),
+        "labels": torch.tensor([gt_category]),
+        "is_thing": torch.tensor([False]),
+    }
     return {"images": images, "image_sizes": torch.tensor([[h, w]]), "targets": [target]}
 
 
@@ -115,15 +127,16 @@ def test_evaluation_pictures_and_predictor_give_identical_segments(predictor):
     # 1. evaluation (validation_step -> the metrics' update)
     model.val_pq, model.val_sem, model.val_ap = Recorder(), Recorder(), None
     model.validation_step(batch, 0)
-    (ids, segments, _, _), = model.val_pq.calls
-    (semantic, _), = model.val_sem.calls
+    ((ids, segments, _, _),) = model.val_pq.calls
+    ((semantic, _),) = model.val_sem.calls
     assert len(segments) >= 2, "the test needs a prediction with several segments"
 
     # 2. the Predictor
     np.testing.assert_array_equal(pred.panoptic, ids.numpy())
     np.testing.assert_array_equal(pred.semantic, semantic.numpy())
-    assert [(s["id"], s["category_id"], s["score"]) for s in pred.segments] == \
-        [(s["id"], s["category"], s["score"]) for s in segments if s["area"] > 0]
+    assert [(s["id"], s["category_id"], s["score"]) for s in pred.segments] == [
+        (s["id"], s["category"], s["score"]) for s in segments if s["area"] > 0
+    ]
     torch.testing.assert_close(pred.probs, with_sizes[0].float())
 
     # 3. the TensorBoard pictures: the prediction panel is drawn from the same segments
@@ -132,7 +145,7 @@ def test_evaluation_pictures_and_predictor_give_identical_segments(predictor):
     panel, _ = writer.images["val/panoptic_0"]
     img = F.interpolate(images[:, :, :h, :w].float(), size=(h0, w0), mode="bilinear", align_corners=False)[0]
     img = img.clamp(0, 255).byte().permute(1, 2, 0).numpy()
-    np.testing.assert_array_equal(panel[:, 2 * w0:], overlay(img, colorize_panoptic(ids, segments)))
+    np.testing.assert_array_equal(panel[:, 2 * w0 :], overlay(img, colorize_panoptic(ids, segments)))
 
 
 def test_training_pictures_every_n_steps(predictor):
@@ -164,8 +177,13 @@ def test_log_per_class_writes_per_class_scores_to_tensorboard(predictor, tmp_pat
     batch = padded_batch(predictor, blocks_image(), gt_category=3)
     model.hparams.config["logging"]["log_per_class"] = True
     try:
-        trainer = L.Trainer(accelerator="cpu", logger=TensorBoardLogger(str(tmp_path), name="tb", version=""),
-                            enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+        trainer = L.Trainer(
+            accelerator="cpu",
+            logger=TensorBoardLogger(str(tmp_path), name="tb", version=""),
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+        )
         expected = {}
         pq, sem = model.val_pq, model.val_sem
         original = model.per_class_metrics

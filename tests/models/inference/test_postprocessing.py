@@ -8,9 +8,9 @@ from odise_pl.models.inference.semantic import semantic_inference
 def _case():
     # 3 queries over a 4x6 image, 2 classes (0 thing, 1 stuff) + void
     masks = torch.full((3, 4, 6), -10.0)
-    masks[0, :, :3] = 10.0     # left half: thing 0
-    masks[1, :, 3:] = 10.0     # right half: stuff 1
-    masks[2, :, 4:] = 10.0     # right strip: also stuff 1 (merged with query 1)
+    masks[0, :, :3] = 10.0  # left half: thing 0
+    masks[1, :, 3:] = 10.0  # right half: stuff 1
+    masks[2, :, 4:] = 10.0  # right strip: also stuff 1 (merged with query 1)
     probs = torch.tensor([[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.1, 0.7, 0.2]])
     return probs, masks, torch.tensor([True, False])
 
@@ -35,10 +35,10 @@ def test_void_and_low_scores_are_dropped():
 
 def test_overlap_threshold_drops_mostly_hidden_masks():
     probs, masks, is_thing = _case()
-    masks[0, :, :] = 10.0       # query 0 covers everything but wins only the left half (score 0.9 > 0.8)
-    probs[1, 1] = 0.95          # now query 1 wins the right half
+    masks[0, :, :] = 10.0  # query 0 covers everything but wins only the left half (score 0.9 > 0.8)
+    probs[1, 1] = 0.95  # now query 1 wins the right half
     _, segs = panoptic_inference(probs, masks, is_thing, overlap_threshold=0.8)
-    assert 0 not in [s["category"] for s in segs]   # query 0 keeps 50% < 80% of its mask
+    assert 0 not in [s["category"] for s in segs]  # query 0 keeps 50% < 80% of its mask
 
 
 def test_semantic_and_instance():
@@ -46,19 +46,16 @@ def test_semantic_and_instance():
     sem = semantic_inference(probs, masks).argmax(0)
     assert (sem[:, :3] == 0).all() and (sem[:, 3:] == 1).all()
     inst = instance_inference(probs, masks, is_thing, topk=2)
-    assert (inst["labels"] == 0).all()              # only thing classes become instances
+    assert (inst["labels"] == 0).all()  # only thing classes become instances
     assert inst["masks"].shape[1:] == (4, 6) and inst["scores"][0] > 0.8
 
 
 def test_instances_rank_all_classes_before_keeping_things():
     # 4 queries, classes 0 (thing), 1 (stuff); the stuff pairs outrank two of the thing pairs
-    probs = torch.tensor([[0.60, 0.30, 0.10],
-                          [0.05, 0.90, 0.05],
-                          [0.20, 0.70, 0.10],
-                          [0.40, 0.50, 0.10]])
+    probs = torch.tensor([[0.60, 0.30, 0.10], [0.05, 0.90, 0.05], [0.20, 0.70, 0.10], [0.40, 0.50, 0.10]])
     masks = torch.full((4, 2, 4), -10.0)
     masks[:, :, :2] = 10.0
-    masks[0, 0, 0] = 0.5                 # a pixel of lower confidence in query 0's mask
+    masks[0, 0, 0] = 0.5  # a pixel of lower confidence in query 0's mask
     is_thing = torch.tensor([True, False])
     inst = instance_inference(probs, masks, is_thing, topk=3)
     # top-3 over all pairs: (1, stuff) 0.9, (2, stuff) 0.7, (0, thing) 0.6 -> one thing instance;

@@ -32,8 +32,9 @@ def test_chunked_scores_order_equals_the_dense_formula_and_differs_from_masks_fi
 def test_with_panoptic_on_the_order_is_masks_first_in_both_recipes():
     g = torch.Generator().manual_seed(1)
     probs, masks = torch.rand(5, 9, generator=g).softmax(-1), torch.randn(5, 8, 8, generator=g)
-    base = dict(image_size=(30, 32), output_size=(15, 16), padded=(32, 32), is_thing=torch.ones(8, dtype=torch.bool),
-                tasks=("panoptic", "semantic"))
+    base = dict(
+        image_size=(30, 32), output_size=(15, 16), padded=(32, 32), is_thing=torch.ones(8, dtype=torch.bool), tasks=("panoptic", "semantic")
+    )
     a = postprocess_image(probs, masks, semantic_order="scores_when_semantic_only", **base)
     b = postprocess_image(probs, masks, **base)
     assert torch.equal(a["semantic"], b["semantic"])

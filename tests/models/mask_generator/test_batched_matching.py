@@ -33,8 +33,13 @@ def _inputs(seed: int = 0):
     for n, crowd in ((3, []), (5, [2])):
         iscrowd = torch.zeros(n, dtype=torch.bool)
         iscrowd[crowd] = True
-        targets.append({"masks": torch.rand(n, 2 * SIDE, 2 * SIDE, generator=gen) > 0.5,
-                        "labels": torch.randint(0, CLASSES, (n,), generator=gen), "iscrowd": iscrowd})
+        targets.append(
+            {
+                "masks": torch.rand(n, 2 * SIDE, 2 * SIDE, generator=gen) > 0.5,
+                "labels": torch.randint(0, CLASSES, (n,), generator=gen),
+                "iscrowd": iscrowd,
+            }
+        )
     return masks, logits, targets
 
 
@@ -78,7 +83,7 @@ def test_criterion_host_syncs_and_loss_keys(no_host_syncs):
     criterion.batched_matching, criterion.no_host_syncs = True, no_host_syncs
     with HostSyncCounter() as syncs:
         got = criterion(masks, logits, targets)
-    assert list(got) == list(ref)                               # the same terms, in the same order
+    assert list(got) == list(ref)  # the same terms, in the same order
     assert all(torch.isfinite(v) and v.requires_grad is False for v in got.values())
     assert default.total >= LAYERS * BATCH + BATCH, default.counts
     # the cost matrices' copy, plus (no_host_syncs) the crowd flags' copy instead of a boolean index per image
@@ -93,7 +98,7 @@ def test_batched_criterion_equals_the_default_losses_for_the_same_assignment(mon
     fixed = torch.rand(1, 64, 2, generator=torch.Generator().manual_seed(3))
     real_rand = torch.rand
 
-    def rand(*size, **kwargs):        # the matcher's points (1, P, 2) fixed; the loss's own draws seeded
+    def rand(*size, **kwargs):  # the matcher's points (1, P, 2) fixed; the loss's own draws seeded
         if tuple(size) == (1, 64, 2):
             return fixed.clone()
         return real_rand(*size, **kwargs)

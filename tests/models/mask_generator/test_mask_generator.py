@@ -5,8 +5,18 @@ from odise_pl.models.backbones.base import LEVELS, ShapeSpec
 from odise_pl.models.mask_generator.criterion import SetCriterion
 from odise_pl.models.mask_generator.mask2former import Mask2FormerMaskGenerator
 
-TINY = MaskGeneratorConfig(num_queries=8, hidden_dim=32, mask_dim=32, dec_layers=2, nheads=2, dim_feedforward=64,
-                           enc_layers=1, enc_feedforward_dim=64, embed_dim=16, train_num_points=256)
+TINY = MaskGeneratorConfig(
+    num_queries=8,
+    hidden_dim=32,
+    mask_dim=32,
+    dec_layers=2,
+    nheads=2,
+    dim_feedforward=64,
+    enc_layers=1,
+    enc_feedforward_dim=64,
+    embed_dim=16,
+    train_num_points=256,
+)
 
 
 def _shape(c):
@@ -61,7 +71,10 @@ def test_image_without_segments_gives_finite_loss():
     feats = {k: torch.randn(1, 24, 64 // s, 64 // s) for k, s in zip(LEVELS, (4, 8, 16, 32))}
     out = m(feats)
     logits = [torch.randn(1, 8, 4) for _ in out["pred_masks"]]
-    t = {"masks": torch.zeros(0, 64, 64, dtype=torch.bool), "labels": torch.zeros(0, dtype=torch.long),
-         "iscrowd": torch.zeros(0, dtype=torch.bool)}
+    t = {
+        "masks": torch.zeros(0, 64, 64, dtype=torch.bool),
+        "labels": torch.zeros(0, dtype=torch.long),
+        "iscrowd": torch.zeros(0, dtype=torch.bool),
+    }
     losses = crit(out["pred_masks"], logits, [t])
     assert all(torch.isfinite(v) for v in losses.values())

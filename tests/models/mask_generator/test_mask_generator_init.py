@@ -13,8 +13,18 @@ from odise_pl.models.mask_generator.init import deformable_offset_grid, init_lik
 from odise_pl.models.mask_generator.mask2former import Mask2FormerMaskGenerator, hf_config
 
 # mask_dim == hidden_dim, as ODISE's mask embedding needs (the decoder's input projections are then identities)
-CFG = dict(num_queries=16, hidden_dim=64, mask_dim=64, embed_dim=16, dec_layers=2, nheads=4, dim_feedforward=128,
-           enc_layers=2, enc_feedforward_dim=64, train_num_points=64)
+CFG = dict(
+    num_queries=16,
+    hidden_dim=64,
+    mask_dim=64,
+    embed_dim=16,
+    dec_layers=2,
+    nheads=4,
+    dim_feedforward=128,
+    enc_layers=2,
+    enc_feedforward_dim=64,
+    train_num_points=64,
+)
 IN = 48  # backbone channels
 
 
@@ -45,12 +55,11 @@ def _c2(t):  # kaiming_uniform_(a=1)
 
 def test_pixel_decoder_as_msdeformattn_pixel_decoder():
     pd = _generator().pixel_decoder
-    for proj in pd.input_projections:                                   # xavier, bias 0
+    for proj in pd.input_projections:  # xavier, bias 0
         _uniform(proj[0].weight, _xavier(proj[0].weight))
         assert (proj[0].bias == 0).all()
         assert (proj[1].weight == 1).all() and (proj[1].bias == 0).all()
-    for conv in (pd.mask_projection, *(b[0] for b in pd.lateral_convolutions),
-                 *(b[0] for b in pd.output_convolutions)):                # c2_xavier_fill
+    for conv in (pd.mask_projection, *(b[0] for b in pd.lateral_convolutions), *(b[0] for b in pd.output_convolutions)):  # c2_xavier_fill
         _uniform(conv.weight, _c2(conv.weight))
         assert conv.bias is None or (conv.bias == 0).all()
     assert pd.level_embed.std().item() == pytest.approx(1.0, rel=0.35)  # N(0, 1), 96 values
@@ -63,7 +72,7 @@ def test_pixel_decoder_as_msdeformattn_pixel_decoder():
         for lin in (attn.value_proj, attn.output_proj):
             _uniform(lin.weight, _xavier(lin.weight))
             assert (lin.bias == 0).all()
-        for lin in (layer.fc1, layer.fc2):                              # xavier weights, default biases
+        for lin in (layer.fc1, layer.fc2):  # xavier weights, default biases
             _uniform(lin.weight, _xavier(lin.weight))
             bound = 1 / math.sqrt(lin.in_features)
             assert lin.bias.abs().max() <= bound and lin.bias.abs().max() > 0.5 * bound
@@ -79,14 +88,14 @@ def test_sampling_offset_grid_pattern():
     expected = directions[:, None, None, :] * torch.tensor([1.0, 2.0, 3.0])[None, None, :, None]
     assert torch.allclose(grid, expected.expand(4, 2, 3, 2), atol=1e-6)
     eight = deformable_offset_grid(8, 1, 1).view(8, 2)
-    assert torch.allclose(eight[1], torch.tensor([1.0, 1.0]))           # 45 deg: the max-norm is 1
+    assert torch.allclose(eight[1], torch.tensor([1.0, 1.0]))  # 45 deg: the max-norm is 1
 
 
 def test_transformer_decoder_as_multiscale_masked_transformer_decoder():
     g = _generator()
     t, c = g.transformer, CFG["hidden_dim"]
     in_proj_bound = math.sqrt(6 / (4 * c))  # nn.MultiheadAttention's (3C, C) in-projection, xavier
-    for proj in t.input_projections:        # identity when conv_dim == hidden_dim (as in the reference)
+    for proj in t.input_projections:  # identity when conv_dim == hidden_dim (as in the reference)
         assert not list(proj.parameters())
     # conv_dim != hidden_dim (possible in Mask2Former, not with ODISE's mask embedding): a 1x1 conv each
     wide = Mask2FormerTransformerModule(in_features=32, config=hf_config(MaskGeneratorConfig(**CFG), [4, 8, 16, 32]))
@@ -109,9 +118,9 @@ def test_transformer_decoder_as_multiscale_masked_transformer_decoder():
             assert 0 < lin.bias.abs().max() <= 1 / math.sqrt(lin.in_features)
         for norm in (layer.self_attn_layer_norm, layer.cross_attn_layer_norm, layer.final_layer_norm):
             assert (norm.weight == 1).all() and (norm.bias == 0).all()
-    for emb in (t.queries_embedder, t.queries_features):               # nn.Embedding: N(0, 1)
+    for emb in (t.queries_embedder, t.queries_features):  # nn.Embedding: N(0, 1)
         assert emb.weight.std().item() == pytest.approx(1.0, rel=0.15)
-    for block in t.decoder.mask_predictor.mask_embedder.layers:       # nn.Linear's default
+    for block in t.decoder.mask_predictor.mask_embedder.layers:  # nn.Linear's default
         lin = block.layers[0]
         _uniform(lin.weight, 1 / math.sqrt(lin.in_features))
 

@@ -32,10 +32,8 @@ def test_hand_computed_void_in_class_softmax():
 
 
 def test_modes():
-    torch.testing.assert_close(geometric_ensemble(DIFF, None, None, mode="diffusion"),
-                               torch.tensor([[[0.6, 0.2, 0.2]]]))
-    torch.testing.assert_close(geometric_ensemble(DIFF, CLIP, None, mode="clip"),
-                               torch.tensor([[[0.4, 0.4, 0.2]]]))
+    torch.testing.assert_close(geometric_ensemble(DIFF, None, None, mode="diffusion"), torch.tensor([[[0.6, 0.2, 0.2]]]))
+    torch.testing.assert_close(geometric_ensemble(DIFF, CLIP, None, mode="clip"), torch.tensor([[[0.4, 0.4, 0.2]]]))
     with pytest.raises(ValueError, match="unknown classifier mode"):
         geometric_ensemble(DIFF, CLIP, SEEN, mode="mean")
     with pytest.raises(ValueError, match="needs CLIP logits"):
@@ -52,10 +50,10 @@ def test_limits_and_normalisation():
     assert probs.shape == (2, 5, 8)
     torch.testing.assert_close(probs.sum(-1), torch.ones(2, 5))
     torch.testing.assert_close(probs[..., -1], diff.softmax(-1)[..., -1])  # void untouched
-    torch.testing.assert_close(geometric_ensemble(diff, clip, seen, alpha=0.0, beta=0.0),
-                               geometric_ensemble(diff, clip, seen, mode="diffusion"))
-    torch.testing.assert_close(geometric_ensemble(diff, clip, seen, alpha=1.0, beta=1.0),
-                               geometric_ensemble(diff, clip, seen, mode="clip"))
+    torch.testing.assert_close(
+        geometric_ensemble(diff, clip, seen, alpha=0.0, beta=0.0), geometric_ensemble(diff, clip, seen, mode="diffusion")
+    )
+    torch.testing.assert_close(geometric_ensemble(diff, clip, seen, alpha=1.0, beta=1.0), geometric_ensemble(diff, clip, seen, mode="clip"))
     # extreme logits: finite, no NaN from log(0)
     assert torch.isfinite(geometric_ensemble(diff * 1e3, clip * 1e3, seen)).all()
 

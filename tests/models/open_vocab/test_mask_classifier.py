@@ -26,7 +26,7 @@ def _masks(b=2, res=16):
     m = torch.full((b, 4, res, res), -6.0)
     m[:, 0] = 6.0
     m[:, 1, : res // 2, : res // 2] = 6.0
-    m[:, 3, :, res // 2:] = 6.0
+    m[:, 3, :, res // 2 :] = 6.0
     return m
 
 
@@ -57,7 +57,7 @@ def _reference_maskclip(clip, images, masks):
     blocked = F.max_pool2d(logits.sigmoid(), kernel_size=8, stride=8).flatten(2) < 0.5  # (B,Q,P)
     attn = torch.zeros(B, Q + L, Q + L)
     attn[:, :, :Q] = float("-inf")  # nobody attends to the mask tokens
-    attn[:, :Q, Q + 1:] = attn[:, :Q, Q + 1:].masked_fill(blocked, float("-inf"))
+    attn[:, :Q, Q + 1 :] = attn[:, :Q, Q + 1 :].masked_fill(blocked, float("-inf"))
     heads = visual.transformer.resblocks[0].attn.num_heads
     attn = attn.repeat_interleave(heads, dim=0)
     tokens = torch.cat([x[:, :1].expand(B, Q, -1), x], dim=1)
@@ -126,8 +126,8 @@ def test_reference_alignment_crops_the_image_but_not_the_masks(tiny_vit_clip):
     padded_masks = torch.full((1, 4, 16, 20), 6.0)
     padded_masks[..., :12, :12] = masks
     got = clf(padded, padded_masks, image_sizes=torch.tensor([[48, 48]]))
-    torch.testing.assert_close(got, clf(images, padded_masks), **TOL)   # = the unpadded image with those masks
-    assert (got - clf(images, masks)).abs().max() > 1e-3                  # not the aligned result
+    torch.testing.assert_close(got, clf(images, padded_masks), **TOL)  # = the unpadded image with those masks
+    assert (got - clf(images, masks)).abs().max() > 1e-3  # not the aligned result
     with pytest.raises(ValueError, match="clip_mask_alignment"):
         ClipMaskClassifier(tiny_vit_clip, alignment="shifted")
 

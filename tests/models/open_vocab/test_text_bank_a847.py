@@ -18,8 +18,8 @@ def test_a847_builds_in_bounded_chunks_and_is_reused_from_cache(tiny_vit_clip, t
     first = bank(vocab)
     assert first.num_classes == 847
     assert first.embeds.shape[0] == len(first.class_index) > 1300
-    assert max(calls) <= 128 and len(calls) >= 11      # never more than one chunk in memory at a time
+    assert max(calls) <= 128 and len(calls) >= 11  # never more than one chunk in memory at a time
     calls.clear()
     second = TextEmbeddingBank(tiny_vit_clip, chunk_size=128, cache_dir=tmp_path)(vocab)
-    assert calls == []                                  # served from the disk cache
+    assert calls == []  # served from the disk cache
     assert (second.embeds == first.embeds).all()

@@ -30,7 +30,7 @@ class FakeClip:
         self.calls.append(list(texts))
         rows = []
         for t in texts:
-            g = torch.Generator().manual_seed(sum(ord(c) * 31 ** i for i, c in enumerate(t)) % (2 ** 61))
+            g = torch.Generator().manual_seed(sum(ord(c) * 31**i for i, c in enumerate(t)) % (2**61))
             rows.append(torch.randn(E, generator=g))
         return torch.stack(rows)
 
@@ -49,8 +49,10 @@ def _sup(**kw) -> CaptionGroundingSupervision:
 
 
 def _targets(b=2):
-    return [{"masks": torch.zeros(3, 4, 4, dtype=torch.bool), "labels": torch.tensor([4, 0, 7]),
-             "iscrowd": torch.zeros(3, dtype=torch.bool)} for _ in range(b)]
+    return [
+        {"masks": torch.zeros(3, 4, 4, dtype=torch.bool), "labels": torch.tensor([4, 0, 7]), "iscrowd": torch.zeros(3, dtype=torch.bool)}
+        for _ in range(b)
+    ]
 
 
 def test_registered_with_reference_defaults():
@@ -71,8 +73,7 @@ def test_shapes_and_one_match_class():
     losses = sup.extra_losses(outputs, {"captions": [["A red circle over grass."], ["Two stars on water."]]})
     assert set(losses) == {"loss_grounding", "loss_grounding_0", "loss_grounding_1"}
     assert all(v.dim() == 0 and torch.isfinite(v) for v in losses.values())
-    assert set(_sup(aux_loss=False).extra_losses(outputs, {"captions": [["a circle"], ["a star"]]})) == \
-        {"loss_grounding"}
+    assert set(_sup(aux_loss=False).extra_losses(outputs, {"captions": [["a circle"], ["a star"]]})) == {"loss_grounding"}
 
 
 def test_targets_become_one_object_class_without_touching_the_originals():
@@ -138,8 +139,7 @@ def test_classify_any_vocabulary_with_the_binary_head_as_void():
     sup = _sup()
     z = torch.randn(2, 5, D)
     for k, names in ((3, 5), (7, 7)):
-        text = TextEmbeddings(F.normalize(torch.randn(names, E), dim=-1),
-                              torch.tensor(sorted(list(range(k)) + [0] * (names - k))), k)
+        text = TextEmbeddings(F.normalize(torch.randn(names, E), dim=-1), torch.tensor(sorted(list(range(k)) + [0] * (names - k))), k)
         logits = sup.classify(z, text)
         assert logits.shape == (2, 5, k + 1)
         p = logits.softmax(-1)
@@ -182,8 +182,9 @@ def test_retrieval_accuracy_of_an_oracle_and_chance():
     # image 5 has two captions, image 4 one without a noun phrase (left out)
     caps = [[f"a big {n}"] for n in names]
     caps[5], caps[4] = ["a big grass", "green grass"], ["a big cross", "   "]
-    loader = [{"images": torch.arange(i, i + 3).view(3, 1, 1, 1).expand(3, 3, 4, 4).to(torch.uint8),
-               "captions": caps[i:i + 3]} for i in (0, 3)]
+    loader = [
+        {"images": torch.arange(i, i + 3).view(3, 1, 1, 1).expand(3, 3, 4, 4).to(torch.uint8), "captions": caps[i : i + 3]} for i in (0, 3)
+    ]
     res = retrieval_accuracy(model, loader)
     assert res["i2t_r1"] == 100.0 and res["t2i_r1"] == 100.0 and res["i2t_top1"] == 100.0
     assert res["num_images"] == 6 and res["num_captions"] == 7
@@ -208,8 +209,10 @@ def test_builds_from_config_and_trains_one_step_in_the_module(tiny_clip, tmp_pat
     from odise_pl.models.supervision.nouns import SpacyModelError
 
     repo = Path(__file__).resolve().parents[3]
-    cfg = load_config(repo / "experiments" / "quickstart_caption.yaml",
-                      ["model.mask_generator.num_queries=6", "model.mask_generator.train_num_points=256"])
+    cfg = load_config(
+        repo / "experiments" / "quickstart_caption.yaml",
+        ["model.mask_generator.num_queries=6", "model.mask_generator.train_num_points=256"],
+    )
     cats = [dict(c, synonyms=[c["name"]]) for c in categories_json()]
     model = build_model(cfg, cats)
     sup = model.supervision
@@ -220,11 +223,21 @@ def test_builds_from_config_and_trains_one_step_in_the_module(tiny_clip, tmp_pat
         pytest.skip(str(err))
     masks = torch.zeros(2, 2, 64, 64, dtype=torch.bool)
     masks[:, 0, :32], masks[:, 1, 32:] = True, True
-    batch = {"images": torch.randint(0, 255, (2, 3, 64, 64), dtype=torch.uint8),
-             "image_sizes": torch.tensor([[64, 64], [64, 64]]),
-             "targets": [{"masks": masks[i], "labels": torch.tensor([3, 8]), "iscrowd": torch.zeros(2, dtype=bool),
-                          "is_thing": torch.tensor([True, False]), "image_id": i} for i in range(2)],
-             "captions": [["A red circle over grass."], ["Two stars in front of water and sand."]]}
+    batch = {
+        "images": torch.randint(0, 255, (2, 3, 64, 64), dtype=torch.uint8),
+        "image_sizes": torch.tensor([[64, 64], [64, 64]]),
+        "targets": [
+            {
+                "masks": masks[i],
+                "labels": torch.tensor([3, 8]),
+                "iscrowd": torch.zeros(2, dtype=bool),
+                "is_thing": torch.tensor([True, False]),
+                "image_id": i,
+            }
+            for i in range(2)
+        ],
+        "captions": [["A red circle over grass."], ["Two stars in front of water and sand."]],
+    }
     model.train()
     loss = model.training_step(batch, 0)
     loss.backward()

@@ -66,12 +66,12 @@ def test_a_strategy_defined_in_a_test_file_trains_through_the_runner(tmp_path, p
 
     config = tmp_path / "probe.yaml"
     config.write_text(f"""\
-_base_: {REPO / 'experiments' / 'quickstart.yaml'}
-run: {{root: {tmp_path / 'runs'}, name: probe}}
+_base_: {REPO / "experiments" / "quickstart.yaml"}
+run: {{root: {tmp_path / "runs"}, name: probe}}
 model:
   supervision: {{name: {probe_name}, bias_init: 0.5}}
   mask_generator: {{num_queries: 6, train_num_points: 256}}
-data: {{root: {tmp_path / 'data'}, num_train: 16, num_val: 4, image_size: 64, crop_size: 64,
+data: {{root: {tmp_path / "data"}, num_train: 16, num_val: 4, image_size: 64, crop_size: 64,
         eval_short_side: 64, eval_max_long_side: 64, batch_size: 2, eval_batch_size: 2, num_workers: 0}}
 trainer: {{max_steps: 2, val_check_interval: 2, log_every_n_steps: 1, num_sanity_val_steps: 0,
            enable_progress_bar: false}}
@@ -97,7 +97,6 @@ def test_an_unregistered_name_is_rejected_with_the_available_ones(tmp_path):
     from odise_pl.errors import ConfigError
 
     config = tmp_path / "bad.yaml"
-    config.write_text(f"_base_: {REPO / 'experiments' / 'quickstart.yaml'}\n"
-                      "model: {supervision: {name: linear_probe_missing}}\n")
+    config.write_text(f"_base_: {REPO / 'experiments' / 'quickstart.yaml'}\nmodel: {{supervision: {{name: linear_probe_missing}}}}\n")
     with pytest.raises((ConfigError, KeyError), match="caption_grounding"):
         load_config(config)

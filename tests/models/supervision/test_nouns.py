@@ -22,25 +22,20 @@ from odise_pl.models.supervision.nouns import (
 CAPTIONS = {
     "A red double decker bus driving down a city street.": ["red double decker bus", "city street"],
     "a plate of food on a wooden table": ["plate", "food", "wooden table", "plate of food"],
-    "Two men playing tennis with tennis rackets.":
-        ["men", "tennis", "tennis rackets", "tennis with tennis rackets"],
+    "Two men playing tennis with tennis rackets.": ["men", "tennis", "tennis rackets", "tennis with tennis rackets"],
     "A red fire hydrant sitting on the sidewalk.": ["red fire hydrant", "sidewalk"],
     "Cars parked beside the fire hydrant.": ["cars", "fire hydrant"],
     "A man holding a tennis racket on a tennis court.": ["man", "tennis racket", "tennis court"],
-    "The Statue of Liberty in New York City":
-        ["statue", "liberty", "new york city", "statue of liberty"],
+    "The Statue of Liberty in New York City": ["statue", "liberty", "new york city", "statue of liberty"],
     "A cup of coffee on a wooden table": ["cup", "coffee", "wooden table", "cup of coffee"],
     "A man riding a wave on top of a surfboard.": ["man", "wave", "top", "surfboard", "wave on top"],
     "Three giraffes standing in a grassy field.": ["giraffes", "grassy field"],
     "A black and white cat sleeping on a laptop keyboard.": ["white cat", "laptop keyboard"],
-    "A group of people flying kites on the beach.":
-        ["group", "people", "kites", "beach", "group of people"],
-    "A young boy holding a baseball bat at home plate.":
-        ["young boy", "baseball bat", "home plate", "baseball bat at home plate"],
+    "A group of people flying kites on the beach.": ["group", "people", "kites", "beach", "group of people"],
+    "A young boy holding a baseball bat at home plate.": ["young boy", "baseball bat", "home plate", "baseball bat at home plate"],
     "Two zebras grazing next to each other in a field.": ["zebras", "field"],
     "A large jetliner sitting on top of an airport runway.": ["large jetliner", "top", "airport runway"],
-    "A pizza with pepperoni and olives on a cutting board.":
-        ["pizza", "pepperoni", "olives", "cutting board", "pizza with pepperoni"],
+    "A pizza with pepperoni and olives on a cutting board.": ["pizza", "pepperoni", "olives", "cutting board", "pizza with pepperoni"],
     "A woman in a red dress holding an umbrella.": ["woman", "red dress", "umbrella"],
     "A stop sign at the corner of an intersection.": ["stop sign", "corner", "intersection"],
     "A clock tower with a blue sky in the background.": ["clock tower", "blue sky", "background"],
@@ -49,10 +44,8 @@ CAPTIONS = {
     "A bathroom with a white toilet and a sink.": ["bathroom", "white toilet", "sink"],
     "A man is surfing in the ocean.": ["man", "ocean"],
     "An elephant walking through tall grass.": ["elephant", "tall grass"],
-    "A slice of pizza with cheese on a paper plate.":
-        ["slice", "pizza", "cheese", "paper plate", "slice of pizza"],
-    "A kitchen with stainless steel appliances.":
-        ["kitchen", "stainless steel appliances", "kitchen with stainless steel appliances"],
+    "A slice of pizza with cheese on a paper plate.": ["slice", "pizza", "cheese", "paper plate", "slice of pizza"],
+    "A kitchen with stainless steel appliances.": ["kitchen", "stainless steel appliances", "kitchen with stainless steel appliances"],
     "Two dogs playing with a frisbee in the park.": ["dogs", "frisbee", "park"],
     "3 people standing near a train station.": ["people", "train station"],
     "A laptop computer sitting on a desk next to a mouse.": ["laptop computer", "desk", "mouse"],
@@ -81,6 +74,7 @@ def extractor():
 
 # -- the chunker on tags given by hand (no tagger involved) ---------------------------------------
 
+
 def tagged(pairs: str):
     """'A/DT fire/NN hydrant/NN' -> a spaCy Doc with those tags (no spaces around '-')."""
     import spacy
@@ -91,29 +85,33 @@ def tagged(pairs: str):
     return Doc(spacy.blank("en").vocab, words=list(words), tags=list(tags), spaces=spaces)
 
 
-@pytest.mark.parametrize("pairs, expected", [
-    ("A/DT fire/NN hydrant/NN next/RB to/IN a/DT parking/NN meter/NN", ["fire hydrant", "parking meter"]),
-    ("a/DT cup/NN of/IN coffee/NN", ["cup", "coffee", "cup of coffee"]),
-    # a chain: the first pair takes "pizza", so "pizza with cheese" is not formed (as NLTK)
-    ("slice/NN of/IN pizza/NN with/IN cheese/NN", ["slice", "pizza", "cheese", "slice of pizza"]),
-    ("A/DT big/JJ red/JJ bus/NN ./.", ["big red bus"]),
-    # trailing adjectives are not part of the bar; JJR/JJS are not JJ
-    ("the/DT bus/NN red/JJ and/CC bigger/JJR car/NN", ["bus", "car"]),
-    ("Dogs/NNS and/CC Cats/NNS", ["dogs", "cats"]),
-    ("New/NNP York/NNP Yankees/NNPS", ["new york yankees"]),
-    ("big/JJ happy/JJ", []),
-    ("Two/CD men/NNS", ["men"]),
-    ("man/NN in/IN a/DT red/JJ shirt/NN", ["man", "red shirt"]),  # the determiner breaks the pair
-    ("man/NN in/IN red/JJ shirt/NN", ["man", "red shirt", "man in red shirt"]),
-    ("a/DT t/NN -/HYPH shirt/NN", ["t-shirt"]),
-    ("-/HYPH shirt/NN", ["shirt"]),  # a bar never starts with the hyphen
-    ("dog/NN and/CC dog/NN", ["dog"]),  # de-duplicated
-])
+@pytest.mark.parametrize(
+    "pairs, expected",
+    [
+        ("A/DT fire/NN hydrant/NN next/RB to/IN a/DT parking/NN meter/NN", ["fire hydrant", "parking meter"]),
+        ("a/DT cup/NN of/IN coffee/NN", ["cup", "coffee", "cup of coffee"]),
+        # a chain: the first pair takes "pizza", so "pizza with cheese" is not formed (as NLTK)
+        ("slice/NN of/IN pizza/NN with/IN cheese/NN", ["slice", "pizza", "cheese", "slice of pizza"]),
+        ("A/DT big/JJ red/JJ bus/NN ./.", ["big red bus"]),
+        # trailing adjectives are not part of the bar; JJR/JJS are not JJ
+        ("the/DT bus/NN red/JJ and/CC bigger/JJR car/NN", ["bus", "car"]),
+        ("Dogs/NNS and/CC Cats/NNS", ["dogs", "cats"]),
+        ("New/NNP York/NNP Yankees/NNPS", ["new york yankees"]),
+        ("big/JJ happy/JJ", []),
+        ("Two/CD men/NNS", ["men"]),
+        ("man/NN in/IN a/DT red/JJ shirt/NN", ["man", "red shirt"]),  # the determiner breaks the pair
+        ("man/NN in/IN red/JJ shirt/NN", ["man", "red shirt", "man in red shirt"]),
+        ("a/DT t/NN -/HYPH shirt/NN", ["t-shirt"]),
+        ("-/HYPH shirt/NN", ["shirt"]),  # a bar never starts with the hyphen
+        ("dog/NN and/CC dog/NN", ["dog"]),  # de-duplicated
+    ],
+)
 def test_chunker_on_given_tags(pairs, expected):
     assert noun_phrases(tagged(pairs)) == expected
 
 
 # -- end to end with the installed English pipeline -----------------------------------------------
+
 
 def test_captions_end_to_end(extractor):
     assert len(CAPTIONS) >= 30
@@ -182,6 +180,7 @@ def test_pickles_without_the_pipeline(extractor):
 
 # -- errors ---------------------------------------------------------------------------------------
 
+
 def test_missing_models_error_gives_the_install_commands(monkeypatch):
     monkeypatch.setattr(nouns, "DEFAULT_MODELS", ("no_such_pipeline_a", "no_such_pipeline_b"))
     with pytest.raises(SpacyModelError) as info:
@@ -201,6 +200,7 @@ def test_pipeline_without_tagger_is_refused(tmp_path):
 
 
 # -- sampling -------------------------------------------------------------------------------------
+
 
 def test_sample_words_with_replacement_and_reproducible():
     words = ["dog", "frisbee", "park"]

@@ -27,8 +27,18 @@ from odise_pl.models.supervision.nouns import SpacyModelError
 from odise_pl.registry import SUPERVISIONS
 
 #: hidden_dim == embed_dim, as in every experiment (the caption head reads the decoder's queries)
-GENERATOR = MaskGeneratorConfig(num_queries=6, hidden_dim=32, mask_dim=32, embed_dim=32, dec_layers=1, nheads=2,
-                                dim_feedforward=64, enc_layers=1, enc_feedforward_dim=64, train_num_points=256)
+GENERATOR = MaskGeneratorConfig(
+    num_queries=6,
+    hidden_dim=32,
+    mask_dim=32,
+    embed_dim=32,
+    dec_layers=1,
+    nheads=2,
+    dim_feedforward=64,
+    enc_layers=1,
+    enc_feedforward_dim=64,
+    train_num_points=256,
+)
 TRAIN_NAMES = [["red square", "square"], ["blue circle"], ["grass"]]
 EVAL_NAMES = [["zebra"], ["cat", "kitten"], ["sky"], ["road", "street"]]
 CAPTIONS = [["a red square on the grass"], ["a blue circle and a red square"]]
@@ -41,8 +51,15 @@ def _targets() -> list[dict]:
         masks = torch.zeros(2, SIDE, SIDE, dtype=torch.bool)
         masks[0, 8:32, 8:32] = True
         masks[1, 40:, :] = True
-        out.append({"masks": masks, "labels": torch.tensor([i % 2, 2]), "is_thing": torch.tensor([True, False]),
-                    "iscrowd": torch.zeros(2, dtype=torch.bool), "image_id": i})
+        out.append(
+            {
+                "masks": masks,
+                "labels": torch.tensor([i % 2, 2]),
+                "is_thing": torch.tensor([True, False]),
+                "iscrowd": torch.zeros(2, dtype=torch.bool),
+                "image_id": i,
+            }
+        )
     return out
 
 
@@ -52,9 +69,14 @@ def strategy(request, tiny_clip):
     cfg = section_to_dataclass({"name": request.param}, entry.config)
     templates = getattr(cfg, "prompt_templates", ["{}"])
     torch.manual_seed(0)
-    return entry.cls.from_config(cfg, train_text=encode_vocabulary(tiny_clip, TRAIN_NAMES, templates),
-                                 void_text_embed=tiny_clip.encode_text([""])[0], embed_dim=GENERATOR.embed_dim,
-                                 train_names=TRAIN_NAMES, clip=tiny_clip)
+    return entry.cls.from_config(
+        cfg,
+        train_text=encode_vocabulary(tiny_clip, TRAIN_NAMES, templates),
+        void_text_embed=tiny_clip.encode_text([""])[0],
+        embed_dim=GENERATOR.embed_dim,
+        train_names=TRAIN_NAMES,
+        clip=tiny_clip,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -84,11 +106,14 @@ def test_prepared_targets_and_training_logits_fit_the_matcher(strategy, generato
 
 
 def test_losses_are_finite_and_train_the_strategy(strategy, generator_out):
-    criterion = SetCriterion(Mask2FormerMaskGenerator.from_config(
-        GENERATOR, {k: ShapeSpec(16, STRIDES[k]) for k in LEVELS}).config, strategy.num_match_classes)
+    criterion = SetCriterion(
+        Mask2FormerMaskGenerator.from_config(GENERATOR, {k: ShapeSpec(16, STRIDES[k]) for k in LEVELS}).config, strategy.num_match_classes
+    )
     batch = {"targets": strategy.prepare_targets(_targets()), "captions": CAPTIONS}
-    logits = [strategy.training_logits(e, batch, **_query_kwargs(strategy, q))
-              for e, q in zip(generator_out["mask_embeds"], generator_out["queries"])]
+    logits = [
+        strategy.training_logits(e, batch, **_query_kwargs(strategy, q))
+        for e, q in zip(generator_out["mask_embeds"], generator_out["queries"])
+    ]
     losses = criterion(generator_out["pred_masks"], logits, batch["targets"])
     try:
         losses.update(strategy.extra_losses(generator_out, batch))
@@ -105,7 +130,6 @@ def test_losses_are_finite_and_train_the_strategy(strategy, generator_out):
 def test_classify_scores_any_vocabulary_with_void_last(strategy, generator_out, tiny_clip):
     text = encode_vocabulary(tiny_clip, EVAL_NAMES, ["{}"])
     with torch.no_grad():
-        logits = strategy.classify(generator_out["mask_embeds"][-1], text,
-                                   **_query_kwargs(strategy, generator_out["queries"][-1]))
+        logits = strategy.classify(generator_out["mask_embeds"][-1], text, **_query_kwargs(strategy, generator_out["queries"][-1]))
     assert logits.shape == (B, GENERATOR.num_queries, len(EVAL_NAMES) + 1)
     assert torch.isfinite(logits).all()
