@@ -23,6 +23,7 @@ demo: install
 # the default run (< 10 min on 2 cores): lint, the import layers, then every test not marked slow
 test: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports  # the layers of docs/architecture.md ([tool.importlinter] in pyproject.toml)
 	$(PY) -m pytest -q -m "not slow"
 
