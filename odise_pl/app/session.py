@@ -78,10 +78,11 @@ class DemoSession:
         max_classes: int = DEFAULT_MAX_CLASSES,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
-        from odise_pl.config.schema import InferenceConfig, choices_of
+        from odise_pl.config.schema import InferenceConfig, aliases_of, choices_of
 
         self.predictor = predictor
         self.classifiers: tuple[str, ...] = choices_of(InferenceConfig, "classifier")
+        self.aliases = aliases_of(InferenceConfig, "classifier")  # older names scripts may send (diffusion)
         inference = predictor.model.inference_cfg
         self.default_classifier = default_classifier or inference.classifier
         self.default_alpha, self.default_beta = float(inference.alpha), float(inference.beta)
@@ -154,7 +155,7 @@ class DemoSession:
         from odise_pl.engine.prediction_files import write_outputs
 
         vocab = self.vocabulary(vocabulary, add_default=add_default, lists=lists)
-        classifier = classifier or self.default_classifier
+        classifier = self.aliases.get(classifier, classifier) if classifier else self.default_classifier
         if classifier not in self.classifiers:
             raise ConfigError(f"unknown classifier '{classifier}': choose one of {', '.join(self.classifiers)}.")
         for key, value in (("alpha", alpha), ("beta", beta)):

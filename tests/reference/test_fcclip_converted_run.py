@@ -62,6 +62,18 @@ def test_converted_tiny_release_predicts_tests_and_fine_tunes(tmp_path, capsys):
     ), capsys.readouterr().err
     assert any(pred.iterdir())
 
+    from odise_pl.app.session import DemoSession  # the web demo's model side serves it too
+
+    session = DemoSession.open(out, overrides=["data.eval_short_side=96", "data.eval_max_long_side=128"], device="cpu")
+    try:
+        for classifier in ("in_vocab", "diffusion", "ensemble"):  # diffusion: the old name, still accepted
+            result = session.segment(images[0], "person;dog;grass:stuff", classifier=classifier)
+            used = {result.class_names[s["category_id"]] for s in result.prediction.segments}
+            assert used <= {"person", "dog", "grass"}
+            assert all(Path(f).is_file() for f in result.files)
+    finally:
+        session.close()
+
     data = tmp_path / "eval_set"  # generated scenes in the COCO panoptic layout
     assert main(["data", "synth", "--out", str(data), "--num-train", "4", "--num-val", "2", "--image-size", "64"]) == 0
     evaluation = [
