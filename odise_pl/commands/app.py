@@ -21,6 +21,7 @@ import argparse
 
 # a light module (no torch, no gradio): the model and the page are imported when the command runs
 from odise_pl.app.session import DEFAULT_MAX_CLASSES, DEFAULT_MAX_PIXELS
+from odise_pl.commands.arguments import add_checkpoint_args
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -30,18 +31,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=__doc__.replace("``", ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "-c",
-        "--config",
-        default=None,
-        help="experiment YAML file the checkpoint was trained with (default: the config.yaml of the run directory --ckpt is in)",
-    )
-    p.add_argument(
-        "--ckpt",
-        required=True,
-        help="a run directory (config.yaml, categories.json, weights.safetensors), a .ckpt or a "
-        ".safetensors file (e.g. written by convert-reference)",
-    )
+    add_checkpoint_args(p)
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")

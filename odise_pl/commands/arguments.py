@@ -20,3 +20,14 @@ def add_config_args(p: argparse.ArgumentParser, *, required: bool = True) -> Non
         help="experiment YAML file" if required else "experiment YAML file (default: the config.yaml of the run directory --ckpt is in)",
     )
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.max_steps=100")
+
+
+def add_checkpoint_args(p: argparse.ArgumentParser) -> None:
+    """``--ckpt RUN_DIR|X.ckpt|X.safetensors`` and an optional ``-c`` (default: the run's own config)."""
+    p.add_argument(
+        "-c",
+        "--config",
+        default=None,
+        help="experiment YAML file the checkpoint was trained with (default: the config.yaml of the run directory --ckpt is in)",
+    )
+    p.add_argument("--ckpt", required=True, help=CKPT_HELP + " (e.g. one written by convert-reference)")

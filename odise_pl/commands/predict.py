@@ -34,6 +34,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from odise_pl.commands.arguments import add_checkpoint_args
+
 # the writers of the three files, shared with the web demo (odise_pl/app)
 from odise_pl.engine.prediction_files import OUTPUT_SUFFIXES, write_outputs
 
@@ -45,18 +47,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=__doc__.replace("``", ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "-c",
-        "--config",
-        default=None,
-        help="experiment YAML file the checkpoint was trained with (default: the config.yaml of the run directory --ckpt is in)",
-    )
-    p.add_argument(
-        "--ckpt",
-        required=True,
-        help="a run directory (config.yaml, categories.json, weights.safetensors), a .ckpt or a "
-        ".safetensors file; the training categories travel with it: no dataset is needed",
-    )
+    add_checkpoint_args(p)
     p.add_argument("--input", required=True, help="an image, a folder of images, or a glob pattern (quote it)")
     p.add_argument("--out", required=True, help="output folder (created; existing files are never overwritten)")
     p.add_argument(
