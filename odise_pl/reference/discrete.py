@@ -87,23 +87,29 @@ def threshold_check(name: str, ours_values: torch.Tensor, ref_decision: torch.Te
 
 
 def _verdict(name: str, diff: torch.Tensor, margin: torch.Tensor, bound: float, what: str) -> Check:
-    bad = diff & ~(margin <= bound)
-    n = int(diff.sum())
-    if bad.any():
-        pts = _where(bad)
-        return Check(
-            name,
-            False,
-            f"{n} element(s) differ, {int(bad.sum())} beyond the tie bound {bound:.1e} ({what}): "
-            + _listing(pts, [float(margin[p]) for p in pts], int(bad.sum()) - len(pts)),
-        )
-    pts = _where(diff)
-    return Check(
+    return _excused_or_not(
         name,
-        True,
-        f"{n} element(s) differ, all within the tie bound {bound:.1e} ({what}): "
-        + _listing(pts, [float(margin[p]) for p in pts], n - len(pts)),
+        diff,
+        diff & ~(margin <= bound),
+        margin,
+        "element(s)",
+        f"beyond the tie bound {bound:.1e} ({what})",
+        f"all within the tie bound {bound:.1e} ({what})",
     )
+
+
+def _excused_or_not(
+    name: str, diff: torch.Tensor, bad: torch.Tensor, margin: torch.Tensor, unit: str, far: str, near: str, note: str = ""
+) -> Check:
+    """The verdict on differing elements ``diff``: fails listing those in ``bad`` (not excused), else
+    passes listing every excused one; each listed with its margin."""
+    n = int(diff.sum())
+    shown = bad if bad.any() else diff
+    pts = _where(shown)
+    listing = _listing(pts, [float(margin[p]) for p in pts], int(shown.sum()) - len(pts))
+    if bad.any():
+        return Check(name, False, f"{n} {unit} differ, {int(bad.sum())} {far}: " + listing)
+    return Check(name, True, f"{n} {unit} differ, {near}: " + listing + note)
 
 
 def panoptic_uncertain(
@@ -211,23 +217,15 @@ def panoptic_check(
     diff = relabelled != ref[0].long().cpu()
     if not diff.any():
         return Check(name, True, "exact (segments matched by overlap)" if ours[1] != ref[1] else "exact")
-    bad = diff & ~unsure.cpu()
-    n = int(diff.sum())
-    if bad.any():
-        pts = _where(bad)
-        return Check(
-            name,
-            False,
-            f"{n} pixel(s) differ, {int(bad.sum())} far from any tie: "
-            + _listing(pts, [float(margin[p]) for p in pts], int(bad.sum()) - len(pts)),
-        )
-    pts = _where(diff)
-    return Check(
+    return _excused_or_not(
         name,
-        True,
-        f"{n} pixel(s) differ, all at decisions within the measured error: "
-        + _listing(pts, [float(margin[p]) for p in pts], n - len(pts))
-        + (f"; {'; '.join(notes[:SHOWN])}" if notes else ""),
+        diff,
+        diff & ~unsure.cpu(),
+        margin,
+        "pixel(s)",
+        "far from any tie",
+        "all at decisions within the measured error",
+        f"; {'; '.join(notes[:SHOWN])}" if notes else "",
     )
 
 
